@@ -1,0 +1,516 @@
+//! HTTP(S) delivery with ureq: one request per attempt, the payload streamed with an exact
+//! `Content-Length` and an RFC 9530 `Content-Digest`.
+//!
+//! Owns: the shared `ureq::Agent` (one per run, cloned into workers, sharing its pool), its
+//! per-phase timeouts, and turning ureq's errors and non-2xx answers into `DeliveryError`s.
+//! Must not: send `Expect: 100-continue`, follow redirects with a body, or put header values in
+//! error messages (they may hold tokens).
+
+use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
+use crate::payload::{Payload, PayloadError};
+use crate::registry::{Device, Registry};
+use crate::template::{Escape, Template};
+use std::io::{self, Read};
+use std::time::{Duration, Instant, SystemTime};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// The request method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `PUT` (the default).
+    Put,
+    /// `POST`.
+    Post,
+}
+
+/// One `--header 'Name: value'`, its value a template of the device row.
+#[derive(Debug, Clone)]
+pub struct HeaderTemplate {
+    /// The header name.
+    pub name: String,
+    /// The value, with `{env:NAME}` already resolved.
+    pub value: Template,
+}
+
+/// Everything an HTTP delivery needs, checked beforehand.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// `PUT` or `POST`.
+    pub method: Method,
+    /// Extra headers.
+    pub headers: Vec<HeaderTemplate>,
+    /// Trust these CAs instead of the compiled-in roots (`--cacert`).
+    pub ca_certificates: Option<Vec<Certificate<'static>>>,
+    /// TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Longest time without progress while sending the body or reading the answer's body.
+    pub stall_timeout: Duration,
+    /// Longest wait for the status line once the body is sent (devices verify first).
+    pub response_timeout: Duration,
+    /// How many connections may be kept alive (the pool size).
+    pub concurrency: usize,
+}
+
+/// The HTTP(S) delivery of one run.
+#[derive(Debug, Clone)]
+pub struct HttpDelivery {
+    agent: ureq::Agent,
+    method: Method,
+    headers: Vec<HeaderTemplate>,
+}
+
+const EXCERPT_BYTES: u64 = 200;
+
+impl HttpDelivery {
+    /// Builds the agent every worker shares.
+    pub fn new(options: HttpOptions) -> HttpDelivery {
+        let mut tls = TlsConfig::builder();
+        if let Some(certificates) = &options.ca_certificates {
+            tls = tls.root_certs(RootCerts::new_with_certs(certificates));
+        }
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("update-orchestrator/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(options.connect_timeout))
+            .timeout_send_request(Some(options.stall_timeout))
+            .timeout_per_write(Some(options.stall_timeout))
+            .timeout_recv_response(Some(options.response_timeout))
+            .timeout_recv_body(Some(options.stall_timeout))
+            .max_idle_connections(options.concurrency.max(1))
+            .max_idle_connections_per_host(options.concurrency.max(1))
+            .output_buffer_size(256 * 1024)
+            .tls_config(tls.build())
+            .build();
+        HttpDelivery {
+            agent: config.new_agent(),
+            method: options.method,
+            headers: options.headers,
+        }
+    }
+
+    /// One attempt: stream the payload to `device`, and read its answer. `deadline` is the
+    /// device's overall deadline, if any.
+    pub fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        let file = payload.open_for_attempt().map_err(payload_error)?;
+        let mut body = MeteredReader { inner: file, meter };
+        let mut request = match self.method {
+            Method::Put => self.agent.put(&device.url),
+            Method::Post => self.agent.post(&device.url),
+        };
+        request = request
+            .header("Content-Length", payload.len().to_string())
+            .header("Content-Digest", payload.digest().content_digest());
+        for header in &self.headers {
+            let value = header
+                .value
+                .fill(|column| registry.value(device, column), Escape::None);
+            request = request.header(header.name.as_str(), value);
+        }
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(device_timeout(0));
+            }
+            request = request.config().timeout_global(Some(remaining)).build();
+        }
+        let result = request.send(ureq::SendBody::from_reader(&mut body));
+        let bytes_sent = body.meter.total();
+        body.meter.flush();
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                // A payload that changed under us explains a failure better than its symptom.
+                if let Ok(metadata) = body.inner.metadata() {
+                    payload.check_unchanged(&metadata).map_err(payload_error)?;
+                }
+                return Err(classify(error, bytes_sent, payload.len()));
+            }
+        };
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            // Drain a small answer so the connection can be reused; a long one is not our
+            // business and the connection is simply dropped.
+            let _ = io::copy(
+                &mut response.body_mut().as_reader().take(64 * 1024),
+                &mut io::sink(),
+            );
+            return Ok(Delivered {
+                bytes_sent,
+                http_status: Some(status),
+            });
+        }
+        Err(status_error(&mut response, status, bytes_sent))
+    }
+}
+
+struct MeteredReader<'m, 'e> {
+    inner: std::fs::File,
+    meter: &'m mut ByteMeter<'e>,
+}
+
+impl Read for MeteredReader<'_, '_> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        self.meter.add(n as u64);
+        Ok(n)
+    }
+}
+
+fn payload_error(error: PayloadError) -> DeliveryError {
+    let kind = match error {
+        PayloadError::Changed { .. } => ErrorKind::PayloadChanged,
+        _ => ErrorKind::Io,
+    };
+    DeliveryError {
+        phase: Phase::Payload,
+        kind,
+        message: error.to_string(),
+        retry_after: None,
+        bytes_sent: 0,
+    }
+}
+
+fn device_timeout(bytes_sent: u64) -> DeliveryError {
+    DeliveryError {
+        phase: Phase::Upload,
+        kind: ErrorKind::DeviceTimeout,
+        message: "--device-timeout passed".to_string(),
+        retry_after: None,
+        bytes_sent,
+    }
+}
+
+fn status_error(
+    response: &mut ureq::http::Response<ureq::Body>,
+    status: u16,
+    bytes_sent: u64,
+) -> DeliveryError {
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| parse_retry_after(value, SystemTime::now()));
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .map(|location| format!(" (redirect to {location}; give the final URL)"))
+        .unwrap_or_default();
+    let mut excerpt = Vec::new();
+    let _ = response
+        .body_mut()
+        .as_reader()
+        .take(EXCERPT_BYTES)
+        .read_to_end(&mut excerpt);
+    let reason = response.status().canonical_reason().unwrap_or("");
+    let mut message = format!("HTTP {status} {reason}{location}")
+        .trim_end()
+        .to_string();
+    let excerpt = one_line(&String::from_utf8_lossy(&excerpt));
+    if !excerpt.is_empty() {
+        message.push_str(": ");
+        message.push_str(&excerpt);
+    }
+    DeliveryError {
+        phase: Phase::Response,
+        kind: ErrorKind::Status(status),
+        message,
+        retry_after,
+        bytes_sent,
+    }
+}
+
+/// Classifies a ureq error; `bytes_sent` tells whether the body had started or finished.
+pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> DeliveryError {
+    let body_phase = if bytes_sent < payload_len {
+        Phase::Upload
+    } else {
+        Phase::Response
+    };
+    let (phase, kind, message) = match error {
+        ureq::Error::Timeout(timeout) => classify_timeout(timeout, body_phase),
+        ureq::Error::Io(io) => classify_io(&io, bytes_sent, body_phase),
+        ureq::Error::HostNotFound => (Phase::Connect, ErrorKind::Dns, "host not found".into()),
+        ureq::Error::ConnectionFailed => (
+            Phase::Connect,
+            ErrorKind::Refused,
+            "connection failed".into(),
+        ),
+        ureq::Error::BadUri(uri) => (
+            Phase::Connect,
+            ErrorKind::Request,
+            format!("bad URL: {uri}"),
+        ),
+        ureq::Error::Http(error) => (Phase::Connect, ErrorKind::Request, error.to_string()),
+        ureq::Error::Protocol(error) => (
+            Phase::Response,
+            ErrorKind::Protocol,
+            format!("not a valid HTTP answer: {error}"),
+        ),
+        ureq::Error::Tls(message) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {message}")),
+        ureq::Error::Rustls(error) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {error}")),
+        ureq::Error::Pem(error) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {error:?}")),
+        other => (body_phase, ErrorKind::Io, other.to_string()),
+    };
+    DeliveryError {
+        phase,
+        kind,
+        message,
+        retry_after: None,
+        bytes_sent,
+    }
+}
+
+fn classify_timeout(timeout: ureq::Timeout, body_phase: Phase) -> (Phase, ErrorKind, String) {
+    use ureq::Timeout as T;
+    match timeout {
+        T::Connect | T::Resolve => (
+            Phase::Connect,
+            ErrorKind::Timeout,
+            "connect timed out (--connect-timeout)".into(),
+        ),
+        T::PerWrite | T::SendBody | T::SendRequest => (
+            Phase::Upload,
+            ErrorKind::Timeout,
+            "stalled: the device stopped reading (--stall-timeout)".into(),
+        ),
+        T::RecvResponse => (
+            Phase::Response,
+            ErrorKind::Timeout,
+            "no answer after the body was sent (--response-timeout)".into(),
+        ),
+        T::Global => (
+            body_phase,
+            ErrorKind::DeviceTimeout,
+            "--device-timeout passed".into(),
+        ),
+        other => (
+            body_phase,
+            ErrorKind::Timeout,
+            format!("timed out ({other:?})"),
+        ),
+    }
+}
+
+fn classify_io(
+    error: &io::Error,
+    bytes_sent: u64,
+    body_phase: Phase,
+) -> (Phase, ErrorKind, String) {
+    use io::ErrorKind as K;
+    let message = error.to_string();
+    let lower = message.to_ascii_lowercase();
+    let kind = match error.kind() {
+        K::ConnectionRefused => return (Phase::Connect, ErrorKind::Refused, message),
+        K::TimedOut | K::WouldBlock => ErrorKind::Timeout,
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            ErrorKind::Reset
+        }
+        _ if lower.contains("certificate") || lower.contains("tls") => {
+            return (Phase::Connect, ErrorKind::Tls, format!("TLS: {message}"));
+        }
+        _ => ErrorKind::Io,
+    };
+    let phase = if bytes_sent == 0 && kind != ErrorKind::Reset {
+        Phase::Connect
+    } else {
+        body_phase
+    };
+    (phase, kind, message)
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate), relative to `now`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let mut words = value.split_whitespace();
+    let _weekday = words.next()?;
+    let day: u32 = words.next()?.parse().ok()?;
+    let month = match words.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = words.next()?.parse().ok()?;
+    let mut clock = words
+        .next()?
+        .split(':')
+        .map(|part| part.parse::<u64>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if words.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// Collapses a response excerpt to one printable line.
+fn one_line(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_retry_after(value: &str, expected: Option<u64>) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after(value, now),
+            expected.map(Duration::from_secs),
+            "{value}"
+        );
+    }
+
+    #[test]
+    fn parses_retry_after() {
+        check_retry_after("120", Some(120));
+        check_retry_after(" 0 ", Some(0));
+        check_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", Some(0));
+        check_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", Some(30));
+        check_retry_after("Mon, 07 Nov 1994 08:49:37 GMT", Some(86_400));
+        check_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", Some(0)); // in the past
+        check_retry_after("soon", None);
+        check_retry_after("-5", None);
+        check_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", None);
+        check_retry_after("Sun, 06 Nov 1994 08:49:37 UTC", None);
+    }
+
+    #[test]
+    fn days_from_civil_matches_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 28), 20_785);
+    }
+
+    #[track_caller]
+    fn check_class(error: ureq::Error, bytes: u64, expected: (&str, Phase, bool)) {
+        let classified = classify(error, bytes, 100);
+        let got = (
+            classified.class(),
+            classified.phase,
+            classified.is_transient(),
+        );
+        assert_eq!(got, expected, "{classified}");
+    }
+
+    #[test]
+    fn classifies_transport_errors() {
+        use io::ErrorKind as K;
+        let io = |kind: K| ureq::Error::Io(io::Error::new(kind, "x"));
+        check_class(
+            io(K::ConnectionRefused),
+            0,
+            ("refused", Phase::Connect, true),
+        );
+        check_class(io(K::ConnectionReset), 50, ("reset", Phase::Upload, true));
+        check_class(io(K::BrokenPipe), 100, ("reset", Phase::Response, true));
+        check_class(io(K::UnexpectedEof), 100, ("reset", Phase::Response, true));
+        check_class(io(K::TimedOut), 0, ("timeout", Phase::Connect, true));
+        check_class(io(K::InvalidData), 0, ("io", Phase::Connect, true));
+        let timeout = ureq::Error::Timeout;
+        check_class(
+            timeout(ureq::Timeout::Connect),
+            0,
+            ("timeout", Phase::Connect, true),
+        );
+        check_class(
+            timeout(ureq::Timeout::PerWrite),
+            10,
+            ("timeout", Phase::Upload, true),
+        );
+        check_class(
+            timeout(ureq::Timeout::RecvResponse),
+            100,
+            ("timeout", Phase::Response, true),
+        );
+        check_class(
+            timeout(ureq::Timeout::Global),
+            10,
+            ("device-timeout", Phase::Upload, false),
+        );
+        check_class(ureq::Error::HostNotFound, 0, ("dns", Phase::Connect, true));
+        check_class(
+            ureq::Error::Tls("bad cert"),
+            0,
+            ("tls", Phase::Connect, false),
+        );
+        check_class(
+            ureq::Error::BadUri("x".into()),
+            0,
+            ("request", Phase::Connect, false),
+        );
+    }
+
+    #[track_caller]
+    fn check_status(status: u16, transient: bool) {
+        let error = DeliveryError {
+            phase: Phase::Response,
+            kind: ErrorKind::Status(status),
+            message: String::new(),
+            retry_after: None,
+            bytes_sent: 0,
+        };
+        assert_eq!(error.is_transient(), transient, "HTTP {status}");
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        for status in [408, 429, 500, 502, 503, 504, 599] {
+            check_status(status, true);
+        }
+        for status in [301, 400, 401, 403, 404, 409, 413, 422] {
+            check_status(status, false);
+        }
+    }
+
+    #[test]
+    fn excerpts_are_one_line() {
+        assert_eq!(one_line("bad\r\n  digest\t!\u{7}"), "bad digest !");
+    }
+}

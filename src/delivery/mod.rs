@@ -1,0 +1,201 @@
+//! Delivery: moving the payload to one device over one protocol. One file per protocol.
+//!
+//! Owns: every socket the rollout opens, and the classification of what went wrong (which
+//! phase, transient or permanent). Must not: retry, sleep, decide order, or write to the
+//! terminal: one call is one attempt, and the orchestrator decides what happens next.
+
+pub mod http;
+
+use crate::events::Event;
+use crossbeam_channel::Sender;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// Where in an attempt something went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Opening the payload for this attempt.
+    Payload,
+    /// TCP connect and TLS handshake.
+    Connect,
+    /// Sending the request and the payload.
+    Upload,
+    /// Waiting for and reading the device's answer.
+    Response,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Payload => "payload",
+            Phase::Connect => "connect",
+            Phase::Upload => "upload",
+            Phase::Response => "response",
+        })
+    }
+}
+
+/// What kind of failure, for the retry decision and the report's error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The device refused the connection.
+    Refused,
+    /// The connection was reset or closed early.
+    Reset,
+    /// A timeout (connect, stall, response).
+    Timeout,
+    /// The per-device deadline (`--device-timeout`) passed.
+    DeviceTimeout,
+    /// The host name did not resolve.
+    Dns,
+    /// TLS failed (certificate verification, handshake).
+    Tls,
+    /// The device answered with this non-2xx HTTP status.
+    Status(u16),
+    /// The device spoke something that is not HTTP.
+    Protocol,
+    /// The request could not be built (bad URL, bad header).
+    Request,
+    /// The payload changed since it was hashed.
+    PayloadChanged,
+    /// Any other IO error.
+    Io,
+}
+
+/// One failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// Where it failed.
+    pub phase: Phase,
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What happened, in words (never containing header values).
+    pub message: String,
+    /// The delay the device asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// Payload bytes sent in this attempt.
+    pub bytes_sent: u64,
+}
+
+impl DeliveryError {
+    /// Whether another attempt may succeed: timeouts, resets, refused connections, DNS, and HTTP
+    /// 408, 429 and 5xx. Everything else (other 4xx, TLS verification, bad requests, a changed
+    /// payload, the device deadline) is permanent.
+    pub fn is_transient(&self) -> bool {
+        match self.kind {
+            ErrorKind::Refused
+            | ErrorKind::Reset
+            | ErrorKind::Timeout
+            | ErrorKind::Dns
+            | ErrorKind::Protocol
+            | ErrorKind::Io => true,
+            ErrorKind::Status(status) => matches!(status, 408 | 429 | 500..=599),
+            ErrorKind::DeviceTimeout
+            | ErrorKind::Tls
+            | ErrorKind::Request
+            | ErrorKind::PayloadChanged => false,
+        }
+    }
+
+    /// A short, stable name of the error class, for reports and metrics.
+    pub fn class(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Refused => "refused",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::DeviceTimeout => "device-timeout",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Status(status) if status >= 500 => "http-5xx",
+            ErrorKind::Status(_) => "http-4xx",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Request => "request",
+            ErrorKind::PayloadChanged => "payload-changed",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The HTTP status, when the device answered.
+    pub fn http_status(&self) -> Option<u16> {
+        match self.kind {
+            ErrorKind::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.phase, self.message)
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+/// A successful attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// The device's HTTP status, for HTTP deliveries.
+    pub http_status: Option<u16>,
+}
+
+/// Counts payload bytes of one attempt and reports them to the progress thread, coalesced to
+/// one event per ~100 ms or 1 MiB so a fast transfer does not flood the channel.
+pub struct ByteMeter<'a> {
+    events: &'a Sender<Event>,
+    index: usize,
+    total: u64,
+    pending: u64,
+    last_flush: Instant,
+}
+
+impl<'a> ByteMeter<'a> {
+    const FLUSH_BYTES: u64 = 1 << 20;
+    const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+    /// A meter for device `index` in the plan.
+    pub fn new(events: &'a Sender<Event>, index: usize) -> Self {
+        ByteMeter {
+            events,
+            index,
+            total: 0,
+            pending: 0,
+            last_flush: Instant::now(),
+        }
+    }
+
+    /// Records `bytes` more.
+    pub fn add(&mut self, bytes: u64) {
+        self.total += bytes;
+        self.pending += bytes;
+        if self.pending >= Self::FLUSH_BYTES || self.last_flush.elapsed() >= Self::FLUSH_INTERVAL {
+            self.flush();
+        }
+    }
+
+    /// Bytes recorded in this attempt.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Sends what is pending. A closed channel (the progress thread is gone) is not the
+    /// device's failure, so a send error is ignored.
+    pub fn flush(&mut self) {
+        if self.pending > 0 {
+            let _ = self.events.send(Event::BytesSent {
+                index: self.index,
+                bytes: self.pending,
+            });
+            self.pending = 0;
+        }
+        self.last_flush = Instant::now();
+    }
+}
+
+impl Drop for ByteMeter<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}

@@ -1,0 +1,551 @@
+//! The device registry: a CSV file (or stdin) with one device per row.
+//!
+//! Owns: reading the whole CSV, validating every row, and resolving each device's target URL
+//! (from its `url` column or the `--target` template). Every problem is collected with its file,
+//! line and column, so a user fixes them all in one go. Must not: contact any device, or accept a
+//! registry with any problem (a half-valid fleet is never pushed).
+
+use crate::template::{Escape, Template};
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::sync::Arc;
+
+/// URL schemes devices can be reached with, as named in error messages.
+pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
+/// How many problems an error lists before it only counts the rest.
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// A validated registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// Where it was read from (a path, or `<stdin>`), for messages.
+    pub source: String,
+    /// The header row, in file order.
+    pub header: Arc<[String]>,
+    /// Devices in file order.
+    pub devices: Vec<Device>,
+}
+
+/// One device row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The unique, non-empty `id`.
+    pub id: Arc<str>,
+    /// The resolved target URL.
+    pub url: String,
+    /// The line the row starts on (1-based; the header is line 1).
+    pub line: u64,
+    /// Every field of the row, in header order (kept for templates and filters).
+    pub fields: Box<[String]>,
+}
+
+impl Registry {
+    /// The value of `column` for `device`, if the registry has that column.
+    pub fn value<'a>(&self, device: &'a Device, column: &str) -> Option<&'a str> {
+        let index = self.header.iter().position(|name| name == column)?;
+        device.fields.get(index).map(String::as_str)
+    }
+}
+
+/// One thing wrong with a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when the problem belongs to one.
+    pub line: Option<u64>,
+    /// 1-based column number and its header name, when the problem belongs to one field.
+    pub column: Option<(usize, String)>,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+/// A registry that cannot be used: every problem found, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryError {
+    /// Where the registry was read from.
+    pub source: String,
+    /// Everything wrong with it.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        write!(f, "{}: {count} {noun}, nothing was pushed", self.source)?;
+        for problem in self.problems.iter().take(MAX_LISTED_PROBLEMS) {
+            write!(f, "\n  {}", self.source)?;
+            if let Some(line) = problem.line {
+                write!(f, ":{line}")?;
+            }
+            if let Some((number, name)) = &problem.column {
+                write!(f, ": column {number} ({name})")?;
+            }
+            write!(f, ": {}", problem.message)?;
+        }
+        if count > MAX_LISTED_PROBLEMS {
+            write!(
+                f,
+                "\n  ... and {} more problems",
+                count - MAX_LISTED_PROBLEMS
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// Reads and validates a whole registry. `source` names it in messages; `target` is the
+/// `--target` template, required when the CSV has no `url` column.
+pub fn load(
+    source: &str,
+    reader: impl Read,
+    target: Option<&Template>,
+) -> Result<Registry, RegistryError> {
+    let mut loader = Loader {
+        source,
+        problems: Vec::new(),
+    };
+    let registry = loader.load(reader, target);
+    match registry {
+        Some(registry) if loader.problems.is_empty() => Ok(registry),
+        _ => Err(RegistryError {
+            source: source.to_string(),
+            problems: loader.problems,
+        }),
+    }
+}
+
+struct Loader<'s> {
+    source: &'s str,
+    problems: Vec<Problem>,
+}
+
+/// Where the URL of each device comes from.
+enum UrlSource<'t> {
+    Column(usize),
+    Template(&'t Template),
+}
+
+impl Loader<'_> {
+    fn load(&mut self, mut reader: impl Read, target: Option<&Template>) -> Option<Registry> {
+        // The whole input is read first: csv's own line numbers drift on CRLF and blank lines,
+        // so lines are counted from byte offsets in the text itself.
+        let mut text = Vec::new();
+        if let Err(error) = reader.read_to_end(&mut text) {
+            self.problem(None, None, &format!("cannot read: {error}"));
+            return None;
+        }
+        let mut lines = LineCounter::new(&text);
+        let mut csv = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_slice());
+        let header = self.header(&mut csv)?;
+        let id_column = header.iter().position(|name| name == "id");
+        let url_source = self.url_source(&header, target);
+        if id_column.is_none() {
+            self.problem(
+                Some(1),
+                None,
+                "missing required column 'id' in the header row",
+            );
+        }
+        let (id_column, url_source) = (id_column?, url_source?);
+        let devices = self.rows(&mut csv, &mut lines, &header, id_column, &url_source);
+        Some(Registry {
+            source: self.source.to_string(),
+            header: header.into(),
+            devices,
+        })
+    }
+
+    fn header(&mut self, csv: &mut csv::Reader<impl Read>) -> Option<Vec<String>> {
+        let header = match csv.headers() {
+            Ok(header) => header.clone(),
+            Err(error) => {
+                self.csv_problem(Some(1), &error);
+                return None;
+            }
+        };
+        if header.is_empty() || header.iter().all(str::is_empty) {
+            self.problem(
+                None,
+                None,
+                "the file is empty: expected a header row such as 'id,url'",
+            );
+            return None;
+        }
+        let names: Vec<String> = header.iter().map(str::to_string).collect();
+        let mut seen = HashMap::new();
+        for (index, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                self.problem(
+                    Some(1),
+                    Some((index, "")),
+                    "empty column name in the header row",
+                );
+            } else if let Some(first) = seen.insert(name.as_str(), index) {
+                let message = format!("duplicate column name '{name}' (also column {})", first + 1);
+                self.problem(Some(1), Some((index, name)), &message);
+            }
+        }
+        Some(names)
+    }
+
+    fn url_source<'t>(
+        &mut self,
+        header: &[String],
+        target: Option<&'t Template>,
+    ) -> Option<UrlSource<'t>> {
+        let url_column = header.iter().position(|name| name == "url");
+        match (target, url_column) {
+            (Some(template), _) => match template.check_columns(header) {
+                Ok(()) => Some(UrlSource::Template(template)),
+                Err(error) => {
+                    self.problem(None, None, &format!("--target: {error}"));
+                    None
+                }
+            },
+            (None, Some(index)) => Some(UrlSource::Column(index)),
+            (None, None) => {
+                self.problem(
+                    Some(1),
+                    None,
+                    "missing column 'url' in the header row: add a url column, or give --target \
+                     TEMPLATE such as 'http://{ip}:8080/update'",
+                );
+                None
+            }
+        }
+    }
+
+    fn rows(
+        &mut self,
+        csv: &mut csv::Reader<&[u8]>,
+        lines: &mut LineCounter<'_>,
+        header: &[String],
+        id_column: usize,
+        url_source: &UrlSource<'_>,
+    ) -> Vec<Device> {
+        let mut devices = Vec::new();
+        let mut first_line_of_id: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut record = csv::StringRecord::new();
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(error) => {
+                    let line = error.position().map(|p| lines.line_at(p.byte()));
+                    self.csv_problem(line, &error);
+                    // A UTF-8 error leaves the reader usable on the next record; others end it.
+                    if matches!(error.kind(), csv::ErrorKind::Utf8 { .. }) {
+                        continue;
+                    }
+                    break;
+                }
+            }
+            let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
+            if record.len() == 1 && record.get(0) == Some("") {
+                continue; // a blank line
+            }
+            if record.len() != header.len() {
+                let message = format!(
+                    "this row has {} fields but the header has {}: check for a missing or extra comma",
+                    record.len(),
+                    header.len()
+                );
+                self.problem(Some(line), None, &message);
+                continue;
+            }
+            let fields: Box<[String]> = record.iter().map(str::to_string).collect();
+            if let Some(device) = self.device(
+                line,
+                header,
+                fields,
+                id_column,
+                url_source,
+                &mut first_line_of_id,
+            ) {
+                devices.push(device);
+            }
+        }
+        devices
+    }
+
+    fn device(
+        &mut self,
+        line: u64,
+        header: &[String],
+        fields: Box<[String]>,
+        id_column: usize,
+        url_source: &UrlSource<'_>,
+        first_line_of_id: &mut HashMap<Arc<str>, u64>,
+    ) -> Option<Device> {
+        let id: Arc<str> = Arc::from(fields[id_column].as_str());
+        let mut ok = true;
+        if id.is_empty() {
+            self.problem(
+                Some(line),
+                Some((id_column, "id")),
+                "empty id: every device needs one",
+            );
+            ok = false;
+        } else if let Some(first) = first_line_of_id.get(&id) {
+            let message = format!("duplicate id '{id}': line {first} has it too");
+            self.problem(Some(line), Some((id_column, "id")), &message);
+            ok = false;
+        } else {
+            first_line_of_id.insert(id.clone(), line);
+        }
+        let (url, url_column) = match url_source {
+            UrlSource::Column(index) => (fields[*index].clone(), Some((*index, "url"))),
+            UrlSource::Template(template) => {
+                let value = |name: &str| {
+                    let index = header.iter().position(|column| column == name)?;
+                    fields.get(index).map(String::as_str)
+                };
+                (template.fill(value, Escape::Url), None)
+            }
+        };
+        if let Err(message) = check_url(&url) {
+            let message = match url_source {
+                UrlSource::Template(t) => format!("--target {:?} gives {message}", t.text()),
+                UrlSource::Column(_) => message,
+            };
+            self.problem(Some(line), url_column, &message);
+            ok = false;
+        }
+        ok.then(|| Device {
+            id,
+            url,
+            line,
+            fields,
+        })
+    }
+
+    fn csv_problem(&mut self, line: Option<u64>, error: &csv::Error) {
+        let message = match error.kind() {
+            csv::ErrorKind::Utf8 { err, .. } => format!(
+                "field {} is not valid UTF-8: save the file as UTF-8",
+                err.field() + 1
+            ),
+            csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
+            _ => format!("malformed CSV: {error}"),
+        };
+        self.problems.push(Problem {
+            line,
+            column: None,
+            message,
+        });
+    }
+
+    fn problem(&mut self, line: Option<u64>, column: Option<(usize, &str)>, message: &str) {
+        let column = column.map(|(index, name)| (index + 1, name.to_string()));
+        self.problems.push(Problem {
+            line,
+            column,
+            message: message.to_string(),
+        });
+    }
+}
+
+/// Maps byte offsets to 1-based line numbers, for offsets asked in increasing order.
+struct LineCounter<'t> {
+    text: &'t [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t [u8]) -> Self {
+        LineCounter {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the record csv says starts at `byte`: csv counts a record from the end of the
+    /// previous terminator, so line breaks (a CRLF's LF, blank lines) before it are skipped.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut target = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.text.len());
+        while target < self.text.len() && matches!(self.text[target], b'\r' | b'\n') {
+            target += 1;
+        }
+        if target < self.offset {
+            *self = LineCounter::new(self.text);
+        }
+        let newlines = self.text[self.offset..target]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line += newlines as u64;
+        self.offset = target;
+        self.line
+    }
+}
+
+/// Checks that `url` is absolute, has a host and a supported scheme.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("empty url".to_string());
+    }
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|error| format!("invalid URL {url:?}: {error}"))?;
+    let scheme = uri.scheme_str().ok_or_else(|| {
+        format!("invalid URL {url:?}: no scheme (expected e.g. http://host/path)")
+    })?;
+    match scheme {
+        "http" | "https" => {}
+        "ssh" => {
+            return Err(format!(
+                "ssh:// is not supported yet in {url:?} (supported: {})",
+                SUPPORTED_SCHEMES.join(", ")
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme '{other}' in {url:?} (supported: {})",
+                SUPPORTED_SCHEMES.join(", ")
+            ));
+        }
+    }
+    match uri.host() {
+        Some(host) if !host.is_empty() => Ok(()),
+        _ => Err(format!("invalid URL {url:?}: no host")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, target: Option<&str>) -> Result<Registry, RegistryError> {
+        let template = target.map(|t| Template::parse(t).unwrap());
+        load("devices.csv", text.as_bytes(), template.as_ref())
+    }
+
+    #[track_caller]
+    fn check_ok(text: &str, target: Option<&str>, expected: &[(&str, &str, u64)]) {
+        let registry = load_str(text, target).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<(&str, &str, u64)> = registry
+            .devices
+            .iter()
+            .map(|d| (&*d.id, d.url.as_str(), d.line))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[track_caller]
+    fn check_err(text: &str, target: Option<&str>, expected: &str) {
+        let error = load_str(text, target).unwrap_err();
+        assert_eq!(error.to_string(), expected);
+    }
+
+    #[test]
+    fn loads_valid_registries() {
+        check_ok(
+            "id,url\na,http://h/a\nb,https://h:8443/b\n",
+            None,
+            &[("a", "http://h/a", 2), ("b", "https://h:8443/b", 3)],
+        );
+        // BOM, CRLF, surrounding spaces, a blank line, no final newline.
+        check_ok(
+            "\u{feff}id,url\r\n a , http://h/a \r\n\r\nb,http://h/b",
+            None,
+            &[("a", "http://h/a", 2), ("b", "http://h/b", 4)],
+        );
+        check_ok(
+            "id,ip,site\nd1,10.0.0.1,eu\n",
+            Some("http://{ip}:8080/{site}/{id}"),
+            &[("d1", "http://10.0.0.1:8080/eu/d1", 2)],
+        );
+        // Quoted fields may span lines; the device's line is where its row starts.
+        check_ok(
+            "id,url,note\na,http://h/a,\"two\nlines\"\nb,http://h/b,x\n",
+            None,
+            &[("a", "http://h/a", 2), ("b", "http://h/b", 4)],
+        );
+        check_ok("id,url\n", None, &[]);
+    }
+
+    #[test]
+    fn keeps_other_columns() {
+        let registry = load_str("id,url,group\na,http://h/a,canary\n", None).unwrap();
+        assert_eq!(
+            registry.value(&registry.devices[0], "group"),
+            Some("canary")
+        );
+        assert_eq!(registry.value(&registry.devices[0], "nope"), None);
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_place() {
+        check_err(
+            "",
+            None,
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv: the file is empty: expected a header row such as 'id,url'",
+        );
+        check_err(
+            "name,url\nx,http://h/\n",
+            None,
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:1: missing required column 'id' in the header row",
+        );
+        check_err(
+            "id,addr\nx,h\n",
+            None,
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:1: missing column 'url' in the header row: add a url column, or give --target TEMPLATE such as 'http://{ip}:8080/update'",
+        );
+        check_err(
+            "id,url\na,http://h/a\n,http://h/x\na,http://h/b\nc,ftp://h/c\nd,ssh://root@h/fw\ne,http://h/e,extra\nf,not a url\n",
+            None,
+            "devices.csv: 6 problems, nothing was pushed\
+            \n  devices.csv:3: column 1 (id): empty id: every device needs one\
+            \n  devices.csv:4: column 1 (id): duplicate id 'a': line 2 has it too\
+            \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https)\
+            \n  devices.csv:6: column 2 (url): ssh:// is not supported yet in \"ssh://root@h/fw\" (supported: http, https)\
+            \n  devices.csv:7: this row has 3 fields but the header has 2: check for a missing or extra comma\
+            \n  devices.csv:8: column 2 (url): invalid URL \"not a url\": invalid uri character",
+        );
+        check_err(
+            "id,ip\nd1,1.2.3.4\n",
+            Some("http://{ip}/{site}"),
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv: --target: unknown placeholder {site} in \"http://{ip}/{site}\": the registry has the columns id, ip",
+        );
+        check_err(
+            "id,url\na,http:///nohost\n",
+            None,
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:2: column 2 (url): invalid URL \"http:///nohost\": invalid format",
+        );
+    }
+
+    #[test]
+    fn lists_twenty_problems_then_counts() {
+        let mut text = String::from("id,url\n");
+        for _ in 0..25 {
+            text.push_str(",http://h/\n");
+        }
+        let message = load_str(&text, None).unwrap_err().to_string();
+        assert_eq!(message.matches("empty id").count(), 20);
+        assert!(
+            message.ends_with("\n  ... and 5 more problems"),
+            "{message}"
+        );
+        assert!(message.starts_with("devices.csv: 25 problems"));
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let bytes = b"id,url\na,http://h/a\n\xff\xfe,http://h/b\n";
+        let error = load("devices.csv", &bytes[..], None).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:3: field 1 is not valid UTF-8: save the file as UTF-8"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! `{placeholder}` templates for device URLs and header values.
+//!
+//! Owns: parsing a template once, checking its placeholders against the registry's columns, and
+//! filling it from a device row. `{column}` takes a value from the row; `{env:NAME}` (headers
+//! only) takes a value from the environment, read once when the template is resolved, so tokens
+//! never appear on the command line. Must not: do IO beyond reading environment variables.
+
+use std::fmt;
+
+/// How a filled value is escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Percent-encode everything but unreserved characters and `:` (so `{ip}` may be IPv6), so a
+    /// CSV value can never change a URL's host or path structure.
+    Url,
+    /// Insert the value as it is (header values).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Column(String),
+    Env(String),
+}
+
+/// A parsed template such as `http://{ip}:8080/update`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    text: String,
+    parts: Vec<Part>,
+}
+
+/// A template that failed to parse or to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError(pub String);
+
+impl fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
+impl Template {
+    /// Parses `text`. `{{` and `}}` stand for literal braces.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let mut parts = Vec::new();
+        let mut literal = String::new();
+        let mut chars = text.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '{' if chars.peek().map(|&(_, n)| n) == Some('{') => {
+                    chars.next();
+                    literal.push('{');
+                }
+                '}' if chars.peek().map(|&(_, n)| n) == Some('}') => {
+                    chars.next();
+                    literal.push('}');
+                }
+                '{' => {
+                    let rest = &text[at + 1..];
+                    let end = rest.find('}').ok_or_else(|| {
+                        TemplateError(format!("unclosed '{{' at byte {at} in template {text:?}"))
+                    })?;
+                    let name = &rest[..end];
+                    for _ in 0..name.chars().count() + 1 {
+                        chars.next();
+                    }
+                    if !literal.is_empty() {
+                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                    }
+                    parts.push(placeholder(name, text)?);
+                }
+                '}' => {
+                    return Err(TemplateError(format!(
+                        "unmatched '}}' at byte {at} in template {text:?} (write '}}}}' for a literal brace)"
+                    )));
+                }
+                _ => literal.push(c),
+            }
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Literal(literal));
+        }
+        Ok(Template {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The `{column}` placeholders, in order of appearance.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Column(name) => Some(name.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the template uses `{env:NAME}`.
+    pub fn uses_env(&self) -> bool {
+        self.parts.iter().any(|part| matches!(part, Part::Env(_)))
+    }
+
+    /// Checks every `{column}` against `header`; the error lists the columns there are.
+    pub fn check_columns(&self, header: &[String]) -> Result<(), TemplateError> {
+        for name in self.columns() {
+            if !header.iter().any(|column| column == name) {
+                return Err(TemplateError(format!(
+                    "unknown placeholder {{{name}}} in {:?}: the registry has the columns {}",
+                    self.text,
+                    header.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every `{env:NAME}` by the variable's value, read now; a missing variable is an
+    /// error naming it.
+    pub fn resolve_env(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Template, TemplateError> {
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for part in &self.parts {
+            match part {
+                Part::Env(name) => {
+                    let value = lookup(name).ok_or_else(|| {
+                        TemplateError(format!(
+                            "environment variable {name} is not set (used as {{env:{name}}}); export it before running"
+                        ))
+                    })?;
+                    parts.push(Part::Literal(value));
+                }
+                other => parts.push(other.clone()),
+            }
+        }
+        Ok(Template {
+            text: self.text.clone(),
+            parts,
+        })
+    }
+
+    /// Fills the template from one row: `value(column)` returns the row's value of a column.
+    /// Placeholders were checked beforehand, so a missing column fills as empty.
+    pub fn fill<'a>(&self, value: impl Fn(&str) -> Option<&'a str>, escape: Escape) -> String {
+        let mut out = String::with_capacity(self.text.len() + 16);
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Column(name) => {
+                    let raw = value(name).unwrap_or("");
+                    match escape {
+                        Escape::Url => percent_encode_into(raw, &mut out),
+                        Escape::None => out.push_str(raw),
+                    }
+                }
+                // Unresolved env placeholders are only possible if the caller skipped
+                // resolve_env; fill them as empty rather than leak the placeholder text.
+                Part::Env(_) => {}
+            }
+        }
+        out
+    }
+}
+
+fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    if let Some(variable) = name.strip_prefix("env:") {
+        if valid(variable) {
+            return Ok(Part::Env(variable.to_string()));
+        }
+    } else if valid(name) {
+        return Ok(Part::Column(name.to_string()));
+    }
+    Err(TemplateError(format!(
+        "invalid placeholder {{{name}}} in template {text:?}: use {{column}} or {{env:NAME}}"
+    )))
+}
+
+fn percent_encode_into(raw: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(byte >> 4) as usize] as char);
+            out.push(HEX[(byte & 15) as usize] as char);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_fill(template: &str, row: &[(&str, &str)], escape: Escape, expected: &str) {
+        let template = Template::parse(template).unwrap();
+        let lookup = |name: &str| row.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        assert_eq!(template.fill(lookup, escape), expected);
+    }
+
+    #[test]
+    fn fills_placeholders() {
+        let row = [("ip", "10.0.0.7"), ("id", "pos 1/a"), ("v6", "::1")];
+        check_fill(
+            "http://{ip}:8080/update",
+            &row,
+            Escape::Url,
+            "http://10.0.0.7:8080/update",
+        );
+        check_fill("http://h/{id}", &row, Escape::Url, "http://h/pos%201%2Fa");
+        check_fill("http://[{v6}]/x", &row, Escape::Url, "http://[::1]/x");
+        check_fill("Bearer {id}", &row, Escape::None, "Bearer pos 1/a");
+        check_fill("{{literal}} {ip}", &row, Escape::None, "{literal} 10.0.0.7");
+        check_fill("héllo {ip}", &row, Escape::None, "héllo 10.0.0.7");
+        check_fill("no placeholders", &row, Escape::Url, "no placeholders");
+    }
+
+    #[track_caller]
+    fn check_parse_error(template: &str, expected: &str) {
+        let error = Template::parse(template).unwrap_err();
+        assert!(
+            error.0.contains(expected),
+            "{error} does not contain {expected}"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_templates() {
+        check_parse_error("http://{ip", "unclosed '{'");
+        check_parse_error("http://ip}", "unmatched '}'");
+        check_parse_error("http://{}/x", "invalid placeholder {}");
+        check_parse_error("http://{a b}/x", "invalid placeholder {a b}");
+        check_parse_error("{env:}", "invalid placeholder {env:}");
+    }
+
+    #[test]
+    fn checks_columns_against_header() {
+        let header = vec!["id".to_string(), "ip".to_string()];
+        let template = Template::parse("http://{ip}/{site}").unwrap();
+        let error = template.check_columns(&header).unwrap_err();
+        assert_eq!(
+            error.0,
+            "unknown placeholder {site} in \"http://{ip}/{site}\": the registry has the columns id, ip"
+        );
+        assert!(
+            Template::parse("http://{ip}/")
+                .unwrap()
+                .check_columns(&header)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn resolves_env_once() {
+        let template = Template::parse("Bearer {env:TOKEN} for {id}").unwrap();
+        assert!(template.uses_env());
+        let resolved = template
+            .resolve_env(|name| (name == "TOKEN").then(|| "s3cret".to_string()))
+            .unwrap();
+        assert_eq!(
+            resolved.fill(|_| Some("d1"), Escape::None),
+            "Bearer s3cret for d1"
+        );
+        let missing = template.resolve_env(|_| None).unwrap_err();
+        assert!(missing.0.contains("environment variable TOKEN is not set"));
+    }
+}
