@@ -1,0 +1,269 @@
+//! A simulated fleet of HTTP devices served from one process on loopback, for `demo`, the
+//! integration tests and the benchmark.
+//!
+//! Owns: the fleet's public face ([`FleetSpec`], [`Fleet`], [`Profile`], [`DeviceStats`],
+//! [`summary`]) and its lifecycle (start, counters, shutdown). Must not: be used by the
+//! orchestrator itself (it is a test double), print to the terminal, or leave a thread running
+//! after [`Fleet::shutdown`] or drop.
+//!
+//! Codemap: `assign` picks fault profiles from the seed (no IO), `http` is the wire format (no
+//! IO), `server` owns the acceptor and the shared counters, `connection` is one connection's
+//! thread and what each profile does, `summary` renders counters as text (no IO).
+
+mod assign;
+mod connection;
+mod http;
+mod server;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+pub use summary::summary;
+
+use crossbeam_channel::Sender;
+use server::{Shared, Stop};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// What fleet to simulate: how many devices, how their ids look, which share of them misbehave
+/// and how, and where to listen.
+///
+/// Faults go to distinct devices chosen by a shuffle seeded with `seed`, so the same spec always
+/// gives the same devices the same faults. For each fault, the number of devices is
+/// `round(percent / 100 × devices)`, but at least 1 when the percentage is above 0.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// Number of devices.
+    pub devices: usize,
+    /// Device ids are this prefix and the 1-based index in 5 digits: `dev-00001`.
+    pub id_prefix: String,
+    /// Share (0–100) of devices that answer their first 1 or 2 requests (chosen per device from
+    /// the seed) with `503` and `Retry-After: {retry_after_secs}`, then succeed.
+    pub flaky_percent: f64,
+    /// Share (0–100) of devices that always answer `500` after reading the body.
+    pub dead_percent: f64,
+    /// Share (0–100) of devices that read the body at `slow_bytes_per_sec`, then succeed.
+    pub slow_percent: f64,
+    /// Share (0–100) of devices that, on their first request only, read about half the body (at
+    /// most 32 KiB) and close the connection without answering; later requests succeed.
+    pub reset_percent: f64,
+    /// Share (0–100) of devices that accept a request and never read its body nor answer,
+    /// holding the connection until the fleet shuts down.
+    pub stall_percent: f64,
+    /// Seed for the choice of faulty devices and of the flaky devices' failure counts.
+    pub seed: u64,
+    /// The `Retry-After` value, in seconds, of a flaky device's `503`.
+    pub retry_after_secs: u64,
+    /// Read rate of slow devices.
+    pub slow_bytes_per_sec: u64,
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+}
+
+impl Default for FleetSpec {
+    /// Ten healthy devices `dev-00001`..`dev-00010` on `127.0.0.1:0`, seed 1.
+    fn default() -> Self {
+        FleetSpec {
+            devices: 10,
+            id_prefix: "dev-".to_string(),
+            flaky_percent: 0.0,
+            dead_percent: 0.0,
+            slow_percent: 0.0,
+            reset_percent: 0.0,
+            stall_percent: 0.0,
+            seed: 1,
+            retry_after_secs: 1,
+            slow_bytes_per_sec: 256 * 1024,
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        }
+    }
+}
+
+/// How a simulated device behaves. Displays as `healthy`, `flaky`, `dead`, `slow`, `reset` or
+/// `stall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// Accepts every upload.
+    Healthy,
+    /// Answers its first `failures` requests with `503` and `Retry-After`, then accepts.
+    Flaky {
+        /// How many requests fail before the first success (1 or 2).
+        failures: u32,
+    },
+    /// Answers every request with `500`.
+    Dead,
+    /// Reads the body at a throttled rate, then accepts.
+    Slow,
+    /// Drops the connection half-way through its first request, then accepts.
+    Reset,
+    /// Never reads nor answers; holds the connection until shutdown.
+    Stall,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Healthy => "healthy",
+            Profile::Flaky { .. } => "flaky",
+            Profile::Dead => "dead",
+            Profile::Slow => "slow",
+            Profile::Reset => "reset",
+            Profile::Stall => "stall",
+        })
+    }
+}
+
+/// A snapshot of one device's counters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStats {
+    /// The device id, e.g. `dev-00001`.
+    pub id: String,
+    /// The device's fault profile.
+    pub profile: Profile,
+    /// Requests that reached the device's path, whatever their outcome.
+    pub requests: u64,
+    /// Uploads accepted with a success status.
+    pub completed: u64,
+    /// Body bytes received, counted as they arrive, failed attempts included.
+    pub bytes: u64,
+    /// Requests refused because their `Content-Digest` did not match the body.
+    pub digest_mismatches: u64,
+}
+
+/// A running simulated fleet: one listener on loopback serving every device under
+/// `/devices/{id}/update`, plus `GET /_stats` (CSV counters). Shuts down on [`Fleet::shutdown`]
+/// or when dropped.
+pub struct Fleet {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop_sender: Option<Sender<()>>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Assigns profiles, binds `spec.bind` and starts serving.
+    ///
+    /// Fails with `InvalidInput` when a percentage is outside 0–100, the percentages add up to
+    /// more than 100, or `slow_bytes_per_sec` is 0; and with the bind error if binding fails.
+    pub fn start(spec: FleetSpec) -> io::Result<Fleet> {
+        if spec.slow_bytes_per_sec == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "slow_bytes_per_sec must be at least 1",
+            ));
+        }
+        let profiles = assign::assign_profiles(&spec)?;
+        let listener = std::net::TcpListener::bind(spec.bind)?;
+        let addr = listener.local_addr()?;
+        let (stop_sender, stop) = Stop::new();
+        let shared = Arc::new(Shared::new(&spec, profiles, stop));
+        let acceptor = server::spawn_acceptor(listener, Arc::clone(&shared))?;
+        Ok(Fleet {
+            shared,
+            addr,
+            stop_sender: Some(stop_sender),
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The address the fleet listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The update URL of device `index` (0-based), e.g.
+    /// `http://127.0.0.1:PORT/devices/dev-00001/update`. Panics if `index` is out of range.
+    pub fn url(&self, index: usize) -> String {
+        let id = &self.shared.devices[index].id;
+        format!("http://{}/devices/{id}/update", connectable(self.addr))
+    }
+
+    /// A registry file for the fleet: `id,url,profile` then one row per device, in order.
+    pub fn registry_csv(&self) -> String {
+        let mut csv = String::from("id,url,profile\n");
+        for (index, device) in self.shared.devices.iter().enumerate() {
+            csv.push_str(&format!(
+                "{},{},{}\n",
+                device.id,
+                self.url(index),
+                device.profile
+            ));
+        }
+        csv
+    }
+
+    /// Every device's counters, in device order.
+    pub fn stats(&self) -> Vec<DeviceStats> {
+        self.shared.snapshot()
+    }
+
+    /// One device's counters, or `None` for an unknown id.
+    pub fn device_stats(&self, id: &str) -> Option<DeviceStats> {
+        let index = *self.shared.index.get(id)?;
+        Some(self.shared.devices[index].snapshot())
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, ends every connection (stalled ones too) and joins all threads. Returns
+    /// within about one read timeout (250 ms).
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.shared.stop.set();
+        // Dropping the only sender wakes every thread waiting on the stop signal.
+        drop(self.stop_sender.take());
+        wake_acceptor(self.addr);
+        if acceptor.join().is_err() {
+            log::error!("simulated fleet: the acceptor thread panicked");
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("addr", &self.addr)
+            .field("devices", &self.shared.devices.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The acceptor blocks in `accept`: one connection makes it look at the stop flag.
+fn wake_acceptor(addr: SocketAddr) {
+    if let Err(error) = TcpStream::connect_timeout(&connectable(addr), Duration::from_secs(1)) {
+        log::warn!("simulated fleet: could not wake the acceptor at {addr}: {error}");
+    }
+}
+
+/// A listener on `0.0.0.0` or `[::]` is reached through loopback.
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
+}

@@ -1,0 +1,200 @@
+//! The simulated fleet's shared state and its acceptor thread.
+//!
+//! Owns: the per-device atomic counters, the stop signal, the listener and the connection
+//! threads' handles (reaped as they finish, all joined at shutdown). Must not: take a lock on
+//! the request path, or wait anywhere without watching the stop signal.
+
+use super::{DeviceStats, FleetSpec, Profile, connection};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Connection threads only hash and copy; their buffers live on the heap.
+const CONNECTION_STACK_SIZE: usize = 256 * 1024;
+
+/// Everything the acceptor and connection threads share.
+pub(crate) struct Shared {
+    pub(crate) devices: Vec<DeviceState>,
+    pub(crate) index: HashMap<String, usize>,
+    pub(crate) retry_after_secs: u64,
+    pub(crate) slow_bytes_per_sec: u64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) stop: Stop,
+}
+
+impl Shared {
+    pub(crate) fn new(spec: &FleetSpec, profiles: Vec<Profile>, stop: Stop) -> Shared {
+        let devices: Vec<DeviceState> = profiles
+            .into_iter()
+            .enumerate()
+            .map(|(i, profile)| {
+                DeviceState::new(format!("{}{:05}", spec.id_prefix, i + 1), profile)
+            })
+            .collect();
+        let index = devices
+            .iter()
+            .enumerate()
+            .map(|(i, device)| (device.id.clone(), i))
+            .collect();
+        Shared {
+            devices,
+            index,
+            retry_after_secs: spec.retry_after_secs,
+            slow_bytes_per_sec: spec.slow_bytes_per_sec,
+            connections: AtomicU64::new(0),
+            stop,
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<DeviceStats> {
+        self.devices.iter().map(DeviceState::snapshot).collect()
+    }
+}
+
+/// One device: its identity and its counters.
+pub(crate) struct DeviceState {
+    pub(crate) id: String,
+    pub(crate) profile: Profile,
+    pub(crate) requests: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) digest_mismatches: AtomicU64,
+}
+
+impl DeviceState {
+    fn new(id: String, profile: Profile) -> DeviceState {
+        DeviceState {
+            id,
+            profile,
+            requests: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            digest_mismatches: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> DeviceStats {
+        DeviceStats {
+            id: self.id.clone(),
+            profile: self.profile,
+            requests: self.requests.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            digest_mismatches: self.digest_mismatches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Shutdown, as a flag for cheap checks and a channel whose only sender the [`super::Fleet`]
+/// drops, which wakes every thread sleeping or waiting on it at once.
+pub(crate) struct Stop {
+    flag: AtomicBool,
+    signal: Receiver<()>,
+}
+
+impl Stop {
+    pub(crate) fn new() -> (Sender<()>, Stop) {
+        let (sender, signal) = crossbeam_channel::bounded(0);
+        let stop = Stop {
+            flag: AtomicBool::new(false),
+            signal,
+        };
+        (sender, stop)
+    }
+
+    pub(crate) fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `duration` unless the fleet stops first; false when it is stopping.
+    pub(crate) fn sleep(&self, duration: Duration) -> bool {
+        match self.signal.recv_timeout(duration) {
+            Err(RecvTimeoutError::Timeout) => !self.is_set(),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => false,
+        }
+    }
+
+    /// Returns once the fleet is stopping.
+    pub(crate) fn wait(&self) {
+        // Nothing is ever sent: this returns when the sender is dropped.
+        let _ = self.signal.recv();
+    }
+}
+
+/// Starts the acceptor thread; it serves `listener` until the stop signal, then joins every
+/// connection thread.
+pub(crate) fn spawn_acceptor(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("fleet-acceptor".to_string())
+        .spawn(move || accept_loop(&listener, &shared))
+}
+
+fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
+    let mut connections = Vec::new();
+    for incoming in listener.incoming() {
+        if shared.stop.is_set() {
+            break;
+        }
+        match incoming {
+            Ok(stream) => {
+                shared.connections.fetch_add(1, Ordering::Relaxed);
+                connections.extend(spawn_connection(stream, Arc::clone(shared)));
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("simulated fleet: accept failed: {error}");
+                if !shared.stop.sleep(Duration::from_millis(10)) {
+                    break;
+                }
+            }
+        }
+        reap_finished(&mut connections);
+    }
+    for handle in connections {
+        join_connection(handle);
+    }
+}
+
+fn spawn_connection(stream: std::net::TcpStream, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
+    let spawned = thread::Builder::new()
+        .name("fleet-connection".to_string())
+        .stack_size(CONNECTION_STACK_SIZE)
+        .spawn(move || connection::serve(stream, &shared));
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            log::warn!("simulated fleet: could not start a connection thread: {error}");
+            None
+        }
+    }
+}
+
+/// Joins the threads that have already ended, so a long run does not pile up handles.
+fn reap_finished(connections: &mut Vec<JoinHandle<()>>) {
+    let mut i = 0;
+    while i < connections.len() {
+        if connections[i].is_finished() {
+            join_connection(connections.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+}
+
+fn join_connection(handle: JoinHandle<()>) {
+    if handle.join().is_err() {
+        log::error!("simulated fleet: a connection thread panicked");
+    }
+}
