@@ -1,0 +1,286 @@
+//! Time-remaining and throughput estimates from a sliding window of progress samples.
+//!
+//! Owns: `EtaEstimator`, a moving-average estimate over the last `window` of samples, so the first
+//! seconds of a run (connection set-up, slow starts) stop counting once they leave the window and
+//! a change of rate shows within one window. Must not: read a clock, print, or know about events;
+//! the caller passes the elapsed time of every sample.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How far back the estimate looks by default.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
+/// The shortest span of samples that gives a rate worth showing.
+const MIN_SPAN: Duration = Duration::from_secs(1);
+
+/// Estimates the time left for a run from samples of its progress.
+///
+/// Two estimates are made when each has a basis: remaining devices over the windowed device
+/// completion rate, and remaining bytes over the windowed byte rate. The larger one wins, because
+/// a transfer that is almost done can still wait for slow installs, and a few finished devices say
+/// little about a big payload still moving.
+#[derive(Debug, Clone)]
+pub struct EtaEstimator {
+    window: Duration,
+    total_devices: usize,
+    total_bytes: u64,
+    samples: VecDeque<Sample>,
+}
+
+/// One observation of a run's progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    elapsed: Duration,
+    devices_finished: usize,
+    bytes_done: u64,
+}
+
+impl EtaEstimator {
+    /// An estimator for a run of `total_devices` devices moving `total_bytes` bytes in all,
+    /// looking back [`DEFAULT_WINDOW`].
+    pub fn new(total_devices: usize, total_bytes: u64) -> EtaEstimator {
+        EtaEstimator::with_window(total_devices, total_bytes, DEFAULT_WINDOW)
+    }
+
+    /// Like [`EtaEstimator::new`] with a window of your choosing.
+    pub fn with_window(total_devices: usize, total_bytes: u64, window: Duration) -> EtaEstimator {
+        EtaEstimator {
+            window,
+            total_devices,
+            total_bytes,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Changes the run's totals (they are known only once the run starts); samples are kept.
+    pub fn set_totals(&mut self, total_devices: usize, total_bytes: u64) {
+        self.total_devices = total_devices;
+        self.total_bytes = total_bytes;
+    }
+
+    /// Adds a sample taken `elapsed` after the start of the run. Samples must come in time order;
+    /// one older than the newest is ignored.
+    pub fn record(&mut self, elapsed: Duration, devices_finished: usize, bytes_done: u64) {
+        if self
+            .samples
+            .back()
+            .is_some_and(|last| elapsed < last.elapsed)
+        {
+            return;
+        }
+        self.samples.push_back(Sample {
+            elapsed,
+            devices_finished,
+            bytes_done,
+        });
+        self.evict_old_samples();
+    }
+
+    /// The estimated time left: zero once every device finished, `None` while there is no basis
+    /// (fewer than two samples, a window shorter than a second, or no progress in the window).
+    pub fn eta(&self) -> Option<Duration> {
+        let newest = self.samples.back()?;
+        if newest.devices_finished >= self.total_devices {
+            return Some(Duration::ZERO);
+        }
+        let by_devices = self.device_rate().and_then(|rate| {
+            let remaining = self.total_devices - newest.devices_finished;
+            seconds(remaining as f64 / rate)
+        });
+        let by_bytes = self.byte_rate().and_then(|rate| {
+            let remaining = self.total_bytes.saturating_sub(newest.bytes_done);
+            seconds(remaining as f64 / rate)
+        });
+        by_devices.max(by_bytes)
+    }
+
+    /// The windowed byte throughput in bytes per second; zero while there is no basis.
+    pub fn throughput(&self) -> f64 {
+        self.byte_rate().unwrap_or(0.0)
+    }
+
+    /// Devices finished per second over the window, when positive.
+    fn device_rate(&self) -> Option<f64> {
+        let (oldest, newest, span) = self.window_ends()?;
+        let finished = newest
+            .devices_finished
+            .saturating_sub(oldest.devices_finished);
+        positive(finished as f64 / span)
+    }
+
+    /// Bytes done per second over the window, when positive. Bytes can go back when an attempt
+    /// is retried; a window that lost bytes has no byte rate.
+    fn byte_rate(&self) -> Option<f64> {
+        let (oldest, newest, span) = self.window_ends()?;
+        let bytes = newest.bytes_done.saturating_sub(oldest.bytes_done);
+        positive(bytes as f64 / span)
+    }
+
+    /// The first and last samples of the window and the seconds between them, when the window
+    /// spans at least [`MIN_SPAN`].
+    fn window_ends(&self) -> Option<(&Sample, &Sample, f64)> {
+        let oldest = self.samples.front()?;
+        let newest = self.samples.back()?;
+        let span = newest.elapsed.checked_sub(oldest.elapsed)?;
+        (span >= MIN_SPAN).then_some((oldest, newest, span.as_secs_f64()))
+    }
+
+    /// Drops samples that left the window, keeping the newest one at or before its start so the
+    /// window spans a full `window` once the run is that old.
+    fn evict_old_samples(&mut self) {
+        let Some(newest) = self.samples.back().map(|sample| sample.elapsed) else {
+            return;
+        };
+        let start = newest.saturating_sub(self.window);
+        while self
+            .samples
+            .get(1)
+            .is_some_and(|next| next.elapsed <= start)
+        {
+            self.samples.pop_front();
+        }
+    }
+}
+
+fn positive(rate: f64) -> Option<f64> {
+    (rate.is_finite() && rate > 0.0).then_some(rate)
+}
+
+/// A duration of `secs` seconds, or `None` if it does not fit.
+fn seconds(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic timeline: each segment lasts `secs` seconds during which devices finish and
+    /// bytes move at constant rates, sampled once a second.
+    struct Segment {
+        secs: u64,
+        devices_per_sec: usize,
+        bytes_per_sec: u64,
+    }
+
+    const fn seg(secs: u64, devices_per_sec: usize, bytes_per_sec: u64) -> Segment {
+        Segment {
+            secs,
+            devices_per_sec,
+            bytes_per_sec,
+        }
+    }
+
+    /// Feeds `timeline` into an estimator for `devices` devices and `bytes` bytes in all, and
+    /// compares the ETA (rounded to whole seconds) and the throughput with what is expected.
+    #[track_caller]
+    fn check(
+        (devices, bytes): (usize, u64),
+        timeline: &[Segment],
+        expected_eta: Option<u64>,
+        expected_throughput: f64,
+    ) {
+        let mut estimator = EtaEstimator::new(devices, bytes);
+        let (mut now, mut finished, mut done) = (0, 0, 0);
+        estimator.record(Duration::ZERO, 0, 0);
+        for segment in timeline {
+            for _ in 0..segment.secs {
+                now += 1;
+                finished += segment.devices_per_sec;
+                done += segment.bytes_per_sec;
+                estimator.record(Duration::from_secs(now), finished, done);
+            }
+        }
+        let eta = estimator.eta().map(|eta| eta.as_secs_f64().round() as u64);
+        assert_eq!(eta, expected_eta, "eta");
+        assert_eq!(estimator.throughput(), expected_throughput, "throughput");
+    }
+
+    #[test]
+    fn constant_rate_gives_exact_eta() {
+        // 1000 devices at 10/s, 100 bytes each: 100 done after 10 s, 900 left.
+        check((1000, 100_000), &[seg(10, 10, 1000)], Some(90), 1000.0);
+    }
+
+    #[test]
+    fn slowdown_shows_after_the_window() {
+        // 60 s at 10/s, then 40 s at 5/s: the last 30 s saw only the new rate.
+        let timeline = [seg(60, 10, 1000), seg(40, 5, 500)];
+        check((2000, 200_000), &timeline, Some((2000 - 800) / 5), 500.0);
+    }
+
+    #[test]
+    fn slowdown_within_the_window_is_blended() {
+        // 60 s at 10/s, then 15 s at 5/s: the window saw 15 s of each, 7.5 devices/s, 1325 left.
+        let timeline = [seg(60, 10, 1000), seg(15, 5, 500)];
+        check((2000, 200_000), &timeline, Some(177), 750.0);
+    }
+
+    #[test]
+    fn fast_start_stops_counting_after_the_window() {
+        let timeline = [seg(5, 100, 10_000), seg(60, 1, 100)];
+        check((1000, 100_000), &timeline, Some(1000 - 560), 100.0);
+    }
+
+    #[test]
+    fn no_basis_gives_none() {
+        check((100, 10_000), &[], None, 0.0);
+        check((100, 10_000), &[seg(30, 0, 0)], None, 0.0);
+    }
+
+    #[test]
+    fn finished_run_gives_zero() {
+        check((100, 10_000), &[seg(10, 10, 1000)], Some(0), 1000.0);
+        check((0, 0), &[], Some(0), 0.0);
+    }
+
+    #[test]
+    fn big_payload_with_few_devices_uses_bytes() {
+        // 4 devices of 1 GB, none finished yet, 10 MB/s: 400 s for 4 GB, 10 s gone.
+        let timeline = [seg(10, 0, 10_000_000)];
+        check((4, 4_000_000_000), &timeline, Some(390), 10_000_000.0);
+    }
+
+    #[test]
+    fn larger_estimate_wins() {
+        // Devices say 90 s (900 left at 10/s), bytes say 190 s (1.9 MB left at 10 kB/s).
+        check(
+            (1000, 2_000_000),
+            &[seg(10, 10, 10_000)],
+            Some(190),
+            10_000.0,
+        );
+    }
+
+    #[test]
+    fn less_than_a_second_gives_none() {
+        let mut estimator = EtaEstimator::new(10, 1000);
+        estimator.record(Duration::ZERO, 0, 0);
+        estimator.record(Duration::from_millis(900), 1, 100);
+        assert_eq!(estimator.eta(), None);
+        estimator.record(Duration::from_millis(1000), 1, 100);
+        assert_eq!(estimator.eta(), Some(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn samples_out_of_order_are_ignored() {
+        let mut estimator = EtaEstimator::new(10, 1000);
+        estimator.record(Duration::from_secs(2), 2, 200);
+        estimator.record(Duration::from_secs(1), 0, 0);
+        assert_eq!(estimator.eta(), None);
+    }
+
+    #[test]
+    fn window_stays_bounded() {
+        let mut estimator = EtaEstimator::new(usize::MAX, u64::MAX);
+        for tenth in 0..10_000 {
+            estimator.record(Duration::from_millis(tenth * 100), tenth as usize, tenth);
+        }
+        assert!(
+            estimator.samples.len() <= 302,
+            "{}",
+            estimator.samples.len()
+        );
+    }
+}

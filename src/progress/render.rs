@@ -1,0 +1,247 @@
+//! The text of everything the progress thread shows: plain periodic lines, bar messages, failure
+//! lines, and human-readable sizes and durations.
+//!
+//! Owns: pure formatting from a `Snapshot` or a `Notice` to a `String`. Must not: write to any
+//! stream, read a clock or the environment.
+
+use std::time::Duration;
+
+use super::state::{Notice, Snapshot};
+
+const BINARY_UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/// One plain progress line, for logs and cron mail:
+/// `[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s eta 2m10s`.
+/// The first count is every device that finished, skipped ones included; `eta --` when unknown.
+pub fn format_plain_line(s: &Snapshot) -> String {
+    format!(
+        "[{:>5}] {} {} {}",
+        human_duration(s.elapsed),
+        devices_summary(s),
+        bytes_pair(s.bytes_done, s.bytes_total),
+        rate_and_eta(s)
+    )
+}
+
+/// A byte count in binary units: `512 B`, `1.2 GiB`, `95 MiB` (one decimal below 10).
+pub fn human_bytes(n: u64) -> String {
+    let (value, unit) = scale(n);
+    if unit == 0 {
+        format!("{n} B")
+    } else if value < 9.95 {
+        format!("{value:.1} {}", BINARY_UNITS[unit])
+    } else {
+        format!("{value:.0} {}", BINARY_UNITS[unit])
+    }
+}
+
+/// A duration to the second, in at most two units: `27s`, `2m10s`, `1h04m`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs / 3600, secs / 60 % 60, secs % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// `1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50`: the device part of a plain
+/// line, and the devices bar's counts.
+pub(crate) fn devices_summary(s: &Snapshot) -> String {
+    format!("{}/{} devices {}", finished(s), s.total, device_counts(s))
+}
+
+/// `ok=1200 failed=4 retrying=30 in-flight=50`: the devices bar's message.
+pub(crate) fn device_counts(s: &Snapshot) -> String {
+    format!(
+        "ok={} failed={} retrying={} in-flight={}",
+        s.succeeded, s.failed, s.retrying, s.in_flight
+    )
+}
+
+/// `95 MiB/s eta 2m10s`: the bytes bar's message.
+pub(crate) fn rate_and_eta(s: &Snapshot) -> String {
+    let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
+    format!(
+        "{}/s eta {eta}",
+        human_bytes(throughput_bytes(s.throughput))
+    )
+}
+
+/// The line shown for a notice, or `None` if this mode does not show it. Failures are errors and
+/// are shown even when quiet.
+pub(crate) fn notice_line(notice: &Notice, quiet: bool) -> Option<String> {
+    match notice {
+        Notice::Failed {
+            id,
+            attempts,
+            error,
+        } => Some(format!(
+            "failed {id} after {attempts} {}: {error}",
+            plural(*attempts, "attempt", "attempts")
+        )),
+        Notice::Stopping { .. } if quiet => None,
+        Notice::Stopping { reason, in_flight } => {
+            Some(format!("stopping: {reason}, {in_flight} in flight"))
+        }
+    }
+}
+
+fn finished(s: &Snapshot) -> usize {
+    s.succeeded + s.failed + s.skipped
+}
+
+/// `1.2/12.0 GiB`: both sides in the unit of the total, so they compare at a glance.
+fn bytes_pair(done: u64, total: u64) -> String {
+    let (_, unit) = scale(total);
+    if unit == 0 {
+        return format!("{done}/{total} B");
+    }
+    let divisor = 1024_f64.powi(unit as i32);
+    let (done, total) = (done as f64 / divisor, total as f64 / divisor);
+    format!("{done:.1}/{total:.1} {}", BINARY_UNITS[unit])
+}
+
+/// `n` divided down to the largest binary unit that keeps it at or above 1 (after rounding to
+/// what `human_bytes` shows), and that unit's index.
+fn scale(n: u64) -> (f64, usize) {
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1023.5 && unit + 1 < BINARY_UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    (value, unit)
+}
+
+/// Bytes per second as a whole number for display; negative or non-finite rates show as zero.
+fn throughput_bytes(rate: f64) -> u64 {
+    if rate.is_finite() && rate > 0.0 {
+        rate.round() as u64
+    } else {
+        0
+    }
+}
+
+fn plural(n: u32, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    const GIB: u64 = 1024 * MIB;
+
+    #[track_caller]
+    fn check<T: std::fmt::Debug>(input: T, format: impl Fn(&T) -> String, expected: &str) {
+        assert_eq!(format(&input), expected, "input: {input:?}");
+    }
+
+    #[test]
+    fn human_bytes_examples() {
+        let show = |n: &u64| human_bytes(*n);
+        check(0, show, "0 B");
+        check(512, show, "512 B");
+        check(1023, show, "1023 B");
+        check(1024, show, "1.0 KiB");
+        check(1536, show, "1.5 KiB");
+        check(95 * MIB, show, "95 MiB");
+        check(GIB + GIB / 5, show, "1.2 GiB");
+        check(10 * GIB - 1, show, "10 GiB");
+        check(MIB - 1, show, "1.0 MiB");
+        check(u64::MAX, show, "16 EiB");
+    }
+
+    #[test]
+    fn human_duration_examples() {
+        let show = |secs: &f64| human_duration(Duration::from_secs_f64(*secs));
+        check(0.0, show, "0s");
+        check(0.9, show, "0s");
+        check(27.0, show, "27s");
+        check(59.0, show, "59s");
+        check(60.0, show, "1m00s");
+        check(130.0, show, "2m10s");
+        check(3599.0, show, "59m59s");
+        check(3840.0, show, "1h04m");
+        check(100.0 * 3600.0, show, "100h00m");
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            total: 10_000,
+            succeeded: 1200,
+            failed: 4,
+            skipped: 30,
+            retrying: 30,
+            in_flight: 50,
+            bytes_sent: 2 * GIB,
+            bytes_done: GIB + GIB / 5,
+            bytes_total: 12 * GIB,
+            elapsed: Duration::from_secs(27),
+            eta: Some(Duration::from_secs(130)),
+            throughput: (95 * MIB) as f64,
+        }
+    }
+
+    #[test]
+    fn plain_line_examples() {
+        let show = |s: &Snapshot| format_plain_line(s);
+        check(
+            snapshot(),
+            show,
+            "[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 \
+             1.2/12.0 GiB 95 MiB/s eta 2m10s",
+        );
+        let unknown = Snapshot {
+            eta: None,
+            elapsed: Duration::from_secs(3840),
+            ..snapshot()
+        };
+        check(
+            unknown,
+            show,
+            "[1h04m] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 \
+             1.2/12.0 GiB 95 MiB/s eta --",
+        );
+        check(
+            Snapshot::default(),
+            show,
+            "[   0s] 0/0 devices ok=0 failed=0 retrying=0 in-flight=0 0/0 B 0 B/s eta --",
+        );
+        let small = Snapshot {
+            bytes_done: 300,
+            bytes_total: 1000,
+            ..Snapshot::default()
+        };
+        check(
+            small,
+            show,
+            "[   0s] 0/0 devices ok=0 failed=0 retrying=0 in-flight=0 300/1000 B 0 B/s eta --",
+        );
+    }
+
+    #[test]
+    fn notice_lines() {
+        let failed = |attempts| Notice::Failed {
+            id: "dev-00042".into(),
+            attempts,
+            error: "upload: connection reset".into(),
+        };
+        let stopping = Notice::Stopping {
+            reason: "interrupted".into(),
+            in_flight: 37,
+        };
+        let show = |(notice, quiet): &(Notice, bool)| format!("{:?}", notice_line(notice, *quiet));
+        let expected = r#"Some("failed dev-00042 after 4 attempts: upload: connection reset")"#;
+        check((failed(4), false), show, expected);
+        check((failed(4), true), show, expected);
+        let one = r#"Some("failed dev-00042 after 1 attempt: upload: connection reset")"#;
+        check((failed(1), false), show, one);
+        let line = r#"Some("stopping: interrupted, 37 in flight")"#;
+        check((stopping.clone(), false), show, line);
+        check((stopping, true), show, "None");
+    }
+}

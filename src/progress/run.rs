@@ -1,0 +1,237 @@
+//! The progress thread's loop: drain events, keep the counters, draw on a timer.
+//!
+//! Owns: `run_loop` and the choice of what each mode shows. Must not: block workers (events are
+//! drained as they come, whatever is being drawn) or draw per event (drawing happens on a timer,
+//! so a flood of byte events costs one draw per tick).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+
+use super::bars::Bars;
+use super::eta::EtaEstimator;
+use super::render::{format_plain_line, notice_line};
+use super::state::{Notice, Snapshot, State};
+use super::{Mode, ProgressConfig};
+use crate::events::Event;
+
+/// How often the ETA is sampled and the bars are redrawn.
+const TICK: Duration = Duration::from_millis(100);
+
+/// The shortest interval between plain lines, so a zero interval cannot spin.
+const MIN_INTERVAL: Duration = TICK;
+
+/// Events handled in one go before the clock is looked at again.
+const MAX_BATCH: usize = 10_000;
+
+/// Runs until `RunFinished` arrives or every sender is gone, showing progress as `config` says
+/// (plain and quiet lines go to `sink`, bars to stderr), and returns the final counters.
+pub(crate) fn run_loop(
+    config: &ProgressConfig,
+    events: &Receiver<Event>,
+    sink: &mut dyn Write,
+) -> Snapshot {
+    let mut tracker = Tracker::new(Instant::now());
+    let mut screen = Screen::new(config, sink);
+    let mut timer = Timer::new(tracker.start, screen.draw_interval(config));
+    loop {
+        let ended = match events.recv_deadline(timer.deadline()) {
+            Ok(event) => {
+                handle(event, &mut tracker, &mut screen) || drain(events, &mut tracker, &mut screen)
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if ended {
+            break;
+        }
+        on_timer(&mut timer, &mut tracker, &mut screen);
+    }
+    let now = Instant::now();
+    tracker.sample(now);
+    let snapshot = tracker.snapshot(now);
+    screen.finish(&snapshot);
+    snapshot
+}
+
+/// Applies one event and shows its notice; true if it ends the run.
+fn handle(event: Event, tracker: &mut Tracker, screen: &mut Screen<'_>) -> bool {
+    if let Some(notice) = tracker.apply(event) {
+        screen.notice(&notice);
+    }
+    tracker.state.is_finished()
+}
+
+/// Handles the events already waiting, up to `MAX_BATCH`; true if the run ended.
+fn drain(events: &Receiver<Event>, tracker: &mut Tracker, screen: &mut Screen<'_>) -> bool {
+    for _ in 0..MAX_BATCH {
+        match events.try_recv() {
+            Ok(event) => {
+                if handle(event, tracker, screen) {
+                    return true;
+                }
+            }
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
+    }
+    false
+}
+
+/// Samples the ETA and draws when their time has come.
+fn on_timer(timer: &mut Timer, tracker: &mut Tracker, screen: &mut Screen<'_>) {
+    let now = Instant::now();
+    if timer.sample_due(now) {
+        tracker.sample(now);
+    }
+    if timer.draw_due(now) {
+        screen.draw(&tracker.snapshot(now));
+    }
+}
+
+/// The counters, the ETA estimator and the start time.
+struct Tracker {
+    state: State,
+    estimator: EtaEstimator,
+    start: Instant,
+}
+
+impl Tracker {
+    fn new(start: Instant) -> Tracker {
+        Tracker {
+            state: State::default(),
+            estimator: EtaEstimator::new(0, 0),
+            start,
+        }
+    }
+
+    fn apply(&mut self, event: Event) -> Option<Notice> {
+        let notice = self.state.apply(event);
+        let snapshot = self.state.snapshot();
+        self.estimator
+            .set_totals(snapshot.total, snapshot.bytes_total);
+        notice
+    }
+
+    fn sample(&mut self, now: Instant) {
+        if self.state.is_started() {
+            let bytes_done = self.state.snapshot().bytes_done;
+            let elapsed = now.saturating_duration_since(self.start);
+            self.estimator
+                .record(elapsed, self.state.devices_finished(), bytes_done);
+        }
+    }
+
+    fn snapshot(&self, now: Instant) -> Snapshot {
+        let started = self.state.is_started();
+        Snapshot {
+            elapsed: now.saturating_duration_since(self.start),
+            eta: self.estimator.eta().filter(|_| started),
+            throughput: self.estimator.throughput(),
+            ..self.state.snapshot()
+        }
+    }
+}
+
+/// When to sample next and when to draw next.
+struct Timer {
+    next_sample: Instant,
+    draw_interval: Option<Duration>,
+    next_draw: Option<Instant>,
+}
+
+impl Timer {
+    fn new(start: Instant, draw_interval: Option<Duration>) -> Timer {
+        Timer {
+            next_sample: start + TICK,
+            draw_interval,
+            next_draw: draw_interval.map(|interval| start + interval),
+        }
+    }
+
+    /// The next moment something is due.
+    fn deadline(&self) -> Instant {
+        self.next_draw
+            .map_or(self.next_sample, |draw| draw.min(self.next_sample))
+    }
+
+    fn sample_due(&mut self, now: Instant) -> bool {
+        let due = now >= self.next_sample;
+        if due {
+            self.next_sample = now + TICK;
+        }
+        due
+    }
+
+    fn draw_due(&mut self, now: Instant) -> bool {
+        let (Some(next), Some(interval)) = (self.next_draw, self.draw_interval) else {
+            return false;
+        };
+        let due = now >= next;
+        if due {
+            self.next_draw = Some(now + interval);
+        }
+        due
+    }
+}
+
+/// Where progress goes in each mode.
+enum Screen<'a> {
+    Bars(Bars),
+    Plain(&'a mut dyn Write),
+    Quiet(&'a mut dyn Write),
+}
+
+impl<'a> Screen<'a> {
+    fn new(config: &ProgressConfig, sink: &'a mut dyn Write) -> Screen<'a> {
+        match config.mode {
+            Mode::Bars => Screen::Bars(Bars::start(config.color)),
+            Mode::Plain => Screen::Plain(sink),
+            Mode::Quiet => Screen::Quiet(sink),
+        }
+    }
+
+    fn draw_interval(&self, config: &ProgressConfig) -> Option<Duration> {
+        match self {
+            Screen::Bars(_) => Some(TICK),
+            Screen::Plain(_) => Some(config.interval.max(MIN_INTERVAL)),
+            Screen::Quiet(_) => None,
+        }
+    }
+
+    fn notice(&mut self, notice: &Notice) {
+        let quiet = matches!(self, Screen::Quiet(_));
+        let Some(line) = notice_line(notice, quiet) else {
+            return;
+        };
+        match self {
+            Screen::Bars(bars) => bars.println(&line),
+            Screen::Plain(sink) | Screen::Quiet(sink) => write_line(*sink, &line),
+        }
+    }
+
+    fn draw(&mut self, snapshot: &Snapshot) {
+        match self {
+            Screen::Bars(bars) => bars.draw(snapshot),
+            Screen::Plain(sink) => write_line(*sink, &format_plain_line(snapshot)),
+            Screen::Quiet(_) => {}
+        }
+    }
+
+    /// Clears the bars, or prints a last plain line so even a short run shows one.
+    fn finish(self, snapshot: &Snapshot) {
+        match self {
+            Screen::Bars(bars) => bars.finish(),
+            Screen::Plain(sink) => write_line(sink, &format_plain_line(snapshot)),
+            Screen::Quiet(_) => {}
+        }
+    }
+}
+
+/// Writes `line` in one call, so it does not interleave with log lines on the same stream.
+fn write_line(sink: &mut dyn Write, line: &str) {
+    // A failed write to stderr leaves nowhere to report it; progress is not worth stopping for.
+    let _ = sink.write_all(format!("{line}\n").as_bytes());
+    let _ = sink.flush();
+}

@@ -1,0 +1,400 @@
+//! The run's counters as the progress thread sees them, updated one `Event` at a time.
+//!
+//! Owns: `State` (the counters and the per-device bytes of current attempts) and `Snapshot` (the
+//! counters at one moment). Must not: print, read a clock or estimate time; the thread adds the
+//! elapsed time, ETA and throughput to a snapshot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::events::Event;
+
+/// The counters of a run at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Devices in the run.
+    pub total: usize,
+    /// Devices that received and acknowledged the payload.
+    pub succeeded: usize,
+    /// Devices that failed for good.
+    pub failed: usize,
+    /// Devices that were not attempted.
+    pub skipped: usize,
+    /// In-flight devices waiting for their next attempt.
+    pub retrying: usize,
+    /// Devices taken by a worker and not finished yet (retrying ones included).
+    pub in_flight: usize,
+    /// Payload bytes written to sockets, every attempt counted.
+    pub bytes_sent: u64,
+    /// Progress in bytes: a full payload per finished device plus the current attempts' bytes of
+    /// in-flight devices, at most `bytes_total`.
+    pub bytes_done: u64,
+    /// Devices × payload length.
+    pub bytes_total: u64,
+    /// Time since the progress thread started.
+    pub elapsed: Duration,
+    /// Estimated time left, when there is a basis for one.
+    pub eta: Option<Duration>,
+    /// Moving-average payload throughput in bytes per second.
+    pub throughput: f64,
+}
+
+/// Something the progress thread may show as a line of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Notice {
+    /// A device failed for good.
+    Failed {
+        id: Arc<str>,
+        attempts: u32,
+        error: String,
+    },
+    /// The run stops dispatching; only the first such event gives a notice.
+    Stopping { reason: String, in_flight: usize },
+}
+
+/// The run's counters, fed events in the order they arrive.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    started: bool,
+    total: usize,
+    payload_len: u64,
+    succeeded: usize,
+    failed: usize,
+    skipped: usize,
+    bytes_sent: u64,
+    /// In-flight devices by index, with the bytes of their current attempt.
+    attempt_bytes: HashMap<usize, u64>,
+    /// In-flight devices waiting for their next attempt.
+    retrying: HashSet<usize>,
+    stopping: Option<String>,
+    finished: bool,
+}
+
+impl State {
+    /// Applies one event, returning what the thread may want to show for it.
+    pub(crate) fn apply(&mut self, event: Event) -> Option<Notice> {
+        match event {
+            Event::RunStarted {
+                devices,
+                payload_len,
+            } => self.run_started(devices, payload_len),
+            Event::DeviceStarted { index, .. } => {
+                self.attempt_bytes.entry(index).or_insert(0);
+            }
+            Event::AttemptStarted { index, .. } => self.attempt_started(index),
+            Event::BytesSent { index, bytes } => self.bytes_sent(index, bytes),
+            Event::RetryScheduled { index, .. } => self.retry_scheduled(index),
+            Event::Succeeded { index, .. } => {
+                self.device_ended(index);
+                self.succeeded += 1;
+            }
+            Event::Failed {
+                index,
+                id,
+                attempts,
+                error,
+            } => {
+                self.device_ended(index);
+                self.failed += 1;
+                return Some(Notice::Failed {
+                    id,
+                    attempts,
+                    error,
+                });
+            }
+            Event::Skipped { index, .. } => {
+                self.device_ended(index);
+                self.skipped += 1;
+            }
+            Event::Stopping { reason, in_flight } => return self.stopping(reason, in_flight),
+            Event::RunFinished => self.finished = true,
+        }
+        None
+    }
+
+    /// Whether `RunStarted` arrived.
+    pub(crate) fn is_started(&self) -> bool {
+        self.started
+    }
+
+    /// Whether `RunFinished` arrived.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Devices that are done with, whatever the outcome.
+    pub(crate) fn devices_finished(&self) -> usize {
+        self.succeeded + self.failed + self.skipped
+    }
+
+    /// The counters now; `elapsed`, `eta` and `throughput` are left for the caller.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            total: self.total,
+            succeeded: self.succeeded,
+            failed: self.failed,
+            skipped: self.skipped,
+            retrying: self.retrying.len(),
+            in_flight: self.attempt_bytes.len(),
+            bytes_sent: self.bytes_sent,
+            bytes_done: self.bytes_done(),
+            bytes_total: self.bytes_total(),
+            ..Snapshot::default()
+        }
+    }
+
+    fn run_started(&mut self, devices: usize, payload_len: u64) {
+        self.started = true;
+        self.total = devices;
+        self.payload_len = payload_len;
+    }
+
+    fn attempt_started(&mut self, index: usize) {
+        self.attempt_bytes.insert(index, 0);
+        self.retrying.remove(&index);
+    }
+
+    fn bytes_sent(&mut self, index: usize, bytes: u64) {
+        self.bytes_sent = self.bytes_sent.saturating_add(bytes);
+        if let Some(current) = self.attempt_bytes.get_mut(&index) {
+            *current = current.saturating_add(bytes);
+        }
+    }
+
+    fn retry_scheduled(&mut self, index: usize) {
+        self.attempt_bytes.insert(index, 0);
+        self.retrying.insert(index);
+    }
+
+    fn device_ended(&mut self, index: usize) {
+        self.attempt_bytes.remove(&index);
+        self.retrying.remove(&index);
+    }
+
+    fn stopping(&mut self, reason: String, in_flight: usize) -> Option<Notice> {
+        if self.stopping.is_some() {
+            return None;
+        }
+        self.stopping = Some(reason.clone());
+        Some(Notice::Stopping { reason, in_flight })
+    }
+
+    fn bytes_total(&self) -> u64 {
+        (self.total as u64).saturating_mul(self.payload_len)
+    }
+
+    fn bytes_done(&self) -> u64 {
+        let ended = (self.succeeded + self.failed) as u64;
+        let in_flight: u64 = self.attempt_bytes.values().sum();
+        ended
+            .saturating_mul(self.payload_len)
+            .saturating_add(in_flight)
+            .min(self.bytes_total())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(index: usize) -> Event {
+        Event::DeviceStarted {
+            index,
+            id: id(index),
+        }
+    }
+
+    fn attempt(index: usize, attempt: u32) -> Event {
+        Event::AttemptStarted { index, attempt }
+    }
+
+    fn sent(index: usize, bytes: u64) -> Event {
+        Event::BytesSent { index, bytes }
+    }
+
+    fn retry(index: usize, attempt: u32) -> Event {
+        Event::RetryScheduled {
+            index,
+            id: id(index),
+            attempt,
+            delay: Duration::from_secs(1),
+            reason: "connection reset".into(),
+        }
+    }
+
+    fn succeeded(index: usize) -> Event {
+        Event::Succeeded {
+            index,
+            id: id(index),
+            attempts: 1,
+        }
+    }
+
+    fn failed(index: usize, attempts: u32) -> Event {
+        Event::Failed {
+            index,
+            id: id(index),
+            attempts,
+            error: "upload: timed out".into(),
+        }
+    }
+
+    fn skipped(index: usize) -> Event {
+        Event::Skipped {
+            index,
+            id: id(index),
+            reason: "interrupted".into(),
+        }
+    }
+
+    fn stopping(in_flight: usize) -> Event {
+        Event::Stopping {
+            reason: "interrupted".into(),
+            in_flight,
+        }
+    }
+
+    fn id(index: usize) -> Arc<str> {
+        format!("dev-{index:05}").into()
+    }
+
+    const RUN: Event = Event::RunStarted {
+        devices: 4,
+        payload_len: 100,
+    };
+
+    /// The counters that `check` compares, in `Snapshot` field order:
+    /// succeeded, failed, skipped, retrying, in_flight, bytes_sent, bytes_done.
+    type Counts = (usize, usize, usize, usize, usize, u64, u64);
+
+    /// Applies `events` to a fresh state and compares the counters and the notices given.
+    #[track_caller]
+    fn check(events: &[Event], expected: Counts, expected_notices: &[Notice]) {
+        let mut state = State::default();
+        let notices: Vec<Notice> = events
+            .iter()
+            .filter_map(|event| state.apply(event.clone()))
+            .collect();
+        let s = state.snapshot();
+        let counts = (
+            s.succeeded,
+            s.failed,
+            s.skipped,
+            s.retrying,
+            s.in_flight,
+            s.bytes_sent,
+            s.bytes_done,
+        );
+        assert_eq!(counts, expected, "counts after {events:#?}");
+        assert_eq!(notices, expected_notices, "notices");
+    }
+
+    #[test]
+    fn run_started_sets_totals() {
+        let mut state = State::default();
+        assert!(!state.is_started());
+        state.apply(RUN);
+        let s = state.snapshot();
+        assert_eq!((s.total, s.bytes_total), (4, 400));
+        assert!(state.is_started());
+        assert!(!state.is_finished());
+        state.apply(Event::RunFinished);
+        assert!(state.is_finished());
+    }
+
+    #[test]
+    fn one_device_through_its_life() {
+        check(&[RUN], (0, 0, 0, 0, 0, 0, 0), &[]);
+        check(&[RUN, started(0)], (0, 0, 0, 0, 1, 0, 0), &[]);
+        let sending = [RUN, started(0), attempt(0, 1), sent(0, 30), sent(0, 20)];
+        check(&sending, (0, 0, 0, 0, 1, 50, 50), &[]);
+        let done = [RUN, started(0), attempt(0, 1), sent(0, 100), succeeded(0)];
+        check(&done, (1, 0, 0, 0, 0, 100, 100), &[]);
+    }
+
+    #[test]
+    fn retry_drops_current_attempt_bytes() {
+        let base = [RUN, started(0), attempt(0, 1), sent(0, 60), retry(0, 1)];
+        check(&base, (0, 0, 0, 1, 1, 60, 0), &[]);
+        let again = [&base[..], &[attempt(0, 2), sent(0, 10)]].concat();
+        check(&again, (0, 0, 0, 0, 1, 70, 10), &[]);
+    }
+
+    #[test]
+    fn device_ending_while_retrying_is_no_longer_retrying() {
+        let events = [RUN, started(0), attempt(0, 1), retry(0, 1), failed(0, 1)];
+        let notice = Notice::Failed {
+            id: id(0),
+            attempts: 1,
+            error: "upload: timed out".into(),
+        };
+        check(&events, (0, 1, 0, 0, 0, 0, 100), &[notice]);
+    }
+
+    #[test]
+    fn failed_device_counts_as_done_bytes() {
+        let events = [RUN, started(1), attempt(1, 1), sent(1, 5), failed(1, 4)];
+        let notice = Notice::Failed {
+            id: id(1),
+            attempts: 4,
+            error: "upload: timed out".into(),
+        };
+        check(&events, (0, 1, 0, 0, 0, 5, 100), &[notice]);
+    }
+
+    #[test]
+    fn skipped_devices_with_and_without_start() {
+        check(&[RUN, skipped(3)], (0, 0, 1, 0, 0, 0, 0), &[]);
+        let started_then_skipped = [RUN, started(3), attempt(3, 1), sent(3, 9), skipped(3)];
+        check(&started_then_skipped, (0, 0, 1, 0, 0, 9, 0), &[]);
+    }
+
+    #[test]
+    fn bytes_done_is_clamped_to_total() {
+        let events = [
+            Event::RunStarted {
+                devices: 1,
+                payload_len: 100,
+            },
+            started(0),
+            attempt(0, 1),
+            sent(0, 150),
+        ];
+        check(&events, (0, 0, 0, 0, 1, 150, 100), &[]);
+    }
+
+    #[test]
+    fn bytes_of_unknown_devices_count_only_as_sent() {
+        check(&[RUN, sent(7, 40)], (0, 0, 0, 0, 0, 40, 0), &[]);
+    }
+
+    #[test]
+    fn many_devices_interleaved() {
+        let events = [
+            RUN,
+            started(0),
+            started(1),
+            attempt(0, 1),
+            attempt(1, 1),
+            sent(0, 100),
+            sent(1, 40),
+            succeeded(0),
+            retry(1, 1),
+            started(2),
+            attempt(2, 1),
+            sent(2, 25),
+        ];
+        check(&events, (1, 0, 0, 1, 2, 165, 125), &[]);
+    }
+
+    #[test]
+    fn stopping_gives_one_notice() {
+        let notice = Notice::Stopping {
+            reason: "interrupted".into(),
+            in_flight: 2,
+        };
+        let events = [RUN, started(0), started(1), stopping(2), stopping(1)];
+        check(&events, (0, 0, 0, 0, 2, 0, 0), &[notice]);
+    }
+}
