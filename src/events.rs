@@ -28,7 +28,11 @@ pub enum Event {
         reason: String,
     },
     /// The device received and acknowledged the whole payload.
-    Succeeded { index: usize, id: Arc<str>, attempts: u32 },
+    Succeeded {
+        index: usize,
+        id: Arc<str>,
+        attempts: u32,
+    },
     /// The device failed for good: a permanent error, or its retries are exhausted.
     Failed {
         index: usize,
@@ -37,7 +41,11 @@ pub enum Event {
         error: String,
     },
     /// The device was not attempted (e.g. the run was interrupted before it started).
-    Skipped { index: usize, id: Arc<str>, reason: String },
+    Skipped {
+        index: usize,
+        id: Arc<str>,
+        reason: String,
+    },
     /// The run stops dispatching new devices; `in_flight` devices are still running.
     Stopping { reason: String, in_flight: usize },
     /// Every worker has finished; no event follows.

@@ -1,8 +1,14 @@
 //! update-orchestrator: push one update file to thousands of devices, safely and resumably.
 
+pub mod cli;
 pub mod delivery;
 pub mod digest;
 pub mod events;
+pub mod orchestrator;
 pub mod payload;
+pub mod progress;
 pub mod registry;
+pub mod report;
+pub mod scheduler;
+pub mod simulate;
 pub mod template;

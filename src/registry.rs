@@ -317,7 +317,7 @@ impl Loader<'_> {
             self.problem(Some(line), url_column, &message);
             ok = false;
         }
-        ok.then(|| Device {
+        ok.then_some(Device {
             id,
             url,
             line,

@@ -1,0 +1,446 @@
+//! The command line as typed: argh structs holding raw flags, with per-value parsing only
+//! (durations, sizes, percentages). Cross-flag checks and file reads live in `config`.
+//!
+//! Owns: flag names, their help text and defaults, and the argv fixes argh lacks (`--opt=value`,
+//! `--version`, usage errors exiting 2). Must not: read files or the environment.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// update-orchestrator pushes one update file to thousands of devices at once, over HTTP(S),
+/// with bounded retries, timeouts on every phase, live progress and a per-device report.
+#[derive(FromArgs, Debug)]
+#[argh(
+    example = "\
+    {command_name} demo\n\
+    {command_name} push --payload fw-2.1.bin devices.csv\n\
+    sqlite3 -csv -header fleet.db 'select id, url from devices' | {command_name} push --payload fw.bin -",
+    note = "Run '{command_name} <command> --help' for a command's flags. Log detail: -v, -v -v, or \
+    RUST_LOG=debug.",
+    error_code(0, "every device succeeded"),
+    error_code(1, "the run finished and some devices failed"),
+    error_code(2, "usage or input error: nothing was pushed"),
+    error_code(130, "interrupted by SIGINT (143: SIGTERM)")
+)]
+pub struct TopLevel {
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+
+    /// more log detail on stderr (repeat for more)
+    #[argh(switch, short = 'v')]
+    pub verbose: u8,
+
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    /// Push a payload to every device of a registry.
+    Push(PushArgs),
+    /// A rollout against a built-in simulated fleet.
+    Demo(DemoArgs),
+    /// Serve a simulated fleet on loopback.
+    Simulate(SimulateArgs),
+}
+
+/// Push a payload to every device listed in REGISTRY (a CSV file, or - for stdin). The whole
+/// registry and the payload are validated before any device is contacted.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "push",
+    example = "\
+    {command_name} --payload fw-2.1.bin devices.csv\n\
+    {command_name} --payload fw.bin --target 'http://{{ip}}:8080/update' --concurrency 200 hosts.csv\n\
+    {command_name} --payload fw.bin --header 'Authorization: Bearer {{env:FLEET_TOKEN}}' --report out.csv -",
+    note = "REGISTRY is CSV with a header row: an 'id' column (unique, non-empty) and a 'url' \
+    column, or no url column and --target. Other columns are kept for templates. Templates fill \
+    {{column}} from the device's row; header values may also use {{env:NAME}} so that secrets \
+    never appear on the command line.\n\n\
+    Retries: a device is attempted at most 1 + --retries times. Transient errors (refused, reset, \
+    timeouts, HTTP 408, 429, 5xx) are retried after a random delay between 0 and \
+    --backoff-base x 2^(attempt-1), capped at --backoff-max; a Retry-After from the device is \
+    honoured up to --backoff-max. Other 4xx, TLS verification failures and bad URLs fail at once.\n\n\
+    Progress: bars on a terminal; otherwise one line every --progress-interval and a final \
+    summary. NO_COLOR and TERM=dumb are honoured. The first SIGINT stops dispatching and lets \
+    in-flight attempts finish; a second exits at once.",
+    error_code(0, "every device succeeded"),
+    error_code(
+        1,
+        "the run finished and some devices failed (or the payload changed mid-run)"
+    ),
+    error_code(2, "usage or input error: nothing was pushed"),
+    error_code(130, "interrupted by SIGINT (143: SIGTERM)")
+)]
+pub struct PushArgs {
+    /// the update file to send (streamed, never loaded whole)
+    #[argh(option)]
+    pub payload: PathBuf,
+
+    /// URL template for registries without a url column, e.g. 'http://{ip}:8080/update'
+    #[argh(option)]
+    pub target: Option<String>,
+
+    /// devices in flight at once: the worker pool size (default 50)
+    #[argh(option, default = "50")]
+    pub concurrency: usize,
+
+    /// further attempts after the first, for transient errors (default 3)
+    #[argh(option, default = "3")]
+    pub retries: u32,
+
+    /// first backoff ceiling; doubles per attempt (default 1s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(1)",
+        from_str_fn(parse_duration)
+    )]
+    pub backoff_base: Duration,
+
+    /// largest backoff, and the cap on Retry-After (default 60s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(60)",
+        from_str_fn(parse_duration)
+    )]
+    pub backoff_max: Duration,
+
+    /// TCP connect plus TLS handshake (default 10s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
+    pub connect_timeout: Duration,
+
+    /// give up on an attempt after this long without progress on the socket (default 60s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(60)",
+        from_str_fn(parse_duration)
+    )]
+    pub stall_timeout: Duration,
+
+    /// wait this long for the device's answer after the body is sent (default 120s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(120)",
+        from_str_fn(parse_duration)
+    )]
+    pub response_timeout: Duration,
+
+    /// deadline per device across all its attempts, e.g. 10m (default off)
+    #[argh(option, from_str_fn(parse_duration))]
+    pub device_timeout: Option<Duration>,
+
+    /// request method: PUT or POST (default PUT)
+    #[argh(option, default = "String::from(\"PUT\")")]
+    pub method: String,
+
+    /// extra request header 'Name: value' (repeatable); the value may use {column} and {env:NAME}
+    #[argh(option)]
+    pub header: Vec<String>,
+
+    /// trust the CA certificates in this PEM file instead of the built-in roots (like curl --cacert)
+    #[argh(option)]
+    pub cacert: Option<PathBuf>,
+
+    /// write a CSV report, one row per device, to FILE (- for stdout)
+    #[argh(option)]
+    pub report: Option<String>,
+
+    /// seconds between plain progress lines when stderr is not a terminal (default 10s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(10)",
+        from_str_fn(parse_duration)
+    )]
+    pub progress_interval: Duration,
+
+    /// print only errors and the final summary
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+
+    /// allow an empty payload
+    #[argh(switch)]
+    pub allow_empty: bool,
+
+    /// the device registry: a CSV file, or - for stdin
+    #[argh(positional)]
+    pub registry: String,
+}
+
+/// Run a real rollout against a simulated fleet on loopback: starts the fleet, pushes a
+/// generated payload with live progress, prints the summary and where the report is.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "demo")]
+pub struct DemoArgs {
+    /// simulated devices (default 200)
+    #[argh(option, default = "200")]
+    pub devices: usize,
+
+    /// payload size, e.g. 4MiB (default 4MiB)
+    #[argh(option, default = "4 << 20", from_str_fn(parse_size))]
+    pub payload_size: u64,
+
+    /// devices in flight at once (default 50)
+    #[argh(option, default = "50")]
+    pub concurrency: usize,
+
+    /// keep the demo's files (payload, registry, report) in this directory instead of a temporary one
+    #[argh(option)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Serve a simulated fleet of HTTP devices on 127.0.0.1 until interrupted, and print its device
+/// registry (CSV) on stdout. Each device accepts PUT or POST at /devices/ID/update, checks the
+/// body's length and Content-Digest, and counts attempts; GET /_stats returns the counters.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "simulate",
+    example = "{command_name} --devices 1000 --flaky 5% > fleet.csv"
+)]
+pub struct SimulateArgs {
+    /// number of devices (default 100)
+    #[argh(option, default = "100")]
+    pub devices: usize,
+
+    /// port on 127.0.0.1 (default: any free port)
+    #[argh(option, default = "0")]
+    pub port: u16,
+
+    /// share of devices that fail their first 1-2 attempts with 503 and Retry-After (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub flaky: f64,
+
+    /// share of devices that always answer 500 (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub dead: f64,
+
+    /// share of devices that read slowly (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub slow: f64,
+
+    /// share of devices that reset the connection mid-body once (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub reset: f64,
+
+    /// share of devices that accept and never read (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub stall: f64,
+
+    /// seconds in the flaky devices' Retry-After (default 1)
+    #[argh(option, default = "1")]
+    pub retry_after: u64,
+
+    /// seed for assigning faults to devices (default 1)
+    #[argh(option, default = "1")]
+    pub seed: u64,
+}
+
+/// What main should do with argv: run a parsed command, or print and exit.
+pub enum Parsed {
+    /// Parsed arguments.
+    Run(TopLevel),
+    /// Print `output` (to stdout when `status` is 0, else stderr) and exit with `status`.
+    Exit { output: String, status: u8 },
+}
+
+/// Parses argv (without the program name), accepting `--opt=value` as argh does not.
+pub fn parse(program: &str, args: &[String]) -> Parsed {
+    let args = split_equals(args);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    match TopLevel::from_args(&[program], &refs) {
+        Ok(top) if top.version => Parsed::Exit {
+            output: format!("update-orchestrator {}", env!("CARGO_PKG_VERSION")),
+            status: 0,
+        },
+        Ok(top) if top.command.is_none() => Parsed::Exit {
+            output: format!(
+                "{program}: a command is required: push, demo or simulate (see {program} --help)"
+            ),
+            status: 2,
+        },
+        Ok(top) => Parsed::Run(top),
+        Err(exit) => Parsed::Exit {
+            output: exit.output.trim_end().to_string(),
+            status: if exit.status.is_ok() { 0 } else { 2 },
+        },
+    }
+}
+
+/// Splits `--name=value` into `--name value`, up to a lone `--`.
+pub fn split_equals(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = false;
+    for arg in args {
+        if arg == "--" {
+            rest = true;
+        }
+        match arg.split_once('=') {
+            Some((name, value)) if !rest && name.starts_with("--") && name.len() > 2 => {
+                out.push(name.to_string());
+                out.push(value.to_string());
+            }
+            _ => out.push(arg.clone()),
+        }
+    }
+    out
+}
+
+/// Parses a duration: `500ms`, `10s`, `2m`, `1h`, `1m30s`, or bare seconds (`10`, `0.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration '{text}': use e.g. 500ms, 10s, 2m, 1h or 1m30s");
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|_| invalid());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ms" => number / 1000.0,
+            "s" => number,
+            "m" | "min" => number * 60.0,
+            "h" => number * 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
+        rest = &rest[unit_len..];
+    }
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    Ok(total)
+}
+
+/// Parses a size: bytes, or with a unit `KiB`, `MiB`, `GiB` (1024-based) or `KB`, `MB`, `GB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || format!("invalid size '{text}': use e.g. 65536, 64KiB, 4MiB or 1GiB");
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let number: f64 = text[..split].parse().map_err(|_| invalid())?;
+    let factor: f64 = match text[split..].trim() {
+        "" | "B" => 1.0,
+        "KiB" | "K" => 1024.0,
+        "MiB" | "M" => 1024.0 * 1024.0,
+        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return Err(invalid()),
+    };
+    let bytes = number * factor;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parses a percentage such as `5%` or `2.5%` (the `%` is optional) into 0.0..=100.0.
+pub fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches('%');
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "invalid percentage '{text}': use a number from 0% to 100%, e.g. 5%"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_duration(text: &str, expected_ms: Option<u64>) {
+        let got = parse_duration(text).ok().map(|d| d.as_millis() as u64);
+        assert_eq!(got, expected_ms, "{text}");
+    }
+
+    #[test]
+    fn parses_durations() {
+        check_duration("10", Some(10_000));
+        check_duration("0.5", Some(500));
+        check_duration("500ms", Some(500));
+        check_duration("10s", Some(10_000));
+        check_duration("2m", Some(120_000));
+        check_duration("1h", Some(3_600_000));
+        check_duration("1m30s", Some(90_000));
+        check_duration("1.5s", Some(1_500));
+        check_duration("0", Some(0));
+        check_duration("", None);
+        check_duration("s", None);
+        check_duration("10x", None);
+        check_duration("-1", None);
+        check_duration("ten", None);
+    }
+
+    #[track_caller]
+    fn check_size(text: &str, expected: Option<u64>) {
+        assert_eq!(parse_size(text).ok(), expected, "{text}");
+    }
+
+    #[test]
+    fn parses_sizes() {
+        check_size("65536", Some(65_536));
+        check_size("64KiB", Some(65_536));
+        check_size("4MiB", Some(4 << 20));
+        check_size("1GiB", Some(1 << 30));
+        check_size("1.5MB", Some(1_500_000));
+        check_size("1 MiB", Some(1 << 20));
+        check_size("MiB", None);
+        check_size("-1", None);
+        check_size("1XB", None);
+    }
+
+    #[track_caller]
+    fn check_percent(text: &str, expected: Option<f64>) {
+        assert_eq!(parse_percent(text).ok(), expected, "{text}");
+    }
+
+    #[test]
+    fn parses_percentages() {
+        check_percent("5%", Some(5.0));
+        check_percent("2.5%", Some(2.5));
+        check_percent("0", Some(0.0));
+        check_percent("100%", Some(100.0));
+        check_percent("101%", None);
+        check_percent("-1%", None);
+        check_percent("x%", None);
+    }
+
+    #[track_caller]
+    fn check_split(args: &[&str], expected: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        assert_eq!(split_equals(&args), expected);
+    }
+
+    #[test]
+    fn splits_equals_forms() {
+        check_split(
+            &["push", "--payload=fw.bin", "x.csv"],
+            &["push", "--payload", "fw.bin", "x.csv"],
+        );
+        check_split(&["--header=A: b=c"], &["--header", "A: b=c"]);
+        check_split(&["-v", "a=b"], &["-v", "a=b"]);
+        check_split(&["--", "--x=y"], &["--", "--x=y"]);
+        check_split(&["--=x"], &["--=x"]);
+    }
+}

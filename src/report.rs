@@ -1,0 +1,296 @@
+//! Outcomes: what happened to each device, as a CSV report and a short summary.
+//!
+//! Owns: the outcome types and rendering them. Must not: decide outcomes, or print while a run
+//! is live (the summary is printed after the progress thread has been joined).
+
+use crate::progress::{human_bytes, human_duration};
+use crate::registry::Registry;
+use std::fmt;
+use std::io::{self, Write};
+use std::time::Duration;
+
+/// The final state of one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// It received and acknowledged the whole payload.
+    Succeeded,
+    /// A permanent error, or its retries ran out.
+    Failed,
+    /// It was not attempted.
+    Skipped,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        })
+    }
+}
+
+/// What happened to one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOutcome {
+    /// Its final state.
+    pub status: Status,
+    /// Attempts made (0 when skipped).
+    pub attempts: u32,
+    /// Payload bytes sent over all attempts.
+    pub bytes: u64,
+    /// From the first attempt to the end.
+    pub duration: Duration,
+    /// The last HTTP status the device answered, if any.
+    pub http_status: Option<u16>,
+    /// The last error, or why it was skipped; empty on success.
+    pub error: String,
+    /// The last error's class (`timeout`, `http-5xx`, ...), if it failed.
+    pub error_class: Option<&'static str>,
+}
+
+impl DeviceOutcome {
+    /// A device that was never attempted.
+    pub fn skipped(reason: impl Into<String>) -> DeviceOutcome {
+        DeviceOutcome {
+            status: Status::Skipped,
+            attempts: 0,
+            bytes: 0,
+            duration: Duration::ZERO,
+            http_status: None,
+            error: reason.into(),
+            error_class: None,
+        }
+    }
+}
+
+/// Counts by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Devices that succeeded.
+    pub succeeded: usize,
+    /// Devices that failed.
+    pub failed: usize,
+    /// Devices that were skipped.
+    pub skipped: usize,
+}
+
+impl Counts {
+    /// Counts `outcomes`.
+    pub fn of(outcomes: &[DeviceOutcome]) -> Counts {
+        let mut counts = Counts::default();
+        for outcome in outcomes {
+            match outcome.status {
+                Status::Succeeded => counts.succeeded += 1,
+                Status::Failed => counts.failed += 1,
+                Status::Skipped => counts.skipped += 1,
+            }
+        }
+        counts
+    }
+}
+
+/// The report's columns.
+pub const REPORT_HEADER: [&str; 8] = [
+    "id",
+    "url",
+    "status",
+    "attempts",
+    "bytes",
+    "duration_ms",
+    "http_status",
+    "error",
+];
+
+/// Writes the CSV report: one row per device, in registry order. `outcomes[i]` belongs to
+/// `registry.devices[i]`.
+pub fn write_report(
+    registry: &Registry,
+    outcomes: &[DeviceOutcome],
+    out: impl Write,
+) -> io::Result<()> {
+    let mut csv = csv::Writer::from_writer(out);
+    csv.write_record(REPORT_HEADER)?;
+    for (device, outcome) in registry.devices.iter().zip(outcomes) {
+        csv.write_record([
+            &*device.id,
+            &redact_url(&device.url),
+            &outcome.status.to_string(),
+            &outcome.attempts.to_string(),
+            &outcome.bytes.to_string(),
+            &outcome.duration.as_millis().to_string(),
+            &outcome
+                .http_status
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            &outcome.error,
+        ])?;
+    }
+    csv.flush()
+}
+
+/// Hides a password in a URL's user info (`https://user:secret@host/` → `https://user:***@host/`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// How many failed devices the summary names.
+pub const SUMMARY_FAILURES: usize = 10;
+
+/// The end-of-run summary: counts, bytes, rate, and the first failures.
+pub fn render_summary(
+    registry: &Registry,
+    outcomes: &[DeviceOutcome],
+    elapsed: Duration,
+) -> String {
+    let counts = Counts::of(outcomes);
+    let bytes: u64 = outcomes.iter().map(|o| o.bytes).sum();
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        (bytes as f64 / seconds) as u64
+    } else {
+        0
+    };
+    let mut text = format!(
+        "{} devices in {}: {} succeeded, {} failed, {} skipped; {} sent ({}/s)",
+        outcomes.len(),
+        human_duration(elapsed),
+        counts.succeeded,
+        counts.failed,
+        counts.skipped,
+        human_bytes(bytes),
+        human_bytes(rate),
+    );
+    let failed = registry
+        .devices
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| o.status == Status::Failed);
+    for (device, outcome) in failed.clone().take(SUMMARY_FAILURES) {
+        let attempts = if outcome.attempts == 1 {
+            "attempt"
+        } else {
+            "attempts"
+        };
+        text.push_str(&format!(
+            "\n  failed {} after {} {attempts}: {}",
+            device.id, outcome.attempts, outcome.error
+        ));
+    }
+    if counts.failed > SUMMARY_FAILURES {
+        text.push_str(&format!(
+            "\n  ... and {} more failed devices (see the report)",
+            counts.failed - SUMMARY_FAILURES
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(ids: &[&str]) -> Registry {
+        let mut text = String::from("id,url\n");
+        for id in ids {
+            text.push_str(&format!("{id},http://u:pw@h/{id}\n"));
+        }
+        crate::registry::load("t.csv", text.as_bytes(), None).unwrap()
+    }
+
+    fn outcome(status: Status, attempts: u32, error: &str) -> DeviceOutcome {
+        DeviceOutcome {
+            status,
+            attempts,
+            bytes: 1024 * u64::from(attempts),
+            duration: Duration::from_millis(1500),
+            http_status: (status != Status::Skipped).then_some(if error.is_empty() {
+                204
+            } else {
+                500
+            }),
+            error: error.to_string(),
+            error_class: None,
+        }
+    }
+
+    #[track_caller]
+    fn check_redact(url: &str, expected: &str) {
+        assert_eq!(redact_url(url), expected);
+    }
+
+    #[test]
+    fn redacts_passwords_only() {
+        check_redact(
+            "https://user:secret@h:8443/p?q=1",
+            "https://user:***@h:8443/p?q=1",
+        );
+        check_redact("http://user@h/p", "http://user@h/p");
+        check_redact("http://h/p@x", "http://h/p@x");
+        check_redact("not a url", "not a url");
+    }
+
+    #[test]
+    fn report_has_one_row_per_device_in_order() {
+        let registry = registry(&["b", "a", "c"]);
+        let outcomes = [
+            outcome(Status::Succeeded, 1, ""),
+            outcome(
+                Status::Failed,
+                4,
+                "response: HTTP 500 Internal Server Error, \"dead\"",
+            ),
+            DeviceOutcome::skipped("not started: interrupted"),
+        ];
+        let mut out = Vec::new();
+        write_report(&registry, &outcomes, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "id,url,status,attempts,bytes,duration_ms,http_status,error\n\
+             b,http://u:***@h/b,succeeded,1,1024,1500,204,\n\
+             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\"\n\
+             c,http://u:***@h/c,skipped,0,0,0,,not started: interrupted\n"
+        );
+    }
+
+    #[test]
+    fn summary_counts_and_names_failures() {
+        let registry = registry(&["a", "b", "c"]);
+        let outcomes = [
+            outcome(Status::Succeeded, 1, ""),
+            outcome(Status::Failed, 1, "response: HTTP 404 Not Found"),
+            outcome(Status::Succeeded, 2, ""),
+        ];
+        assert_eq!(
+            render_summary(&registry, &outcomes, Duration::from_secs(2)),
+            "3 devices in 2s: 2 succeeded, 1 failed, 0 skipped; 4.0 KiB sent (2.0 KiB/s)\n  \
+             failed b after 1 attempt: response: HTTP 404 Not Found"
+        );
+    }
+
+    #[test]
+    fn summary_caps_the_failure_list() {
+        let ids: Vec<String> = (0..12).map(|i| format!("d{i}")).collect();
+        let registry = registry(&ids.iter().map(String::as_str).collect::<Vec<_>>());
+        let outcomes: Vec<_> = (0..12).map(|_| outcome(Status::Failed, 4, "x")).collect();
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1));
+        assert_eq!(summary.matches("\n  failed ").count(), 10);
+        assert!(summary.ends_with("\n  ... and 2 more failed devices (see the report)"));
+    }
+}
