@@ -39,6 +39,7 @@ pub struct TopLevel {
 /// The subcommands.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
+#[allow(clippy::large_enum_variant)] // built once per process; argh needs the variants unboxed
 pub enum Command {
     /// Push a payload to every device of a registry.
     Push(PushArgs),
@@ -245,6 +246,7 @@ pub struct SimulateArgs {
 }
 
 /// What main should do with argv: run a parsed command, or print and exit.
+#[allow(clippy::large_enum_variant)] // built once per process
 pub enum Parsed {
     /// Parsed arguments.
     Run(TopLevel),

@@ -1,6 +1,8 @@
 //! update-orchestrator: push one update file to thousands of devices, safely and resumably.
 
+pub mod app;
 pub mod cli;
+pub mod config;
 pub mod delivery;
 pub mod digest;
 pub mod events;

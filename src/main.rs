@@ -1,1 +1,50 @@
-fn main() {}
+//! The `update-orchestrator` binary: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+use update_orchestrator::{app, cli, progress};
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let Ok(args) = args else {
+        eprintln!("update-orchestrator: arguments must be valid UTF-8");
+        return ExitCode::from(2);
+    };
+    let top = match cli::parse("update-orchestrator", &args) {
+        cli::Parsed::Run(top) => top,
+        cli::Parsed::Exit { output, status: 0 } => {
+            println!("{output}");
+            return ExitCode::SUCCESS;
+        }
+        cli::Parsed::Exit { output, status } => {
+            eprintln!("{output}");
+            return ExitCode::from(status);
+        }
+    };
+    init_logging(top.verbose);
+    match app::run(top) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(error) => {
+            eprintln!("update-orchestrator: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Warnings by default; `-v` info, `-v -v` debug, more: trace. `RUST_LOG` overrides.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder
+        .filter_level(level)
+        .format_timestamp(None)
+        .parse_default_env();
+    progress::install_logger(builder);
+}

@@ -1,0 +1,410 @@
+//! The commands, glued from the components: `push`, `demo` and `simulate`.
+//!
+//! Owns: the order of a push (flags, payload, registry, report file, then the run), the signal
+//! handlers, and mapping a run to an `Outcome`. Must not: render progress during a run (the
+//! progress thread does) or hold protocol logic.
+
+use crate::cli::{Command, DemoArgs, PushArgs, SimulateArgs, TopLevel};
+use crate::config::{PushConfig, RegistrySource, ReportTarget, UsageError};
+use crate::delivery::http::HttpDelivery;
+use crate::events::Event;
+use crate::orchestrator::{Run, RunResult, StopReason};
+use crate::payload::Payload;
+use crate::registry::{self, Registry};
+use crate::report::{self, Counts, Status};
+use crate::scheduler::Plan;
+use crate::simulate::{self, Fleet, FleetSpec, Profile};
+use crate::{progress, template::Template};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How a command ended, when it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every device succeeded (or there was nothing to do).
+    Succeeded,
+    /// The run finished and some devices failed, or it stopped because the payload changed.
+    SomeFailed,
+    /// Stopped by SIGINT.
+    Interrupted,
+    /// Stopped by SIGTERM.
+    Terminated,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Succeeded => 0,
+            Outcome::SomeFailed => 1,
+            Outcome::Interrupted => 130,
+            Outcome::Terminated => 143,
+        }
+    }
+}
+
+/// Why a command could not run.
+#[derive(Debug)]
+pub enum AppError {
+    /// Bad flags or input (registry, payload, report path): nothing was pushed. Exit 2.
+    Input(String),
+    /// Something failed after devices may have been contacted. Exit 1.
+    Fatal(String),
+}
+
+impl AppError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Input(_) => 2,
+            AppError::Fatal(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Input(message) | AppError::Fatal(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<UsageError> for AppError {
+    fn from(error: UsageError) -> Self {
+        AppError::Input(error.0)
+    }
+}
+
+/// Runs the parsed command.
+pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
+    match top.command {
+        Some(Command::Push(args)) => push(args),
+        Some(Command::Demo(args)) => demo(args),
+        Some(Command::Simulate(args)) => simulate(args),
+        None => Err(AppError::Input(
+            "a command is required: push, demo or simulate".into(),
+        )),
+    }
+}
+
+fn push(args: PushArgs) -> Result<Outcome, AppError> {
+    let config = PushConfig::from_args(args)?;
+    let payload = Payload::open(&config.payload, config.allow_empty)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    let registry = load_registry(&config.registry, config.target.as_ref())?;
+    let report = open_report(config.report.as_ref())?;
+    let signals = Signals::install()?;
+    let result = execute(&config, &registry, &payload, &signals)?;
+    finish(&registry, &result, report, config.report.as_ref())?;
+    Ok(outcome(&result, &signals))
+}
+
+/// Loads and validates the registry from a file or stdin.
+pub fn load_registry(
+    source: &RegistrySource,
+    target: Option<&Template>,
+) -> Result<Registry, AppError> {
+    let loaded = match source {
+        RegistrySource::Stdin => registry::load("<stdin>", io::stdin().lock(), target),
+        RegistrySource::File(path) => {
+            let file = File::open(path).map_err(|e| {
+                AppError::Input(format!("cannot read registry {}: {e}", path.display()))
+            })?;
+            registry::load(&path.display().to_string(), file, target)
+        }
+    };
+    loaded.map_err(|e| AppError::Input(e.to_string()))
+}
+
+fn open_report(target: Option<&ReportTarget>) -> Result<Option<Box<dyn Write>>, AppError> {
+    Ok(match target {
+        None => None,
+        Some(ReportTarget::Stdout) => Some(Box::new(io::stdout())),
+        Some(ReportTarget::File(path)) => {
+            let file = File::create(path).map_err(|e| {
+                AppError::Input(format!("cannot create report {}: {e}", path.display()))
+            })?;
+            Some(Box::new(BufWriter::new(file)))
+        }
+    })
+}
+
+/// Runs the plan with the progress thread attached; joins the thread before returning.
+fn execute(
+    config: &PushConfig,
+    registry: &Registry,
+    payload: &Payload,
+    signals: &Signals,
+) -> Result<RunResult, AppError> {
+    if registry.devices.is_empty() {
+        log::warn!("{}: no devices: nothing to push", registry.source);
+    }
+    let delivery = HttpDelivery::new(config.http.clone());
+    let plan = Plan::all_in_order(registry);
+    let (sender, receiver) = crossbeam_channel::bounded::<Event>(64 * 1024);
+    let progress = progress::spawn(config.progress.clone(), receiver)
+        .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
+    let run = Run {
+        registry,
+        payload,
+        delivery: &delivery,
+        plan: &plan,
+        settings: config.run,
+        interrupt: &signals.interrupt,
+    };
+    let result = run.execute(&sender);
+    drop(sender); // the progress thread ends when every sender is gone
+    progress.join();
+    result.map_err(|e| {
+        AppError::Fatal(format!(
+            "cannot start {} workers: {e}",
+            config.run.concurrency
+        ))
+    })
+}
+
+fn finish(
+    registry: &Registry,
+    result: &RunResult,
+    report: Option<Box<dyn Write>>,
+    target: Option<&ReportTarget>,
+) -> Result<(), AppError> {
+    let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed);
+    if let Some(StopReason::PayloadChanged(message)) = &result.stopped {
+        summary.push_str(&format!("\nstopped: {message}"));
+    }
+    if let Some(mut out) = report {
+        report::write_report(registry, &result.outcomes, &mut out)
+            .and_then(|()| out.flush())
+            .map_err(|e| AppError::Fatal(format!("cannot write the report: {e}")))?;
+        if let Some(ReportTarget::File(path)) = target {
+            summary.push_str(&format!("\nreport: {}", path.display()));
+        }
+    }
+    eprintln!("{summary}");
+    Ok(())
+}
+
+fn outcome(result: &RunResult, signals: &Signals) -> Outcome {
+    match &result.stopped {
+        Some(StopReason::Interrupted) if signals.terminated.load(Ordering::SeqCst) => {
+            Outcome::Terminated
+        }
+        Some(StopReason::Interrupted) => Outcome::Interrupted,
+        Some(StopReason::PayloadChanged(_)) => Outcome::SomeFailed,
+        None if Counts::of(&result.outcomes).failed > 0 => Outcome::SomeFailed,
+        None => Outcome::Succeeded,
+    }
+}
+
+/// SIGINT and SIGTERM: the first sets `interrupt` (stop dispatching, let in-flight finish);
+/// a second one exits at once with 130 (SIGINT) or 143 (SIGTERM).
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    terminated: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, AppError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminated = Arc::new(AtomicBool::new(false));
+        let register = || -> io::Result<()> {
+            flag::register_conditional_shutdown(SIGINT, 130, interrupt.clone())?;
+            flag::register(SIGINT, interrupt.clone())?;
+            flag::register_conditional_shutdown(SIGTERM, 143, interrupt.clone())?;
+            flag::register(SIGTERM, terminated.clone())?;
+            flag::register(SIGTERM, interrupt.clone())?;
+            Ok(())
+        };
+        register().map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;
+        Ok(Signals {
+            interrupt,
+            terminated,
+        })
+    }
+}
+
+/// The demo's fleet: a few of each fault a real fleet shows.
+fn demo_fleet(devices: usize) -> FleetSpec {
+    FleetSpec {
+        devices,
+        flaky_percent: 5.0,
+        dead_percent: 1.0,
+        slow_percent: 2.0,
+        reset_percent: 2.0,
+        slow_bytes_per_sec: 2 << 20,
+        ..FleetSpec::default()
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
+    let dir = match args.dir {
+        Some(dir) => dir,
+        None => {
+            std::env::temp_dir().join(format!("update-orchestrator-demo-{}", std::process::id()))
+        }
+    };
+    let fatal = |what: &str, e: io::Error| AppError::Fatal(format!("demo: {what}: {e}"));
+    std::fs::create_dir_all(&dir).map_err(|e| fatal("cannot create its directory", e))?;
+    let payload_path = dir.join("payload.bin");
+    write_demo_payload(&payload_path, args.payload_size)
+        .map_err(|e| fatal("cannot write the payload", e))?;
+    let fleet = Fleet::start(demo_fleet(args.devices))
+        .map_err(|e| fatal("cannot start the simulated fleet", e))?;
+    let registry_path = dir.join("devices.csv");
+    std::fs::write(&registry_path, fleet.registry_csv())
+        .map_err(|e| fatal("cannot write the registry", e))?;
+    let report_path = dir.join("report.csv");
+    eprintln!(
+        "demo: {} simulated devices on http://{} (5% flaky, 1% dead, 2% slow, 2% resetting), \
+         pushing a {} payload at concurrency {}",
+        args.devices,
+        fleet.addr(),
+        progress::human_bytes(args.payload_size),
+        args.concurrency
+    );
+    let push_args = demo_push_args(
+        &payload_path,
+        &registry_path,
+        &report_path,
+        args.concurrency,
+    );
+    let outcome = push(push_args)?;
+    let verdict = demo_verdict(&fleet, &report_path);
+    fleet.shutdown();
+    eprintln!("demo: files kept in {}", dir.display());
+    match (outcome, verdict) {
+        (Outcome::Interrupted | Outcome::Terminated, _) => Ok(outcome),
+        (_, Ok(message)) => {
+            eprintln!("demo: {message}");
+            Ok(Outcome::Succeeded)
+        }
+        (_, Err(message)) => Err(AppError::Fatal(format!("demo: {message}"))),
+    }
+}
+
+fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: usize) -> PushArgs {
+    let seconds = Duration::from_secs;
+    PushArgs {
+        payload: payload.to_path_buf(),
+        target: None,
+        concurrency,
+        retries: 3,
+        backoff_base: Duration::from_millis(500),
+        backoff_max: seconds(5),
+        connect_timeout: seconds(5),
+        stall_timeout: seconds(10),
+        response_timeout: seconds(10),
+        device_timeout: None,
+        method: "PUT".to_string(),
+        header: Vec::new(),
+        cacert: None,
+        report: Some(report.display().to_string()),
+        progress_interval: seconds(2),
+        quiet: false,
+        allow_empty: false,
+        registry: registry.display().to_string(),
+    }
+}
+
+/// Checks the report against the fleet: dead devices must fail, every other device succeed.
+fn demo_verdict(fleet: &Fleet, report_path: &Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(report_path).map_err(|e| format!("cannot read the report: {e}"))?;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let mut wrong = Vec::new();
+    let mut dead = 0;
+    for (row, stats) in reader.records().zip(fleet.stats()) {
+        let row = row.map_err(|e| format!("unreadable report: {e}"))?;
+        let status = row.get(2).unwrap_or("");
+        let expected = if stats.profile == Profile::Dead {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        };
+        dead += usize::from(stats.profile == Profile::Dead);
+        if status != expected.to_string() {
+            wrong.push(format!(
+                "{} ({}) is {status}, expected {expected}",
+                stats.id, stats.profile
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(format!(
+            "every outcome matches the simulated fleet: the failed devices are exactly the {dead} dead ones\n{}",
+            simulate::summary(&fleet.stats())
+        ))
+    } else {
+        Err(format!(
+            "outcomes that do not match the simulated fleet:\n  {}",
+            wrong.join("\n  ")
+        ))
+    }
+}
+
+/// Writes `len` bytes of deterministic pseudo-random data, 1 MiB at a time.
+fn write_demo_payload(path: &PathBuf, len: u64) -> io::Result<()> {
+    let mut out = BufWriter::new(File::create(path)?);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    out.flush()
+}
+
+fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
+    let spec = FleetSpec {
+        devices: args.devices,
+        flaky_percent: args.flaky,
+        dead_percent: args.dead,
+        slow_percent: args.slow,
+        reset_percent: args.reset,
+        stall_percent: args.stall,
+        seed: args.seed,
+        retry_after_secs: args.retry_after,
+        bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),
+        ..FleetSpec::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;
+    }
+    let fleet = Fleet::start(spec).map_err(|e| AppError::Input(format!("simulate: {e}")))?;
+    let mut stdout = io::stdout().lock();
+    stdout
+        .write_all(fleet.registry_csv().as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| AppError::Fatal(format!("cannot print the registry: {e}")))?;
+    drop(stdout);
+    eprintln!(
+        "simulating {} devices on http://{} (counters: GET /_stats); Ctrl-C to stop",
+        args.devices,
+        fleet.addr()
+    );
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{}", simulate::summary(&fleet.stats()));
+    fleet.shutdown();
+    Ok(Outcome::Succeeded)
+}

@@ -1,0 +1,275 @@
+//! The command line as used: cross-flag checks, files read once (CA certificates), templates
+//! parsed and `{env:NAME}` resolved, before anything is contacted.
+//!
+//! Owns: turning `PushArgs` into a `PushConfig` or a usage error naming the flag and the fix.
+//! Must not: open sockets or read the registry and payload (the app does, in that order).
+
+use crate::cli::PushArgs;
+use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
+use crate::orchestrator::RunSettings;
+use crate::progress::ProgressConfig;
+use crate::scheduler::RetryPolicy;
+use crate::template::Template;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Headers the tool sets itself, which a `--header` may not replace.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-length",
+    "content-digest",
+    "transfer-encoding",
+    "expect",
+    "host",
+    "connection",
+];
+/// The most workers a run may have.
+pub const MAX_CONCURRENCY: usize = 4096;
+
+/// A usage error: a flag's value is unusable. Exit code 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Where the registry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrySource {
+    /// Standard input (`-`).
+    Stdin,
+    /// A file.
+    File(PathBuf),
+}
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, created before the run starts.
+    File(PathBuf),
+}
+
+/// Everything `push` needs, checked.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The payload path.
+    pub payload: PathBuf,
+    /// Accept an empty payload.
+    pub allow_empty: bool,
+    /// The registry.
+    pub registry: RegistrySource,
+    /// The URL template, when the registry has no url column.
+    pub target: Option<Template>,
+    /// Pool, retries and deadlines.
+    pub run: RunSettings,
+    /// HTTP options.
+    pub http: HttpOptions,
+    /// Where the report goes, if anywhere.
+    pub report: Option<ReportTarget>,
+    /// How progress is shown.
+    pub progress: ProgressConfig,
+}
+
+impl PushConfig {
+    /// Checks `args` as a whole; reads `--cacert` and the environment for `{env:NAME}`.
+    pub fn from_args(args: PushArgs) -> Result<PushConfig, UsageError> {
+        let usage = |message: String| Err(UsageError(message));
+        if args.concurrency == 0 || args.concurrency > MAX_CONCURRENCY {
+            return usage(format!(
+                "--concurrency must be between 1 and {MAX_CONCURRENCY}, not {}",
+                args.concurrency
+            ));
+        }
+        if args.backoff_base > args.backoff_max {
+            return usage(format!(
+                "--backoff-base ({:?}) is larger than --backoff-max ({:?}): raise --backoff-max",
+                args.backoff_base, args.backoff_max
+            ));
+        }
+        for (flag, value) in [
+            ("--connect-timeout", args.connect_timeout),
+            ("--stall-timeout", args.stall_timeout),
+            ("--response-timeout", args.response_timeout),
+        ] {
+            if value.is_zero() {
+                return usage(format!(
+                    "{flag} must be more than 0: a device could hang a worker forever"
+                ));
+            }
+        }
+        let device_timeout = args.device_timeout.filter(|timeout| !timeout.is_zero());
+        let method = match args.method.to_ascii_uppercase().as_str() {
+            "PUT" => Method::Put,
+            "POST" => Method::Post,
+            other => {
+                return usage(format!(
+                    "--method {other} is not supported: use PUT or POST"
+                ));
+            }
+        };
+        let target = args
+            .target
+            .as_deref()
+            .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--target: {e}"))))
+            .transpose()?;
+        if target.as_ref().is_some_and(Template::uses_env) {
+            return usage("--target cannot use {env:NAME}: URLs end up in reports".to_string());
+        }
+        let headers = args
+            .header
+            .iter()
+            .map(|header| parse_header(header, |name| std::env::var(name).ok()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ca_certificates = args
+            .cacert
+            .as_deref()
+            .map(read_ca_certificates)
+            .transpose()?;
+        Ok(PushConfig {
+            payload: args.payload,
+            allow_empty: args.allow_empty,
+            registry: match args.registry.as_str() {
+                "-" => RegistrySource::Stdin,
+                path => RegistrySource::File(PathBuf::from(path)),
+            },
+            target,
+            run: RunSettings {
+                concurrency: args.concurrency,
+                retry: RetryPolicy {
+                    retries: args.retries,
+                    backoff_base: args.backoff_base,
+                    backoff_max: args.backoff_max,
+                },
+                device_timeout,
+            },
+            http: HttpOptions {
+                method,
+                headers,
+                ca_certificates,
+                connect_timeout: args.connect_timeout,
+                stall_timeout: args.stall_timeout,
+                response_timeout: args.response_timeout,
+                concurrency: args.concurrency,
+            },
+            report: args.report.map(|report| match report.as_str() {
+                "-" => ReportTarget::Stdout,
+                path => ReportTarget::File(PathBuf::from(path)),
+            }),
+            progress: ProgressConfig::detect(
+                args.quiet,
+                args.progress_interval.max(Duration::from_millis(100)),
+            ),
+        })
+    }
+}
+
+/// Parses one `--header 'Name: value'`; `{env:NAME}` in the value is resolved with `env`.
+pub fn parse_header(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HeaderTemplate, UsageError> {
+    let error = |why: &str| UsageError(format!("--header {:?}: {why}", redact_header(text)));
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| error("expected 'Name: value'"))?;
+    let name = name.trim();
+    let is_token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(is_token) {
+        return Err(error("invalid header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(error("this header is set by update-orchestrator itself"));
+    }
+    let template = Template::parse(value.trim()).map_err(|e| error(&e.to_string()))?;
+    let value = template
+        .resolve_env(env)
+        .map_err(|e| error(&e.to_string()))?;
+    Ok(HeaderTemplate {
+        name: name.to_string(),
+        value,
+    })
+}
+
+/// A header as it may be shown in a message: the name only, so a literal token never leaks.
+fn redact_header(text: &str) -> String {
+    match text.split_once(':') {
+        Some((name, _)) => format!("{}: ...", name.trim()),
+        None => "...".to_string(),
+    }
+}
+
+fn read_ca_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, UsageError> {
+    let error = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let mut certificates = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
+            Ok(_) => {}
+            Err(e) => return Err(error(format!("not a valid PEM file ({e})"))),
+        }
+    }
+    if certificates.is_empty() {
+        return Err(error(
+            "no certificate found (expected PEM 'BEGIN CERTIFICATE' blocks)".into(),
+        ));
+    }
+    Ok(certificates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_header(text: &str, expected: Result<(&str, &str), &str>) {
+        let env = |name: &str| (name == "TOKEN").then(|| "s3cret".to_string());
+        let got = parse_header(text, env).map(|h| {
+            let value = h
+                .value
+                .fill(|_| Some("dev-1"), crate::template::Escape::None);
+            (h.name, value)
+        });
+        match expected {
+            Ok((name, value)) => assert_eq!(got, Ok((name.to_string(), value.to_string()))),
+            Err(message) => assert_eq!(got, Err(UsageError(message.to_string()))),
+        }
+    }
+
+    #[test]
+    fn parses_headers() {
+        check_header("X-Fleet: eu", Ok(("X-Fleet", "eu")));
+        check_header(
+            "Authorization: Bearer {env:TOKEN}",
+            Ok(("Authorization", "Bearer s3cret")),
+        );
+        check_header("X-Device:{id}", Ok(("X-Device", "dev-1")));
+        check_header("X-Time: 12:30", Ok(("X-Time", "12:30")));
+        check_header("nocolon", Err("--header \"...\": expected 'Name: value'"));
+        check_header(
+            "Bad Name: x",
+            Err("--header \"Bad Name: ...\": invalid header name"),
+        );
+        check_header(
+            "Content-Length: 5",
+            Err(
+                "--header \"Content-Length: ...\": this header is set by update-orchestrator itself",
+            ),
+        );
+        check_header(
+            "Authorization: Bearer {env:MISSING}",
+            Err(
+                "--header \"Authorization: ...\": environment variable MISSING is not set (used as {env:MISSING}); export it before running",
+            ),
+        );
+    }
+}
