@@ -168,8 +168,9 @@ pub fn render_summary(
         0
     };
     let mut text = format!(
-        "{} devices in {}: {} succeeded, {} failed, {} skipped; {} sent ({}/s)",
+        "{} {} in {}: {} succeeded, {} failed, {} skipped; {} sent ({}/s)",
         outcomes.len(),
+        if outcomes.len() == 1 { "device" } else { "devices" },
         human_duration(elapsed),
         counts.succeeded,
         counts.failed,
@@ -282,6 +283,14 @@ mod tests {
             "3 devices in 2s: 2 succeeded, 1 failed, 0 skipped; 4.0 KiB sent (2.0 KiB/s)\n  \
              failed b after 1 attempt: response: HTTP 404 Not Found"
         );
+    }
+
+    #[test]
+    fn summary_of_one_device_is_singular() {
+        let registry = registry(&["a"]);
+        let outcomes = [outcome(Status::Succeeded, 1, "")];
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1));
+        assert!(summary.starts_with("1 device in 1s: 1 succeeded"), "{summary}");
     }
 
     #[test]
