@@ -79,7 +79,8 @@ impl HttpDelivery {
             .timeout_recv_body(Some(options.stall_timeout))
             .max_idle_connections(options.concurrency.max(1))
             .max_idle_connections_per_host(options.concurrency.max(1))
-            .output_buffer_size(256 * 1024)
+            .output_buffer_size(64 * 1024)
+            .input_buffer_size(16 * 1024)
             .tls_config(tls.build())
             .build();
         HttpDelivery {
