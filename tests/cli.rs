@@ -1,0 +1,34 @@
+//! Integration tests: the real `update-orchestrator` binary against real servers on 127.0.0.1
+//! (the crate's simulated `Fleet`, scripted tiny_http devices, raw sockets).
+//!
+//! Codemap: `util` is the harness (`Test`, `Output`, report parsing), `servers` the loopback
+//! devices; every other module is one area of behaviour. A crate root's `mod` looks beside
+//! it, hence the `#[path]`s into `tests/cli/`.
+
+#[path = "cli/servers.rs"]
+mod servers;
+#[path = "cli/util.rs"]
+mod util;
+
+#[path = "cli/args.rs"]
+mod args;
+#[path = "cli/commands.rs"]
+mod commands;
+#[path = "cli/headers.rs"]
+mod headers;
+#[path = "cli/input_errors.rs"]
+mod input_errors;
+#[path = "cli/memory.rs"]
+mod memory;
+#[path = "cli/progress.rs"]
+mod progress;
+#[path = "cli/push.rs"]
+mod push;
+#[path = "cli/report.rs"]
+mod report;
+#[path = "cli/retries.rs"]
+mod retries;
+#[path = "cli/stall.rs"]
+mod stall;
+#[path = "cli/stopping.rs"]
+mod stopping;

@@ -1,0 +1,78 @@
+//! The command line itself: `--opt=value`, `--version`, `--help`, and usage errors exiting 2.
+
+use crate::servers::fleet_registry;
+use crate::util::{Test, quick};
+use update_orchestrator::simulate::{Fleet, FleetSpec};
+
+#[test]
+fn equals_form_of_options_is_accepted() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 512);
+    test.args([
+        "push",
+        "--payload=fw.bin",
+        "--report=report.csv",
+        "--concurrency=1",
+        "--header=X-Note: a=b",
+    ])
+    .args(quick(&[]))
+    .arg("devices.csv")
+    .run()
+    .expect_status(0)
+    .expect_stderr("2 succeeded");
+    assert_eq!(test.report("report.csv").len(), 2);
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let output = Test::new().arg("--version").run();
+    output.expect_status(0);
+    assert_eq!(
+        output.stdout.trim_end(),
+        "update-orchestrator 0.1.0",
+        "{output}"
+    );
+}
+
+#[test]
+fn help_exits_0_and_documents_exit_codes() {
+    for args in [&["--help"][..], &["push", "--help"][..]] {
+        let output = Test::new().args(args).run();
+        output
+            .expect_status(0)
+            .expect_stdout("0 every device succeeded")
+            .expect_stdout("2 usage or input error")
+            .expect_stdout("130 interrupted by SIGINT");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--bogus"], "Unrecognized argument: --bogus"),
+        (&[], "a command is required"),
+        (&["-v"], "a command is required"),
+        (&["fly"], "Unrecognized argument: fly"),
+        (&["push", "devices.csv"], "--payload"),
+        (&["push", "--payload", "fw.bin"], "registry"),
+        (
+            &["push", "--payload", "fw.bin", "--nope", "x", "d.csv"],
+            "--nope",
+        ),
+    ];
+    for (args, needle) in cases {
+        let output = Test::new().args(*args).run();
+        assert_eq!(output.status, 2, "{args:?}\n{output}");
+        assert!(
+            output.stderr.contains(needle),
+            "{args:?}: {needle:?}\n{output}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}\n{output}");
+    }
+}

@@ -1,0 +1,122 @@
+//! The CSV report: one row per device in registry order, on stdout or in a file, written even
+//! when devices failed.
+
+use crate::util::{Test, ids, parse_report, quick};
+use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
+
+/// Four devices, the dead one in the middle; one URL carries a password.
+fn mixed_fleet() -> (Fleet, String) {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 4,
+        dead_percent: 25.0,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let stats = fleet.stats();
+    let mut csv = String::from("id,url\n");
+    for index in [3, 1, 0, 2] {
+        let url = fleet.url(index);
+        let url = if index == 0 {
+            url.replace("http://", "http://admin:hunter2@")
+        } else {
+            url
+        };
+        csv.push_str(&format!("{},{url}\n", stats[index].id));
+    }
+    (fleet, csv)
+}
+
+fn expected_statuses(fleet: &Fleet) -> Vec<(String, &'static str)> {
+    let stats = fleet.stats();
+    [3, 1, 0, 2]
+        .iter()
+        .map(|&i| {
+            let status = if stats[i].profile == Profile::Dead {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            (stats[i].id.clone(), status)
+        })
+        .collect()
+}
+
+#[test]
+fn report_to_stdout_is_pure_csv_in_input_order() {
+    let (fleet, registry) = mixed_fleet();
+    let mut test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 2048);
+    let output = test
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--report",
+            "-",
+            "--retries",
+            "1",
+        ])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output
+        .expect_status(1)
+        .expect_stderr("3 succeeded, 1 failed, 0 skipped");
+    let rows = parse_report(&output.stdout);
+    let got: Vec<(String, &str)> = rows
+        .iter()
+        .map(|row| (row.id.clone(), row.status.as_str()))
+        .collect();
+    assert_eq!(got, expected_statuses(&fleet), "{output}");
+    let failed = rows.iter().find(|row| row.status == "failed").unwrap();
+    assert_eq!(
+        (failed.attempts, failed.http_status),
+        (2, Some(500)),
+        "{failed:?}"
+    );
+    assert!(failed.error.contains("HTTP 500"), "{failed:?}");
+    let with_password = rows.iter().find(|row| row.url.contains("admin")).unwrap();
+    assert!(
+        with_password.url.contains("admin:***@"),
+        "{with_password:?}"
+    );
+    assert!(
+        !output.stdout.contains("hunter2") && !output.stderr.contains("hunter2"),
+        "the password leaked\n{output}"
+    );
+}
+
+#[test]
+fn report_file_is_written_when_the_run_fails() {
+    let (fleet, registry) = mixed_fleet();
+    let mut test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 2048);
+    let output = test
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--report",
+            "out.csv",
+            "--retries",
+            "0",
+        ])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output
+        .expect_status(1)
+        .expect_stderr("1 failed")
+        .expect_stderr("report: out.csv");
+    assert!(output.stdout.is_empty(), "{output}");
+    let rows = test.report("out.csv");
+    let expected = expected_statuses(&fleet);
+    let expected_ids: Vec<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids(&rows), expected_ids);
+    for (row, (_, status)) in rows.iter().zip(&expected) {
+        assert_eq!(row.status, *status, "{row:?}");
+        assert_eq!(row.attempts, 1, "{row:?}");
+    }
+}
