@@ -4,10 +4,11 @@
 //! handlers, and mapping a run to an `Outcome`. Must not: render progress during a run (the
 //! progress thread does) or hold protocol logic.
 
-use crate::cli::{Command, DemoArgs, PushArgs, SimulateArgs, TopLevel};
-use crate::config::{PushConfig, RegistrySource, ReportTarget, UsageError};
+use crate::cli::{Command, DemoArgs, PushArgs, SimulateArgs, StatusArgs, TopLevel};
+use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, UsageError};
 use crate::delivery::http::HttpDelivery;
 use crate::events::Event;
+use crate::journal::{self, DeviceState, Journal, JournalWriter};
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
@@ -87,6 +88,7 @@ pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
         Some(Command::Push(args)) => push(args),
         Some(Command::Demo(args)) => demo(args),
         Some(Command::Simulate(args)) => simulate(args),
+        Some(Command::Status(args)) => status(args),
         None => Err(AppError::Input(
             "a command is required: push, demo or simulate".into(),
         )),
@@ -98,9 +100,12 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
     let registry = load_registry(&config.registry, config.target.as_ref())?;
+    let journal = open_journal(config.journal.as_ref(), &payload)?;
+    let plan = plan(&registry, &journal, config.journal.as_ref());
     let report = open_report(config.report.as_ref())?;
     let signals = Signals::install()?;
-    let result = execute(&config, &registry, &payload, &signals)?;
+    let writer = journal.as_ref().map(|(writer, _)| writer);
+    let result = execute(&config, &registry, &payload, &plan, writer, &signals)?;
     finish(&registry, &result, report, config.report.as_ref())?;
     Ok(outcome(&result, &signals))
 }
@@ -122,6 +127,62 @@ pub fn load_registry(
     loaded.map_err(|e| AppError::Input(e.to_string()))
 }
 
+/// Opens and locks the journal, and says what it found.
+fn open_journal(
+    options: Option<&JournalOptions>,
+    payload: &Payload,
+) -> Result<Option<(JournalWriter, Journal)>, AppError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let (writer, journal) = JournalWriter::open(&options.path, payload, options.reset)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    for warning in &journal.warnings {
+        log::warn!("{warning}");
+    }
+    Ok(Some((writer, journal)))
+}
+
+/// Which devices run, given the journal; says what is skipped and what is pushed again.
+fn plan(
+    registry: &Registry,
+    journal: &Option<(JournalWriter, Journal)>,
+    options: Option<&JournalOptions>,
+) -> Plan {
+    const LISTED: usize = 20;
+    let only_failed = options.is_some_and(|o| o.only_failed);
+    let journal = journal.as_ref().map(|(_, journal)| journal);
+    let plan = Plan::build(registry, journal, only_failed);
+    for index in plan.url_changed.iter().take(LISTED) {
+        let device = &registry.devices[*index];
+        let before = journal
+            .and_then(|j| j.device(&device.id))
+            .map_or("", |e| e.url.as_str());
+        eprintln!(
+            "{}: url changed since it succeeded ({} -> {}): pushing again",
+            device.id,
+            report::redact_url(before),
+            report::redact_url(&device.url)
+        );
+    }
+    if plan.url_changed.len() > LISTED {
+        eprintln!(
+            "... and {} more devices whose url changed",
+            plan.url_changed.len() - LISTED
+        );
+    }
+    if let Some((_, reason)) = plan.skipped.first() {
+        eprintln!(
+            "skipping {} of {} devices ({}, per the journal); {} to push",
+            plan.skipped.len(),
+            registry.devices.len(),
+            reason.text(),
+            plan.len()
+        );
+    }
+    plan
+}
+
 fn open_report(target: Option<&ReportTarget>) -> Result<Option<Box<dyn Write>>, AppError> {
     Ok(match target {
         None => None,
@@ -140,13 +201,15 @@ fn execute(
     config: &PushConfig,
     registry: &Registry,
     payload: &Payload,
+    plan: &Plan,
+    journal: Option<&JournalWriter>,
     signals: &Signals,
 ) -> Result<RunResult, AppError> {
     if registry.devices.is_empty() {
         log::warn!("{}: no devices: nothing to push", registry.source);
     }
     let delivery = HttpDelivery::new(config.http.clone());
-    let plan = Plan::all_in_order(registry);
+
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(64 * 1024);
     let progress = progress::spawn(config.progress.clone(), receiver)
         .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
@@ -154,19 +217,15 @@ fn execute(
         registry,
         payload,
         delivery: &delivery,
-        plan: &plan,
+        plan,
         settings: config.run,
         interrupt: &signals.interrupt,
+        journal,
     };
     let result = run.execute(&sender);
     drop(sender); // the progress thread ends when every sender is gone
     progress.join();
-    result.map_err(|e| {
-        AppError::Fatal(format!(
-            "cannot start {} workers: {e}",
-            config.run.concurrency
-        ))
-    })
+    result.map_err(|e| AppError::Fatal(e.to_string()))
 }
 
 fn finish(
@@ -176,8 +235,10 @@ fn finish(
     target: Option<&ReportTarget>,
 ) -> Result<(), AppError> {
     let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed);
-    if let Some(StopReason::PayloadChanged(message)) = &result.stopped {
-        summary.push_str(&format!("\nstopped: {message}"));
+    if let Some(reason @ (StopReason::PayloadChanged(_) | StopReason::JournalFailed(_))) =
+        &result.stopped
+    {
+        summary.push_str(&format!("\nstopped: {reason}"));
     }
     if let Some(mut out) = report {
         report::write_report(registry, &result.outcomes, &mut out)
@@ -197,7 +258,7 @@ fn outcome(result: &RunResult, signals: &Signals) -> Outcome {
             Outcome::Terminated
         }
         Some(StopReason::Interrupted) => Outcome::Interrupted,
-        Some(StopReason::PayloadChanged(_)) => Outcome::SomeFailed,
+        Some(StopReason::PayloadChanged(_) | StopReason::JournalFailed(_)) => Outcome::SomeFailed,
         None if Counts::of(&result.outcomes).failed > 0 => Outcome::SomeFailed,
         None => Outcome::Succeeded,
     }
@@ -311,6 +372,10 @@ fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: u
         progress_interval: seconds(2),
         quiet: false,
         allow_empty: false,
+        journal: None,
+        journal_reset: false,
+        only_failed: false,
+        grace: seconds(5),
         registry: registry.display().to_string(),
     }
 }
@@ -369,6 +434,32 @@ fn write_demo_payload(path: &PathBuf, len: u64) -> io::Result<()> {
         left -= n as u64;
     }
     out.flush()
+}
+
+fn status(args: StatusArgs) -> Result<Outcome, AppError> {
+    let journal = journal::read(&args.journal).map_err(|e| AppError::Input(e.to_string()))?;
+    for warning in &journal.warnings {
+        log::warn!("{warning}");
+    }
+    let name = args.journal.display().to_string();
+    let state = match (args.failed, args.succeeded) {
+        (true, true) => {
+            return Err(AppError::Input(
+                "status: give --failed or --succeeded, not both".into(),
+            ));
+        }
+        (true, false) => Some(DeviceState::Failed),
+        (false, true) => Some(DeviceState::Succeeded),
+        (false, false) => None,
+    };
+    let mut out = io::stdout().lock();
+    let written = match state {
+        Some(state) => crate::status::write_rows(&journal, state, &mut out),
+        None if args.json => writeln!(out, "{}", crate::status::render_json(&name, &journal)),
+        None => writeln!(out, "{}", crate::status::render_text(&name, &journal)),
+    };
+    written.map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
+    Ok(Outcome::Succeeded)
 }
 
 fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {

@@ -47,6 +47,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve a simulated fleet on loopback.
     Simulate(SimulateArgs),
+    /// Summarise a journal, or print its failed or succeeded devices as CSV.
+    Status(StatusArgs),
 }
 
 /// Push a payload to every device listed in REGISTRY (a CSV file, or - for stdin). The whole
@@ -171,6 +173,28 @@ pub struct PushArgs {
     #[argh(switch)]
     pub allow_empty: bool,
 
+    /// record every device's outcome in FILE and resume from it: devices it records as
+    /// succeeded with this payload are skipped
+    #[argh(option)]
+    pub journal: Option<PathBuf>,
+
+    /// start the journal over (needed to reuse it for another payload)
+    #[argh(switch)]
+    pub journal_reset: bool,
+
+    /// attempt only the devices the journal records as failed
+    #[argh(switch)]
+    pub only_failed: bool,
+
+    /// after SIGINT or SIGTERM, let in-flight uploads go on this long before aborting them
+    /// (default 30s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(30)",
+        from_str_fn(parse_duration)
+    )]
+    pub grace: Duration,
+
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
     pub registry: String,
@@ -245,6 +269,37 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
+/// Summarise a journal: counts per state, the payload, first and last activity, errors by
+/// class and the 20 most recent failures. With --failed or --succeeded, print those devices'
+/// registry rows as CSV (their original columns), ready to pipe into 'push -'.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "status",
+    example = "\
+    {command_name} fw-2.1.journal\n\
+    {command_name} --failed fw-2.1.journal | update-orchestrator push --payload fw-2.1.bin -",
+    error_code(0, "the journal was read"),
+    error_code(2, "the journal is missing, damaged or not a journal")
+)]
+pub struct StatusArgs {
+    /// print the failed devices' registry rows as CSV
+    #[argh(switch)]
+    pub failed: bool,
+
+    /// print the succeeded devices' registry rows as CSV
+    #[argh(switch)]
+    pub succeeded: bool,
+
+    /// print the summary as JSON
+    #[argh(switch)]
+    pub json: bool,
+
+    /// the journal file
+    #[argh(positional)]
+    pub journal: PathBuf,
+}
+
 /// What main should do with argv: run a parsed command, or print and exit.
 #[allow(clippy::large_enum_variant)] // built once per process
 pub enum Parsed {
@@ -254,18 +309,37 @@ pub enum Parsed {
     Exit { output: String, status: u8 },
 }
 
-/// Parses argv (without the program name), accepting `--opt=value` as argh does not.
+/// Parses argv (without the program name), accepting `--opt=value` and a lone `-` (stdin) as
+/// argh does not.
 pub fn parse(program: &str, args: &[String]) -> Parsed {
     let args = split_equals(args);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    match TopLevel::from_args(&[program], &refs) {
+    let mut parsed = parse_argh(program, &args);
+    // argh reads a lone `-` positional as an unknown flag (a `-` that is an option's value is
+    // fine). Retry with one lone `-` moved behind `--`, last candidate first.
+    let candidates: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "-")
+        .map(|(i, _)| i)
+        .collect();
+    for &position in candidates.iter().rev() {
+        if parsed.is_ok() {
+            break;
+        }
+        if let Some(moved) = dash_as_positional(&args, position)
+            && let Ok(top) = parse_argh(program, &moved)
+        {
+            parsed = Ok(top);
+        }
+    }
+    match parsed {
         Ok(top) if top.version => Parsed::Exit {
             output: format!("update-orchestrator {}", env!("CARGO_PKG_VERSION")),
             status: 0,
         },
         Ok(top) if top.command.is_none() => Parsed::Exit {
             output: format!(
-                "{program}: a command is required: push, demo or simulate (see {program} --help)"
+                "{program}: a command is required: push, status, demo or simulate (see {program} --help)"
             ),
             status: 2,
         },
@@ -275,6 +349,28 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             status: if exit.status.is_ok() { 0 } else { 2 },
         },
     }
+}
+
+fn parse_argh(program: &str, args: &[String]) -> Result<TopLevel, argh::EarlyExit> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    TopLevel::from_args(&[program], &refs)
+}
+
+/// `args` with the `-` at `position` moved behind a `--` (added at the end if there is none);
+/// None when `position` is already behind a `--`.
+pub fn dash_as_positional(args: &[String], position: usize) -> Option<Vec<String>> {
+    let separator = args.iter().position(|arg| arg == "--");
+    if separator.is_some_and(|s| s < position) {
+        return None;
+    }
+    let mut out: Vec<String> = args.to_vec();
+    let dash = out.remove(position);
+    match separator {
+        // The separator moved one place left when the dash was removed: `s` is just after it.
+        Some(s) => out.insert(s, dash),
+        None => out.extend(["--".to_string(), dash]),
+    }
+    Some(out)
 }
 
 /// Splits `--name=value` into `--name value`, up to a lone `--`.
@@ -432,6 +528,71 @@ mod tests {
     fn check_split(args: &[&str], expected: &[&str]) {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         assert_eq!(split_equals(&args), expected);
+    }
+
+    #[track_caller]
+    fn check_dash(args: &[&str], position: usize, expected: Option<&[&str]>) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let expected = expected.map(|e| e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(dash_as_positional(&args, position), expected);
+    }
+
+    #[test]
+    fn a_lone_dash_can_move_behind_the_separator() {
+        check_dash(
+            &["push", "--payload", "fw", "-"],
+            3,
+            Some(&["push", "--payload", "fw", "--", "-"]),
+        );
+        check_dash(
+            &["push", "-", "--payload", "fw"],
+            1,
+            Some(&["push", "--payload", "fw", "--", "-"]),
+        );
+        check_dash(
+            &["push", "-", "--", "y"],
+            1,
+            Some(&["push", "--", "-", "y"]),
+        );
+        check_dash(&["push", "--", "-"], 2, None);
+    }
+
+    #[track_caller]
+    fn check_parse(args: &[&str], expected_registry: &str, expected_report: Option<&str>) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let Parsed::Run(TopLevel {
+            command: Some(Command::Push(push)),
+            ..
+        }) = parse("uo", &args)
+        else {
+            panic!("{args:?} did not parse as push");
+        };
+        assert_eq!(
+            (push.registry.as_str(), push.report.as_deref()),
+            (expected_registry, expected_report)
+        );
+    }
+
+    #[test]
+    fn stdin_dash_works_beside_dash_values() {
+        check_parse(&["push", "--payload", "fw", "-"], "-", None);
+        check_parse(&["push", "-", "--payload", "fw"], "-", None);
+        check_parse(
+            &["push", "--payload", "fw", "--report", "-", "x.csv"],
+            "x.csv",
+            Some("-"),
+        );
+        check_parse(
+            &["push", "--report", "-", "--payload", "fw", "-"],
+            "-",
+            Some("-"),
+        );
+        check_parse(
+            &["push", "-", "--report", "-", "--payload", "fw"],
+            "-",
+            Some("-"),
+        );
+        check_parse(&["push", "--payload=fw", "--report=-", "-"], "-", Some("-"));
     }
 
     #[test]

@@ -75,6 +75,19 @@ pub struct PushConfig {
     pub report: Option<ReportTarget>,
     /// How progress is shown.
     pub progress: ProgressConfig,
+    /// The journal, if any.
+    pub journal: Option<JournalOptions>,
+}
+
+/// `--journal` and the flags that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalOptions {
+    /// The journal file.
+    pub path: PathBuf,
+    /// `--journal-reset`.
+    pub reset: bool,
+    /// `--only-failed`.
+    pub only_failed: bool,
 }
 
 impl PushConfig {
@@ -105,6 +118,23 @@ impl PushConfig {
             }
         }
         let device_timeout = args.device_timeout.filter(|timeout| !timeout.is_zero());
+        let journal = match (&args.journal, args.journal_reset, args.only_failed) {
+            (Some(_), true, true) => {
+                return usage("--only-failed reads the journal that --journal-reset would empty: use one of them".into());
+            }
+            (Some(path), reset, only_failed) => Some(JournalOptions {
+                path: path.clone(),
+                reset,
+                only_failed,
+            }),
+            (None, true, _) => return usage("--journal-reset needs --journal FILE".into()),
+            (None, _, true) => {
+                return usage(
+                    "--only-failed needs --journal FILE: it reads which devices failed".into(),
+                );
+            }
+            (None, false, false) => None,
+        };
         let method = match args.method.to_ascii_uppercase().as_str() {
             "PUT" => Method::Put,
             "POST" => Method::Post,
@@ -148,6 +178,7 @@ impl PushConfig {
                     backoff_max: args.backoff_max,
                 },
                 device_timeout,
+                grace: args.grace,
             },
             http: HttpOptions {
                 method,
@@ -162,6 +193,7 @@ impl PushConfig {
                 "-" => ReportTarget::Stdout,
                 path => ReportTarget::File(PathBuf::from(path)),
             }),
+            journal,
             progress: ProgressConfig::detect(
                 args.quiet,
                 args.progress_interval.max(Duration::from_millis(100)),

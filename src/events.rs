@@ -46,8 +46,20 @@ pub enum Event {
         id: Arc<str>,
         reason: String,
     },
-    /// The run stops dispatching new devices; `in_flight` devices are still running.
-    Stopping { reason: String, in_flight: usize },
+    /// The device's attempt was cut short by a shutdown (`--grace` expired): neither
+    /// succeeded nor failed.
+    Interrupted {
+        index: usize,
+        id: Arc<str>,
+        attempts: u32,
+    },
+    /// The run stops dispatching new devices; `in_flight` devices are still running, for at
+    /// most `wait` before they are aborted.
+    Stopping {
+        reason: String,
+        in_flight: usize,
+        wait: Option<Duration>,
+    },
     /// Every worker has finished; no event follows.
     RunFinished,
 }

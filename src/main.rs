@@ -46,5 +46,10 @@ fn init_logging(verbose: u8) {
         .filter_level(level)
         .format_timestamp(None)
         .parse_default_env();
+    // ureq's trace level dumps raw requests, header values (tokens) included: never go past
+    // debug there, whatever RUST_LOG asks.
+    for module in ["ureq", "ureq_proto", "rustls"] {
+        builder.filter_module(module, level.min(log::LevelFilter::Debug));
+    }
     progress::install_logger(builder);
 }

@@ -8,15 +8,18 @@
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind};
 use crate::events::Event;
+use crate::journal::{JournalWriter, Record};
 use crate::payload::Payload;
 use crate::registry::{Device, Registry};
 use crate::report::{DeviceOutcome, Status};
 use crate::scheduler::{Jitter, Plan, RetryPolicy};
+use crate::timestamp;
 use crossbeam_channel::Sender;
 use rayon::iter::{ParallelBridge, ParallelIterator};
+use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How a run behaves.
@@ -28,6 +31,8 @@ pub struct RunSettings {
     pub retry: RetryPolicy,
     /// Deadline per device across all its attempts.
     pub device_timeout: Option<Duration>,
+    /// After an interrupt, how long in-flight attempts may go on before they are aborted.
+    pub grace: Duration,
 }
 
 /// Why a run stopped dispatching before the end of the plan.
@@ -37,19 +42,42 @@ pub enum StopReason {
     Interrupted,
     /// The payload file changed on disk; the message says how.
     PayloadChanged(String),
+    /// The journal could not be written; going on could push devices twice later.
+    JournalFailed(String),
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Interrupted => f.write_str("interrupted"),
+            StopReason::PayloadChanged(message) => f.write_str(message),
+            StopReason::JournalFailed(message) => write!(f, "cannot write the journal: {message}"),
+        }
+    }
 }
 
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct RunResult {
-    /// One outcome per registry device, in registry order (devices outside the plan are
-    /// skipped).
+    /// One outcome per registry device, in registry order.
     pub outcomes: Vec<DeviceOutcome>,
     /// Set when the run stopped dispatching early.
     pub stopped: Option<StopReason>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
+
+/// A run that could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunError(pub String);
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
 
 /// Everything a run reads.
 pub struct Run<'a> {
@@ -65,46 +93,60 @@ pub struct Run<'a> {
     pub settings: RunSettings,
     /// Set (by a signal handler) to stop dispatching; in-flight devices finish.
     pub interrupt: &'a AtomicBool,
+    /// The journal to append to; the orchestrator is its only writer during a run.
+    pub journal: Option<&'a JournalWriter>,
 }
 
 impl Run<'_> {
-    /// Runs the plan to the end (or until stopped), sending events to `events`. Returns an
-    /// error only when the pool cannot be built.
-    pub fn execute(
-        &self,
-        events: &Sender<Event>,
-    ) -> Result<RunResult, rayon::ThreadPoolBuildError> {
+    /// Runs the plan to the end (or until stopped), sending events to `events`.
+    pub fn execute(&self, events: &Sender<Event>) -> Result<RunResult, RunError> {
         let started = Instant::now();
+        if let Some(journal) = self.journal {
+            let record = Record::Run {
+                at: timestamp::now(),
+                pid: std::process::id(),
+                columns: self.registry.header.to_vec(),
+            };
+            journal.record(&record, true).map_err(|e| {
+                RunError(format!(
+                    "cannot write journal {}: {e}",
+                    journal.path().display()
+                ))
+            })?;
+        }
         let _ = events.send(Event::RunStarted {
             devices: self.plan.len(),
             payload_len: self.payload.len(),
         });
-        let mut shared = Shared {
-            run: self,
-            events,
-            outcomes: (0..self.registry.devices.len())
-                .map(|_| OnceLock::new())
-                .collect(),
-            in_flight: AtomicUsize::new(0),
-            stopped: Mutex::new(None),
-            stop_announced: AtomicBool::new(false),
-        };
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(self.settings.concurrency.max(1))
-            .thread_name(|i| format!("worker-{i}"))
-            .build_scoped(
-                |thread| thread.run(),
-                |pool| {
-                    pool.install(|| {
-                        self.plan
-                            .order
-                            .iter()
-                            .take_while(|_| !shared.should_stop())
-                            .par_bridge()
-                            .for_each(|&index| shared.run_device(index));
-                    })
-                },
-            )?;
+        let mut shared = Shared::new(self, events);
+        let pool = std::thread::scope(|scope| {
+            let watchdog = scope.spawn(|| shared.watch_grace());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(self.settings.concurrency.max(1))
+                .thread_name(|i| format!("worker-{i}"))
+                .build_scoped(
+                    |thread| thread.run(),
+                    |pool| {
+                        pool.install(|| {
+                            self.plan
+                                .order
+                                .iter()
+                                .take_while(|_| !shared.should_stop())
+                                .par_bridge()
+                                .for_each(|&index| shared.run_device(index));
+                        })
+                    },
+                );
+            shared.done.store(true, Ordering::SeqCst);
+            let _ = watchdog.join();
+            pool
+        });
+        pool.map_err(|e| {
+            RunError(format!(
+                "cannot start {} workers: {e}",
+                self.settings.concurrency
+            ))
+        })?;
         let stopped = shared.stop_reason();
         let outcomes = shared.finish_outcomes(&stopped);
         let _ = events.send(Event::RunFinished);
@@ -121,11 +163,32 @@ struct Shared<'a, 'r> {
     events: &'a Sender<Event>,
     outcomes: Vec<OnceLock<DeviceOutcome>>,
     in_flight: AtomicUsize,
-    stopped: Mutex<Option<StopReason>>,
-    stop_announced: AtomicBool,
+    stopped: Mutex<Option<(StopReason, Instant)>>,
+    /// Set when `--grace` has expired after an interrupt: in-flight transfers give up.
+    abort: AtomicBool,
+    /// Set when the pool is done, to end the watchdog.
+    done: AtomicBool,
 }
 
-impl Shared<'_, '_> {
+impl<'a, 'r> Shared<'a, 'r> {
+    fn new(run: &'a Run<'r>, events: &'a Sender<Event>) -> Self {
+        let outcomes: Vec<OnceLock<DeviceOutcome>> = (0..run.registry.devices.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        for (index, reason) in &run.plan.skipped {
+            let _ = outcomes[*index].set(DeviceOutcome::skipped(reason.text()));
+        }
+        Shared {
+            run,
+            events,
+            outcomes,
+            in_flight: AtomicUsize::new(0),
+            stopped: Mutex::new(None),
+            abort: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
     fn should_stop(&self) -> bool {
         if self.run.interrupt.load(Ordering::SeqCst) {
             self.set_stop(StopReason::Interrupted);
@@ -135,30 +198,49 @@ impl Shared<'_, '_> {
 
     fn set_stop(&self, reason: StopReason) {
         let mut stopped = self.lock_stopped();
-        if stopped.is_none() {
-            *stopped = Some(reason.clone());
+        if stopped.is_some() {
+            return;
         }
+        *stopped = Some((reason.clone(), Instant::now()));
         drop(stopped);
-        if !self.stop_announced.swap(true, Ordering::SeqCst) {
-            let reason = match reason {
-                StopReason::Interrupted => "interrupted".to_string(),
-                StopReason::PayloadChanged(message) => message,
-            };
-            let in_flight = self.in_flight.load(Ordering::SeqCst);
-            let _ = self.events.send(Event::Stopping { reason, in_flight });
-        }
+        let wait = (reason == StopReason::Interrupted).then_some(self.run.settings.grace);
+        let in_flight = self.in_flight.load(Ordering::SeqCst);
+        let _ = self.events.send(Event::Stopping {
+            reason: reason.to_string(),
+            in_flight,
+            wait,
+        });
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
         self.should_stop();
-        self.lock_stopped().clone()
+        self.lock_stopped()
+            .as_ref()
+            .map(|(reason, _)| reason.clone())
     }
 
-    fn lock_stopped(&self) -> std::sync::MutexGuard<'_, Option<StopReason>> {
+    fn lock_stopped(&self) -> MutexGuard<'_, Option<(StopReason, Instant)>> {
         // A poisoned lock only means a worker panicked while holding it; the value is intact.
         self.stopped
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notices an interrupt even while every worker is busy, and aborts in-flight transfers
+    /// once `--grace` has passed since it.
+    fn watch_grace(&self) {
+        while !self.done.load(Ordering::SeqCst) {
+            self.should_stop();
+            let expired = match &*self.lock_stopped() {
+                Some((StopReason::Interrupted, at)) => at.elapsed() >= self.run.settings.grace,
+                _ => false,
+            };
+            if expired {
+                self.abort.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn run_device(&self, index: usize) {
@@ -174,6 +256,7 @@ impl Shared<'_, '_> {
         let started = Instant::now();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.deliver(index, device)))
             .unwrap_or_else(|panic| panicked(panic.as_ref(), started));
+        self.journal_outcome(device, &outcome);
         self.announce(index, device, &outcome);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let _ = self.outcomes[index].set(outcome);
@@ -199,8 +282,61 @@ impl Shared<'_, '_> {
                 id,
                 reason: outcome.error.clone(),
             },
+            Status::Interrupted => Event::Interrupted {
+                index,
+                id,
+                attempts,
+            },
         };
         let _ = self.events.send(event);
+    }
+
+    /// Appends `record`; a failure stops the run (going on could push devices twice later).
+    fn journal(&self, record: Record, durable: bool) {
+        let Some(journal) = self.run.journal else {
+            return;
+        };
+        if let Err(error) = journal.record(&record, durable) {
+            self.set_stop(StopReason::JournalFailed(format!(
+                "{}: {error}",
+                journal.path().display()
+            )));
+        }
+    }
+
+    fn journal_outcome(&self, device: &Device, outcome: &DeviceOutcome) {
+        let (at, id, url) = (timestamp::now(), device.id.to_string(), device.url.clone());
+        let (attempts, bytes, fields) = (outcome.attempts, outcome.bytes, device.fields.to_vec());
+        let record = match outcome.status {
+            Status::Succeeded => Record::Succeeded {
+                at,
+                id,
+                url,
+                attempts,
+                bytes,
+                fields,
+            },
+            Status::Failed => Record::Failed {
+                at,
+                id,
+                url,
+                attempts,
+                bytes,
+                class: outcome.error_class.unwrap_or("unknown").to_string(),
+                error: outcome.error.clone(),
+                fields,
+            },
+            Status::Interrupted => Record::Interrupted {
+                at,
+                id,
+                url,
+                attempts,
+                bytes,
+                fields,
+            },
+            Status::Skipped => return,
+        };
+        self.journal(record, true);
     }
 
     /// The bounded retry loop of one device.
@@ -215,7 +351,15 @@ impl Shared<'_, '_> {
         loop {
             attempt += 1;
             let _ = self.events.send(Event::AttemptStarted { index, attempt });
-            let mut meter = ByteMeter::new(self.events, index);
+            self.journal(
+                Record::Attempt {
+                    at: timestamp::now(),
+                    id: device.id.to_string(),
+                    attempt,
+                },
+                false,
+            );
+            let mut meter = ByteMeter::new(self.events, index, &self.abort);
             let result =
                 run.delivery
                     .attempt(run.registry, device, run.payload, &mut meter, deadline);
@@ -234,6 +378,14 @@ impl Shared<'_, '_> {
                 }
                 Err(error) => error,
             };
+            if self.abort.load(Ordering::SeqCst) {
+                return interrupted(
+                    attempt,
+                    bytes,
+                    started,
+                    "--grace expired during the attempt".into(),
+                );
+            }
             if error.kind == ErrorKind::PayloadChanged {
                 self.set_stop(StopReason::PayloadChanged(error.message.clone()));
             }
@@ -259,7 +411,8 @@ impl Shared<'_, '_> {
                 reason: error.to_string(),
             });
             if !self.sleep_unless_stopped(delay) {
-                return failed(" (interrupted while waiting to retry)");
+                let why = format!("stopped while waiting to retry; last error: {error}");
+                return interrupted(attempt, bytes, started, why);
             }
         }
     }
@@ -281,19 +434,28 @@ impl Shared<'_, '_> {
 
     fn finish_outcomes(&mut self, stopped: &Option<StopReason>) -> Vec<DeviceOutcome> {
         let reason = match stopped {
-            Some(StopReason::Interrupted) => "not started: interrupted",
-            Some(StopReason::PayloadChanged(_)) => {
-                "not started: the payload changed during the run"
-            }
-            None => "not in the plan",
+            Some(reason) => format!("not started: {reason}"),
+            None => "not in the plan".to_string(),
         };
         std::mem::take(&mut self.outcomes)
             .into_iter()
             .map(|slot| {
                 slot.into_inner()
-                    .unwrap_or_else(|| DeviceOutcome::skipped(reason))
+                    .unwrap_or_else(|| DeviceOutcome::skipped(reason.clone()))
             })
             .collect()
+    }
+}
+
+fn interrupted(attempts: u32, bytes: u64, started: Instant, why: String) -> DeviceOutcome {
+    DeviceOutcome {
+        status: Status::Interrupted,
+        attempts,
+        bytes,
+        duration: started.elapsed(),
+        http_status: None,
+        error: format!("interrupted: {why}"),
+        error_class: None,
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Status {
     Failed,
     /// It was not attempted.
     Skipped,
+    /// A shutdown cut its attempt short: neither succeeded nor failed.
+    Interrupted,
 }
 
 impl fmt::Display for Status {
@@ -26,6 +28,7 @@ impl fmt::Display for Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Interrupted => "interrupted",
         })
     }
 }
@@ -73,6 +76,8 @@ pub struct Counts {
     pub failed: usize,
     /// Devices that were skipped.
     pub skipped: usize,
+    /// Devices whose attempt a shutdown cut short.
+    pub interrupted: usize,
 }
 
 impl Counts {
@@ -84,6 +89,7 @@ impl Counts {
                 Status::Succeeded => counts.succeeded += 1,
                 Status::Failed => counts.failed += 1,
                 Status::Skipped => counts.skipped += 1,
+                Status::Interrupted => counts.interrupted += 1,
             }
         }
         counts
@@ -167,10 +173,18 @@ pub fn render_summary(
     } else {
         0
     };
+    let interrupted = match counts.interrupted {
+        0 => String::new(),
+        n => format!(", {n} interrupted"),
+    };
     let mut text = format!(
-        "{} {} in {}: {} succeeded, {} failed, {} skipped; {} sent ({}/s)",
+        "{} {} in {}: {} succeeded, {} failed, {} skipped{interrupted}; {} sent ({}/s)",
         outcomes.len(),
-        if outcomes.len() == 1 { "device" } else { "devices" },
+        if outcomes.len() == 1 {
+            "device"
+        } else {
+            "devices"
+        },
         human_duration(elapsed),
         counts.succeeded,
         counts.failed,
@@ -290,7 +304,10 @@ mod tests {
         let registry = registry(&["a"]);
         let outcomes = [outcome(Status::Succeeded, 1, "")];
         let summary = render_summary(&registry, &outcomes, Duration::from_secs(1));
-        assert!(summary.starts_with("1 device in 1s: 1 succeeded"), "{summary}");
+        assert!(
+            summary.starts_with("1 device in 1s: 1 succeeded"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -4,22 +4,75 @@
 //! sleep. Randomness (jitter) comes in as a number, so every decision here is a pure function
 //! with data-driven tests.
 
+use crate::journal::{DeviceState, Journal};
 use crate::registry::Registry;
 use std::time::Duration;
 
-/// The order in which devices are dispatched: indexes into `Registry::devices`.
+/// Which devices run, in which order, and which are left out and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Device indexes, in dispatch order.
+    /// Device indexes (into `Registry::devices`), in dispatch order.
     pub order: Vec<usize>,
+    /// Devices left out, with the reason shown in the report.
+    pub skipped: Vec<(usize, SkipReason)>,
+    /// Devices in the plan although the journal says they succeeded: their URL changed since.
+    pub url_changed: Vec<usize>,
+}
+
+/// Why a device is left out of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The journal records a success with this payload at the same URL.
+    AlreadyUpdated,
+    /// `--only-failed`, and the journal does not record this device as failed.
+    NotFailed,
+}
+
+impl SkipReason {
+    /// The reason as the report and progress show it.
+    pub fn text(self) -> &'static str {
+        match self {
+            SkipReason::AlreadyUpdated => "already updated",
+            SkipReason::NotFailed => "not failed in the journal (--only-failed)",
+        }
+    }
 }
 
 impl Plan {
     /// Every device of the registry, in CSV order.
     pub fn all_in_order(registry: &Registry) -> Plan {
-        Plan {
-            order: (0..registry.devices.len()).collect(),
+        Plan::build(registry, None, false)
+    }
+
+    /// The plan for `registry` given what the journal (if any) knows: devices that succeeded
+    /// with this payload at the same URL are skipped; a success at another URL is pushed again;
+    /// with `only_failed`, only devices the journal records as failed run. Identity is the
+    /// device id, never the row position.
+    pub fn build(registry: &Registry, journal: Option<&Journal>, only_failed: bool) -> Plan {
+        let mut plan = Plan {
+            order: Vec::new(),
+            skipped: Vec::new(),
+            url_changed: Vec::new(),
+        };
+        for (index, device) in registry.devices.iter().enumerate() {
+            let entry = journal.and_then(|journal| journal.device(&device.id));
+            let state = entry.map(|entry| entry.state);
+            if only_failed && state != Some(DeviceState::Failed) {
+                plan.skipped.push((index, SkipReason::NotFailed));
+                continue;
+            }
+            match entry {
+                Some(entry) if entry.state == DeviceState::Succeeded && entry.url == device.url => {
+                    plan.skipped.push((index, SkipReason::AlreadyUpdated));
+                }
+                Some(entry) if entry.state == DeviceState::Succeeded => {
+                    plan.url_changed.push(index);
+                    plan.order.push(index);
+                }
+                _ => plan.order.push(index),
+            }
         }
+        plan
     }
 
     /// How many devices the plan dispatches.
@@ -163,6 +216,137 @@ mod tests {
         assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
         let low = draws.iter().filter(|&&d| d < 0.5).count();
         assert!((4_500..5_500).contains(&low), "{low} of 10000 below 0.5");
+    }
+
+    fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
+        use crate::journal::Record;
+        let mut text = String::from(
+            r#"{"journal":"update-orchestrator-journal","version":1,"payload_sha256":"x","payload_size":1,"created":"t"}"#,
+        );
+        text.push('\n');
+        let mut journal = Journal::parse(std::path::Path::new("j"), text.as_bytes()).unwrap();
+        for (id, url, state) in records {
+            let (at, id, url, fields) = ("t".to_string(), id.to_string(), url.to_string(), vec![]);
+            journal.apply(match state {
+                DeviceState::Succeeded => Record::Succeeded {
+                    at,
+                    id,
+                    url,
+                    attempts: 1,
+                    bytes: 1,
+                    fields,
+                },
+                DeviceState::Failed => Record::Failed {
+                    at,
+                    id,
+                    url,
+                    attempts: 1,
+                    bytes: 1,
+                    class: "http-5xx".into(),
+                    error: "e".into(),
+                    fields,
+                },
+                DeviceState::Interrupted => Record::Interrupted {
+                    at,
+                    id,
+                    url,
+                    attempts: 1,
+                    bytes: 1,
+                    fields,
+                },
+                DeviceState::Unfinished => Record::Attempt { at, id, attempt: 1 },
+            });
+        }
+        journal
+    }
+
+    #[track_caller]
+    fn check_plan(
+        records: &[(&str, &str, DeviceState)],
+        only_failed: bool,
+        expected_order: &[&str],
+        expected_skipped: &[(&str, SkipReason)],
+        expected_url_changed: &[&str],
+    ) {
+        let registry = crate::registry::load(
+            "t.csv",
+            &b"id,url\nd,http://h/d\nb,http://h/b\na,http://h/a2\nc,http://h/c\n"[..],
+            None,
+        )
+        .unwrap();
+        let journal = journal_of(records);
+        let plan = Plan::build(&registry, Some(&journal), only_failed);
+        let id = |index: &usize| registry.devices[*index].id.to_string();
+        let order: Vec<String> = plan.order.iter().map(id).collect();
+        let skipped: Vec<(String, SkipReason)> =
+            plan.skipped.iter().map(|(i, r)| (id(i), *r)).collect();
+        let changed: Vec<String> = plan.url_changed.iter().map(id).collect();
+        assert_eq!(order, expected_order);
+        let expected: Vec<(String, SkipReason)> = expected_skipped
+            .iter()
+            .map(|(i, r)| (i.to_string(), *r))
+            .collect();
+        assert_eq!(skipped, expected);
+        assert_eq!(changed, expected_url_changed);
+    }
+
+    #[test]
+    fn journal_skips_successes_by_id_not_position() {
+        use DeviceState::*;
+        use SkipReason::*;
+        check_plan(&[], false, &["d", "b", "a", "c"], &[], &[]);
+        check_plan(
+            &[
+                ("b", "http://h/b", Succeeded),
+                ("c", "http://h/c", Failed),
+                ("d", "http://h/d", Unfinished),
+            ],
+            false,
+            &["d", "a", "c"],
+            &[("b", AlreadyUpdated)],
+            &[],
+        );
+        // a succeeded at another URL: pushed again, and said so.
+        check_plan(
+            &[("a", "http://h/a1", Succeeded)],
+            false,
+            &["d", "b", "a", "c"],
+            &[],
+            &["a"],
+        );
+        // A success followed by a later attempt that never finished is not a success.
+        check_plan(
+            &[("b", "http://h/b", Succeeded), ("b", "", Unfinished)],
+            false,
+            &["d", "b", "a", "c"],
+            &[],
+            &[],
+        );
+        // Devices the journal has never seen and devices no longer in the CSV are both fine.
+        check_plan(
+            &[("zz", "http://h/zz", Succeeded)],
+            false,
+            &["d", "b", "a", "c"],
+            &[],
+            &[],
+        );
+    }
+
+    #[test]
+    fn only_failed_runs_only_failed_devices() {
+        use DeviceState::*;
+        use SkipReason::*;
+        check_plan(
+            &[
+                ("b", "http://h/b", Succeeded),
+                ("c", "http://h/c", Failed),
+                ("a", "http://h/a2", Interrupted),
+            ],
+            true,
+            &["c"],
+            &[("d", NotFailed), ("b", NotFailed), ("a", NotFailed)],
+            &[],
+        );
     }
 
     #[test]

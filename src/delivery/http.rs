@@ -159,6 +159,12 @@ struct MeteredReader<'m, 'e> {
 
 impl Read for MeteredReader<'_, '_> {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if self.meter.aborted() {
+            // Not ErrorKind::Interrupted: readers retry on that.
+            return Err(io::Error::other(
+                "aborted: the shutdown's --grace period expired",
+            ));
+        }
         let n = self.inner.read(buffer)?;
         self.meter.add(n as u64);
         Ok(n)

@@ -9,6 +9,7 @@ pub mod http;
 use crate::events::Event;
 use crossbeam_channel::Sender;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where in an attempt something went wrong.
@@ -142,9 +143,11 @@ pub struct Delivered {
 }
 
 /// Counts payload bytes of one attempt and reports them to the progress thread, coalesced to
-/// one event per ~100 ms or 1 MiB so a fast transfer does not flood the channel.
+/// one event per ~100 ms or 1 MiB so a fast transfer does not flood the channel. It also carries
+/// the run's abort flag, so a transfer gives up once a shutdown's grace period has expired.
 pub struct ByteMeter<'a> {
     events: &'a Sender<Event>,
+    abort: &'a AtomicBool,
     index: usize,
     total: u64,
     pending: u64,
@@ -156,14 +159,20 @@ impl<'a> ByteMeter<'a> {
     const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
     /// A meter for device `index` in the plan.
-    pub fn new(events: &'a Sender<Event>, index: usize) -> Self {
+    pub fn new(events: &'a Sender<Event>, index: usize, abort: &'a AtomicBool) -> Self {
         ByteMeter {
             events,
+            abort,
             index,
             total: 0,
             pending: 0,
             last_flush: Instant::now(),
         }
+    }
+
+    /// Whether the transfer must give up now.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
     }
 
     /// Records `bytes` more.

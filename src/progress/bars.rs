@@ -56,7 +56,8 @@ impl Bars {
     /// Shows `snapshot`. Position and length change in one update, so no frame shows one
     /// without the other.
     pub(crate) fn draw(&self, snapshot: &Snapshot) {
-        let finished = snapshot.succeeded + snapshot.failed + snapshot.skipped;
+        let finished =
+            snapshot.succeeded + snapshot.failed + snapshot.skipped + snapshot.interrupted;
         self.devices.set_prefix(human_duration(snapshot.elapsed));
         self.devices.set_message(device_counts(snapshot));
         set_progress(&self.devices, finished as u64, snapshot.total as u64);

@@ -281,6 +281,7 @@ mod tests {
             Event::Stopping {
                 reason: "interrupted".into(),
                 in_flight: 0,
+                wait: None,
             },
         );
         let (snapshot, out) = run_with_sink(
@@ -298,6 +299,7 @@ mod tests {
         let stopping = Event::Stopping {
             reason: "interrupted".into(),
             in_flight: 37,
+            wait: None,
         };
         events.insert(1, stopping.clone());
         events.insert(2, stopping);

@@ -53,8 +53,12 @@ pub(crate) fn devices_summary(s: &Snapshot) -> String {
 
 /// `ok=1200 failed=4 retrying=30 in-flight=50`: the devices bar's message.
 pub(crate) fn device_counts(s: &Snapshot) -> String {
+    let interrupted = match s.interrupted {
+        0 => String::new(),
+        n => format!(" interrupted={n}"),
+    };
     format!(
-        "ok={} failed={} retrying={} in-flight={}",
+        "ok={} failed={} retrying={} in-flight={}{interrupted}",
         s.succeeded, s.failed, s.retrying, s.in_flight
     )
 }
@@ -81,14 +85,24 @@ pub(crate) fn notice_line(notice: &Notice, quiet: bool) -> Option<String> {
             plural(*attempts, "attempt", "attempts")
         )),
         Notice::Stopping { .. } if quiet => None,
-        Notice::Stopping { reason, in_flight } => {
-            Some(format!("stopping: {reason}, {in_flight} in flight"))
+        Notice::Stopping {
+            reason,
+            in_flight,
+            wait,
+        } => {
+            let wait = match wait {
+                Some(wait) if *in_flight > 0 => {
+                    format!(", waiting up to {}", human_duration(*wait))
+                }
+                _ => String::new(),
+            };
+            Some(format!("stopping: {reason}, {in_flight} in flight{wait}"))
         }
     }
 }
 
 fn finished(s: &Snapshot) -> usize {
-    s.succeeded + s.failed + s.skipped
+    s.succeeded + s.failed + s.skipped + s.interrupted
 }
 
 /// `1.2/12.0 GiB`: both sides in the unit of the total, so they compare at a glance.
@@ -175,6 +189,7 @@ mod tests {
             succeeded: 1200,
             failed: 4,
             skipped: 30,
+            interrupted: 0,
             retrying: 30,
             in_flight: 50,
             bytes_sent: 2 * GIB,
@@ -233,6 +248,7 @@ mod tests {
         let stopping = Notice::Stopping {
             reason: "interrupted".into(),
             in_flight: 37,
+            wait: None,
         };
         let show = |(notice, quiet): &(Notice, bool)| format!("{:?}", notice_line(notice, *quiet));
         let expected = r#"Some("failed dev-00042 after 4 attempts: upload: connection reset")"#;
@@ -242,6 +258,23 @@ mod tests {
         check((failed(1), false), show, one);
         let line = r#"Some("stopping: interrupted, 37 in flight")"#;
         check((stopping.clone(), false), show, line);
-        check((stopping, true), show, "None");
+        check((stopping.clone(), true), show, "None");
+        let waiting = Notice::Stopping {
+            reason: "interrupted".into(),
+            in_flight: 37,
+            wait: Some(Duration::from_secs(30)),
+        };
+        let line = r#"Some("stopping: interrupted, 37 in flight, waiting up to 30s")"#;
+        check((waiting, false), show, line);
+        let idle = Notice::Stopping {
+            reason: "interrupted".into(),
+            in_flight: 0,
+            wait: Some(Duration::from_secs(30)),
+        };
+        check(
+            (idle, false),
+            show,
+            r#"Some("stopping: interrupted, 0 in flight")"#,
+        );
     }
 }

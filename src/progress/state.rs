@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub failed: usize,
     /// Devices that were not attempted.
     pub skipped: usize,
+    /// Devices whose attempt a shutdown cut short.
+    pub interrupted: usize,
     /// In-flight devices waiting for their next attempt.
     pub retrying: usize,
     /// Devices taken by a worker and not finished yet (retrying ones included).
@@ -50,7 +52,11 @@ pub(crate) enum Notice {
         error: String,
     },
     /// The run stops dispatching; only the first such event gives a notice.
-    Stopping { reason: String, in_flight: usize },
+    Stopping {
+        reason: String,
+        in_flight: usize,
+        wait: Option<Duration>,
+    },
 }
 
 /// The run's counters, fed events in the order they arrive.
@@ -62,6 +68,7 @@ pub(crate) struct State {
     succeeded: usize,
     failed: usize,
     skipped: usize,
+    interrupted: usize,
     bytes_sent: u64,
     /// In-flight devices by index, with the bytes of their current attempt.
     attempt_bytes: HashMap<usize, u64>,
@@ -107,7 +114,15 @@ impl State {
                 self.device_ended(index);
                 self.skipped += 1;
             }
-            Event::Stopping { reason, in_flight } => return self.stopping(reason, in_flight),
+            Event::Interrupted { index, .. } => {
+                self.device_ended(index);
+                self.interrupted += 1;
+            }
+            Event::Stopping {
+                reason,
+                in_flight,
+                wait,
+            } => return self.stopping(reason, in_flight, wait),
             Event::RunFinished => self.finished = true,
         }
         None
@@ -125,7 +140,7 @@ impl State {
 
     /// Devices that are done with, whatever the outcome.
     pub(crate) fn devices_finished(&self) -> usize {
-        self.succeeded + self.failed + self.skipped
+        self.succeeded + self.failed + self.skipped + self.interrupted
     }
 
     /// The counters now; `elapsed`, `eta` and `throughput` are left for the caller.
@@ -135,6 +150,7 @@ impl State {
             succeeded: self.succeeded,
             failed: self.failed,
             skipped: self.skipped,
+            interrupted: self.interrupted,
             retrying: self.retrying.len(),
             in_flight: self.attempt_bytes.len(),
             bytes_sent: self.bytes_sent,
@@ -172,12 +188,21 @@ impl State {
         self.retrying.remove(&index);
     }
 
-    fn stopping(&mut self, reason: String, in_flight: usize) -> Option<Notice> {
+    fn stopping(
+        &mut self,
+        reason: String,
+        in_flight: usize,
+        wait: Option<Duration>,
+    ) -> Option<Notice> {
         if self.stopping.is_some() {
             return None;
         }
         self.stopping = Some(reason.clone());
-        Some(Notice::Stopping { reason, in_flight })
+        Some(Notice::Stopping {
+            reason,
+            in_flight,
+            wait,
+        })
     }
 
     fn bytes_total(&self) -> u64 {
@@ -252,6 +277,7 @@ mod tests {
         Event::Stopping {
             reason: "interrupted".into(),
             in_flight,
+            wait: None,
         }
     }
 
@@ -393,6 +419,7 @@ mod tests {
         let notice = Notice::Stopping {
             reason: "interrupted".into(),
             in_flight: 2,
+            wait: None,
         };
         let events = [RUN, started(0), started(1), stopping(2), stopping(1)];
         check(&events, (0, 0, 0, 0, 2, 0, 0), &[notice]);

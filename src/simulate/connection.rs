@@ -252,11 +252,11 @@ fn answer(
 }
 
 fn verify_digest(device: &DeviceState, head: &Head, hasher: Sha256) -> Response {
-    if let Some(expected) = head.sha256_digest() {
-        if Sha256Digest::from_hasher(hasher).content_digest() != expected {
-            device.digest_mismatches.fetch_add(1, Ordering::Relaxed);
-            return Response::text(400, "Bad Request", "content-digest mismatch");
-        }
+    if let Some(expected) = head.sha256_digest()
+        && Sha256Digest::from_hasher(hasher).content_digest() != expected
+    {
+        device.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        return Response::text(400, "Bad Request", "content-digest mismatch");
     }
     device.completed.fetch_add(1, Ordering::Relaxed);
     Response::no_content()

@@ -1,0 +1,524 @@
+//! The journal: an append-only, line-oriented record of what each device went through, keyed by
+//! device id and the payload's SHA-256, so any run can be resumed.
+//!
+//! Format (version 1): the first line is a JSON header naming the format, its version, and the
+//! payload's SHA-256 and size; every further line is one JSON record (`run`, `attempt`,
+//! `succeeded`, `failed`, `interrupted`). Records are appended with one `write` each; success,
+//! failure and interruption records are `fdatasync`ed before the device counts as done.
+//!
+//! Owns: the file format, reading it back (a torn last line is dropped with a warning; any
+//! other damage is an error naming the line), the advisory lock that keeps two runs apart, and
+//! appending. Must not: decide what to skip (the scheduler does, from the `Journal` read here);
+//! be written by anything but the orchestrator during a run.
+
+use crate::payload::Payload;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The format name in the header line.
+pub const FORMAT: &str = "update-orchestrator-journal";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Header {
+    journal: String,
+    version: u32,
+    payload_sha256: String,
+    payload_size: u64,
+    created: String,
+}
+
+/// One line of the journal after the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    /// A run starts; `columns` is its registry's header, for the `fields` of later records.
+    Run {
+        at: String,
+        pid: u32,
+        columns: Vec<String>,
+    },
+    /// An attempt of a device starts.
+    Attempt {
+        at: String,
+        id: String,
+        attempt: u32,
+    },
+    /// The device received and acknowledged the payload.
+    Succeeded {
+        at: String,
+        id: String,
+        url: String,
+        attempts: u32,
+        bytes: u64,
+        fields: Vec<String>,
+    },
+    /// The device failed for good in this run.
+    Failed {
+        at: String,
+        id: String,
+        url: String,
+        attempts: u32,
+        bytes: u64,
+        class: String,
+        error: String,
+        fields: Vec<String>,
+    },
+    /// The device's attempt was cut short by a shutdown.
+    Interrupted {
+        at: String,
+        id: String,
+        url: String,
+        attempts: u32,
+        bytes: u64,
+        fields: Vec<String>,
+    },
+}
+
+/// Where a device stands according to the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// An attempt started and nothing followed (the runner died or was killed).
+    Unfinished,
+    /// It succeeded.
+    Succeeded,
+    /// It failed.
+    Failed,
+    /// It was interrupted by a shutdown.
+    Interrupted,
+}
+
+impl fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceState::Unfinished => "unfinished",
+            DeviceState::Succeeded => "succeeded",
+            DeviceState::Failed => "failed",
+            DeviceState::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// The latest that the journal knows of one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// Its state.
+    pub state: DeviceState,
+    /// The URL of its last finished attempt (empty when unfinished and never finished before).
+    pub url: String,
+    /// The registry header of the run that recorded `fields`.
+    pub columns: Arc<[String]>,
+    /// Its registry row, as of its last finished record.
+    pub fields: Vec<String>,
+    /// Attempts in its last finished run.
+    pub attempts: u32,
+    /// The error class and message of its last failure.
+    pub error: Option<(String, String)>,
+    /// When its last record was written.
+    pub at: String,
+}
+
+/// A journal read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    /// The payload's SHA-256 (hex) that the journal belongs to.
+    pub payload_sha256: String,
+    /// The payload's size.
+    pub payload_size: u64,
+    /// Devices by id.
+    pub devices: HashMap<String, DeviceEntry>,
+    /// Device ids in the order they first appear.
+    pub order: Vec<String>,
+    /// Runs recorded.
+    pub runs: u32,
+    /// The registry header of the latest run.
+    pub columns: Arc<[String]>,
+    /// Time of the first and the last record.
+    pub first_at: Option<String>,
+    pub last_at: Option<String>,
+    /// Warnings met while reading (a torn last line).
+    pub warnings: Vec<String>,
+    /// Bytes up to the end of the last complete line.
+    valid_len: u64,
+}
+
+/// A journal that cannot be used.
+#[derive(Debug)]
+pub enum JournalError {
+    /// Opening, reading, locking or writing failed.
+    Io { path: PathBuf, error: io::Error },
+    /// Another process holds the lock.
+    Locked(PathBuf),
+    /// The journal belongs to another payload.
+    OtherPayload {
+        path: PathBuf,
+        journal: String,
+        payload: String,
+    },
+    /// A line (1-based) is damaged, or the header is not ours.
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Io { path, error } => write!(f, "journal {}: {error}", path.display()),
+            JournalError::Locked(path) => write!(
+                f,
+                "journal {} is in use by another update-orchestrator run; wait for it to end \
+                 (two runs on one journal would push devices twice)",
+                path.display()
+            ),
+            JournalError::OtherPayload {
+                path,
+                journal,
+                payload,
+            } => write!(
+                f,
+                "journal {} belongs to another payload (sha256 {journal}, this payload is \
+                 {payload}): use a new journal for a new payload, or --journal-reset to start \
+                 this one over",
+                path.display()
+            ),
+            JournalError::Corrupt { path, line, why } => write!(
+                f,
+                "journal {}:{line}: {why}; the journal is damaged: fix or move it (nothing was \
+                 pushed)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {}
+
+impl Journal {
+    /// An empty journal for `payload`.
+    fn new(payload_sha256: String, payload_size: u64) -> Journal {
+        Journal {
+            payload_sha256,
+            payload_size,
+            devices: HashMap::new(),
+            order: Vec::new(),
+            runs: 0,
+            columns: Arc::from(Vec::new()),
+            first_at: None,
+            last_at: None,
+            warnings: Vec::new(),
+            valid_len: 0,
+        }
+    }
+
+    /// Reads a journal's bytes. `path` names it in errors.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Journal, JournalError> {
+        let corrupt = |line: usize, why: String| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line,
+            why,
+        };
+        let mut lines = Lines { bytes, offset: 0 };
+        let Some(first) = lines.next() else {
+            return Err(corrupt(1, "empty journal".into()));
+        };
+        let header_text = match first {
+            Line::Complete(text) => text,
+            Line::Torn => return Err(corrupt(1, "the header line is incomplete".into())),
+        };
+        let header: Header = serde_json::from_slice(header_text).map_err(|e| {
+            corrupt(
+                1,
+                format!("not an update-orchestrator journal header ({e})"),
+            )
+        })?;
+        if header.journal != FORMAT {
+            return Err(corrupt(
+                1,
+                format!("not an update-orchestrator journal ('{}')", header.journal),
+            ));
+        }
+        if header.version != VERSION {
+            return Err(corrupt(
+                1,
+                format!(
+                    "journal format version {} is not supported (this build reads {VERSION})",
+                    header.version
+                ),
+            ));
+        }
+        let mut journal = Journal::new(header.payload_sha256, header.payload_size);
+        journal.valid_len = lines.offset as u64;
+        let mut number = 1;
+        while let Some(line) = lines.next() {
+            number += 1;
+            match line {
+                Line::Complete(text) => {
+                    let record: Record = serde_json::from_slice(text)
+                        .map_err(|e| corrupt(number, format!("unreadable record ({e})")))?;
+                    journal.apply(record);
+                    journal.valid_len = lines.offset as u64;
+                }
+                Line::Torn => journal.warnings.push(format!(
+                    "journal {}:{number}: ignoring an incomplete last line (the previous run was \
+                     killed while writing it)",
+                    path.display()
+                )),
+            }
+        }
+        Ok(journal)
+    }
+
+    /// Applies one record.
+    pub fn apply(&mut self, record: Record) {
+        let at = match &record {
+            Record::Run { at, .. }
+            | Record::Attempt { at, .. }
+            | Record::Succeeded { at, .. }
+            | Record::Failed { at, .. }
+            | Record::Interrupted { at, .. } => at.clone(),
+        };
+        if self.first_at.is_none() {
+            self.first_at = Some(at.clone());
+        }
+        self.last_at = Some(at.clone());
+        let (id, state, url, attempts, error, fields) = match record {
+            Record::Run { columns, .. } => {
+                self.runs += 1;
+                self.columns = columns.into();
+                return;
+            }
+            Record::Attempt { id, .. } => {
+                self.entry(&id, &at).state = DeviceState::Unfinished;
+                return;
+            }
+            Record::Succeeded {
+                id,
+                url,
+                attempts,
+                fields,
+                ..
+            } => (id, DeviceState::Succeeded, url, attempts, None, fields),
+            Record::Failed {
+                id,
+                url,
+                attempts,
+                class,
+                error,
+                fields,
+                ..
+            } => (
+                id,
+                DeviceState::Failed,
+                url,
+                attempts,
+                Some((class, error)),
+                fields,
+            ),
+            Record::Interrupted {
+                id,
+                url,
+                attempts,
+                fields,
+                ..
+            } => (id, DeviceState::Interrupted, url, attempts, None, fields),
+        };
+        let columns = self.columns.clone();
+        let entry = self.entry(&id, &at);
+        *entry = DeviceEntry {
+            state,
+            url,
+            columns,
+            fields,
+            attempts,
+            error,
+            at,
+        };
+    }
+
+    fn entry(&mut self, id: &str, at: &str) -> &mut DeviceEntry {
+        if !self.devices.contains_key(id) {
+            self.order.push(id.to_string());
+        }
+        let entry = self
+            .devices
+            .entry(id.to_string())
+            .or_insert_with(|| DeviceEntry {
+                state: DeviceState::Unfinished,
+                url: String::new(),
+                columns: Arc::from(Vec::new()),
+                fields: Vec::new(),
+                attempts: 0,
+                error: None,
+                at: String::new(),
+            });
+        entry.at = at.to_string();
+        entry
+    }
+
+    /// The entry of device `id`.
+    pub fn device(&self, id: &str) -> Option<&DeviceEntry> {
+        self.devices.get(id)
+    }
+}
+
+enum Line<'a> {
+    Complete(&'a [u8]),
+    Torn,
+}
+
+struct Lines<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        let rest = &self.bytes[self.offset..];
+        if rest.is_empty() {
+            return None;
+        }
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => {
+                self.offset += end + 1;
+                Some(Line::Complete(&rest[..end]))
+            }
+            None => {
+                self.offset = self.bytes.len();
+                Some(Line::Torn)
+            }
+        }
+    }
+}
+
+/// The open journal of a run: locked, positioned at its end.
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    file: File,
+    write: Mutex<()>,
+}
+
+impl JournalWriter {
+    /// Opens (or creates) the journal at `path` for `payload`, locks it, and reads it back.
+    /// `reset` starts it over. A torn last line is cut off so appends start on a clean line.
+    pub fn open(
+        path: &Path,
+        payload: &Payload,
+        reset: bool,
+    ) -> Result<(JournalWriter, Journal), JournalError> {
+        let io_error = |error| JournalError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(io_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked(path.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(error)) => return Err(io_error(error)),
+        }
+        if reset {
+            file.set_len(0).map_err(io_error)?;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_error)?;
+        let sha256 = payload.digest().hex();
+        let writer = JournalWriter {
+            path: path.to_path_buf(),
+            file,
+            write: Mutex::new(()),
+        };
+        if bytes.is_empty() {
+            writer
+                .write_header(&sha256, payload.len())
+                .map_err(io_error)?;
+            return Ok((writer, Journal::new(sha256, payload.len())));
+        }
+        let journal = Journal::parse(path, &bytes)?;
+        if journal.payload_sha256 != sha256 || journal.payload_size != payload.len() {
+            return Err(JournalError::OtherPayload {
+                path: path.to_path_buf(),
+                journal: journal.payload_sha256,
+                payload: sha256,
+            });
+        }
+        if journal.valid_len < bytes.len() as u64 {
+            writer.file.set_len(journal.valid_len).map_err(io_error)?;
+        }
+        Ok((writer, journal))
+    }
+
+    fn write_header(&self, sha256: &str, size: u64) -> io::Result<()> {
+        let header = Header {
+            journal: FORMAT.to_string(),
+            version: VERSION,
+            payload_sha256: sha256.to_string(),
+            payload_size: size,
+            created: crate::timestamp::now(),
+        };
+        self.append(
+            &serde_json::to_vec(&header).map_err(io::Error::other)?,
+            true,
+        )
+    }
+
+    /// Appends `record` as one line; `durable` waits for `fdatasync`.
+    pub fn record(&self, record: &Record, durable: bool) -> io::Result<()> {
+        let line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        self.append(&line, durable)
+    }
+
+    fn append(&self, line: &[u8], durable: bool) -> io::Result<()> {
+        let mut buffer = Vec::with_capacity(line.len() + 1);
+        buffer.extend_from_slice(line);
+        buffer.push(b'\n');
+        {
+            // One write per line, so concurrent workers never interleave within a line.
+            let _guard = self
+                .write
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (&self.file).write_all(&buffer)?;
+        }
+        // Outside the lock: concurrent fdatasyncs are batched by the file system.
+        if durable {
+            self.file.sync_data()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a journal without locking it (for `status`).
+pub fn read(path: &Path) -> Result<Journal, JournalError> {
+    let bytes = std::fs::read(path).map_err(|error| JournalError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    Journal::parse(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,61 @@
+//! RFC 3339 timestamps in UTC (`2026-11-28T09:10:26.123Z`), for the journal and event streams.
+//!
+//! Owns: formatting a `SystemTime` without a date crate. Must not: read the clock itself except
+//! in `now()`, so the formatting is a pure, tested function.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The current time, formatted.
+pub fn now() -> String {
+    format(SystemTime::now())
+}
+
+/// Formats `time` as RFC 3339 UTC with milliseconds. Times before 1970 format as the epoch.
+pub fn format(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let seconds = since.as_secs();
+    let (year, month, day) = civil_from_days((seconds / 86_400) as i64);
+    let rest = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(seconds: u64, millis: u64, expected: &str) {
+        let time = UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_millis(millis);
+        assert_eq!(format(time), expected);
+    }
+
+    #[test]
+    fn formats_known_instants() {
+        check(0, 0, "1970-01-01T00:00:00.000Z");
+        check(784_111_777, 5, "1994-11-06T08:49:37.005Z");
+        check(951_782_400, 0, "2000-02-29T00:00:00.000Z");
+        check(1_795_863_026, 123, "2026-11-28T10:50:26.123Z");
+        check(4_102_444_799, 999, "2099-12-31T23:59:59.999Z");
+    }
+}
