@@ -32,3 +32,5 @@ mod retries;
 mod stall;
 #[path = "cli/stopping.rs"]
 mod stopping;
+#[path = "cli/tls.rs"]
+mod tls;

@@ -1,0 +1,191 @@
+//! HTTPS: `--cacert` trusts a private CA; without it the device's certificate is refused at
+//! once (a TLS verification failure is permanent, never retried). The device is a real TLS
+//! server (Python's http.server behind ssl, `tests/support/tls_server.py`) with a certificate
+//! chain made by the `openssl` command for each test.
+
+use crate::util::{Test, quick};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A CA and a leaf certificate for 127.0.0.1 signed by it, written into `dir`.
+fn make_certificates(dir: &Path, ca: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl command is needed by the TLS tests: apt-get install openssl");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    let (ca_key, ca_pem, ca_subject) = (
+        format!("{ca}.key"),
+        format!("{ca}.pem"),
+        format!("/CN={ca}"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca_args = [
+        "req",
+        "-x509",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_pem,
+        "-days",
+        "2",
+        "-subj",
+        &ca_subject,
+    ];
+    openssl(&[&ca_args[..], &ec[..]].concat());
+    let leaf_args = [
+        "req",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ];
+    openssl(&[&leaf_args[..], &ec[..]].concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+}
+
+/// The TLS device: started with the leaf certificate, killed by pid on drop.
+struct TlsServer {
+    child: Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(dir: &Path) -> TlsServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["leaf.pem", "leaf.key"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 is needed by the TLS tests: apt-get install python3");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the TLS server prints its port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a port: {line:?}"));
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup() -> (Test, TlsServer) {
+    let test = Test::new();
+    make_certificates(&test.path(""), "fleet-ca");
+    make_certificates(&test.path("other"), "other-ca");
+    let server = TlsServer::start(&test.path(""));
+    test.write(
+        "devices.csv",
+        format!("id,url\ngw-1,https://127.0.0.1:{}/update\n", server.port),
+    );
+    test.payload("fw.bin", 300_000);
+    (test, server)
+}
+
+#[test]
+fn cacert_trusts_a_private_ca() {
+    let (mut test, _server) = setup();
+    let output = test
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--cacert",
+            "fleet-ca.pem",
+            "--report",
+            "-",
+        ])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output
+        .expect_status(0)
+        .expect_stdout("gw-1,https://127.0.0.1:");
+    let rows = crate::util::parse_report(&output.stdout);
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].attempts),
+        ("succeeded", 1)
+    );
+    assert_eq!(rows[0].bytes, 300_000);
+}
+
+#[test]
+fn an_untrusted_certificate_fails_at_once_without_retries() {
+    for cacert in [None, Some("other/other-ca.pem")] {
+        let (mut test, _server) = setup();
+        test.args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--report",
+            "-",
+            "--retries",
+            "3",
+        ]);
+        if let Some(cacert) = cacert {
+            test.args(["--cacert", cacert]);
+        }
+        let output = test.args(quick(&[])).arg("devices.csv").run();
+        output
+            .expect_status(1)
+            .expect_stderr("connect: TLS: invalid peer certificate");
+        let rows = crate::util::parse_report(&output.stdout);
+        assert_eq!(
+            (rows[0].status.as_str(), rows[0].attempts),
+            ("failed", 1),
+            "{cacert:?}"
+        );
+        assert_eq!(
+            rows[0].bytes, 0,
+            "no payload byte goes to an unverified device"
+        );
+    }
+}
