@@ -3,8 +3,9 @@
 //!
 //! Format (version 1): the first line is a JSON header naming the format, its version, and the
 //! payload's SHA-256 and size; every further line is one JSON record (`run`, `attempt`,
-//! `succeeded`, `failed`, `interrupted`). Records are appended with one `write` each; success,
-//! failure and interruption records are `fdatasync`ed before the device counts as done.
+//! `succeeded`, `failed`, `interrupted`). Records are appended with one `write` each, so a killed
+//! process loses nothing it wrote; the orchestrator `fdatasync`s them in groups (group commit)
+//! every ~50 ms and at the end of a run, so a machine crash loses at most the last moments.
 //!
 //! Owns: the file format, reading it back (a torn last line is dropped with a warning; any
 //! other damage is an error naming the line), the advisory lock that keeps two runs apart, and
@@ -407,7 +408,10 @@ impl<'a> Iterator for Lines<'a> {
 pub struct JournalWriter {
     path: PathBuf,
     file: File,
-    write: Mutex<()>,
+    /// Lines written so far (a sequence number), under the lock that keeps lines whole.
+    written: Mutex<u64>,
+    /// Lines known to be on disk: the group commit's high-water mark.
+    synced: Mutex<u64>,
 }
 
 impl JournalWriter {
@@ -443,7 +447,8 @@ impl JournalWriter {
         let writer = JournalWriter {
             path: path.to_path_buf(),
             file,
-            write: Mutex::new(()),
+            written: Mutex::new(0),
+            synced: Mutex::new(0),
         };
         if bytes.is_empty() {
             writer
@@ -473,42 +478,55 @@ impl JournalWriter {
             payload_size: size,
             created: crate::timestamp::now(),
         };
-        self.append(
-            &serde_json::to_vec(&header).map_err(io::Error::other)?,
-            true,
-        )
+        self.append(&serde_json::to_vec(&header).map_err(io::Error::other)?)?;
+        self.sync()
     }
 
-    /// Appends `record` as one line; `durable` waits for `fdatasync`.
-    pub fn record(&self, record: &Record, durable: bool) -> io::Result<()> {
+    /// Appends `record` as one line (one `write`, so a killed process leaves at most a torn last
+    /// line). It is in the OS's hands at once, so it survives the process being killed; `sync`
+    /// makes it survive the machine.
+    pub fn record(&self, record: &Record) -> io::Result<()> {
         let line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        self.append(&line, durable)
+        self.append(&line)
     }
 
-    fn append(&self, line: &[u8], durable: bool) -> io::Result<()> {
+    fn append(&self, line: &[u8]) -> io::Result<()> {
         let mut buffer = Vec::with_capacity(line.len() + 1);
         buffer.extend_from_slice(line);
         buffer.push(b'\n');
-        {
-            // One write per line, so concurrent workers never interleave within a line.
-            let _guard = self
-                .write
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            (&self.file).write_all(&buffer)?;
+        // One write per line, so concurrent workers never interleave within a line.
+        let mut written = lock(&self.written);
+        (&self.file).write_all(&buffer)?;
+        *written += 1;
+        Ok(())
+    }
+
+    /// Group commit: one `fdatasync` for every line written since the last one, if any. The
+    /// orchestrator calls it every ~50 ms during a run and once at its end, so records reach the
+    /// disk in groups instead of one sync per device (which cost more than the uploads of a
+    /// fast fleet: 10,000 x 64 KiB took 2.2 times as long).
+    pub fn sync(&self) -> io::Result<()> {
+        let mut synced = lock(&self.synced);
+        let target = *lock(&self.written);
+        if *synced >= target {
+            return Ok(());
         }
-        // Outside the lock: concurrent fdatasyncs are batched by the file system.
-        if durable {
-            self.file.sync_data()
-        } else {
-            Ok(())
-        }
+        self.file.sync_data()?;
+        *synced = target;
+        Ok(())
     }
 
     /// The journal's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a thread panicked while holding it; the count is intact.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Reads a journal without locking it (for `status`).

@@ -107,12 +107,15 @@ impl Run<'_> {
                 pid: std::process::id(),
                 columns: self.registry.header.to_vec(),
             };
-            journal.record(&record, true).map_err(|e| {
-                RunError(format!(
-                    "cannot write journal {}: {e}",
-                    journal.path().display()
-                ))
-            })?;
+            journal
+                .record(&record)
+                .and_then(|()| journal.sync())
+                .map_err(|e| {
+                    RunError(format!(
+                        "cannot write journal {}: {e}",
+                        journal.path().display()
+                    ))
+                })?;
         }
         let _ = events.send(Event::RunStarted {
             devices: self.plan.len(),
@@ -120,7 +123,7 @@ impl Run<'_> {
         });
         let mut shared = Shared::new(self, events);
         let pool = std::thread::scope(|scope| {
-            let watchdog = scope.spawn(|| shared.watch_grace());
+            let watchdog = scope.spawn(|| shared.watch());
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(self.settings.concurrency.max(1))
                 .thread_name(|i| format!("worker-{i}"))
@@ -226,20 +229,40 @@ impl<'a, 'r> Shared<'a, 'r> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Notices an interrupt even while every worker is busy, and aborts in-flight transfers
-    /// once `--grace` has passed since it.
-    fn watch_grace(&self) {
+    /// The run's housekeeping thread: notices an interrupt even while every worker is busy,
+    /// aborts in-flight transfers once `--grace` has passed since it (closing their sockets),
+    /// and syncs the journal every ~50 ms (group commit).
+    fn watch(&self) {
+        const TICK: Duration = Duration::from_millis(20);
+        const SYNC_EVERY: Duration = Duration::from_millis(50);
+        let mut last_sync = Instant::now();
         while !self.done.load(Ordering::SeqCst) {
             self.should_stop();
             let expired = match &*self.lock_stopped() {
                 Some((StopReason::Interrupted, at)) => at.elapsed() >= self.run.settings.grace,
                 _ => false,
             };
-            if expired {
-                self.abort.store(true, Ordering::SeqCst);
-                return;
+            if expired && !self.abort.swap(true, Ordering::SeqCst) {
+                self.run.delivery.shutdown();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            if last_sync.elapsed() >= SYNC_EVERY {
+                self.sync_journal();
+                last_sync = Instant::now();
+            }
+            std::thread::sleep(TICK);
+        }
+        self.sync_journal();
+    }
+
+    fn sync_journal(&self) {
+        let Some(journal) = self.run.journal else {
+            return;
+        };
+        if let Err(error) = journal.sync() {
+            self.set_stop(StopReason::JournalFailed(format!(
+                "{}: {error}",
+                journal.path().display()
+            )));
         }
     }
 
@@ -292,11 +315,11 @@ impl<'a, 'r> Shared<'a, 'r> {
     }
 
     /// Appends `record`; a failure stops the run (going on could push devices twice later).
-    fn journal(&self, record: Record, durable: bool) {
+    fn journal(&self, record: Record) {
         let Some(journal) = self.run.journal else {
             return;
         };
-        if let Err(error) = journal.record(&record, durable) {
+        if let Err(error) = journal.record(&record) {
             self.set_stop(StopReason::JournalFailed(format!(
                 "{}: {error}",
                 journal.path().display()
@@ -336,7 +359,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             },
             Status::Skipped => return,
         };
-        self.journal(record, true);
+        self.journal(record);
     }
 
     /// The bounded retry loop of one device.
@@ -351,14 +374,11 @@ impl<'a, 'r> Shared<'a, 'r> {
         loop {
             attempt += 1;
             let _ = self.events.send(Event::AttemptStarted { index, attempt });
-            self.journal(
-                Record::Attempt {
-                    at: timestamp::now(),
-                    id: device.id.to_string(),
-                    attempt,
-                },
-                false,
-            );
+            self.journal(Record::Attempt {
+                at: timestamp::now(),
+                id: device.id.to_string(),
+                attempt,
+            });
             let mut meter = ByteMeter::new(self.events, index, &self.abort);
             let result =
                 run.delivery

@@ -90,6 +90,13 @@ impl HttpDelivery {
         }
     }
 
+    /// Closes every connection of the run at once, idle or in use: requests blocked on a
+    /// socket fail straight away (a connect in progress is still bounded by its timeout). For
+    /// the end of a shutdown's grace period; later requests fail too.
+    pub fn shutdown(&self) {
+        self.agent.clone().shutdown();
+    }
+
     /// One attempt: stream the payload to `device`, and read its answer. `deadline` is the
     /// device's overall deadline, if any.
     pub fn attempt(

@@ -181,16 +181,14 @@ fn writer_appends_and_reopens() {
     let (writer, journal) = JournalWriter::open(&path, &payload, false).unwrap();
     assert!(journal.devices.is_empty());
     writer
-        .record(
-            &Record::Run {
-                at: "t".into(),
-                pid: 1,
-                columns: vec!["id".into()],
-            },
-            false,
-        )
+        .record(&Record::Run {
+            at: "t".into(),
+            pid: 1,
+            columns: vec!["id".into()],
+        })
         .unwrap();
-    writer.record(&record_succeeded("a"), true).unwrap();
+    writer.record(&record_succeeded("a")).unwrap();
+    writer.sync().unwrap();
     drop(writer);
     let (_writer, journal) = JournalWriter::open(&path, &payload, false).unwrap();
     assert_eq!(
@@ -217,7 +215,7 @@ fn another_payload_is_refused_unless_reset() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fw.journal");
     let (writer, _) = JournalWriter::open(&path, &payload(dir.path(), b"abc"), false).unwrap();
-    writer.record(&record_succeeded("a"), true).unwrap();
+    writer.record(&record_succeeded("a")).unwrap();
     drop(writer);
     let other = payload(dir.path(), b"abcd");
     let error = JournalWriter::open(&path, &other, false).unwrap_err();
@@ -236,13 +234,13 @@ fn a_torn_tail_is_cut_before_appending() {
     let path = dir.path().join("fw.journal");
     let payload = payload(dir.path(), b"abc");
     let (writer, _) = JournalWriter::open(&path, &payload, false).unwrap();
-    writer.record(&record_succeeded("a"), true).unwrap();
+    writer.record(&record_succeeded("a")).unwrap();
     drop(writer);
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     file.write_all(br#"{"type":"succeeded","id":"#).unwrap();
     let (writer, journal) = JournalWriter::open(&path, &payload, false).unwrap();
     assert_eq!(journal.warnings.len(), 1);
-    writer.record(&record_succeeded("b"), true).unwrap();
+    writer.record(&record_succeeded("b")).unwrap();
     drop(writer);
     let journal = read(&path).unwrap();
     assert!(journal.warnings.is_empty(), "{:?}", journal.warnings);
