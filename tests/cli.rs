@@ -18,6 +18,8 @@ mod commands;
 mod headers;
 #[path = "cli/input_errors.rs"]
 mod input_errors;
+#[path = "cli/journal.rs"]
+mod journal;
 #[path = "cli/memory.rs"]
 mod memory;
 #[path = "cli/progress.rs"]
@@ -26,6 +28,8 @@ mod progress;
 mod push;
 #[path = "cli/report.rs"]
 mod report;
+#[path = "cli/resume.rs"]
+mod resume;
 #[path = "cli/retries.rs"]
 mod retries;
 #[path = "cli/stall.rs"]

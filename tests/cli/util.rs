@@ -110,6 +110,13 @@ impl Test {
         self
     }
 
+    /// Forgets the arguments and stdin given so far, to run another command in the same dir.
+    pub fn clear(&mut self) -> &mut Test {
+        self.args.clear();
+        self.stdin = None;
+        self
+    }
+
     pub fn stdin(&mut self, input: impl Into<Vec<u8>>) -> &mut Test {
         self.stdin = Some(input.into());
         self
