@@ -153,6 +153,7 @@ impl HttpDelivery {
             return Ok(Delivered {
                 bytes_sent,
                 http_status: Some(status),
+                method: "http",
             });
         }
         Err(status_error(&mut response, status, bytes_sent))

@@ -19,10 +19,20 @@ pub enum Phase {
     Payload,
     /// TCP connect and TLS handshake.
     Connect,
+    /// The SSH handshake.
+    Handshake,
+    /// Checking the SSH host key.
+    HostKey,
+    /// SSH authentication.
+    Auth,
     /// Sending the request and the payload.
     Upload,
     /// Waiting for and reading the device's answer.
     Response,
+    /// Checking what the device stored (SSH: sha256 on the device).
+    Verify,
+    /// The install command (`--exec`).
+    Exec,
 }
 
 impl fmt::Display for Phase {
@@ -30,8 +40,13 @@ impl fmt::Display for Phase {
         f.write_str(match self {
             Phase::Payload => "payload",
             Phase::Connect => "connect",
+            Phase::Handshake => "handshake",
+            Phase::HostKey => "host-key",
+            Phase::Auth => "auth",
             Phase::Upload => "upload",
             Phase::Response => "response",
+            Phase::Verify => "verify",
+            Phase::Exec => "exec",
         })
     }
 }
@@ -59,6 +74,19 @@ pub enum ErrorKind {
     Request,
     /// The payload changed since it was hashed.
     PayloadChanged,
+    /// Authentication was refused (SSH).
+    Auth,
+    /// The host key is unknown (strict policy) or changed (SSH).
+    HostKey,
+    /// The stored file does not match the payload after a clean transfer (SSH verify); the
+    /// next attempt starts over.
+    Verify,
+    /// The install command (`--exec`) failed or timed out.
+    Exec,
+    /// The device refused to write (permission denied).
+    Permission,
+    /// The device's disk is full.
+    NoSpace,
     /// Any other IO error.
     Io,
 }
@@ -79,9 +107,11 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
-    /// Whether another attempt may succeed: timeouts, resets, refused connections, DNS, and HTTP
-    /// 408, 429 and 5xx. Everything else (other 4xx, TLS verification, bad requests, a changed
-    /// payload, the device deadline) is permanent.
+    /// Whether another attempt may succeed: timeouts, resets, refused connections, DNS, HTTP
+    /// 408, 429 and 5xx, and a verification mismatch after a clean transfer. Everything else
+    /// (other 4xx, TLS verification, bad requests, a changed payload, the device deadline,
+    /// SSH authentication and host keys, permission denied, a full disk, a failed install
+    /// command) is permanent.
     pub fn is_transient(&self) -> bool {
         match self.kind {
             ErrorKind::Refused
@@ -91,10 +121,16 @@ impl DeliveryError {
             | ErrorKind::Protocol
             | ErrorKind::Io => true,
             ErrorKind::Status(status) => matches!(status, 408 | 429 | 500..=599),
+            ErrorKind::Verify => true,
             ErrorKind::DeviceTimeout
             | ErrorKind::Tls
             | ErrorKind::Request
-            | ErrorKind::PayloadChanged => false,
+            | ErrorKind::PayloadChanged
+            | ErrorKind::Auth
+            | ErrorKind::HostKey
+            | ErrorKind::Exec
+            | ErrorKind::Permission
+            | ErrorKind::NoSpace => false,
         }
     }
 
@@ -112,6 +148,12 @@ impl DeliveryError {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Request => "request",
             ErrorKind::PayloadChanged => "payload-changed",
+            ErrorKind::Auth => "auth",
+            ErrorKind::HostKey => "host-key",
+            ErrorKind::Verify => "verify",
+            ErrorKind::Exec => "exec",
+            ErrorKind::Permission => "permission",
+            ErrorKind::NoSpace => "no-space",
             ErrorKind::Io => "io",
         }
     }
@@ -140,6 +182,8 @@ pub struct Delivered {
     pub bytes_sent: u64,
     /// The device's HTTP status, for HTTP deliveries.
     pub http_status: Option<u16>,
+    /// How the payload went: `http`, `sftp`, `sftp-resumed` or `scp`.
+    pub method: &'static str,
 }
 
 /// Counts payload bytes of one attempt and reports them to the progress thread, coalesced to
