@@ -13,7 +13,7 @@ use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
 use crate::report::{self, Counts, Status};
-use crate::scheduler::Plan;
+use crate::scheduler::{self, Plan, Selection, SkipReason};
 use crate::simulate::{self, Fleet, FleetSpec, Profile};
 use crate::{progress, template::Template};
 use std::fmt;
@@ -31,6 +31,10 @@ pub enum Outcome {
     Succeeded,
     /// The run finished and some devices failed, or it stopped because the payload changed.
     SomeFailed,
+    /// Aborted by a rollout threshold (`--max-failures`, a canary failure).
+    Aborted,
+    /// Stopped early because the maintenance window closed.
+    WindowClosed,
     /// Stopped by SIGINT.
     Interrupted,
     /// Stopped by SIGTERM.
@@ -43,6 +47,8 @@ impl Outcome {
         match self {
             Outcome::Succeeded => 0,
             Outcome::SomeFailed => 1,
+            Outcome::Aborted => 3,
+            Outcome::WindowClosed => 4,
             Outcome::Interrupted => 130,
             Outcome::Terminated => 143,
         }
@@ -100,14 +106,47 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
     let registry = load_registry(&config.registry, config.target.as_ref())?;
+    scheduler::check_filters(&config.selection.filters, &registry.header)
+        .map_err(AppError::Input)?;
+    if config.dry_run {
+        return dry_run(&config, &registry, &payload);
+    }
     let journal = open_journal(config.journal.as_ref(), &payload)?;
-    let plan = plan(&registry, &journal, config.journal.as_ref());
+    let plan = plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
     let report = open_report(config.report.as_ref())?;
     let signals = Signals::install()?;
     let writer = journal.as_ref().map(|(writer, _)| writer);
     let result = execute(&config, &registry, &payload, &plan, writer, &signals)?;
-    finish(&registry, &result, report, config.report.as_ref())?;
+    finish(&registry, &plan, &result, report, config.report.as_ref())?;
     Ok(outcome(&result, &signals))
+}
+
+/// `--dry-run`: the plan on stdout; reads the journal (without locking or creating it) and
+/// contacts nothing.
+fn dry_run(
+    config: &PushConfig,
+    registry: &Registry,
+    payload: &Payload,
+) -> Result<Outcome, AppError> {
+    let journal = match &config.journal {
+        Some(options) if options.path.exists() && !options.reset => {
+            let journal =
+                journal::read(&options.path).map_err(|e| AppError::Input(e.to_string()))?;
+            if journal.payload_sha256 != payload.digest().hex() {
+                return Err(AppError::Input(format!(
+                    "journal {} belongs to another payload: use a new journal, or --journal-reset",
+                    options.path.display()
+                )));
+            }
+            Some(journal)
+        }
+        _ => None,
+    };
+    let plan = plan(registry, journal.as_ref(), config);
+    let text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
+    writeln!(io::stdout(), "{text}")
+        .map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
+    Ok(Outcome::Succeeded)
 }
 
 /// Loads and validates the registry from a file or stdin.
@@ -144,15 +183,19 @@ fn open_journal(
 }
 
 /// Which devices run, given the journal; says what is skipped and what is pushed again.
-fn plan(
-    registry: &Registry,
-    journal: &Option<(JournalWriter, Journal)>,
-    options: Option<&JournalOptions>,
-) -> Plan {
+fn plan(registry: &Registry, journal: Option<&Journal>, config: &PushConfig) -> Plan {
     const LISTED: usize = 20;
-    let only_failed = options.is_some_and(|o| o.only_failed);
-    let journal = journal.as_ref().map(|(_, journal)| journal);
-    let plan = Plan::build(registry, journal, only_failed);
+    let options = &config.selection;
+    let selection = Selection {
+        filters: &options.filters,
+        shard: options.shard,
+        journal,
+        only_failed: config.journal.as_ref().is_some_and(|o| o.only_failed),
+        order: options.order,
+        canary: options.canary,
+        waves: &options.waves,
+    };
+    let plan = Plan::build(registry, &selection);
     for index in plan.url_changed.iter().take(LISTED) {
         let device = &registry.devices[*index];
         let before = journal
@@ -171,14 +214,16 @@ fn plan(
             plan.url_changed.len() - LISTED
         );
     }
-    if let Some((_, reason)) = plan.skipped.first() {
-        eprintln!(
-            "skipping {} of {} devices ({}, per the journal); {} to push",
-            plan.skipped.len(),
-            registry.devices.len(),
-            reason.text(),
-            plan.len()
-        );
+    for reason in [SkipReason::AlreadyUpdated, SkipReason::NotFailed] {
+        let count = plan.count_skipped(reason);
+        if count > 0 && !config.dry_run {
+            eprintln!(
+                "skipping {count} of {} devices ({}, per the journal); {} to push",
+                registry.devices.len(),
+                reason.text(),
+                plan.len()
+            );
+        }
     }
     plan
 }
@@ -230,18 +275,24 @@ fn execute(
 
 fn finish(
     registry: &Registry,
+    plan: &Plan,
     result: &RunResult,
     report: Option<Box<dyn Write>>,
     target: Option<&ReportTarget>,
 ) -> Result<(), AppError> {
     let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed);
-    if let Some(reason @ (StopReason::PayloadChanged(_) | StopReason::JournalFailed(_))) =
-        &result.stopped
-    {
-        summary.push_str(&format!("\nstopped: {reason}"));
+    match &result.stopped {
+        None | Some(StopReason::Interrupted) => {}
+        Some(StopReason::WindowClosed(window)) => {
+            let left = Counts::of(&result.outcomes).not_started;
+            summary.push_str(&format!(
+                "\nwindow closed: {left} devices left (window {window})"
+            ));
+        }
+        Some(reason) => summary.push_str(&format!("\nstopped: {reason}")),
     }
     if let Some(mut out) = report {
-        report::write_report(registry, &result.outcomes, &mut out)
+        report::write_report(registry, &result.outcomes, &plan.wave_numbers(), &mut out)
             .and_then(|()| out.flush())
             .map_err(|e| AppError::Fatal(format!("cannot write the report: {e}")))?;
         if let Some(ReportTarget::File(path)) = target {
@@ -259,6 +310,8 @@ fn outcome(result: &RunResult, signals: &Signals) -> Outcome {
         }
         Some(StopReason::Interrupted) => Outcome::Interrupted,
         Some(StopReason::PayloadChanged(_) | StopReason::JournalFailed(_)) => Outcome::SomeFailed,
+        Some(StopReason::CanaryFailed(_) | StopReason::Threshold(_)) => Outcome::Aborted,
+        Some(StopReason::WindowClosed(_)) => Outcome::WindowClosed,
         None if Counts::of(&result.outcomes).failed > 0 => Outcome::SomeFailed,
         None => Outcome::Succeeded,
     }
@@ -376,6 +429,23 @@ fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: u
         journal_reset: false,
         only_failed: false,
         grace: seconds(5),
+        filters: Vec::new(),
+        shard: None,
+        order: "csv".to_string(),
+        seed: 0,
+        canary: 0,
+        waves: None,
+        wave_pause: Duration::ZERO,
+        max_failures: None,
+        min_sample: 10,
+        rate: None,
+        bandwidth: None,
+        device_bandwidth: None,
+        window: None,
+        window_tz: "local".to_string(),
+        window_wait: Duration::ZERO,
+        dry_run: false,
+        estimate_throughput: None,
         registry: registry.display().to_string(),
     }
 }

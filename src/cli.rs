@@ -4,6 +4,7 @@
 //! Owns: flag names, their help text and defaults, and the argv fixes argh lacks (`--opt=value`,
 //! `--version`, usage errors exiting 2). Must not: read files or the environment.
 
+use crate::scheduler::{Filter, Rate, Shard, Threshold, WaveSize, Window};
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -194,6 +195,78 @@ pub struct PushArgs {
         from_str_fn(parse_duration)
     )]
     pub grace: Duration,
+
+    /// only devices whose COLUMN=VALUE, COLUMN!=VALUE, or COLUMN~TAG (a tag in a ;-separated
+    /// list); repeatable, all must hold
+    #[argh(option, long = "where", from_str_fn(parse_filter))]
+    pub filters: Vec<Filter>,
+
+    /// run one shard of the fleet: I/N (0-based), by a stable hash of the device id
+    #[argh(option, from_str_fn(parse_shard))]
+    pub shard: Option<Shard>,
+
+    /// dispatch order: csv or random (stable for --seed) (default csv)
+    #[argh(option, default = "String::from(\"csv\")")]
+    pub order: String,
+
+    /// seed of --order random (default 0)
+    #[argh(option, default = "0")]
+    pub seed: u64,
+
+    /// the first N devices run alone first; any canary failure aborts the run (exit 3)
+    #[argh(option, default = "0")]
+    pub canary: usize,
+
+    /// wave sizes, counts or percentages of the devices after the canary, e.g. 1,5%,25%,100%;
+    /// the last repeats; a wave starts when the previous one has finished
+    #[argh(option, from_str_fn(parse_waves_flag))]
+    pub waves: Option<Vec<WaveSize>>,
+
+    /// wait this long between waves (default 0)
+    #[argh(option, default = "Duration::ZERO", from_str_fn(parse_duration))]
+    pub wave_pause: Duration,
+
+    /// abort (exit 3) when failed devices exceed N, or P% of the finished ones, once
+    /// --min-sample devices have finished
+    #[argh(option, from_str_fn(parse_threshold))]
+    pub max_failures: Option<Threshold>,
+
+    /// finished devices needed before --max-failures is evaluated (default 10)
+    #[argh(option, default = "10")]
+    pub min_sample: usize,
+
+    /// at most N device starts per second, minute or hour: N/s, N/min, N/h
+    #[argh(option, from_str_fn(parse_rate))]
+    pub rate: Option<Rate>,
+
+    /// one bandwidth budget shared by all transfers, e.g. 40MiB/s
+    #[argh(option, from_str_fn(parse_bandwidth_flag))]
+    pub bandwidth: Option<u64>,
+
+    /// a cap for each single transfer, e.g. 5MiB/s
+    #[argh(option, from_str_fn(parse_bandwidth_flag))]
+    pub device_bandwidth: Option<u64>,
+
+    /// start devices only between HH:MM-HH:MM (local time; may cross midnight); outside it,
+    /// stop dispatching and exit 4
+    #[argh(option, from_str_fn(parse_window))]
+    pub window: Option<Window>,
+
+    /// the window's time zone: local (default), UTC, or a fixed offset like +02:00
+    #[argh(option, default = "String::from(\"local\")")]
+    pub window_tz: String,
+
+    /// when outside the window, wait for it if it opens within this long (default 0)
+    #[argh(option, default = "Duration::ZERO", from_str_fn(parse_duration))]
+    pub window_wait: Duration,
+
+    /// print the plan and exit: validates everything, contacts nothing
+    #[argh(switch)]
+    pub dry_run: bool,
+
+    /// with --dry-run, estimate the duration at this aggregate throughput, e.g. 50MiB/s
+    #[argh(option, from_str_fn(parse_bandwidth_flag))]
+    pub estimate_throughput: Option<u64>,
 
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
@@ -424,6 +497,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(invalid());
     }
     Ok(total)
+}
+
+fn parse_filter(text: &str) -> Result<Filter, String> {
+    text.parse()
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    text.parse()
+}
+
+fn parse_waves_flag(text: &str) -> Result<Vec<WaveSize>, String> {
+    crate::scheduler::parse_waves(text).map_err(|e| format!("--waves: {e}"))
+}
+
+fn parse_threshold(text: &str) -> Result<Threshold, String> {
+    text.parse()
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    text.parse()
+}
+
+fn parse_bandwidth_flag(text: &str) -> Result<u64, String> {
+    crate::scheduler::parse_bandwidth(text)
+}
+
+fn parse_window(text: &str) -> Result<Window, String> {
+    text.parse()
 }
 
 /// Parses a size: bytes, or with a unit `KiB`, `MiB`, `GiB` (1024-based) or `KB`, `MB`, `GB`.

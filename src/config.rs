@@ -5,10 +5,11 @@
 //! Must not: open sockets or read the registry and payload (the app does, in that order).
 
 use crate::cli::PushArgs;
+use crate::clock::Zone;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
 use crate::orchestrator::RunSettings;
 use crate::progress::ProgressConfig;
-use crate::scheduler::RetryPolicy;
+use crate::scheduler::{FailurePolicy, Filter, Order, RetryPolicy, Shard, WaveSize};
 use crate::template::Template;
 use std::fmt;
 use std::path::PathBuf;
@@ -77,6 +78,27 @@ pub struct PushConfig {
     pub progress: ProgressConfig,
     /// The journal, if any.
     pub journal: Option<JournalOptions>,
+    /// Which devices, in which order and waves.
+    pub selection: SelectionOptions,
+    /// `--dry-run`: print the plan, contact nothing.
+    pub dry_run: bool,
+    /// `--estimate-throughput`, bytes per second, for the dry run's estimate.
+    pub estimate_throughput: Option<u64>,
+}
+
+/// The selection flags, as the scheduler takes them.
+#[derive(Debug, Clone, Default)]
+pub struct SelectionOptions {
+    /// `--where`.
+    pub filters: Vec<Filter>,
+    /// `--shard`.
+    pub shard: Option<Shard>,
+    /// `--order` and `--seed`.
+    pub order: Order,
+    /// `--canary`.
+    pub canary: usize,
+    /// `--waves`.
+    pub waves: Vec<WaveSize>,
 }
 
 /// `--journal` and the flags that go with it.
@@ -118,6 +140,19 @@ impl PushConfig {
             }
         }
         let device_timeout = args.device_timeout.filter(|timeout| !timeout.is_zero());
+        let order = match args.order.as_str() {
+            "csv" => Order::Csv,
+            "random" => Order::Random(args.seed),
+            other => {
+                return usage(format!(
+                    "--order {other} is not supported: use csv or random"
+                ));
+            }
+        };
+        let zone: Zone = args.window_tz.parse().map_err(UsageError)?;
+        if args.estimate_throughput.is_some() && !args.dry_run {
+            return usage("--estimate-throughput goes with --dry-run".into());
+        }
         let journal = match (&args.journal, args.journal_reset, args.only_failed) {
             (Some(_), true, true) => {
                 return usage("--only-failed reads the journal that --journal-reset would empty: use one of them".into());
@@ -179,6 +214,17 @@ impl PushConfig {
                 },
                 device_timeout,
                 grace: args.grace,
+                wave_pause: args.wave_pause,
+                failures: args.max_failures.map(|max| FailurePolicy {
+                    max,
+                    min_sample: args.min_sample,
+                }),
+                rate: args.rate,
+                bandwidth: args.bandwidth,
+                device_bandwidth: args.device_bandwidth,
+                window: args.window,
+                zone,
+                window_wait: args.window_wait,
             },
             http: HttpOptions {
                 method,
@@ -194,6 +240,15 @@ impl PushConfig {
                 path => ReportTarget::File(PathBuf::from(path)),
             }),
             journal,
+            selection: SelectionOptions {
+                filters: args.filters,
+                shard: args.shard,
+                order,
+                canary: args.canary,
+                waves: args.waves.unwrap_or_default(),
+            },
+            dry_run: args.dry_run,
+            estimate_throughput: args.estimate_throughput,
             progress: ProgressConfig::detect(
                 args.quiet,
                 args.progress_interval.max(Duration::from_millis(100)),

@@ -60,6 +60,9 @@ pub enum Event {
         in_flight: usize,
         wait: Option<Duration>,
     },
+    /// The rollout's state changed: the wave, the failure threshold, limits, what the run waits
+    /// for; `text` is shown beside the progress counts.
+    Rollout { text: String },
     /// Every worker has finished; no event follows.
     RunFinished,
 }

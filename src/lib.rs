@@ -2,9 +2,11 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod digest;
+pub mod dry_run;
 pub mod events;
 pub mod journal;
 pub mod orchestrator;

@@ -5,25 +5,29 @@
 //! outcome. Must not: open sockets itself (that is `delivery`), write to the terminal (that is
 //! `progress`), or let one device's panic or error end the run.
 
+mod device;
+mod gate;
+
+use crate::clock::{WallClock, Zone};
+use crate::delivery::Throttle;
 use crate::delivery::http::HttpDelivery;
-use crate::delivery::{ByteMeter, DeliveryError, ErrorKind};
 use crate::events::Event;
 use crate::journal::{JournalWriter, Record};
 use crate::payload::Payload;
-use crate::registry::{Device, Registry};
+use crate::registry::Registry;
 use crate::report::{DeviceOutcome, Status};
-use crate::scheduler::{Jitter, Plan, RetryPolicy};
+use crate::scheduler::{FailurePolicy, Plan, Rate, RetryPolicy, TokenBucket, Wave, Window};
 use crate::timestamp;
 use crossbeam_channel::Sender;
+use rayon::ThreadPool;
 use rayon::iter::{ParallelBridge, ParallelIterator};
 use std::fmt;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How a run behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunSettings {
     /// Workers in the pool: devices in flight at once.
     pub concurrency: usize,
@@ -33,6 +37,22 @@ pub struct RunSettings {
     pub device_timeout: Option<Duration>,
     /// After an interrupt, how long in-flight attempts may go on before they are aborted.
     pub grace: Duration,
+    /// Pause between waves.
+    pub wave_pause: Duration,
+    /// `--max-failures` with `--min-sample`.
+    pub failures: Option<FailurePolicy>,
+    /// Device starts per period.
+    pub rate: Option<Rate>,
+    /// Bytes per second shared by all transfers.
+    pub bandwidth: Option<u64>,
+    /// Bytes per second per transfer.
+    pub device_bandwidth: Option<u64>,
+    /// When devices may start.
+    pub window: Option<Window>,
+    /// The window's clock.
+    pub zone: Zone,
+    /// How long to wait for a closed window to open before stopping.
+    pub window_wait: Duration,
 }
 
 /// Why a run stopped dispatching before the end of the plan.
@@ -44,6 +64,12 @@ pub enum StopReason {
     PayloadChanged(String),
     /// The journal could not be written; going on could push devices twice later.
     JournalFailed(String),
+    /// A canary device failed: nothing else was started.
+    CanaryFailed(String),
+    /// `--max-failures` was crossed.
+    Threshold(String),
+    /// The maintenance window closed (or was closed at the start).
+    WindowClosed(Window),
 }
 
 impl fmt::Display for StopReason {
@@ -52,6 +78,10 @@ impl fmt::Display for StopReason {
             StopReason::Interrupted => f.write_str("interrupted"),
             StopReason::PayloadChanged(message) => f.write_str(message),
             StopReason::JournalFailed(message) => write!(f, "cannot write the journal: {message}"),
+            StopReason::CanaryFailed(message) | StopReason::Threshold(message) => {
+                f.write_str(message)
+            }
+            StopReason::WindowClosed(window) => write!(f, "window {window} closed"),
         }
     }
 }
@@ -127,19 +157,7 @@ impl Run<'_> {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(self.settings.concurrency.max(1))
                 .thread_name(|i| format!("worker-{i}"))
-                .build_scoped(
-                    |thread| thread.run(),
-                    |pool| {
-                        pool.install(|| {
-                            self.plan
-                                .order
-                                .iter()
-                                .take_while(|_| !shared.should_stop())
-                                .par_bridge()
-                                .for_each(|&index| shared.run_device(index));
-                        })
-                    },
-                );
+                .build_scoped(|thread| thread.run(), |pool| shared.run_waves(pool));
             shared.done.store(true, Ordering::SeqCst);
             let _ = watchdog.join();
             pool
@@ -171,6 +189,20 @@ struct Shared<'a, 'r> {
     abort: AtomicBool,
     /// Set when the pool is done, to end the watchdog.
     done: AtomicBool,
+    /// The window's clock.
+    clock: WallClock,
+    /// The start-rate bucket, if `--rate`.
+    rate: Option<Mutex<TokenBucket>>,
+    /// Bandwidth limits, if any.
+    throttle: Throttle,
+    epoch: Instant,
+    /// Devices finished (succeeded or failed) and failed, for `--max-failures`.
+    finished: AtomicUsize,
+    failed: AtomicUsize,
+    /// The current wave, 1-based.
+    wave: AtomicUsize,
+    /// What the run is waiting for (a wave pause, the window), for progress.
+    waiting: Mutex<Option<String>>,
 }
 
 impl<'a, 'r> Shared<'a, 'r> {
@@ -181,6 +213,7 @@ impl<'a, 'r> Shared<'a, 'r> {
         for (index, reason) in &run.plan.skipped {
             let _ = outcomes[*index].set(DeviceOutcome::skipped(reason.text()));
         }
+        let settings = &run.settings;
         Shared {
             run,
             events,
@@ -189,6 +222,16 @@ impl<'a, 'r> Shared<'a, 'r> {
             stopped: Mutex::new(None),
             abort: AtomicBool::new(false),
             done: AtomicBool::new(false),
+            clock: WallClock::new(settings.zone),
+            rate: settings
+                .rate
+                .map(|rate| Mutex::new(TokenBucket::new(rate.per_second, 1.0, Duration::ZERO))),
+            throttle: Throttle::new(settings.bandwidth, settings.device_bandwidth),
+            epoch: Instant::now(),
+            finished: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            wave: AtomicUsize::new(0),
+            waiting: Mutex::new(None),
         }
     }
 
@@ -266,173 +309,72 @@ impl<'a, 'r> Shared<'a, 'r> {
         }
     }
 
-    fn run_device(&self, index: usize) {
-        let device = &self.run.registry.devices[index];
-        if self.should_stop() {
-            return; // filled in as skipped once the pool is done
-        }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let _ = self.events.send(Event::DeviceStarted {
-            index,
-            id: device.id.clone(),
-        });
-        let started = Instant::now();
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.deliver(index, device)))
-            .unwrap_or_else(|panic| panicked(panic.as_ref(), started));
-        self.journal_outcome(device, &outcome);
-        self.announce(index, device, &outcome);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let _ = self.outcomes[index].set(outcome);
-    }
-
-    fn announce(&self, index: usize, device: &Device, outcome: &DeviceOutcome) {
-        let id = device.id.clone();
-        let attempts = outcome.attempts;
-        let event = match outcome.status {
-            Status::Succeeded => Event::Succeeded {
-                index,
-                id,
-                attempts,
-            },
-            Status::Failed => Event::Failed {
-                index,
-                id,
-                attempts,
-                error: outcome.error.clone(),
-            },
-            Status::Skipped => Event::Skipped {
-                index,
-                id,
-                reason: outcome.error.clone(),
-            },
-            Status::Interrupted => Event::Interrupted {
-                index,
-                id,
-                attempts,
-            },
-        };
-        let _ = self.events.send(event);
-    }
-
-    /// Appends `record`; a failure stops the run (going on could push devices twice later).
-    fn journal(&self, record: Record) {
-        let Some(journal) = self.run.journal else {
-            return;
-        };
-        if let Err(error) = journal.record(&record) {
-            self.set_stop(StopReason::JournalFailed(format!(
-                "{}: {error}",
-                journal.path().display()
-            )));
+    /// Runs the waves in order; a wave starts when the previous one has finished.
+    fn run_waves(&self, pool: &ThreadPool) {
+        let waves = &self.run.plan.waves;
+        for (number, wave) in waves.iter().enumerate() {
+            if self.should_stop() {
+                break;
+            }
+            if number > 0 && !self.run.settings.wave_pause.is_zero() && !self.pause(number + 1) {
+                break;
+            }
+            self.wave.store(number + 1, Ordering::SeqCst);
+            self.send_status();
+            pool.install(|| {
+                wave.devices
+                    .iter()
+                    .take_while(|_| !self.should_stop())
+                    .par_bridge()
+                    .for_each(|&index| self.run_device(index));
+            });
+            if wave.canary && self.canary_failed(wave) {
+                break;
+            }
         }
     }
 
-    fn journal_outcome(&self, device: &Device, outcome: &DeviceOutcome) {
-        let (at, id, url) = (timestamp::now(), device.id.to_string(), device.url.clone());
-        let (attempts, bytes, fields) = (outcome.attempts, outcome.bytes, device.fields.to_vec());
-        let record = match outcome.status {
-            Status::Succeeded => Record::Succeeded {
-                at,
-                id,
-                url,
-                attempts,
-                bytes,
-                fields,
-            },
-            Status::Failed => Record::Failed {
-                at,
-                id,
-                url,
-                attempts,
-                bytes,
-                class: outcome.error_class.unwrap_or("unknown").to_string(),
-                error: outcome.error.clone(),
-                fields,
-            },
-            Status::Interrupted => Record::Interrupted {
-                at,
-                id,
-                url,
-                attempts,
-                bytes,
-                fields,
-            },
-            Status::Skipped => return,
-        };
-        self.journal(record);
+    /// After the canary wave: any failure stops the run before anything else starts.
+    fn canary_failed(&self, wave: &Wave) -> bool {
+        let failed: Vec<&str> = wave
+            .devices
+            .iter()
+            .filter(|&&i| {
+                self.outcomes[i]
+                    .get()
+                    .is_some_and(|o| o.status == Status::Failed)
+            })
+            .map(|&i| &*self.run.registry.devices[i].id)
+            .collect();
+        if failed.is_empty() {
+            return false;
+        }
+        self.set_stop(StopReason::CanaryFailed(format!(
+            "canary failed: {} of {} canary devices failed ({}); no other device was started",
+            failed.len(),
+            wave.devices.len(),
+            failed.join(", ")
+        )));
+        true
     }
 
-    /// The bounded retry loop of one device.
-    fn deliver(&self, index: usize, device: &Device) -> DeviceOutcome {
-        let run = self.run;
-        let started = Instant::now();
-        let deadline = run.settings.device_timeout.map(|timeout| started + timeout);
-        let mut jitter = Jitter::new(seed(index));
-        let mut bytes = 0;
-        let max_attempts = run.settings.retry.max_attempts();
-        let mut attempt = 0;
+    /// `--wave-pause` before wave `next`, with a countdown; false if the run was stopped.
+    fn pause(&self, next: usize) -> bool {
+        let until = Instant::now() + self.run.settings.wave_pause;
         loop {
-            attempt += 1;
-            let _ = self.events.send(Event::AttemptStarted { index, attempt });
-            self.journal(Record::Attempt {
-                at: timestamp::now(),
-                id: device.id.to_string(),
-                attempt,
-            });
-            let mut meter = ByteMeter::new(self.events, index, &self.abort);
-            let result =
-                run.delivery
-                    .attempt(run.registry, device, run.payload, &mut meter, deadline);
-            bytes += meter.total();
-            let error = match result {
-                Ok(delivered) => {
-                    return DeviceOutcome {
-                        status: Status::Succeeded,
-                        attempts: attempt,
-                        bytes,
-                        duration: started.elapsed(),
-                        http_status: delivered.http_status,
-                        error: String::new(),
-                        error_class: None,
-                    };
-                }
-                Err(error) => error,
-            };
-            if self.abort.load(Ordering::SeqCst) {
-                return interrupted(
-                    attempt,
-                    bytes,
-                    started,
-                    "--grace expired during the attempt".into(),
-                );
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                self.set_waiting(None);
+                return true;
             }
-            if error.kind == ErrorKind::PayloadChanged {
-                self.set_stop(StopReason::PayloadChanged(error.message.clone()));
-            }
-            let failed = |note: &str| failure(&error, attempt, bytes, started, note);
-            if !error.is_transient() {
-                return failed("");
-            }
-            if attempt >= max_attempts {
-                return failed(" (retries exhausted)");
-            }
-            let delay =
-                run.settings
-                    .retry
-                    .delay(attempt, error.retry_after, jitter.next_fraction());
-            if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                return failed(" (--device-timeout would pass before the next attempt)");
-            }
-            let _ = self.events.send(Event::RetryScheduled {
-                index,
-                id: device.id.clone(),
-                attempt,
-                delay,
-                reason: error.to_string(),
-            });
-            if !self.sleep_unless_stopped(delay) {
-                let why = format!("stopped while waiting to retry; last error: {error}");
-                return interrupted(attempt, bytes, started, why);
+            let note = format!(
+                "wave {next} starts in {}",
+                crate::progress::human_duration(left + Duration::from_millis(999))
+            );
+            self.set_waiting(Some(note));
+            if !self.sleep_unless_stopped(left.min(Duration::from_secs(1))) {
+                self.set_waiting(None);
+                return false;
             }
         }
     }
@@ -452,71 +394,34 @@ impl<'a, 'r> Shared<'a, 'r> {
         }
     }
 
+    /// Sleeps `delay` in short steps; false if SIGINT or SIGTERM came meanwhile. For retry
+    /// backoffs: a run stopped by its threshold or window lets in-flight devices finish, retries
+    /// included; only an interrupt cuts them short.
+    fn sleep_unless_interrupted(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            if self.should_stop() && matches!(self.stop_reason(), Some(StopReason::Interrupted)) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
     fn finish_outcomes(&mut self, stopped: &Option<StopReason>) -> Vec<DeviceOutcome> {
         let reason = match stopped {
             Some(reason) => format!("not started: {reason}"),
-            None => "not in the plan".to_string(),
+            None => "not started".to_string(),
         };
         std::mem::take(&mut self.outcomes)
             .into_iter()
             .map(|slot| {
                 slot.into_inner()
-                    .unwrap_or_else(|| DeviceOutcome::skipped(reason.clone()))
+                    .unwrap_or_else(|| DeviceOutcome::not_started(reason.clone()))
             })
             .collect()
     }
-}
-
-fn interrupted(attempts: u32, bytes: u64, started: Instant, why: String) -> DeviceOutcome {
-    DeviceOutcome {
-        status: Status::Interrupted,
-        attempts,
-        bytes,
-        duration: started.elapsed(),
-        http_status: None,
-        error: format!("interrupted: {why}"),
-        error_class: None,
-    }
-}
-
-fn failure(
-    error: &DeliveryError,
-    attempts: u32,
-    bytes: u64,
-    started: Instant,
-    note: &str,
-) -> DeviceOutcome {
-    DeviceOutcome {
-        status: Status::Failed,
-        attempts,
-        bytes,
-        duration: started.elapsed(),
-        http_status: error.http_status(),
-        error: format!("{error}{note}"),
-        error_class: Some(error.class()),
-    }
-}
-
-fn panicked(panic: &(dyn std::any::Any + Send), started: Instant) -> DeviceOutcome {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    DeviceOutcome {
-        status: Status::Failed,
-        attempts: 1,
-        bytes: 0,
-        duration: started.elapsed(),
-        http_status: None,
-        error: format!("internal error (a bug, please report it): {message}"),
-        error_class: Some("internal"),
-    }
-}
-
-fn seed(index: usize) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

@@ -20,6 +20,8 @@ pub enum Status {
     Skipped,
     /// A shutdown cut its attempt short: neither succeeded nor failed.
     Interrupted,
+    /// It was never dispatched because the run stopped early (interrupt, threshold, window).
+    NotStarted,
 }
 
 impl fmt::Display for Status {
@@ -29,6 +31,7 @@ impl fmt::Display for Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Interrupted => "interrupted",
+            Status::NotStarted => "not-started",
         })
     }
 }
@@ -50,6 +53,8 @@ pub struct DeviceOutcome {
     pub error: String,
     /// The last error's class (`timeout`, `http-5xx`, ...), if it failed.
     pub error_class: Option<&'static str>,
+    /// How the payload went (`http`, `sftp`, `sftp-resumed`, `scp`), when it succeeded.
+    pub method: &'static str,
 }
 
 impl DeviceOutcome {
@@ -63,6 +68,15 @@ impl DeviceOutcome {
             http_status: None,
             error: reason.into(),
             error_class: None,
+            method: "",
+        }
+    }
+
+    /// A device the run never dispatched because it stopped early.
+    pub fn not_started(reason: impl Into<String>) -> DeviceOutcome {
+        DeviceOutcome {
+            status: Status::NotStarted,
+            ..DeviceOutcome::skipped(reason)
         }
     }
 }
@@ -78,6 +92,8 @@ pub struct Counts {
     pub skipped: usize,
     /// Devices whose attempt a shutdown cut short.
     pub interrupted: usize,
+    /// Devices never dispatched because the run stopped early.
+    pub not_started: usize,
 }
 
 impl Counts {
@@ -90,6 +106,7 @@ impl Counts {
                 Status::Failed => counts.failed += 1,
                 Status::Skipped => counts.skipped += 1,
                 Status::Interrupted => counts.interrupted += 1,
+                Status::NotStarted => counts.not_started += 1,
             }
         }
         counts
@@ -97,7 +114,7 @@ impl Counts {
 }
 
 /// The report's columns.
-pub const REPORT_HEADER: [&str; 8] = [
+pub const REPORT_HEADER: [&str; 10] = [
     "id",
     "url",
     "status",
@@ -106,18 +123,22 @@ pub const REPORT_HEADER: [&str; 8] = [
     "duration_ms",
     "http_status",
     "error",
+    "wave",
+    "method",
 ];
 
-/// Writes the CSV report: one row per device, in registry order. `outcomes[i]` belongs to
-/// `registry.devices[i]`.
+/// Writes the CSV report: one row per device, in registry order. `outcomes[i]` and `waves[i]`
+/// (1-based wave number, 0 for none) belong to `registry.devices[i]`.
 pub fn write_report(
     registry: &Registry,
     outcomes: &[DeviceOutcome],
+    waves: &[usize],
     out: impl Write,
 ) -> io::Result<()> {
     let mut csv = csv::Writer::from_writer(out);
     csv.write_record(REPORT_HEADER)?;
-    for (device, outcome) in registry.devices.iter().zip(outcomes) {
+    for (index, (device, outcome)) in registry.devices.iter().zip(outcomes).enumerate() {
+        let wave = waves.get(index).copied().unwrap_or(0);
         csv.write_record([
             &*device.id,
             &redact_url(&device.url),
@@ -130,6 +151,12 @@ pub fn write_report(
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
             &outcome.error,
+            &if wave == 0 {
+                String::new()
+            } else {
+                wave.to_string()
+            },
+            outcome.method,
         ])?;
     }
     csv.flush()
@@ -173,10 +200,13 @@ pub fn render_summary(
     } else {
         0
     };
-    let interrupted = match counts.interrupted {
+    let mut interrupted = match counts.interrupted {
         0 => String::new(),
         n => format!(", {n} interrupted"),
     };
+    if counts.not_started > 0 {
+        interrupted.push_str(&format!(", {} not started", counts.not_started));
+    }
     let mut text = format!(
         "{} {} in {}: {} succeeded, {} failed, {} skipped{interrupted}; {} sent ({}/s)",
         outcomes.len(),
@@ -242,6 +272,11 @@ mod tests {
             }),
             error: error.to_string(),
             error_class: None,
+            method: if status == Status::Succeeded {
+                "http"
+            } else {
+                ""
+            },
         }
     }
 
@@ -271,16 +306,16 @@ mod tests {
                 4,
                 "response: HTTP 500 Internal Server Error, \"dead\"",
             ),
-            DeviceOutcome::skipped("not started: interrupted"),
+            DeviceOutcome::not_started("not started: interrupted"),
         ];
         let mut out = Vec::new();
-        write_report(&registry, &outcomes, &mut out).unwrap();
+        write_report(&registry, &outcomes, &[1, 2, 0], &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "id,url,status,attempts,bytes,duration_ms,http_status,error\n\
-             b,http://u:***@h/b,succeeded,1,1024,1500,204,\n\
-             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\"\n\
-             c,http://u:***@h/c,skipped,0,0,0,,not started: interrupted\n"
+            "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method\n\
+             b,http://u:***@h/b,succeeded,1,1024,1500,204,,1,http\n\
+             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\",2,\n\
+             c,http://u:***@h/c,not-started,0,0,0,,not started: interrupted,,\n"
         );
     }
 

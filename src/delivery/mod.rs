@@ -7,8 +7,10 @@
 pub mod http;
 
 use crate::events::Event;
+use crate::scheduler::TokenBucket;
 use crossbeam_channel::Sender;
 use std::fmt;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -196,6 +198,8 @@ pub struct ByteMeter<'a> {
     total: u64,
     pending: u64,
     last_flush: Instant,
+    throttle: Option<&'a Throttle>,
+    own_bucket: Option<TokenBucket>,
 }
 
 impl<'a> ByteMeter<'a> {
@@ -211,7 +215,19 @@ impl<'a> ByteMeter<'a> {
             total: 0,
             pending: 0,
             last_flush: Instant::now(),
+            throttle: None,
+            own_bucket: None,
         }
+    }
+
+    /// Keeps this transfer within the run's bandwidth limits (`--bandwidth`, shared by every
+    /// transfer, and `--device-bandwidth`, this transfer's own cap).
+    pub fn with_throttle(mut self, throttle: &'a Throttle) -> Self {
+        self.own_bucket = throttle
+            .per_transfer
+            .map(|rate| Throttle::bucket(rate, throttle.now()));
+        self.throttle = Some(throttle);
+        self
     }
 
     /// Whether the transfer must give up now.
@@ -220,11 +236,33 @@ impl<'a> ByteMeter<'a> {
     }
 
     /// Records `bytes` more.
+    /// Records `bytes` more, after waiting as long as the bandwidth limits require: the caller
+    /// sends them once this returns. The wait ends early if the run aborts.
     pub fn add(&mut self, bytes: u64) {
         self.total += bytes;
         self.pending += bytes;
         if self.pending >= Self::FLUSH_BYTES || self.last_flush.elapsed() >= Self::FLUSH_INTERVAL {
             self.flush();
+        }
+        if let Some(throttle) = self.throttle {
+            let now = throttle.now();
+            let own = self
+                .own_bucket
+                .as_mut()
+                .map_or(Duration::ZERO, |b| b.take(bytes as f64, now));
+            let shared = throttle.take_shared(bytes, now);
+            self.sleep_unless_aborted(own.max(shared));
+        }
+    }
+
+    fn sleep_unless_aborted(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.aborted() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
         }
     }
 
@@ -244,6 +282,52 @@ impl<'a> ByteMeter<'a> {
             self.pending = 0;
         }
         self.last_flush = Instant::now();
+    }
+}
+
+/// The run's bandwidth limits: one budget shared by every transfer (its token bucket behind a
+/// mutex: each transfer's share adapts as others start and finish), and a cap per transfer.
+#[derive(Debug)]
+pub struct Throttle {
+    shared: Option<Mutex<TokenBucket>>,
+    per_transfer: Option<u64>,
+    epoch: Instant,
+}
+
+impl Throttle {
+    /// Limits in bytes per second; `None` is no limit.
+    pub fn new(shared: Option<u64>, per_transfer: Option<u64>) -> Throttle {
+        Throttle {
+            shared: shared.map(|rate| Mutex::new(Throttle::bucket(rate, Duration::ZERO))),
+            per_transfer,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Whether any limit is set.
+    pub fn is_active(&self) -> bool {
+        self.shared.is_some() || self.per_transfer.is_some()
+    }
+
+    /// A bucket for `rate` bytes/s whose burst is a tenth of a second (at least 16 KiB), so
+    /// the rate holds over any second.
+    fn bucket(rate: u64, now: Duration) -> TokenBucket {
+        let rate = rate as f64;
+        TokenBucket::new(rate, (rate / 10.0).max(16.0 * 1024.0), now)
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn take_shared(&self, bytes: u64, now: Duration) -> Duration {
+        let Some(shared) = &self.shared else {
+            return Duration::ZERO;
+        };
+        let mut bucket = shared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        bucket.take(bytes as f64, now)
     }
 }
 

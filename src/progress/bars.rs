@@ -59,7 +59,11 @@ impl Bars {
         let finished =
             snapshot.succeeded + snapshot.failed + snapshot.skipped + snapshot.interrupted;
         self.devices.set_prefix(human_duration(snapshot.elapsed));
-        self.devices.set_message(device_counts(snapshot));
+        let counts = device_counts(snapshot);
+        match snapshot.rollout.as_str() {
+            "" => self.devices.set_message(counts),
+            rollout => self.devices.set_message(format!("{counts} [{rollout}]")),
+        }
         set_progress(&self.devices, finished as u64, snapshot.total as u64);
         self.bytes.set_message(rate_and_eta(snapshot));
         set_progress(&self.bytes, snapshot.bytes_done, snapshot.bytes_total);

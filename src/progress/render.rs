@@ -14,8 +14,13 @@ const BINARY_UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 /// `[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s eta 2m10s`.
 /// The first count is every device that finished, skipped ones included; `eta --` when unknown.
 pub fn format_plain_line(s: &Snapshot) -> String {
+    let rollout = if s.rollout.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", s.rollout)
+    };
     format!(
-        "[{:>5}] {} {} {}",
+        "[{:>5}] {} {} {}{rollout}",
         human_duration(s.elapsed),
         devices_summary(s),
         bytes_pair(s.bytes_done, s.bytes_total),
@@ -190,6 +195,7 @@ mod tests {
             failed: 4,
             skipped: 30,
             interrupted: 0,
+            rollout: String::new(),
             retrying: 30,
             in_flight: 50,
             bytes_sent: 2 * GIB,

@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub eta: Option<Duration>,
     /// Moving-average payload throughput in bytes per second.
     pub throughput: f64,
+    /// The rollout's state (wave, failure threshold, limits, waiting), empty when none.
+    pub rollout: String,
 }
 
 /// Something the progress thread may show as a line of its own.
@@ -75,6 +77,7 @@ pub(crate) struct State {
     /// In-flight devices waiting for their next attempt.
     retrying: HashSet<usize>,
     stopping: Option<String>,
+    rollout: String,
     finished: bool,
 }
 
@@ -123,6 +126,7 @@ impl State {
                 in_flight,
                 wait,
             } => return self.stopping(reason, in_flight, wait),
+            Event::Rollout { text } => self.rollout = text,
             Event::RunFinished => self.finished = true,
         }
         None
@@ -151,6 +155,7 @@ impl State {
             failed: self.failed,
             skipped: self.skipped,
             interrupted: self.interrupted,
+            rollout: self.rollout.clone(),
             retrying: self.retrying.len(),
             in_flight: self.attempt_bytes.len(),
             bytes_sent: self.bytes_sent,

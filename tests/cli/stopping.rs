@@ -61,7 +61,7 @@ fn sigint_finishes_in_flight_devices_skips_the_rest_and_exits_130() {
         if device.requests == 0 {
             assert_eq!(
                 (row.status.as_str(), row.attempts),
-                ("skipped", 0),
+                ("not-started", 0),
                 "{row:?}"
             );
             assert!(row.error.contains("interrupted"), "{row:?}");
@@ -71,9 +71,15 @@ fn sigint_finishes_in_flight_devices_skips_the_rest_and_exits_130() {
             assert_eq!(device.completed, 1, "{device:?}");
         }
     }
-    let skipped = rows.iter().filter(|row| row.status == "skipped").count();
+    let not_started = rows
+        .iter()
+        .filter(|row| row.status == "not-started")
+        .count();
+    assert!(not_started > 0, "{output}");
     assert!(
-        output.stderr.contains(&format!("{skipped} skipped")),
+        output
+            .stderr
+            .contains(&format!("{not_started} not started")),
         "{output}"
     );
 }
@@ -158,7 +164,7 @@ fn payload_changed_mid_run_stops_dispatching_and_exits_1() {
     // The change is seen at the latest when the second device opens the payload.
     for (row, device) in rows.iter().zip(&stats).skip(2) {
         assert_eq!(device.requests, 0, "dispatching went on\n{output}");
-        assert_eq!(row.status, "skipped", "{row:?}");
+        assert_eq!(row.status, "not-started", "{row:?}");
     }
 }
 
@@ -183,6 +189,6 @@ fn sigterm_lets_in_flight_devices_finish_and_exits_143() {
     output.expect_status(143);
     let rows = test.report("report.csv");
     assert_eq!(rows[0].status, "succeeded", "{output}");
-    assert_eq!(rows[5].status, "skipped", "{output}");
+    assert_eq!(rows[5].status, "not-started", "{output}");
     assert!(fleet.stats()[5].requests == 0);
 }

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The report's header row, as the README documents it.
-pub const REPORT_HEADER: &str = "id,url,status,attempts,bytes,duration_ms,http_status,error";
+pub const REPORT_HEADER: &str =
+    "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method";
 
 /// One run of the binary in its own temp dir (which is also the child's working directory, so
 /// messages name fixtures by their short relative names).
@@ -348,6 +349,9 @@ pub struct Row {
     pub duration_ms: u64,
     pub http_status: Option<u16>,
     pub error: String,
+    /// 1-based wave number; 0 for devices outside the plan.
+    pub wave: usize,
+    pub method: String,
 }
 
 /// Parses a report, checking its header row.
@@ -378,6 +382,12 @@ pub fn parse_report(text: &str) -> Vec<Row> {
                 duration_ms: number(5),
                 http_status: (!record[6].is_empty()).then(|| number(6) as u16),
                 error: record[7].to_string(),
+                wave: if record[8].is_empty() {
+                    0
+                } else {
+                    number(8) as usize
+                },
+                method: record[9].to_string(),
             }
         })
         .collect()

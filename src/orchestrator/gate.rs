@@ -1,0 +1,147 @@
+//! The run's gates: the maintenance window and the start rate before a device starts, the
+//! failure threshold after it finishes, and the rollout status line they produce.
+//!
+//! Owns: applying the scheduler's rules at run time (waiting, stopping). Must not: hold the
+//! rules themselves; `scheduler` decides, this module only waits and reports.
+
+use super::{Shared, StopReason};
+use crate::events::Event;
+use crate::progress::{human_bytes, human_duration};
+use crate::report::Status;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Shared<'_, '_> {
+    /// Waits until a device may start: inside the window (waiting for it only when it opens
+    /// within `--window-wait`), then for a start-rate token. False if the run stops instead.
+    pub(super) fn admit(&self) -> bool {
+        self.wait_for_window() && self.wait_for_rate()
+    }
+
+    fn wait_for_window(&self) -> bool {
+        let Some(window) = self.run.settings.window else {
+            return true;
+        };
+        loop {
+            let now = self.clock.seconds_of_day();
+            if window.is_open(now) {
+                self.set_waiting(None);
+                return true;
+            }
+            let opens_in = window.opens_in(now);
+            if opens_in > self.run.settings.window_wait {
+                self.set_stop(StopReason::WindowClosed(window));
+                return false;
+            }
+            self.set_waiting(Some(format!(
+                "waiting for the window {window} (opens in {})",
+                human_duration(opens_in)
+            )));
+            if !self.sleep_unless_stopped(opens_in.min(Duration::from_secs(1))) {
+                return false;
+            }
+        }
+    }
+
+    fn wait_for_rate(&self) -> bool {
+        let Some(rate) = &self.rate else { return true };
+        let wait = {
+            let mut bucket = rate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            bucket.take(1.0, self.epoch.elapsed())
+        };
+        self.sleep_unless_stopped(wait) && !self.should_stop()
+    }
+
+    /// Counts a finished device for `--max-failures`, stops the run when it is crossed, and
+    /// updates the status line.
+    pub(super) fn count_finished(&self, status: Status) {
+        let (finished, failed) = match status {
+            Status::Succeeded => (
+                self.finished.fetch_add(1, Ordering::SeqCst) + 1,
+                self.failed.load(Ordering::SeqCst),
+            ),
+            Status::Failed => {
+                let failed = self.failed.fetch_add(1, Ordering::SeqCst) + 1;
+                (self.finished.fetch_add(1, Ordering::SeqCst) + 1, failed)
+            }
+            _ => return,
+        };
+        let Some(policy) = self.run.settings.failures else {
+            return;
+        };
+        if policy.crossed(finished, failed) {
+            self.set_stop(StopReason::Threshold(format!(
+                "failure threshold crossed: {failed} of {finished} finished devices failed \
+                 (--max-failures {} allows {} once {} have finished); in-flight devices finished, \
+                 no other device was started",
+                policy.max,
+                policy.allowed(finished),
+                policy.min_sample
+            )));
+        }
+        self.send_status();
+    }
+
+    /// Sets what the run is waiting for (none: not waiting), and shows it.
+    pub(super) fn set_waiting(&self, note: Option<String>) {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *waiting != note {
+            *waiting = note;
+            drop(waiting);
+            self.send_status();
+        }
+    }
+
+    /// Sends the rollout status line (wave, threshold, limits, waiting) to progress.
+    pub(super) fn send_status(&self) {
+        let _ = self.events.send(Event::Rollout {
+            text: self.status_text(),
+        });
+    }
+
+    fn status_text(&self) -> String {
+        let settings = &self.run.settings;
+        let waves = &self.run.plan.waves;
+        let mut parts = Vec::new();
+        let wave = self.wave.load(Ordering::SeqCst);
+        if wave > 0 && waves.get(wave - 1).is_some_and(|w| w.canary) {
+            parts.push("canary".to_string());
+        } else if waves.len() > 1 && wave > 0 {
+            parts.push(format!("wave {wave}/{}", waves.len()));
+        }
+        if let Some(policy) = settings.failures {
+            let (finished, failed) = (
+                self.finished.load(Ordering::SeqCst),
+                self.failed.load(Ordering::SeqCst),
+            );
+            if finished < policy.min_sample {
+                parts.push(format!(
+                    "failures {failed} (limit checked from {} finished)",
+                    policy.min_sample
+                ));
+            } else {
+                parts.push(format!(
+                    "failures {failed}/{} allowed",
+                    policy.allowed(finished)
+                ));
+            }
+        }
+        if let Some(rate) = settings.rate {
+            parts.push(format!("rate {rate}"));
+        }
+        if let Some(bandwidth) = settings.bandwidth {
+            parts.push(format!("bandwidth {}/s", human_bytes(bandwidth)));
+        }
+        if let Some(note) = &*self
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        {
+            parts.push(note.clone());
+        }
+        parts.join(", ")
+    }
+}
