@@ -507,11 +507,27 @@ fn write_demo_payload(path: &PathBuf, len: u64) -> io::Result<()> {
 }
 
 fn status(args: StatusArgs) -> Result<Outcome, AppError> {
-    let journal = journal::read(&args.journal).map_err(|e| AppError::Input(e.to_string()))?;
+    let Some((first, others)) = args.journals.split_first() else {
+        return Err(AppError::Input(
+            "status: give the journal file to read".into(),
+        ));
+    };
+    let read = |path: &PathBuf| journal::read(path).map_err(|e| AppError::Input(e.to_string()));
+    let mut journal = read(first)?;
+    for path in others {
+        journal
+            .merge(read(path)?)
+            .map_err(|e| AppError::Input(format!("status: {e}")))?;
+    }
     for warning in &journal.warnings {
         log::warn!("{warning}");
     }
-    let name = args.journal.display().to_string();
+    let names: Vec<String> = args
+        .journals
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let name = names.join(", ");
     let state = match (args.failed, args.succeeded) {
         (true, true) => {
             return Err(AppError::Input(

@@ -368,9 +368,10 @@ pub struct StatusArgs {
     #[argh(switch)]
     pub json: bool,
 
-    /// the journal file
+    /// the journal file; several journals of one payload (one per shard) are summarised
+    /// together
     #[argh(positional)]
-    pub journal: PathBuf,
+    pub journals: Vec<PathBuf>,
 }
 
 /// What main should do with argv: run a parsed command, or print and exit.

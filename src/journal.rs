@@ -366,6 +366,40 @@ impl Journal {
         entry
     }
 
+    /// Adds another journal of the same payload (another shard's): devices in both keep the
+    /// later record; runs add up; activity spans both.
+    pub fn merge(&mut self, other: Journal) -> Result<(), String> {
+        if other.payload_sha256 != self.payload_sha256 {
+            return Err(format!(
+                "the journals belong to different payloads (sha256 {} and {})",
+                self.payload_sha256, other.payload_sha256
+            ));
+        }
+        for id in other.order {
+            let Some(entry) = other.devices.get(&id) else {
+                continue;
+            };
+            match self.devices.get(&id) {
+                Some(mine) if mine.at >= entry.at => {}
+                Some(_) => {
+                    self.devices.insert(id, entry.clone());
+                }
+                None => {
+                    self.devices.insert(id.clone(), entry.clone());
+                    self.order.push(id);
+                }
+            }
+        }
+        self.runs += other.runs;
+        self.first_at = self.first_at.take().into_iter().chain(other.first_at).min();
+        self.last_at = self.last_at.take().into_iter().chain(other.last_at).max();
+        if self.columns.is_empty() {
+            self.columns = other.columns;
+        }
+        self.warnings.extend(other.warnings);
+        Ok(())
+    }
+
     /// The entry of device `id`.
     pub fn device(&self, id: &str) -> Option<&DeviceEntry> {
         self.devices.get(id)

@@ -246,3 +246,42 @@ fn a_torn_tail_is_cut_before_appending() {
     assert!(journal.warnings.is_empty(), "{:?}", journal.warnings);
     assert_eq!(journal.order, ["a", "b"]);
 }
+
+#[test]
+fn journals_of_shards_merge() {
+    let mut a = parse(
+        &[
+            header(),
+            run(&["id", "url"]),
+            attempt("a"),
+            succeeded("a", "u"),
+        ],
+        "",
+    )
+    .unwrap();
+    let b = parse(
+        &[
+            header(),
+            run(&["id", "url"]),
+            attempt("b"),
+            failed("b"),
+            attempt("a"),
+        ],
+        "",
+    )
+    .unwrap();
+    a.merge(b).unwrap();
+    assert_eq!(a.order, ["a", "b"]);
+    assert_eq!(a.runs, 2);
+    // Both journals know "a": the later record (an unfinished attempt at t2 vs success at t3)
+    // is the success.
+    assert_eq!(a.devices["a"].state, DeviceState::Succeeded);
+    assert_eq!(a.devices["b"].state, DeviceState::Failed);
+    let other = Journal::parse(
+        Path::new("x"),
+        br#"{"journal":"update-orchestrator-journal","version":1,"payload_sha256":"ff","payload_size":3,"created":"t0"}
+"#,
+    )
+    .unwrap();
+    assert!(a.merge(other).unwrap_err().contains("different payloads"));
+}
