@@ -3,7 +3,8 @@
 //! Owns: parsing a template once, checking its placeholders against the registry's columns, and
 //! filling it from a device row. `{column}` takes a value from the row; `{env:NAME}` (headers
 //! only) takes a value from the environment, read once when the template is resolved, so tokens
-//! never appear on the command line. Must not: do IO beyond reading environment variables.
+//! never appear on the command line. `Escape::Shell` single-quotes values for remote commands
+//! (`--exec`). Must not: do IO beyond reading environment variables.
 
 use std::fmt;
 
@@ -15,6 +16,10 @@ pub enum Escape {
     Url,
     /// Insert the value as it is (header values).
     None,
+    /// Single-quote the value for a POSIX shell (`--exec` runs under `sh -c` on the device), so
+    /// it is always exactly one word and nothing in it (`;`, `$(..)`, backquotes, quotes,
+    /// newlines) is ever interpreted.
+    Shell,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +165,7 @@ impl Template {
                     match escape {
                         Escape::Url => percent_encode_into(raw, &mut out),
                         Escape::None => out.push_str(raw),
+                        Escape::Shell => out.push_str(&shell_quote(raw)),
                     }
                 }
                 // Unresolved env placeholders are only possible if the caller skipped
@@ -169,6 +175,22 @@ impl Template {
         }
         out
     }
+}
+
+/// Quotes `value` as one POSIX shell word: wrapped in single quotes, each `'` written as `'\''`
+/// (close, escaped quote, reopen). Inside single quotes a shell interprets nothing at all.
+pub fn shell_quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str("'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
 }
 
 fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
@@ -228,6 +250,68 @@ mod tests {
         check_fill("{{literal}} {ip}", &row, Escape::None, "{literal} 10.0.0.7");
         check_fill("héllo {ip}", &row, Escape::None, "héllo 10.0.0.7");
         check_fill("no placeholders", &row, Escape::Url, "no placeholders");
+    }
+
+    #[test]
+    fn shell_quotes_values() {
+        let row = [("note", "it's"), ("path", "/opt/a b")];
+        check_fill(
+            "install {path} {note}",
+            &row,
+            Escape::Shell,
+            r"install '/opt/a b' 'it'\''s'",
+        );
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("plain"), "'plain'");
+        assert_eq!(shell_quote("'"), r"''\'''");
+    }
+
+    /// Runs `printf %s QUOTED` under `sh -c` and checks it prints the value back unchanged,
+    /// which also proves nothing in the value was executed.
+    #[track_caller]
+    fn check_shell_round_trip(value: &str) {
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", shell_quote(value)))
+            .output()
+            .expect("sh runs");
+        assert!(output.status.success(), "{value:?}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stdout), value);
+    }
+
+    #[test]
+    fn shell_quoted_values_survive_sh_as_one_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("pwned");
+        let marker = marker.display();
+        for value in [
+            "x; rm -rf /",
+            "$(id)",
+            "`id`",
+            "'",
+            "''",
+            "a'b'c",
+            "line\nbreak",
+            "back\\slash",
+            "\"double\"",
+            "$HOME ${PATH} $((1+1))",
+            "* ? [a-z] ~",
+            "&& || | > < >> &",
+            " leading and trailing ",
+            "tab\there",
+            "",
+            "héllo ✓",
+            &format!("x; touch {marker}"),
+            &format!("'; touch {marker}; '"),
+            &format!("$(touch {marker})"),
+            &format!("\ntouch {marker}\n"),
+        ] {
+            check_shell_round_trip(value);
+        }
+        assert!(
+            !dir.path().join("pwned").exists(),
+            "a quoted value ran a command"
+        );
     }
 
     #[track_caller]
