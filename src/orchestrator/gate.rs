@@ -13,9 +13,11 @@ use std::time::Duration;
 
 impl Shared<'_, '_> {
     /// Waits until a device may start: inside the window (waiting for it only when it opens
-    /// within `--window-wait`), then for a start-rate token. False if the run stops instead.
+    /// within `--window-wait`), then for a start-rate token, then the window again: a worker
+    /// can queue for its token past the window's end (found by the window-closing test: every
+    /// worker passed the window check at once, then started long after it closed).
     pub(super) fn admit(&self) -> bool {
-        self.wait_for_window() && self.wait_for_rate()
+        self.wait_for_window() && self.wait_for_rate() && self.wait_for_window()
     }
 
     fn wait_for_window(&self) -> bool {
