@@ -32,6 +32,8 @@ mod report;
 mod resume;
 #[path = "cli/retries.rs"]
 mod retries;
+#[path = "cli/rollout.rs"]
+mod rollout;
 #[path = "cli/stall.rs"]
 mod stall;
 #[path = "cli/stopping.rs"]

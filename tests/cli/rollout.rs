@@ -1,0 +1,700 @@
+//! Rollout control against loopback devices: the canary, the failure threshold, waves and their
+//! pause, the start rate, the bandwidth budget, the maintenance window (on a faked clock),
+//! `--where`, `--shard`, `--order random`, the dry-run plan and the rollout status line.
+//!
+//! Timing tests assert loose bounds only (a 2-core machine runs the whole suite in parallel).
+//! Must not: depend on the real time of day: every window test sets
+//! `UPDATE_ORCHESTRATOR_FAKE_TIME`.
+
+use crate::journal::{fleet, healthy_fleet};
+use crate::servers::{HttpServer, Reply, fleet_registry};
+use crate::util::{Output, Row, Test, quick};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
+
+const FAKE_TIME: &str = "UPDATE_ORCHESTRATOR_FAKE_TIME";
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn a_failed_canary_aborts_before_any_other_device_is_contacted() {
+    let fleet = fleet(FleetSpec {
+        devices: 10,
+        dead_percent: 10.0,
+        ..FleetSpec::default()
+    });
+    let (dead, healthy) = split_dead(&fleet);
+    assert_eq!(dead.len(), 1, "the fixture needs one dead device");
+    // The dead device second in the CSV: inside a canary of 3.
+    let order: Vec<usize> = [healthy[0], dead[0]]
+        .into_iter()
+        .chain(healthy[1..].iter().copied())
+        .collect();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, order.iter().copied()));
+    test.payload("fw.bin", 10_000);
+    let output = push(
+        &mut test,
+        &[("--canary", "3"), ("--retries", "0"), ("--order", "csv")],
+    )
+    .arg("devices.csv")
+    .run();
+    output
+        .expect_status(3)
+        .expect_stderr("canary failed: 1 of 3 canary devices failed");
+    let stats = fleet.stats();
+    for (position, &index) in order.iter().enumerate() {
+        let expected = u64::from(position < 3);
+        assert_eq!(
+            stats[index].requests, expected,
+            "row {position} ({}): only the canary may be contacted\n{output}",
+            stats[index].id
+        );
+    }
+    let rows = test.report("report.csv");
+    let statuses: Vec<&str> = rows.iter().map(|row| row.status.as_str()).collect();
+    let mut expected = vec!["succeeded", "failed", "succeeded"];
+    expected.resize(10, "not-started");
+    assert_eq!(statuses, expected, "{rows:#?}");
+    for row in &rows[3..] {
+        assert!(row.error.contains("canary failed"), "{row:?}");
+        assert_eq!(row.wave, 2, "{row:?}");
+    }
+    assert!(rows[..3].iter().all(|row| row.wave == 1), "{rows:#?}");
+}
+
+#[test]
+fn crossing_the_failure_threshold_stops_dispatch_mid_wave() {
+    let concurrency = 4;
+    let fleet = fleet(FleetSpec {
+        devices: 60,
+        dead_percent: 20.0,
+        ..FleetSpec::default()
+    });
+    let (dead, _) = split_dead(&fleet);
+    assert_eq!(dead.len(), 12);
+    // Devices start in CSV order, so "more than 2 failed" is crossed by the time the third dead
+    // device in the CSV has finished; after that, only devices already in flight (and those
+    // taken in the instant the counts are updated) may start.
+    let third_dead = dead[2];
+    let bound = (third_dead + 1).max(5) + 2 * concurrency;
+    assert!(
+        bound < 60,
+        "the fixture must leave devices to spare: {dead:?}"
+    );
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..60));
+    test.payload("fw.bin", 10_000);
+    let output = push(
+        &mut test,
+        &[
+            ("--max-failures", "2"),
+            ("--min-sample", "5"),
+            ("--concurrency", &concurrency.to_string()),
+            ("--retries", "0"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output
+        .expect_status(3)
+        .expect_stderr("failure threshold crossed: ")
+        .expect_stderr("(--max-failures 2 allows 2 once 5 have finished)");
+    let (failed, finished) = threshold_counts(&output);
+    assert!(failed == 3 && finished >= 5, "{output}");
+
+    let rows = test.report("report.csv");
+    assert_eq!(rows.len(), 60, "every device has a row");
+    let stats = fleet.stats();
+    for (row, device) in rows.iter().zip(&stats) {
+        assert_eq!(row.id, device.id);
+        let expected = match (device.requests, device.profile) {
+            (0, _) => "not-started",
+            (1, Profile::Dead) => "failed",
+            (1, _) => "succeeded",
+            (n, _) => panic!("{} got {n} requests with --retries 0", device.id),
+        };
+        assert_eq!(row.status, expected, "{row:?}");
+        if expected == "not-started" {
+            assert!(row.error.contains("failure threshold crossed"), "{row:?}");
+        }
+    }
+    let contacted = stats.iter().filter(|device| device.requests > 0).count();
+    assert!(
+        (5..=bound).contains(&contacted),
+        "{contacted} devices contacted; the third dead device is row {third_dead}\n{output}"
+    );
+    let failed_rows = rows.iter().filter(|row| row.status == "failed").count();
+    assert!(failed_rows >= failed, "{rows:#?}");
+}
+
+#[test]
+fn the_threshold_is_not_evaluated_below_min_sample() {
+    let fleet = fleet(FleetSpec {
+        devices: 10,
+        dead_percent: 20.0,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..10));
+    test.payload("fw.bin", 1000);
+    let flags = |min_sample| {
+        [
+            ("--max-failures", "0"),
+            ("--min-sample", min_sample),
+            ("--retries", "0"),
+        ]
+    };
+    // 11 > 10 devices: the sample is never reached, so the run ends as a plain run with failures.
+    let output = push(&mut test, &flags("11")).arg("devices.csv").run();
+    output
+        .expect_status(1)
+        .expect_stderr("8 succeeded, 2 failed, 0 skipped");
+    assert!(!output.stderr.contains("threshold crossed"), "{output}");
+    assert!(fleet.stats().iter().all(|device| device.requests == 1));
+    // The same run with the sample reached by the last device aborts.
+    let output = push(&mut test, &flags("10")).arg("devices.csv").run();
+    output
+        .expect_status(3)
+        .expect_stderr("failure threshold crossed: 2 of 10 finished devices failed");
+}
+
+#[test]
+fn waves_run_one_after_another_with_the_pause_between_them() {
+    // The simulated fleet, not tiny_http: the scripted device stalls beyond ~5 connections at
+    // once, and wave 3 has 14.
+    let fleet = healthy_fleet(20);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..20));
+    test.payload("fw.bin", 1000);
+    push(
+        &mut test,
+        &[("--waves", "1,5,100%"), ("--wave-pause", "1s")],
+    )
+    .arg("devices.csv");
+    let (output, seen) = watch(&fleet, || test.run());
+    output.expect_status(0).expect_stderr("20 succeeded");
+    let rows = test.report("report.csv");
+    let waves: Vec<usize> = rows.iter().map(|row| row.wave).collect();
+    let mut expected = vec![1, 2, 2, 2, 2, 2];
+    expected.resize(20, 3);
+    assert_eq!(waves, expected, "{rows:#?}");
+    assert!(fleet.stats().iter().all(|device| device.requests == 1));
+    for wave in 1..3 {
+        let devices = |w: usize| seen.iter().zip(&waves).filter(move |(_, x)| **x == w);
+        let last_completed = devices(wave)
+            .map(|(times, _)| times.completed.expect("completed"))
+            .max()
+            .unwrap();
+        let next_requested = devices(wave + 1)
+            .map(|(times, _)| times.requested.expect("requested"))
+            .min()
+            .unwrap();
+        let gap = next_requested.saturating_duration_since(last_completed);
+        assert!(
+            gap >= Duration::from_millis(900),
+            "wave {} started {gap:?} after wave {wave} completed (--wave-pause 1s)",
+            wave + 1
+        );
+    }
+}
+
+#[test]
+fn the_start_rate_spreads_device_starts() {
+    let fleet = healthy_fleet(100);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..100));
+    test.payload("fw.bin", 100);
+    let output = push(&mut test, &[("--rate", "600/min"), ("--concurrency", "50")])
+        .arg("devices.csv")
+        .run();
+    output.expect_status(0).expect_stderr("100 succeeded");
+    // 100 starts at 10/s: the first at once, the last after 9.9 s.
+    assert!(
+        (Duration::from_secs(8)..Duration::from_secs(30)).contains(&output.elapsed),
+        "100 starts at 600/min took {:?}",
+        output.elapsed
+    );
+    assert!(fleet.stats().iter().all(|device| device.completed == 1));
+}
+
+/// 10 × 4 MiB under a 2 MiB/s budget: about 20 s. The aggregate is measured as the bytes the
+/// fleet received over the longest device duration in the report: all ten start together
+/// (concurrency 10), so that duration spans the whole transfer and excludes process start-up
+/// and payload hashing.
+#[test]
+fn the_bandwidth_budget_is_shared_by_all_transfers() {
+    let (devices, payload_len, budget) = (10, 4 * MIB, 2 * MIB);
+    let fleet = healthy_fleet(devices);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..devices));
+    test.payload("fw.bin", payload_len);
+    let output = push(
+        &mut test,
+        &[
+            ("--bandwidth", "2MiB/s"),
+            ("--concurrency", "10"),
+            ("--stall-timeout", "30s"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0).expect_stderr("10 succeeded");
+    let received: u64 = fleet.stats().iter().map(|device| device.bytes).sum();
+    assert_eq!(received, devices as u64 * payload_len);
+    assert!(
+        output.elapsed >= Duration::from_secs(18),
+        "40 MiB at 2 MiB/s took {:?}",
+        output.elapsed
+    );
+    let rows = test.report("report.csv");
+    let span_ms = rows.iter().map(|row| row.duration_ms).max().unwrap();
+    let rate = received as f64 / (span_ms as f64 / 1000.0);
+    let ratio = rate / budget as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "aggregate {:.2} MiB/s over {span_ms} ms, budget 2 MiB/s",
+        rate / MIB as f64
+    );
+}
+
+#[test]
+fn device_bandwidth_caps_a_single_transfer() {
+    let fleet = healthy_fleet(1);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    test.payload("fw.bin", 2 * MIB);
+    let output = push(&mut test, &[("--device-bandwidth", "1MiB/s")])
+        .arg("devices.csv")
+        .run();
+    output.expect_status(0);
+    let rows = test.report("report.csv");
+    assert!(
+        (1800..10_000).contains(&rows[0].duration_ms),
+        "2 MiB at 1 MiB/s took {} ms",
+        rows[0].duration_ms
+    );
+}
+
+#[test]
+fn a_closed_window_pushes_nothing_and_the_journal_continues_in_the_next_window() {
+    let fleet = healthy_fleet(6);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..6));
+    test.payload("fw.bin", 1000);
+    let window = [("--window", "01:00-05:00"), ("--journal", "fw.journal")];
+    test.env(FAKE_TIME, "12:00:00");
+    let output = push(&mut test, &window).arg("devices.csv").run();
+    output
+        .expect_status(4)
+        .expect_stderr("window closed: 6 devices left");
+    assert_eq!(fleet.connections(), 0, "{output}");
+    let rows = test.report("report.csv");
+    assert!(
+        rows.iter().all(|row| row.status == "not-started"),
+        "{rows:#?}"
+    );
+
+    test.env(FAKE_TIME, "02:00:00");
+    let output = push(&mut test, &window).arg("devices.csv").run();
+    output.expect_status(0).expect_stderr("6 succeeded");
+    assert!(fleet.stats().iter().all(|device| device.completed == 1));
+}
+
+// Broke: the window is checked before the --rate wait, so every device queued on the rate
+// started after the window had closed (20 of 20 pushed, exit 0).
+#[test]
+fn a_window_closing_mid_run_stops_dispatch_and_the_journal_finishes_the_rest() {
+    let fleet = healthy_fleet(20);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..20));
+    test.payload("fw.bin", 1000);
+    // Two seconds of window at 2 starts/s: about 4 devices.
+    test.env(FAKE_TIME, "04:59:58");
+    let output = push(
+        &mut test,
+        &[
+            ("--window", "01:00-05:00"),
+            ("--rate", "2/s"),
+            ("--journal", "fw.journal"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    let pushed: Vec<String> = fleet
+        .stats()
+        .into_iter()
+        .filter(|device| device.requests > 0)
+        .map(|device| device.id)
+        .collect();
+    assert!(
+        (1..=5).contains(&pushed.len()),
+        "{} devices started though the window closed 2 s into the run at 2/s\n{output}",
+        pushed.len()
+    );
+    output.expect_status(4).expect_stderr(&format!(
+        "window closed: {} devices left",
+        20 - pushed.len()
+    ));
+    let rows = test.report("report.csv");
+    for row in &rows {
+        let expected = if pushed.contains(&row.id) {
+            "succeeded"
+        } else {
+            "not-started"
+        };
+        assert_eq!(row.status, expected, "{row:?}");
+    }
+
+    test.env(FAKE_TIME, "01:30:00");
+    let output = push(
+        &mut test,
+        &[("--window", "01:00-05:00"), ("--journal", "fw.journal")],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0);
+    for device in fleet.stats() {
+        assert_eq!(device.completed, 1, "{device:?}");
+    }
+    for row in test.report("report.csv") {
+        let expected = if pushed.contains(&row.id) {
+            "skipped"
+        } else {
+            "succeeded"
+        };
+        assert_eq!(row.status, expected, "{row:?}");
+    }
+}
+
+#[test]
+fn window_wait_waits_for_a_window_that_opens_soon() {
+    let fleet = healthy_fleet(3);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.payload("fw.bin", 1000);
+    test.env(FAKE_TIME, "00:59:58");
+    let output = push(
+        &mut test,
+        &[("--window", "01:00-05:00"), ("--window-wait", "5s")],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0).expect_stderr("3 succeeded");
+    assert!(
+        output.elapsed >= Duration::from_millis(1500),
+        "the window opened 2 s into the run, yet it ended after {:?}",
+        output.elapsed
+    );
+}
+
+#[test]
+fn shards_cover_every_device_exactly_once() {
+    let fleet = healthy_fleet(30);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..30));
+    test.payload("fw.bin", 1000);
+    let mut before = completed(&fleet);
+    for shard in 0..3 {
+        let output = push(&mut test, &[("--shard", &format!("{shard}/3"))])
+            .arg("devices.csv")
+            .run();
+        output.expect_status(0);
+        let after = completed(&fleet);
+        let rows = test.report("report.csv");
+        let mut succeeded = 0;
+        for ((row, was), now) in rows.iter().zip(&before).zip(&after) {
+            match now - was {
+                1 => {
+                    assert_eq!(row.status, "succeeded", "{row:?}");
+                    succeeded += 1;
+                }
+                0 => assert_eq!(
+                    (row.status.as_str(), row.error.as_str()),
+                    ("skipped", "in another --shard"),
+                    "{row:?}"
+                ),
+                n => panic!("{} completed {n} times in shard {shard}", row.id),
+            }
+        }
+        assert!(succeeded > 0, "shard {shard}/3 of 30 devices is empty");
+        before = after;
+    }
+    assert!(before.iter().all(|&n| n == 1), "{before:?}");
+}
+
+#[test]
+fn where_selects_devices_by_column() {
+    let fleet = healthy_fleet(6);
+    let columns = [
+        ("eu", "pos;kiosk"),
+        ("us", "pos"),
+        ("eu", "kiosk"),
+        ("eu-west", "lab; pos"),
+        ("us", "kiosk;lab"),
+        ("eu", ""),
+    ];
+    let stats = fleet.stats();
+    let mut registry = String::from("id,url,site,tags\n");
+    for (index, (site, tags)) in columns.iter().enumerate() {
+        let (id, url) = (&stats[index].id, fleet.url(index));
+        registry.push_str(&format!("{id},{url},{site},{tags}\n"));
+    }
+    let mut test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 1000);
+    for (filters, expected) in [
+        (&["site=eu"][..], &[0, 2, 5][..]),
+        (&["site!=eu"], &[1, 3, 4]),
+        (&["tags~pos"], &[0, 1, 3]),
+        (&["site=eu", "tags~pos"], &[0]),
+    ] {
+        let before = completed(&fleet);
+        push(&mut test, &[]);
+        for filter in filters {
+            test.args(["--where", filter]);
+        }
+        test.arg("devices.csv").run().expect_status(0);
+        let after = completed(&fleet);
+        let pushed: Vec<usize> = (0..6).filter(|&i| after[i] > before[i]).collect();
+        assert_eq!(pushed, expected, "--where {filters:?}");
+        for (index, row) in test.report("report.csv").iter().enumerate() {
+            if !expected.contains(&index) {
+                assert_eq!(
+                    (row.status.as_str(), row.error.as_str()),
+                    ("skipped", "filtered out by --where"),
+                    "--where {filters:?}: {row:?}"
+                );
+            }
+        }
+    }
+    let connections = fleet.connections();
+    push(&mut test, &[("--where", "region=eu")])
+        .arg("devices.csv")
+        .run()
+        .expect_status(2)
+        .expect_stderr("no column 'region'");
+    assert_eq!(fleet.connections(), connections);
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_opens_no_socket() {
+    let fleet = healthy_fleet(20);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..20));
+    test.payload("fw.bin", MIB);
+    let output = push(
+        &mut test,
+        &[
+            ("--canary", "2"),
+            ("--waves", "1,50%"),
+            ("--wave-pause", "1s"),
+            ("--rate", "10/s"),
+            ("--window", "01:00-05:00"),
+            ("--window-tz", "UTC"),
+            ("--bandwidth", "1MiB/s"),
+            ("--estimate-throughput", "10MiB/s"),
+            ("--journal", "new.journal"),
+        ],
+    )
+    .args(["--dry-run", "devices.csv"])
+    .run();
+    output.expect_status(0);
+    for line in [
+        "  rows: 20",
+        "  to push: 20 (20 MiB of payload)",
+        "  canary: 2 devices (dev-00001, dev-00002)",
+        "  wave 2: 1 device (dev-00003)",
+        "  wave 3: 9 devices (dev-00004, dev-00005, dev-00006, dev-00007, dev-00008, ...)",
+        "  wave 4: 8 devices (dev-00013, dev-00014, dev-00015, dev-00016, dev-00017, ...)",
+        "  rate: at most 10/s device starts",
+        "  bandwidth: 1.0 MiB/s shared by all transfers",
+        "  window: 01:00-05:00 (UTC)",
+        // 20 MiB at the 1 MiB/s budget, plus three 1 s pauses.
+        "  estimated duration: 23s at 10 MiB/s",
+    ] {
+        assert!(
+            output.stdout.lines().any(|l| l.starts_with(line)),
+            "no line {line:?}\n{output}"
+        );
+    }
+    assert_eq!(fleet.connections(), 0, "a dry run contacted the fleet");
+    assert!(
+        !test.path("new.journal").exists(),
+        "a dry run created the journal"
+    );
+    assert!(
+        !test.path("report.csv").exists(),
+        "a dry run created the report"
+    );
+}
+
+#[test]
+fn random_order_is_stable_for_a_seed() {
+    let server = HttpServer::start(|_| Reply::status(204));
+    let ids: Vec<String> = (1..=12).map(|n| format!("d{n:02}")).collect();
+    let mut registry = String::from("id,url\n");
+    for id in &ids {
+        registry.push_str(&format!("{id},{}\n", server.url(&format!("/{id}"))));
+    }
+    let mut test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 100);
+    let mut run = |seed: &str| -> (Vec<String>, BTreeSet<String>) {
+        let already = server.requests().len();
+        push(
+            &mut test,
+            &[
+                ("--order", "random"),
+                ("--seed", seed),
+                ("--waves", "3,100%"),
+                ("--concurrency", "1"),
+            ],
+        )
+        .arg("devices.csv")
+        .run()
+        .expect_status(0);
+        let order: Vec<String> = server.requests()[already..]
+            .iter()
+            .map(|seen| seen.path.trim_start_matches('/').to_string())
+            .collect();
+        let first_wave = wave_ids(&test.report("report.csv"), 1);
+        (order, first_wave)
+    };
+    let (order, first_wave) = run("7");
+    let (again, first_wave_again) = run("7");
+    let (other, other_first_wave) = run("8");
+    assert_eq!(order, again, "--seed 7 twice");
+    assert_eq!(first_wave, first_wave_again);
+    assert_eq!(first_wave, order[..3].iter().cloned().collect());
+    assert_ne!(order, other, "--seed 7 and --seed 8");
+    assert_ne!(first_wave, other_first_wave);
+    assert_ne!(order, ids, "--order random kept the CSV order");
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "each device once");
+}
+
+#[test]
+fn plain_progress_lines_show_the_wave_and_the_threshold() {
+    let fleet = healthy_fleet(4);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..4));
+    test.payload("fw.bin", 1000);
+    let output = push(
+        &mut test,
+        &[
+            ("--waves", "1,100%"),
+            ("--wave-pause", "1s"),
+            ("--max-failures", "1"),
+            ("--min-sample", "1"),
+            ("--progress-interval", "200ms"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0);
+    let lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with('[') && line.contains(" devices ok="))
+        .collect();
+    for needle in [
+        "[wave 1/2",
+        "failures 0/1 allowed",
+        "wave 2 starts in",
+        "[wave 2/2",
+    ] {
+        assert!(
+            lines.iter().any(|line| line.contains(needle)),
+            "no progress line shows {needle:?}\n{output}"
+        );
+    }
+}
+
+/// `push --payload fw.bin --report report.csv` with quick timeouts; `flags` replace those or add
+/// flags. The caller adds switches and the registry.
+fn push<'t>(test: &'t mut Test, flags: &[(&str, &str)]) -> &'t mut Test {
+    let mut all = vec![("--payload", "fw.bin"), ("--report", "report.csv")];
+    all.extend_from_slice(flags);
+    test.clear().arg("push").args(quick(&all))
+}
+
+/// When the fleet first counted a device's request and its completed upload.
+#[derive(Debug, Clone, Copy, Default)]
+struct Observed {
+    requested: Option<Instant>,
+    completed: Option<Instant>,
+}
+
+/// Runs `body` while a thread polls the fleet's counters every 5 ms, and returns what `body`
+/// returned with each device's first request and completion as the poller saw them (at most a
+/// poll late).
+fn watch<T>(fleet: &Fleet, body: impl FnOnce() -> T) -> (T, Vec<Observed>) {
+    let done = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut seen = vec![Observed::default(); fleet.stats().len()];
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let now = Instant::now();
+                for (times, device) in seen.iter_mut().zip(fleet.stats()) {
+                    if device.requests > 0 {
+                        times.requested.get_or_insert(now);
+                    }
+                    if device.completed > 0 {
+                        times.completed.get_or_insert(now);
+                    }
+                }
+                if finished {
+                    return seen;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let result = body();
+        done.store(true, Ordering::SeqCst);
+        (result, poller.join().expect("the poller"))
+    })
+}
+
+/// Indexes of the fleet's dead devices and of the others.
+fn split_dead(fleet: &Fleet) -> (Vec<usize>, Vec<usize>) {
+    let stats = fleet.stats();
+    (0..stats.len()).partition(|&i| stats[i].profile == Profile::Dead)
+}
+
+/// Uploads each device accepted so far, in device order.
+fn completed(fleet: &Fleet) -> Vec<u64> {
+    fleet
+        .stats()
+        .iter()
+        .map(|device| device.completed)
+        .collect()
+}
+
+fn wave_ids(rows: &[Row], wave: usize) -> BTreeSet<String> {
+    rows.iter()
+        .filter(|row| row.wave == wave)
+        .map(|row| row.id.clone())
+        .collect()
+}
+
+/// `(failed, finished)` from "failure threshold crossed: F of N finished devices failed".
+#[track_caller]
+fn threshold_counts(output: &Output) -> (usize, usize) {
+    let (_, rest) = output
+        .stderr
+        .split_once("failure threshold crossed: ")
+        .unwrap_or_else(|| panic!("no threshold message\n{output}"));
+    let words: Vec<&str> = rest.split_whitespace().take(3).collect();
+    match words[..] {
+        [failed, "of", finished] => (
+            failed.parse().expect("a count"),
+            finished.parse().expect("a count"),
+        ),
+        _ => panic!("unexpected threshold message\n{output}"),
+    }
+}
