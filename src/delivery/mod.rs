@@ -5,6 +5,7 @@
 //! terminal: one call is one attempt, and the orchestrator decides what happens next.
 
 pub mod http;
+pub mod ssh;
 
 use crate::events::Event;
 use crate::scheduler::TokenBucket;
@@ -184,7 +185,8 @@ pub struct Delivered {
     pub bytes_sent: u64,
     /// The device's HTTP status, for HTTP deliveries.
     pub http_status: Option<u16>,
-    /// How the payload went: `http`, `sftp`, `sftp-resumed` or `scp`.
+    /// How the payload went: `http`, `sftp`, `sftp-resumed`, `scp`, or `cat` (a device with
+    /// neither SFTP nor scp: `cat > PATH.part` over an exec channel).
     pub method: &'static str,
 }
 

@@ -1,0 +1,369 @@
+//! SSH delivery with ssh2 (libssh2, blocking mode): one session per attempt, strict host keys,
+//! the payload streamed by SFTP to `PATH.part` (resumed when a previous attempt left one),
+//! checked on the device, then renamed over `PATH`; SCP (then `cat`) when the device has no SFTP
+//! server; an optional install command (`--exec`) last.
+//!
+//! Owns: the TCP connections of SSH attempts (and closing them all at once on `shutdown`), the
+//! known_hosts file (read, and appended to under `accept-new`), and turning libssh2's errors into
+//! `DeliveryError`s naming the phase. Must not: retry, sleep, share a session between threads,
+//! leave a truncated file at the final path, or ever put a secret (password, passphrase) in an
+//! error message.
+//!
+//! Codemap: `target` parses `ssh://` URLs, `connect` opens the socket and the session,
+//! `known_hosts` checks (and learns) host keys, `auth` logs in, `transfer` moves the bytes,
+//! `remote` runs commands (verify, rename by `mv`, `--exec`), `errors` classifies failures.
+
+mod auth;
+mod connect;
+mod errors;
+mod known_hosts;
+mod remote;
+mod target;
+mod transfer;
+
+pub use target::{SshTarget, parse_ssh_url};
+
+use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
+use crate::payload::{Payload, PayloadError};
+use crate::registry::{Device, Registry};
+use crate::template::{Escape, Template};
+use connect::Sockets;
+use errors::failure;
+use known_hosts::KnownHostsFile;
+use ssh2::Session;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to do with a host whose key is not in the known_hosts file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Refuse it (the default): keys must be in known_hosts beforehand.
+    Strict,
+    /// Record its key and go on, like OpenSSH's `StrictHostKeyChecking=accept-new`. A changed
+    /// key is still refused.
+    AcceptNew,
+}
+
+/// How the stored file is checked before it is moved to its final path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// SHA-256 computed on the device (`sha256sum`, `openssl dgst -sha256`, or
+    /// `busybox sha256sum`). The only mode that resumes an interrupted upload, since it covers
+    /// the bytes a previous attempt left.
+    Sha256,
+    /// The stored size only (SFTP stat, or `wc -c`).
+    Size,
+    /// No check.
+    None,
+}
+
+/// A password or passphrase: never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value read from the environment.
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value, for handing to libssh2 only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Everything an SSH delivery needs, checked beforehand.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// Private keys to offer, in order (`--identity`, repeatable). `FILE.pub` is used when it
+    /// exists; otherwise libssh2 derives the public key.
+    pub identities: Vec<PathBuf>,
+    /// The identities' passphrase (from the variable named by `--passphrase-env`).
+    pub passphrase: Option<Secret>,
+    /// The password (from the variable named by `--password-env`), tried last.
+    pub password: Option<Secret>,
+    /// Offer the ssh-agent's keys first, when `SSH_AUTH_SOCK` is set.
+    pub use_agent: bool,
+    /// The user when the URL names none (`--user`); without either, the current user.
+    pub user: Option<String>,
+    /// The OpenSSH known_hosts file (`--known-hosts`, else `~/.ssh/known_hosts`).
+    pub known_hosts: PathBuf,
+    /// Strict or accept-new (`--host-key-policy`).
+    pub host_key_policy: HostKeyPolicy,
+    /// How the stored file is checked (`--verify`).
+    pub verify: Verify,
+    /// The install command (`--exec`): `{path}` is the remote path, `{id}` and `{column}` come
+    /// from the device row; every value is shell-quoted.
+    pub exec: Option<Template>,
+    /// How long `--exec` may run (`--exec-timeout`).
+    pub exec_timeout: Duration,
+    /// TCP connect (`--connect-timeout`).
+    pub connect_timeout: Duration,
+    /// Longest wait in any single blocking SSH call (`--stall-timeout`).
+    pub stall_timeout: Duration,
+}
+
+/// The SSH delivery of one run, shared by every worker (each attempt has its own session).
+#[derive(Debug)]
+pub struct SshDelivery {
+    options: SshOptions,
+    default_user: Option<String>,
+    known_hosts: KnownHostsFile,
+    sockets: Sockets,
+}
+
+/// How long verification may take beyond the stall timeout: hashing at 2 MiB/s, slow for any
+/// device, so only a dead one hits it.
+const VERIFY_BYTES_PER_SECOND: u64 = 2 << 20;
+
+impl SshDelivery {
+    /// A delivery with `options`; the current user is looked up once here.
+    pub fn new(options: SshOptions) -> SshDelivery {
+        SshDelivery {
+            default_user: current_user(),
+            known_hosts: KnownHostsFile::new(options.known_hosts.clone()),
+            sockets: Sockets::default(),
+            options,
+        }
+    }
+
+    /// Closes the TCP connection of every attempt in flight at once: each fails straight away
+    /// (a connect in progress is still bounded by its timeout), and later attempts fail too.
+    /// For the end of a shutdown's grace period.
+    pub fn shutdown(&self) {
+        self.sockets.close_all();
+    }
+
+    /// One attempt: connect, check the host key, log in, upload, verify, rename, run `--exec`.
+    /// `deadline` is the device's overall deadline, if any.
+    pub fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        let mut sent = 0;
+        let result = self.run(registry, device, payload, meter, deadline, &mut sent);
+        meter.flush();
+        result.map_err(|error| self.explain(error, sent, deadline))
+    }
+
+    fn run(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+        sent: &mut u64,
+    ) -> Result<Delivered, DeliveryError> {
+        let target = parse_ssh_url(&device.url)
+            .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
+        let user = self.user(&target)?;
+        let file = payload.open_for_attempt().map_err(payload_error)?;
+        let (mut session, mut _registration) = self.open(&target, user, deadline)?;
+        let sftp = transfer::start_sftp(&self.context(&session, payload, deadline))?;
+        if sftp.is_none() {
+            // A failed SFTP start can leave the device's server in a bad state (dropbear even
+            // drops the connection at times): the fallback gets a fresh connection.
+            (session, _registration) = self.open(&target, user, deadline)?;
+        }
+        let context = self.context(&session, payload, deadline);
+        let verify = self.options.verify;
+        let upload = transfer::upload(&context, sftp, file, &target.path, verify, meter, sent)?;
+        let verify_bound = self.options.stall_timeout
+            + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
+        upload.verify(&context, self.options.verify, verify_bound)?;
+        upload.finish(&context)?;
+        if let Some(command) = &self.options.exec {
+            self.install(&session, command, registry, device, &target.path, deadline)?;
+        }
+        goodbye(&session);
+        Ok(Delivered {
+            bytes_sent: *sent,
+            http_status: None,
+            method: upload.method(),
+        })
+    }
+
+    /// Connects, checks the host key and logs in.
+    fn open(
+        &self,
+        target: &SshTarget,
+        user: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(Session, connect::Registration<'_>), DeliveryError> {
+        let stream = connect::tcp(target, self.options.connect_timeout, deadline)?;
+        let registration = self.sockets.register(&stream)?;
+        let mut session = connect::session(stream, &self.options)?;
+        let known = self.known_hosts.lookup(&session, target)?;
+        connect::handshake(&mut session, &known.key_types())?;
+        let policy = self.options.host_key_policy;
+        self.known_hosts.check(&session, target, &known, policy)?;
+        auth::authenticate(&session, user, &self.options)?;
+        connect::keep_alive(&session);
+        Ok((session, registration))
+    }
+
+    fn context<'s>(
+        &self,
+        session: &'s Session,
+        payload: &'s Payload,
+        deadline: Option<Instant>,
+    ) -> transfer::Context<'s> {
+        transfer::Context {
+            session,
+            payload,
+            stall: self.options.stall_timeout,
+            deadline,
+        }
+    }
+
+    fn install(
+        &self,
+        session: &Session,
+        command: &Template,
+        registry: &Registry,
+        device: &Device,
+        path: &str,
+        deadline: Option<Instant>,
+    ) -> Result<(), DeliveryError> {
+        let command = command.fill(
+            |name| match name {
+                "path" => Some(path),
+                "id" => Some(&*device.id),
+                column => registry.value(device, column),
+            },
+            Escape::Shell,
+        );
+        let bound = remote::Bound::new(
+            self.options.exec_timeout,
+            self.options.stall_timeout,
+            deadline,
+        );
+        let output = remote::run(session, &command, &bound, Phase::Exec)?;
+        if output.succeeded() {
+            return Ok(());
+        }
+        Err(failure(
+            Phase::Exec,
+            ErrorKind::Exec,
+            format!(
+                "--exec {}; {}",
+                output.describe_status(),
+                output.tail_text()
+            ),
+        ))
+    }
+
+    fn user<'a>(&'a self, target: &'a SshTarget) -> Result<&'a str, DeliveryError> {
+        let user = target.user.as_deref().or(self.options.user.as_deref());
+        user.or(self.default_user.as_deref()).ok_or_else(|| {
+            failure(
+                Phase::Auth,
+                ErrorKind::Auth,
+                "cannot tell the current user's name: give --user or put user@ in the URL",
+            )
+        })
+    }
+
+    /// Final touches on a failed attempt's error: the bytes sent, the device deadline (a
+    /// timeout once it has passed is that deadline, not a stall), and the run's abort.
+    fn explain(
+        &self,
+        mut error: DeliveryError,
+        sent: u64,
+        deadline: Option<Instant>,
+    ) -> DeliveryError {
+        error.bytes_sent = sent;
+        if self.sockets.is_closed() {
+            error.kind = ErrorKind::Io;
+            error.message = "aborted: the shutdown's --grace period expired".to_string();
+        } else if error.kind == ErrorKind::Timeout
+            && deadline.is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            error.kind = ErrorKind::DeviceTimeout;
+            error.message = "--device-timeout passed".to_string();
+        }
+        error
+    }
+}
+
+/// Ends the session politely (the device logs a clean disconnect rather than a reset); a failure
+/// here changes nothing, so it is ignored.
+fn goodbye(session: &Session) {
+    session.set_timeout(1000);
+    let _ = session.disconnect(None, "update delivered", None);
+}
+
+fn payload_error(error: PayloadError) -> DeliveryError {
+    let kind = match error {
+        PayloadError::Changed { .. } => ErrorKind::PayloadChanged,
+        _ => ErrorKind::Io,
+    };
+    failure(Phase::Payload, kind, error.to_string())
+}
+
+/// The current user's name: `$USER`, `$LOGNAME`, else the passwd entry of our uid.
+fn current_user() -> Option<String> {
+    for variable in ["USER", "LOGNAME"] {
+        if let Ok(name) = std::env::var(variable)
+            && !name.is_empty()
+        {
+            return Some(name);
+        }
+    }
+    user_of_uid()
+}
+
+#[cfg(unix)]
+fn user_of_uid() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_string())
+    })
+}
+
+#[cfg(not(unix))]
+fn user_of_uid() -> Option<String> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("hunter2".to_string());
+        assert_eq!(format!("{secret:?}"), "***");
+        assert_eq!(secret.expose(), "hunter2");
+        let options = Some(secret);
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn delivery_is_shared_by_workers() {
+        fn check<T: Send + Sync>() {}
+        check::<SshDelivery>();
+    }
+
+    #[test]
+    fn current_user_has_a_name() {
+        assert!(current_user().is_some_and(|name| !name.is_empty()));
+    }
+}

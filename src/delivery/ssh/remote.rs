@@ -1,0 +1,343 @@
+//! Running commands on the device: the SHA-256 or size check, `mv` and `rm` when there is no
+//! SFTP, and the `--exec` install command.
+//!
+//! Owns: bounding a command's run time (libssh2's timeout bounds one wait, so the loop keeps
+//! reading in short waits until the command's own bound passes), merging its stderr into
+//! stdout so a chatty command cannot stall the channel, and keeping the last lines of what it
+//! printed. Every path put in a command is shell-quoted. Must not: interpret a command's
+//! output beyond the checksum and size it was asked for.
+
+use super::connect::{millis, seconds};
+use super::errors::{failure, kind_from_text, session_io_failure, ssh_failure};
+use crate::delivery::{DeliveryError, ErrorKind, Phase};
+use crate::template::shell_quote;
+use ssh2::{ExtendedData, Session};
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+/// How much output is kept (the end of it).
+const TAIL_BYTES: usize = 16 * 1024;
+/// How many lines of output an error shows.
+const TAIL_LINES: usize = 20;
+/// The longest single wait while a command runs, between checks of its bound and keepalives.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How long a command may run: its own limit, cut short by the device deadline.
+pub(crate) struct Bound {
+    limit: Duration,
+    until: Instant,
+    by_deadline: bool,
+    stall: Duration,
+}
+
+impl Bound {
+    /// `limit` from now, or until `deadline` if that comes first; `stall` is the session's
+    /// usual timeout, restored afterwards.
+    pub(crate) fn new(limit: Duration, stall: Duration, deadline: Option<Instant>) -> Bound {
+        let until = Instant::now() + limit;
+        let by_deadline = deadline.is_some_and(|deadline| deadline < until);
+        Bound {
+            limit,
+            until: deadline.filter(|_| by_deadline).unwrap_or(until),
+            by_deadline,
+            stall,
+        }
+    }
+}
+
+/// What a finished command left.
+#[derive(Debug)]
+pub(crate) struct Output {
+    status: i32,
+    signal: Option<String>,
+    tail: Vec<u8>,
+}
+
+impl Output {
+    /// Exit status 0 and no signal.
+    pub(crate) fn succeeded(&self) -> bool {
+        self.status == 0 && self.signal.is_none()
+    }
+
+    /// "exited with status 3" or "was killed by signal KILL".
+    pub(crate) fn describe_status(&self) -> String {
+        match &self.signal {
+            Some(signal) => format!("was killed by signal {signal}"),
+            None => format!("exited with status {}", self.status),
+        }
+    }
+
+    /// The last lines of output on one line, separated by ` | `.
+    pub(crate) fn tail_text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.tail);
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| line.chars().filter(|c| !c.is_control()).collect::<String>())
+            .map(|line| line.trim().to_string())
+            .filter(|line| !line.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return "no output".to_string();
+        }
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        format!("last output: {}", lines[start..].join(" | "))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.tail).into_owned()
+    }
+}
+
+/// Runs `command` under the device's shell and waits for it within `bound`. A failure of the
+/// command itself is not an error here: the caller reads its `Output`.
+pub(crate) fn run(
+    session: &Session,
+    command: &str,
+    bound: &Bound,
+    phase: Phase,
+) -> Result<Output, DeliveryError> {
+    let result = run_bounded(session, command, bound, phase);
+    session.set_timeout(millis(bound.stall));
+    result
+}
+
+fn run_bounded(
+    session: &Session,
+    command: &str,
+    bound: &Bound,
+    phase: Phase,
+) -> Result<Output, DeliveryError> {
+    let ssh = |error: ssh2::Error| ssh_failure(phase, &error);
+    let mut channel = session.channel_session().map_err(ssh)?;
+    channel
+        .handle_extended_data(ExtendedData::Merge)
+        .map_err(ssh)?;
+    channel.exec(command).map_err(ssh)?;
+    channel.send_eof().map_err(ssh)?;
+    session.set_timeout(millis(POLL.min(bound.stall)));
+    let mut tail = Vec::new();
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        match channel.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => keep_tail(&mut tail, &buffer[..n]),
+            Err(error) if error.kind() == io::ErrorKind::TimedOut => {}
+            Err(error) => return Err(session_io_failure(session, phase, &error)),
+        }
+        if Instant::now() >= bound.until {
+            return Err(overran(bound, phase));
+        }
+        // Only sends when the interval has passed; keeps NATs and the device's timers happy.
+        let _ = session.keepalive_send();
+    }
+    loop {
+        match channel.wait_close() {
+            Ok(()) => break,
+            Err(error) if error.code() == ssh2::ErrorCode::Session(-9) => {}
+            Err(error) => return Err(ssh(error)),
+        }
+        if Instant::now() >= bound.until {
+            return Err(overran(bound, phase));
+        }
+    }
+    let status = channel.exit_status().map_err(ssh)?;
+    let signal = channel.exit_signal().ok().and_then(|exit| exit.exit_signal);
+    Ok(Output {
+        status,
+        signal,
+        tail,
+    })
+}
+
+fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    tail.extend_from_slice(bytes);
+    if tail.len() > TAIL_BYTES {
+        tail.drain(..tail.len() - TAIL_BYTES);
+    }
+}
+
+fn overran(bound: &Bound, phase: Phase) -> DeliveryError {
+    if bound.by_deadline {
+        return failure(phase, ErrorKind::DeviceTimeout, "--device-timeout passed");
+    }
+    let limit = seconds(bound.limit);
+    match phase {
+        Phase::Exec => failure(
+            phase,
+            ErrorKind::Exec,
+            format!(
+                "--exec was still running after {limit} (--exec-timeout); it may still run on the device"
+            ),
+        ),
+        _ => failure(
+            phase,
+            ErrorKind::Timeout,
+            format!("the command on the device did not finish within {limit}"),
+        ),
+    }
+}
+
+/// The SHA-256 of `path` on the device, in lowercase hex, by whichever of `sha256sum`,
+/// `openssl dgst` and `busybox sha256sum` the device has.
+pub(crate) fn sha256(
+    session: &Session,
+    path: &str,
+    bound: &Bound,
+) -> Result<String, DeliveryError> {
+    let path = shell_quote(path);
+    let command = format!(
+        "sha256sum {path} 2>/dev/null || openssl dgst -sha256 {path} 2>/dev/null || busybox sha256sum {path}"
+    );
+    let output = run(session, &command, bound, Phase::Verify)?;
+    let parsed = parse_sha256(&output.text()).filter(|_| output.succeeded());
+    parsed.ok_or_else(|| {
+        let message = format!(
+            "cannot compute SHA-256 on the device with sha256sum, openssl or busybox (the last {}; \
+             {}): install one, or use --verify size",
+            output.describe_status(),
+            output.tail_text()
+        );
+        failure(Phase::Verify, ErrorKind::Exec, message)
+    })
+}
+
+/// The size of `path` on the device, by `wc -c`.
+pub(crate) fn size(session: &Session, path: &str, bound: &Bound) -> Result<u64, DeliveryError> {
+    let command = format!("wc -c < {}", shell_quote(path));
+    let output = run(session, &command, bound, Phase::Verify)?;
+    let parsed = output.text().trim().parse::<u64>().ok();
+    parsed.filter(|_| output.succeeded()).ok_or_else(|| {
+        let message = format!(
+            "cannot read the stored size: wc {}; {}",
+            output.describe_status(),
+            output.tail_text()
+        );
+        failure(Phase::Verify, ErrorKind::Io, message)
+    })
+}
+
+/// `mv -f FROM TO` on the device (an atomic rename within one file system).
+pub(crate) fn rename(
+    session: &Session,
+    from: &str,
+    to: &str,
+    bound: &Bound,
+) -> Result<(), DeliveryError> {
+    let command = format!("mv -f {} {}", shell_quote(from), shell_quote(to));
+    let output = run(session, &command, bound, Phase::Upload)?;
+    if output.succeeded() {
+        return Ok(());
+    }
+    let text = output.tail_text();
+    let kind = kind_from_text(&text).unwrap_or(ErrorKind::Io);
+    let message = format!(
+        "renaming into place failed: mv {}; {text}",
+        output.describe_status()
+    );
+    Err(failure(Phase::Upload, kind, message))
+}
+
+/// `rm -f PATH` on the device, best effort (cleaning up after a failed check).
+pub(crate) fn remove(session: &Session, path: &str, bound: &Bound) {
+    let _ = run(
+        session,
+        &format!("rm -f {}", shell_quote(path)),
+        bound,
+        Phase::Verify,
+    );
+}
+
+/// Finds the hex digest in the output of `sha256sum` (`HEX  PATH`, with a leading `\` when the
+/// path needed escaping) or `openssl dgst` (`SHA2-256(PATH)= HEX`).
+pub(crate) fn parse_sha256(output: &str) -> Option<String> {
+    let is_hex = |word: &str| word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit());
+    for line in output.lines() {
+        let line = line.trim();
+        let first = line
+            .strip_prefix('\\')
+            .unwrap_or(line)
+            .split_whitespace()
+            .next();
+        if let Some(word) = first.filter(|word| is_hex(word)) {
+            return Some(word.to_ascii_lowercase());
+        }
+        if let Some((_, after)) = line.rsplit_once("= ")
+            && is_hex(after.trim())
+        {
+            return Some(after.trim().to_ascii_lowercase());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    #[track_caller]
+    fn check_parse(output: &str, expected: Option<&str>) {
+        assert_eq!(parse_sha256(output).as_deref(), expected, "{output:?}");
+    }
+
+    #[test]
+    fn parses_checksum_tools() {
+        check_parse(&format!("{HEX}  /opt/fw.bin.part\n"), Some(HEX));
+        check_parse(&format!("\\{HEX}  /opt/new\\nline\n"), Some(HEX));
+        check_parse(&format!("SHA2-256(/opt/fw.bin)= {HEX}\n"), Some(HEX));
+        check_parse(&format!("SHA256(/opt/a= b)= {HEX}\n"), Some(HEX));
+        check_parse(&format!("{}  /x\n", HEX.to_ascii_uppercase()), Some(HEX));
+        check_parse("sha256sum: /x: No such file or directory\n", None);
+        check_parse(&format!("{}  /x\n", &HEX[..63]), None);
+        check_parse("", None);
+    }
+
+    fn output(status: i32, text: &str) -> Output {
+        Output {
+            status,
+            signal: None,
+            tail: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn keeps_the_last_lines() {
+        let many: String = (1..=30).map(|n| format!("line {n}\n")).collect();
+        let tail = output(1, &many).tail_text();
+        assert!(tail.starts_with("last output: line 11 | line 12"), "{tail}");
+        assert!(tail.ends_with("line 30"), "{tail}");
+        assert_eq!(output(0, "\n\n").tail_text(), "no output");
+        assert_eq!(
+            output(0, "a\u{1b}[31mb\r\n").tail_text(),
+            "last output: a[31mb"
+        );
+        let mut kept = Vec::new();
+        keep_tail(&mut kept, &vec![b'x'; TAIL_BYTES]);
+        keep_tail(&mut kept, b"end");
+        assert_eq!(kept.len(), TAIL_BYTES);
+        assert!(kept.ends_with(b"xend"));
+    }
+
+    #[test]
+    fn describes_how_a_command_ended() {
+        assert_eq!(output(3, "").describe_status(), "exited with status 3");
+        let killed = Output {
+            status: 0,
+            signal: Some("KILL".to_string()),
+            tail: Vec::new(),
+        };
+        assert!(!killed.succeeded());
+        assert_eq!(killed.describe_status(), "was killed by signal KILL");
+    }
+
+    #[test]
+    fn bounds_end_at_the_device_deadline() {
+        let stall = Duration::from_secs(5);
+        let soon = Instant::now() + Duration::from_secs(1);
+        assert!(Bound::new(Duration::from_secs(60), stall, Some(soon)).by_deadline);
+        let late = Instant::now() + Duration::from_secs(600);
+        assert!(!Bound::new(Duration::from_secs(60), stall, Some(late)).by_deadline);
+        assert!(!Bound::new(Duration::from_secs(60), stall, None).by_deadline);
+    }
+}

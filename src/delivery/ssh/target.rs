@@ -1,0 +1,224 @@
+//! `ssh://[user@]host[:port]/absolute/path` URLs.
+//!
+//! Owns: splitting and percent-decoding them, and refusing what could surprise: no path, a
+//! directory, a password in the URL, and encoded `/` or `.`/`..` segments (a `--target`
+//! template percent-encodes device values, so decoding them must not let a CSV value climb out
+//! of the directory the template names). Must not: do IO.
+
+/// Where an SSH delivery goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The user named in the URL, if any.
+    pub user: Option<String>,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port (22 unless given).
+    pub port: u16,
+    /// The absolute remote path of the file, decoded.
+    pub path: String,
+}
+
+impl SshTarget {
+    /// The host as OpenSSH writes it in known_hosts: `host` on port 22, else `[host]:port`.
+    pub fn known_hosts_name(&self) -> String {
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Parses an `ssh://` URL; the error says what is wrong and how to write it.
+pub fn parse_ssh_url(url: &str) -> Result<SshTarget, String> {
+    let rest = url
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
+        .map(|_| &url[6..])
+        .ok_or_else(|| format!("{url:?} is not an ssh:// URL"))?;
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "'?' or '#' in {url:?}: write them as %3F and %23 in an ssh:// path"
+        ));
+    }
+    let (authority, raw_path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((user, host_port)) => (Some(parse_user(user, url)?), host_port),
+        None => (None, authority),
+    };
+    let (host, port) = parse_host_port(host_port, url)?;
+    let path = parse_path(raw_path, url)?;
+    Ok(SshTarget {
+        user,
+        host,
+        port,
+        path,
+    })
+}
+
+fn parse_user(raw: &str, url: &str) -> Result<String, String> {
+    if raw.contains(':') {
+        return Err(format!(
+            "a password in {url:?} is not supported: use --password-env VAR"
+        ));
+    }
+    let user = percent_decode(raw).ok_or_else(|| format!("bad %-escape in the user of {url:?}"))?;
+    if user.is_empty() || user.chars().any(char::is_control) {
+        return Err(format!("empty or invalid user in {url:?}"));
+    }
+    Ok(user)
+}
+
+fn parse_host_port(raw: &str, url: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(bracketed) = raw.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in the host of {url:?}"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(format!("unexpected text after ']' in {url:?}")),
+            },
+        }
+    } else {
+        match raw.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (raw, None),
+        }
+    };
+    let valid_host = |c: char| c.is_ascii_alphanumeric() || "-._:".contains(c);
+    if host.is_empty() || !host.chars().all(valid_host) {
+        return Err(format!("no host, or an invalid one, in {url:?}"));
+    }
+    let port = match port {
+        None => 22,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|&port| port != 0)
+            .ok_or_else(|| format!("invalid port {port:?} in {url:?}"))?,
+    };
+    Ok((host.to_string(), port))
+}
+
+fn parse_path(raw: &str, url: &str) -> Result<String, String> {
+    if raw.is_empty() || raw == "/" {
+        return Err(format!(
+            "no remote path in {url:?}: give the file's absolute path, e.g. ssh://host/opt/update/fw.bin"
+        ));
+    }
+    if raw.ends_with('/') {
+        return Err(format!(
+            "{url:?} names a directory: end the path with the file name"
+        ));
+    }
+    let mut path = String::with_capacity(raw.len());
+    for segment in raw.split('/').skip(1) {
+        let decoded = percent_decode(segment)
+            .ok_or_else(|| format!("bad %-escape in the path of {url:?}"))?;
+        if decoded.contains('/') || decoded == "." || decoded == ".." {
+            return Err(format!(
+                "{url:?}: path segment {segment:?} would leave its directory ('/', '.' or '..')"
+            ));
+        }
+        if decoded.is_empty() || decoded.contains('\0') {
+            return Err(format!("empty or NUL path segment in {url:?}"));
+        }
+        path.push('/');
+        path.push_str(&decoded);
+    }
+    Ok(path)
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = text.get(at + 1..at + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(url: &str, expected: (Option<&str>, &str, u16, &str)) {
+        let target = parse_ssh_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let got = (
+            target.user.as_deref(),
+            target.host.as_str(),
+            target.port,
+            target.path.as_str(),
+        );
+        assert_eq!(got, expected, "{url}");
+    }
+
+    #[track_caller]
+    fn check_error(url: &str, expected: &str) {
+        let error = parse_ssh_url(url).unwrap_err();
+        assert!(error.contains(expected), "{url}: {error}");
+    }
+
+    #[test]
+    fn parses_ssh_urls() {
+        check("ssh://h/fw.bin", (None, "h", 22, "/fw.bin"));
+        check(
+            "ssh://root@10.1.0.6:2222/opt/update/fw.bin",
+            (Some("root"), "10.1.0.6", 2222, "/opt/update/fw.bin"),
+        );
+        check("SSH://u@[::1]:22/x", (Some("u"), "::1", 22, "/x"));
+        check("ssh://[fe80::1]/x", (None, "fe80::1", 22, "/x"));
+        check(
+            "ssh://a%40b@host.example/dir%20x/f%C3%A9.bin",
+            (Some("a@b"), "host.example", 22, "/dir x/fé.bin"),
+        );
+    }
+
+    #[test]
+    fn rejects_bad_ssh_urls() {
+        check_error("http://h/x", "is not an ssh:// URL");
+        check_error("ssh://h", "no remote path");
+        check_error("ssh://h/", "no remote path");
+        check_error("ssh://h/opt/", "names a directory");
+        check_error("ssh://u:pw@h/x", "--password-env");
+        check_error("ssh:///x", "no host");
+        check_error("ssh://h:0/x", "invalid port");
+        check_error("ssh://h:99999/x", "invalid port");
+        check_error("ssh://h:ab/x", "invalid port");
+        check_error("ssh://[::1/x", "unclosed '['");
+        check_error(
+            "ssh://h/opt/..%2F..%2Fetc%2Fshadow",
+            "would leave its directory",
+        );
+        check_error("ssh://h/opt/../etc/x", "would leave its directory");
+        check_error("ssh://h/opt//x", "empty or NUL path segment");
+        check_error("ssh://h/x%00y", "empty or NUL");
+        check_error("ssh://h/x%zz", "bad %-escape");
+        check_error("ssh://h/x?y", "%3F");
+        check_error("ssh://h;id/x", "invalid one");
+    }
+
+    #[test]
+    fn names_hosts_like_openssh() {
+        let name = |url: &str| parse_ssh_url(url).unwrap().known_hosts_name();
+        assert_eq!(name("ssh://h/x"), "h");
+        assert_eq!(name("ssh://h:22/x"), "h");
+        assert_eq!(name("ssh://h:2222/x"), "[h]:2222");
+        assert_eq!(name("ssh://[::1]:2222/x"), "[::1]:2222");
+    }
+}
