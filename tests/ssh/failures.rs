@@ -1,0 +1,117 @@
+//! Devices that do not cooperate: a silent server, a closed port, and the run giving up.
+
+use super::servers::{Server, free_port};
+use super::util::{
+    attempt, attempt_with_abort, check_error, one_device, options, payload, remote_dir,
+};
+use std::net::TcpListener;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+use update_orchestrator::delivery::ssh::SshDelivery;
+use update_orchestrator::delivery::{ErrorKind, Phase};
+
+/// A server that accepts one connection and never says a word; it holds the connection until
+/// the client closes it.
+fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        }
+    });
+    (port, thread)
+}
+
+#[test]
+fn stalled_server_is_abandoned_after_the_stall_timeout() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 10_000);
+    let (port, thread) = silent_server();
+    let mut options = options(&server, dir.path());
+    options.stall_timeout = Duration::from_secs(1);
+    let delivery = SshDelivery::new(options);
+    let url = format!("ssh://{}@127.0.0.1:{port}/tmp/fw.bin", server.user);
+    let outcome = attempt(&delivery, &one_device("d", &url), 0, &payload);
+    let elapsed = outcome.elapsed;
+    let error = outcome.error();
+    check_error(&error, Phase::Handshake, ErrorKind::Timeout, true);
+    assert!(error.message.contains("--stall-timeout"), "{error}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    thread.join().unwrap();
+}
+
+#[test]
+fn refused_connection_is_transient() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 10_000);
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let url = format!("ssh://127.0.0.1:{}/tmp/fw.bin", free_port());
+    let error = attempt(&delivery, &one_device("d", &url), 0, &payload).error();
+    check_error(&error, Phase::Connect, ErrorKind::Refused, true);
+}
+
+#[test]
+fn shutdown_interrupts_attempts_in_flight() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 10_000);
+    let (port, thread) = silent_server();
+    let mut options = options(&server, dir.path());
+    options.stall_timeout = Duration::from_secs(30);
+    let delivery = SshDelivery::new(options);
+    let url = format!("ssh://{}@127.0.0.1:{port}/tmp/fw.bin", server.user);
+    let devices = one_device("d", &url);
+    let started = Instant::now();
+    let error = std::thread::scope(|scope| {
+        let stuck = scope.spawn(|| attempt(&delivery, &devices, 0, &payload));
+        std::thread::sleep(Duration::from_millis(300));
+        delivery.shutdown();
+        stuck.join().unwrap().error()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // Like HTTP's abort, an IO error: the orchestrator knows it is stopping and retries nothing.
+    assert_eq!(error.kind, ErrorKind::Io, "{error}");
+    assert!(error.message.contains("aborted"), "{error}");
+    // Later attempts fail at once too.
+    let later = attempt(
+        &delivery,
+        &one_device("d", &server.url(&dir.path().join("x"))),
+        0,
+        &payload,
+    );
+    assert!(later.error().message.contains("aborted"));
+    thread.join().unwrap();
+}
+
+#[test]
+fn abort_flag_stops_an_upload_before_the_next_chunk() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 3 * 1024 * 1024);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let abort = AtomicBool::new(true);
+    let outcome = attempt_with_abort(
+        &delivery,
+        &one_device("d", &server.url(&target)),
+        0,
+        &payload,
+        &abort,
+    );
+    let error = outcome.error();
+    check_error(&error, Phase::Upload, ErrorKind::Io, true);
+    assert!(error.message.contains("aborted"), "{error}");
+    assert_eq!(error.bytes_sent, 0);
+    assert!(!target.exists());
+}

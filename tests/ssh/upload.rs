@@ -1,0 +1,208 @@
+//! Uploads to OpenSSH's sshd: SFTP to `.part`, the check, the rename, resuming, many devices.
+
+use super::servers::Server;
+use super::util::{
+    attempt, bytes, check_error, one_device, options, payload, registry, remote_dir, sha256_file,
+};
+use std::fs;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use update_orchestrator::delivery::ssh::{SshDelivery, Verify};
+use update_orchestrator::delivery::{ErrorKind, Phase};
+use update_orchestrator::template::Template;
+
+#[test]
+fn uploads_verifies_renames_and_runs_exec() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (content, payload) = payload(dir.path(), 3 * 1024 * 1024 + 4321);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    let mut options = options(&server, dir.path());
+    options.exec =
+        Some(Template::parse("sha256sum {path} > {path}.installed && echo done {id}").unwrap());
+    let delivery = SshDelivery::new(options);
+    let outcome = attempt(
+        &delivery,
+        &one_device("pos-1", &server.url(&target)),
+        0,
+        &payload,
+    );
+    let metered = outcome.metered;
+    let delivered = outcome.delivered();
+    assert_eq!(delivered.method, "sftp");
+    assert_eq!(delivered.bytes_sent, payload.len());
+    assert_eq!(metered, payload.len());
+    assert_eq!(delivered.http_status, None);
+    assert!(fs::read(&target).unwrap() == content, "stored bytes differ");
+    assert!(
+        !target.with_extension("bin.part").exists(),
+        "a .part was left"
+    );
+    let installed = fs::read_to_string(target.with_extension("bin.installed")).unwrap();
+    assert!(
+        installed.starts_with(&payload.digest().hex()),
+        "{installed}"
+    );
+}
+
+#[test]
+fn replaces_an_existing_file() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (content, payload) = payload(dir.path(), 100_000);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    fs::write(&target, b"the old firmware").unwrap();
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let devices = one_device("d", &server.url(&target));
+    for _ in 0..2 {
+        attempt(&delivery, &devices, 0, &payload).delivered();
+        assert!(fs::read(&target).unwrap() == content);
+    }
+}
+
+#[test]
+fn hundred_devices_at_concurrency_twenty() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 256 * 1024);
+    let remote = remote_dir(dir.path());
+    let rows: Vec<Vec<String>> = (0..100)
+        .map(|n| {
+            let url = server.url(&remote.join(format!("d{n:03}.bin")));
+            vec![format!("d{n:03}"), url]
+        })
+        .collect();
+    let devices = registry(&["id", "url"], &rows);
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let next = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..20 {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= devices.devices.len() {
+                        break;
+                    }
+                    if let Err(error) = attempt(&delivery, &devices, index, &payload).result {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("d{index:03}: {error}"));
+                    }
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+    for n in 0..100 {
+        let stored = remote.join(format!("d{n:03}.bin"));
+        assert_eq!(
+            sha256_file(&stored),
+            payload.digest().hex(),
+            "{}",
+            stored.display()
+        );
+    }
+}
+
+#[test]
+fn resumes_from_a_part_file() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (content, payload) = payload(dir.path(), 3 * 1024 * 1024);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    let part = target.with_extension("bin.part");
+    let already = 1024 * 1024 + 17;
+    fs::write(&part, &content[..already]).unwrap();
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let outcome = attempt(
+        &delivery,
+        &one_device("d", &server.url(&target)),
+        0,
+        &payload,
+    );
+    let metered = outcome.metered;
+    let delivered = outcome.delivered();
+    assert_eq!(delivered.method, "sftp-resumed");
+    assert_eq!(delivered.bytes_sent, payload.len() - already as u64);
+    assert_eq!(metered, delivered.bytes_sent);
+    assert_eq!(sha256_file(&target), payload.digest().hex());
+    assert!(!part.exists(), "a .part was left");
+}
+
+#[test]
+fn corrupt_part_fails_the_check_and_the_next_attempt_starts_over() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 2 * 1024 * 1024);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    let part = target.with_extension("bin.part");
+    fs::write(&part, bytes(1024 * 1024, 99)).unwrap();
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let devices = one_device("d", &server.url(&target));
+    let error = attempt(&delivery, &devices, 0, &payload).error();
+    check_error(&error, Phase::Verify, ErrorKind::Verify, true);
+    assert!(error.message.contains(&payload.digest().hex()), "{error}");
+    assert_eq!(error.bytes_sent, 1024 * 1024);
+    assert!(!part.exists(), "the bad .part was kept");
+    assert!(!target.exists(), "an unchecked file reached the final path");
+    let delivered = attempt(&delivery, &devices, 0, &payload).delivered();
+    assert_eq!(
+        (delivered.method, delivered.bytes_sent),
+        ("sftp", payload.len())
+    );
+    assert_eq!(sha256_file(&target), payload.digest().hex());
+}
+
+#[test]
+fn size_check_and_no_check_upload_whole_files() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (content, payload) = payload(dir.path(), 1_500_000);
+    let remote = remote_dir(dir.path());
+    for (verify, name) in [(Verify::Size, "size.bin"), (Verify::None, "none.bin")] {
+        let target = remote.join(name);
+        // Without a SHA-256 check a .part is never trusted: it is overwritten, not resumed.
+        fs::write(target.with_extension("bin.part"), &content[..1000]).unwrap();
+        let mut options = options(&server, dir.path());
+        options.verify = verify;
+        let delivery = SshDelivery::new(options);
+        let delivered = attempt(
+            &delivery,
+            &one_device("d", &server.url(&target)),
+            0,
+            &payload,
+        )
+        .delivered();
+        assert_eq!(
+            (delivered.method, delivered.bytes_sent),
+            ("sftp", payload.len()),
+            "{verify:?}"
+        );
+        assert!(fs::read(&target).unwrap() == content, "{verify:?}");
+    }
+}
+
+#[test]
+fn missing_remote_directory_is_permanent() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 1000);
+    let target = dir.path().join("no-such-dir/fw.bin");
+    let delivery = SshDelivery::new(options(&server, dir.path()));
+    let error = attempt(
+        &delivery,
+        &one_device("d", &server.url(&target)),
+        0,
+        &payload,
+    )
+    .error();
+    check_error(&error, Phase::Upload, ErrorKind::Request, false);
+    assert!(error.message.contains("check the URL"), "{error}");
+}
