@@ -6,7 +6,9 @@
 
 use crate::cli::{Command, DemoArgs, PushArgs, SimulateArgs, StatusArgs, TopLevel};
 use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, UsageError};
+use crate::delivery::Deliveries;
 use crate::delivery::http::HttpDelivery;
+use crate::delivery::ssh::SshDelivery;
 use crate::events::Event;
 use crate::journal::{self, DeviceState, Journal, JournalWriter};
 use crate::orchestrator::{Run, RunResult, StopReason};
@@ -108,6 +110,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let registry = load_registry(&config.registry, config.target.as_ref())?;
     scheduler::check_filters(&config.selection.filters, &registry.header)
         .map_err(AppError::Input)?;
+    check_exec(config.ssh.exec.as_ref(), &registry)?;
     if config.dry_run {
         return dry_run(&config, &registry, &payload);
     }
@@ -119,6 +122,15 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let result = execute(&config, &registry, &payload, &plan, writer, &signals)?;
     finish(&registry, &plan, &result, report, config.report.as_ref())?;
     Ok(outcome(&result, &signals))
+}
+
+/// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).
+fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppError> {
+    let Some(exec) = exec else { return Ok(()) };
+    let mut columns = registry.header.to_vec();
+    columns.push("path".to_string());
+    exec.check_columns(&columns)
+        .map_err(|e| AppError::Input(format!("--exec: {e}")))
 }
 
 /// `--dry-run`: the plan on stdout; reads the journal (without locking or creating it) and
@@ -253,7 +265,10 @@ fn execute(
     if registry.devices.is_empty() {
         log::warn!("{}: no devices: nothing to push", registry.source);
     }
-    let delivery = HttpDelivery::new(config.http.clone());
+    let delivery = Deliveries {
+        http: HttpDelivery::new(config.http.clone()),
+        ssh: SshDelivery::new(config.ssh.clone()),
+    };
 
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(64 * 1024);
     let progress = progress::spawn(config.progress.clone(), receiver)
@@ -446,6 +461,16 @@ fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: u
         window_wait: Duration::ZERO,
         dry_run: false,
         estimate_throughput: None,
+        identity: Vec::new(),
+        passphrase_env: None,
+        password_env: None,
+        no_agent: false,
+        user: None,
+        known_hosts: None,
+        host_key_policy: "strict".to_string(),
+        verify: "sha256".to_string(),
+        exec: None,
+        exec_timeout: Duration::from_secs(600),
         registry: registry.display().to_string(),
     }
 }

@@ -196,6 +196,52 @@ pub struct PushArgs {
     )]
     pub grace: Duration,
 
+    /// SSH: a private key to offer (repeatable; OpenSSH or PEM format), after the ssh-agent's
+    #[argh(option)]
+    pub identity: Vec<PathBuf>,
+
+    /// SSH: the name of the environment variable holding the identities' passphrase
+    #[argh(option)]
+    pub passphrase_env: Option<String>,
+
+    /// SSH: the name of the environment variable holding a password, tried last
+    #[argh(option)]
+    pub password_env: Option<String>,
+
+    /// SSH: do not offer the ssh-agent's keys (SSH_AUTH_SOCK)
+    #[argh(switch)]
+    pub no_agent: bool,
+
+    /// SSH: the user when the URL names none (default: the current user)
+    #[argh(option)]
+    pub user: Option<String>,
+
+    /// SSH: the OpenSSH known_hosts file (default ~/.ssh/known_hosts)
+    #[argh(option)]
+    pub known_hosts: Option<PathBuf>,
+
+    /// SSH: unknown host keys are refused (strict, the default) or recorded (accept-new); a
+    /// changed key is always refused
+    #[argh(option, default = "String::from(\"strict\")")]
+    pub host_key_policy: String,
+
+    /// SSH: check the stored file: sha256 (on the device, default), size, or none
+    #[argh(option, default = "String::from(\"sha256\")")]
+    pub verify: String,
+
+    /// SSH: run this command on the device after a verified upload; {path}, {id} and
+    /// {column} are shell-quoted
+    #[argh(option)]
+    pub exec: Option<String>,
+
+    /// SSH: how long --exec may run (default 10m)
+    #[argh(
+        option,
+        default = "Duration::from_secs(600)",
+        from_str_fn(parse_duration)
+    )]
+    pub exec_timeout: Duration,
+
     /// only devices whose COLUMN=VALUE, COLUMN!=VALUE, or COLUMN~TAG (a tag in a ;-separated
     /// list); repeatable, all must hold
     #[argh(option, long = "where", from_str_fn(parse_filter))]

@@ -7,6 +7,7 @@
 use crate::cli::PushArgs;
 use crate::clock::Zone;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
+use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::orchestrator::RunSettings;
 use crate::progress::ProgressConfig;
 use crate::scheduler::{FailurePolicy, Filter, Order, RetryPolicy, Shard, WaveSize};
@@ -72,6 +73,8 @@ pub struct PushConfig {
     pub run: RunSettings,
     /// HTTP options.
     pub http: HttpOptions,
+    /// SSH options.
+    pub ssh: SshOptions,
     /// Where the report goes, if anywhere.
     pub report: Option<ReportTarget>,
     /// How progress is shown.
@@ -192,6 +195,7 @@ impl PushConfig {
             .iter()
             .map(|header| parse_header(header, |name| std::env::var(name).ok()))
             .collect::<Result<Vec<_>, _>>()?;
+        let ssh = ssh_options(&args)?;
         let ca_certificates = args
             .cacert
             .as_deref()
@@ -235,6 +239,7 @@ impl PushConfig {
                 response_timeout: args.response_timeout,
                 concurrency: args.concurrency,
             },
+            ssh,
             report: args.report.map(|report| match report.as_str() {
                 "-" => ReportTarget::Stdout,
                 path => ReportTarget::File(PathBuf::from(path)),
@@ -255,6 +260,77 @@ impl PushConfig {
             ),
         })
     }
+}
+
+/// The SSH flags, checked: key files exist, secrets are read from the variables named, the
+/// install command parses.
+fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
+    let usage = |message: String| UsageError(message);
+    for identity in &args.identity {
+        if !identity.is_file() {
+            return Err(usage(format!(
+                "--identity {}: no such key file",
+                identity.display()
+            )));
+        }
+    }
+    let secret = |flag: &str, name: &Option<String>| -> Result<Option<Secret>, UsageError> {
+        let Some(name) = name else { return Ok(None) };
+        match std::env::var(name) {
+            Ok(value) => Ok(Some(Secret::new(value))),
+            Err(_) => Err(usage(format!(
+                "{flag} {name}: the environment variable {name} is not set"
+            ))),
+        }
+    };
+    let host_key_policy = match args.host_key_policy.as_str() {
+        "strict" => HostKeyPolicy::Strict,
+        "accept-new" => HostKeyPolicy::AcceptNew,
+        other => {
+            return Err(usage(format!(
+                "--host-key-policy {other}: use strict or accept-new"
+            )));
+        }
+    };
+    let verify = match args.verify.as_str() {
+        "sha256" => Verify::Sha256,
+        "size" => Verify::Size,
+        "none" => Verify::None,
+        other => return Err(usage(format!("--verify {other}: use sha256, size or none"))),
+    };
+    let exec = args
+        .exec
+        .as_deref()
+        .map(|text| Template::parse(text).map_err(|e| usage(format!("--exec: {e}"))))
+        .transpose()?;
+    if exec.as_ref().is_some_and(Template::uses_env) {
+        return Err(usage(
+            "--exec cannot use {env:NAME}: the command line is visible on the device".into(),
+        ));
+    }
+    let known_hosts = match &args.known_hosts {
+        Some(path) => path.clone(),
+        // Without HOME, a path that cannot exist: strict checking then refuses every SSH host
+        // with a message naming it, and HTTP-only runs are not affected.
+        None => std::env::var_os("HOME")
+            .map_or_else(|| PathBuf::from("~"), PathBuf::from)
+            .join(".ssh")
+            .join("known_hosts"),
+    };
+    Ok(SshOptions {
+        identities: args.identity.clone(),
+        passphrase: secret("--passphrase-env", &args.passphrase_env)?,
+        password: secret("--password-env", &args.password_env)?,
+        use_agent: !args.no_agent,
+        user: args.user.clone(),
+        known_hosts,
+        host_key_policy,
+        verify,
+        exec,
+        exec_timeout: args.exec_timeout,
+        connect_timeout: args.connect_timeout,
+        stall_timeout: args.stall_timeout,
+    })
 }
 
 /// Parses one `--header 'Name: value'`; `{env:NAME}` in the value is resolved with `env`.

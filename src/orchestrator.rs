@@ -9,8 +9,8 @@ mod device;
 mod gate;
 
 use crate::clock::{WallClock, Zone};
+use crate::delivery::Deliveries;
 use crate::delivery::Throttle;
-use crate::delivery::http::HttpDelivery;
 use crate::events::Event;
 use crate::journal::{JournalWriter, Record};
 use crate::payload::Payload;
@@ -116,7 +116,7 @@ pub struct Run<'a> {
     /// The payload, hashed.
     pub payload: &'a Payload,
     /// How devices are reached.
-    pub delivery: &'a HttpDelivery,
+    pub delivery: &'a Deliveries,
     /// Which devices, in which order.
     pub plan: &'a Plan,
     /// Pool size, retries, deadlines.

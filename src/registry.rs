@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 /// URL schemes devices can be reached with, as named in error messages.
-pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https"];
+pub const SUPPORTED_SCHEMES: &[&str] = &["http", "https", "ssh"];
 /// How many problems an error lists before it only counts the rest.
 pub const MAX_LISTED_PROBLEMS: usize = 20;
 
@@ -394,6 +394,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if url.is_empty() {
         return Err("empty url".to_string());
     }
+    if url.starts_with("ssh://") {
+        return crate::delivery::ssh::parse_ssh_url(url).map(|_| ());
+    }
     let uri: ureq::http::Uri = url
         .parse()
         .map_err(|error| format!("invalid URL {url:?}: {error}"))?;
@@ -402,12 +405,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
     })?;
     match scheme {
         "http" | "https" => {}
-        "ssh" => {
-            return Err(format!(
-                "ssh:// is not supported yet in {url:?} (supported: {})",
-                SUPPORTED_SCHEMES.join(", ")
-            ));
-        }
         other => {
             return Err(format!(
                 "unsupported scheme '{other}' in {url:?} (supported: {})",
@@ -502,13 +499,13 @@ mod tests {
             "devices.csv: 1 problem, nothing was pushed\n  devices.csv:1: missing column 'url' in the header row: add a url column, or give --target TEMPLATE such as 'http://{ip}:8080/update'",
         );
         check_err(
-            "id,url\na,http://h/a\n,http://h/x\na,http://h/b\nc,ftp://h/c\nd,ssh://root@h/fw\ne,http://h/e,extra\nf,not a url\n",
+            "id,url\na,http://h/a\n,http://h/x\na,http://h/b\nc,ftp://h/c\nd,ssh://root@h\ne,http://h/e,extra\nf,not a url\n",
             None,
             "devices.csv: 6 problems, nothing was pushed\
             \n  devices.csv:3: column 1 (id): empty id: every device needs one\
             \n  devices.csv:4: column 1 (id): duplicate id 'a': line 2 has it too\
-            \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https)\
-            \n  devices.csv:6: column 2 (url): ssh:// is not supported yet in \"ssh://root@h/fw\" (supported: http, https)\
+            \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https, ssh)\
+            \n  devices.csv:6: column 2 (url): no remote path in \"ssh://root@h\": give the file's absolute path, e.g. ssh://host/opt/update/fw.bin\
             \n  devices.csv:7: this row has 3 fields but the header has 2: check for a missing or extra comma\
             \n  devices.csv:8: column 2 (url): invalid URL \"not a url\": invalid uri character",
         );

@@ -1,6 +1,6 @@
 //! Integration tests of the SSH delivery against real servers on 127.0.0.1: a private OpenSSH
-//! `sshd`, and `dropbear` without SFTP. They call `SshDelivery` through the library (the CLI
-//! does not offer SSH yet). A missing server program fails the tests with the command that
+//! `sshd`, and `dropbear` without SFTP. Most call `SshDelivery` through the library; `cli` runs
+//! the real binary. A missing server program fails the tests with the command that
 //! installs it.
 //!
 //! Codemap: `servers` starts and stops the servers, `util` is the harness (payloads,
@@ -14,6 +14,8 @@ mod util;
 
 #[path = "ssh/auth.rs"]
 mod auth;
+#[path = "ssh/cli.rs"]
+mod cli;
 #[path = "ssh/exec.rs"]
 mod exec;
 #[path = "ssh/failures.rs"]

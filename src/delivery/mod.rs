@@ -178,6 +178,40 @@ impl fmt::Display for DeliveryError {
 
 impl std::error::Error for DeliveryError {}
 
+/// Every delivery of a run, chosen per device by its URL's scheme.
+#[derive(Debug)]
+pub struct Deliveries {
+    /// `http://` and `https://`.
+    pub http: http::HttpDelivery,
+    /// `ssh://`.
+    pub ssh: ssh::SshDelivery,
+}
+
+impl Deliveries {
+    /// One attempt to `device`, over its URL's protocol.
+    pub fn attempt(
+        &self,
+        registry: &crate::registry::Registry,
+        device: &crate::registry::Device,
+        payload: &crate::payload::Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        if device.url.starts_with("ssh://") {
+            self.ssh.attempt(registry, device, payload, meter, deadline)
+        } else {
+            self.http
+                .attempt(registry, device, payload, meter, deadline)
+        }
+    }
+
+    /// Closes every connection of the run at once (the end of a shutdown's grace period).
+    pub fn shutdown(&self) {
+        self.http.shutdown();
+        self.ssh.shutdown();
+    }
+}
+
 /// A successful attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {

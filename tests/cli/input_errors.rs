@@ -95,14 +95,14 @@ const CASES: &[Case] = &[
         &[],
         &[
             "devices.csv:3: column 2 (url): unsupported scheme 'ftp'",
-            "(supported: http, https)",
+            "(supported: http, https, ssh)",
         ],
     ),
     case(
-        "ssh not supported yet",
-        b"id,url\na,ssh://root@127.0.0.1/fw\nb,U2\n",
+        "ssh URL without a remote path",
+        b"id,url\na,ssh://root@127.0.0.1\nb,U2\n",
         &[],
-        &["devices.csv:2: column 2 (url): ssh:// is not supported yet"],
+        &["devices.csv:2: column 2 (url): no remote path in \"ssh://root@127.0.0.1\""],
     ),
     case(
         "ragged row",

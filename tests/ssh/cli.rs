@@ -1,0 +1,209 @@
+//! The CLI over SSH: the real binary pushing to the private sshd, with the journal, the
+//! report's method column, `--exec`, `--target` and the host-key policies at the command line.
+
+use crate::servers::Server;
+use crate::util::sha256_file;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn push(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .current_dir(dir)
+        .args([
+            "push",
+            "--progress-interval",
+            "200ms",
+            "--connect-timeout",
+            "5s",
+        ])
+        .args([
+            "--stall-timeout",
+            "10s",
+            "--backoff-base",
+            "10ms",
+            "--backoff-max",
+            "50ms",
+        ])
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run update-orchestrator")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn rows(report: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(report.as_bytes());
+    reader
+        .records()
+        .map(|r| r.expect("report row").iter().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn push_over_ssh_with_exec_journal_and_report() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fs::write(
+        dir.path().join("known_hosts"),
+        format!("{}\n", server.known_hosts_line()),
+    )
+    .unwrap();
+    let payload = dir.path().join("fw.bin");
+    fs::write(&payload, crate::util::bytes(300_000, 7)).unwrap();
+    let mut csv = String::from("id,url,site\n");
+    for i in 0..12 {
+        let path = remote.join(format!("dev-{i}.bin"));
+        csv.push_str(&format!("dev-{i},{},eu\n", server.url(&path)));
+    }
+    fs::write(dir.path().join("devices.csv"), csv).unwrap();
+    let key = server.client_key.display().to_string();
+    let args = [
+        "--payload",
+        "fw.bin",
+        "--identity",
+        &key,
+        "--known-hosts",
+        "known_hosts",
+        "--exec",
+        "cp {path} {path}.installed && echo {site} > {path}.site",
+        "--journal",
+        "fw.journal",
+        "--report",
+        "-",
+        "--concurrency",
+        "6",
+        "devices.csv",
+    ];
+    let output = push(dir.path(), &args);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}\n{stdout}");
+    let expected = sha256_file(&payload);
+    for row in rows(&stdout) {
+        assert_eq!(
+            (row[2].as_str(), row[9].as_str()),
+            ("succeeded", "sftp"),
+            "{row:?}"
+        );
+        let path = remote.join(format!("{}.bin", row[0]));
+        assert_eq!(sha256_file(&path), expected);
+        assert_eq!(
+            sha256_file(&remote.join(format!("{}.bin.installed", row[0]))),
+            expected
+        );
+        assert_eq!(
+            fs::read_to_string(remote.join(format!("{}.bin.site", row[0]))).unwrap(),
+            "eu\n"
+        );
+        assert!(!remote.join(format!("{}.bin.part", row[0])).exists());
+    }
+    // Again with the journal: nothing to do.
+    let output = push(dir.path(), &args);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("skipping 12 of 12 devices (already updated"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn target_template_and_host_key_policies_at_the_command_line() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fs::write(dir.path().join("fw.bin"), crate::util::bytes(50_000, 3)).unwrap();
+    fs::write(dir.path().join("hosts.csv"), "id,ip\ngw-1,127.0.0.1\n").unwrap();
+    let target = format!(
+        "ssh://{}@{{ip}}:{}{}/{{id}}.bin",
+        server.user,
+        server.port,
+        remote.display()
+    );
+    let key = server.client_key.display().to_string();
+    let base = [
+        "--payload",
+        "fw.bin",
+        "--identity",
+        &key,
+        "--known-hosts",
+        "known_hosts",
+        "--target",
+        &target,
+    ];
+
+    // Strict (the default) with an empty known_hosts: refused, permanent, nothing written.
+    fs::write(dir.path().join("known_hosts"), "").unwrap();
+    let output = push(
+        dir.path(),
+        &[&base[..], &["--report", "-", "hosts.csv"]].concat(),
+    );
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let row = &rows(&stdout)[0];
+    assert_eq!(
+        (row[2].as_str(), row[3].as_str()),
+        ("failed", "1"),
+        "{row:?}"
+    );
+    assert!(row[7].starts_with("host-key:"), "{row:?}");
+    assert!(!remote.join("gw-1.bin").exists());
+
+    // accept-new: recorded, pushed; the next strict run matches the recorded key.
+    let output = push(
+        dir.path(),
+        &[&base[..], &["--host-key-policy", "accept-new", "hosts.csv"]].concat(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let known = fs::read_to_string(dir.path().join("known_hosts")).unwrap();
+    assert!(
+        known.contains(&format!("[127.0.0.1]:{}", server.port)),
+        "{known}"
+    );
+    let output = push(dir.path(), &[&base[..], &["hosts.csv"]].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(remote.join("gw-1.bin").exists());
+}
+
+#[test]
+fn ssh_flags_are_checked_before_anything_is_contacted() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("fw.bin"), b"x").unwrap();
+    fs::write(dir.path().join("d.csv"), "id,url\na,ssh://h/x\n").unwrap();
+    for (args, message) in [
+        (
+            vec!["--identity", "missing_key"],
+            "--identity missing_key: no such key file",
+        ),
+        (
+            vec!["--password-env", "UO_TEST_UNSET_PASSWORD"],
+            "the environment variable UO_TEST_UNSET_PASSWORD is not set",
+        ),
+        (
+            vec!["--host-key-policy", "off"],
+            "--host-key-policy off: use strict or accept-new",
+        ),
+        (
+            vec!["--verify", "md5"],
+            "--verify md5: use sha256, size or none",
+        ),
+        (
+            vec!["--exec", "install {nope}"],
+            "--exec: unknown placeholder {nope}",
+        ),
+    ] {
+        let output = push(
+            dir.path(),
+            &[&["--payload", "fw.bin"][..], &args, &["d.csv"]].concat(),
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
