@@ -500,7 +500,7 @@ fn demo_verdict(fleet: &Fleet, report_path: &Path) -> Result<String, String> {
     }
     if wrong.is_empty() {
         Ok(format!(
-            "every outcome matches the simulated fleet: the failed devices are exactly the {dead} dead ones\n{}",
+            "every outcome matches the simulated fleet: the failed devices are exactly its dead ones ({dead})\n{}",
             simulate::summary(&fleet.stats())
         ))
     } else {
