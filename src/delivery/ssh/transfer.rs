@@ -21,9 +21,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The size of each read from the payload.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 /// How much of the payload libssh2 may hold that the device has not yet taken.
-const AHEAD: usize = 2 << 20;
+const AHEAD: usize = 1 << 20;
 /// How long the SFTP subsystem may take to start: a device without one may never answer.
 const SFTP_START: Duration = Duration::from_secs(10);
 /// SFTP's "no such file" status.
@@ -366,7 +366,7 @@ fn send(
     meter: &mut ByteMeter<'_>,
     sent: &mut u64,
 ) -> Result<(), DeliveryError> {
-    let mut buffer = vec![0u8; AHEAD + 4 * CHUNK];
+    let mut buffer = vec![0u8; AHEAD + 2 * CHUNK];
     let (mut start, mut end, mut unread) = (0, 0, remaining);
     loop {
         if meter.aborted() {
