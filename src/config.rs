@@ -330,6 +330,7 @@ fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
         exec_timeout: args.exec_timeout,
         connect_timeout: args.connect_timeout,
         stall_timeout: args.stall_timeout,
+        in_flight: crate::delivery::ssh::in_flight_for(args.concurrency),
     })
 }
 

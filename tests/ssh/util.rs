@@ -84,6 +84,7 @@ pub fn options(server: &Server, dir: &Path) -> SshOptions {
         exec_timeout: Duration::from_secs(30),
         connect_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(10),
+        in_flight: 1 << 20,
     }
 }
 

@@ -20,10 +20,8 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The size of each read from the payload.
+/// The largest read from the payload (a quarter of what may be in flight, at least 64 KiB).
 const CHUNK: usize = 256 << 10;
-/// How much of the payload libssh2 may hold that the device has not yet taken.
-const AHEAD: usize = 1 << 20;
 /// How long the SFTP subsystem may take to start: a device without one may never answer.
 const SFTP_START: Duration = Duration::from_secs(10);
 /// SFTP's "no such file" status.
@@ -39,6 +37,8 @@ pub(crate) struct Context<'s> {
     pub(crate) stall: Duration,
     /// The device's deadline.
     pub(crate) deadline: Option<Instant>,
+    /// How much of the payload libssh2 may hold that the device has not yet taken.
+    pub(crate) in_flight: usize,
 }
 
 /// How the bytes went.
@@ -354,7 +354,7 @@ fn close_channel(
 
 /// Streams `remaining` bytes of `file` to `writer`, counting each chunk read in the meter (which
 /// may first wait for the bandwidth limits) and in `sent` what the device took. Each write call
-/// gets everything not yet taken plus fresh data (`AHEAD` in all): libssh2 pipelines SFTP
+/// gets everything not yet taken plus fresh data (`in_flight` in all): libssh2 pipelines SFTP
 /// writes only within one call and returns at the first acknowledgement, so handing it whole
 /// 1 MiB buffers drains the pipeline at the end of each; libssh2 skips what it has already
 /// queued from an earlier call.
@@ -366,19 +366,21 @@ fn send(
     meter: &mut ByteMeter<'_>,
     sent: &mut u64,
 ) -> Result<(), DeliveryError> {
-    let mut buffer = vec![0u8; AHEAD + 2 * CHUNK];
+    let chunk_size = (context.in_flight / 4).clamp(64 << 10, CHUNK);
+    let ahead = context.in_flight.max(chunk_size);
+    let mut buffer = vec![0u8; ahead + 2 * chunk_size];
     let (mut start, mut end, mut unread) = (0, 0, remaining);
     loop {
         if meter.aborted() {
             let message = "aborted: the shutdown's --grace period expired";
             return Err(failure(Phase::Upload, ErrorKind::Io, message));
         }
-        while unread > 0 && end - start < AHEAD {
-            if buffer.len() - end < CHUNK {
+        while unread > 0 && end - start < ahead {
+            if buffer.len() - end < chunk_size {
                 buffer.copy_within(start..end, 0);
                 (start, end) = (0, end - start);
             }
-            let chunk = &mut buffer[end..end + (unread.min(CHUNK as u64) as usize)];
+            let chunk = &mut buffer[end..end + (unread.min(chunk_size as u64) as usize)];
             file.read_exact(chunk).map_err(|error| {
                 changed_payload(context.payload, file)
                     .unwrap_or_else(|| io_failure(Phase::Payload, &error))
