@@ -203,6 +203,10 @@ struct Shared<'a, 'r> {
     wave: AtomicUsize,
     /// What the run is waiting for (a wave pause, the window), for progress.
     waiting: Mutex<Option<String>>,
+    /// When a device last waited for a start-rate token (since `epoch`).
+    rate_waited: Mutex<Option<Duration>>,
+    /// The status line last sent, so only changes are sent.
+    last_status: Mutex<String>,
 }
 
 impl<'a, 'r> Shared<'a, 'r> {
@@ -232,6 +236,8 @@ impl<'a, 'r> Shared<'a, 'r> {
             failed: AtomicUsize::new(0),
             wave: AtomicUsize::new(0),
             waiting: Mutex::new(None),
+            rate_waited: Mutex::new(None),
+            last_status: Mutex::new(String::new()),
         }
     }
 
@@ -291,6 +297,9 @@ impl<'a, 'r> Shared<'a, 'r> {
             if last_sync.elapsed() >= SYNC_EVERY {
                 self.sync_journal();
                 last_sync = Instant::now();
+                if self.wave.load(Ordering::SeqCst) > 0 {
+                    self.send_status(); // limits come and go without any other event
+                }
             }
             std::thread::sleep(TICK);
         }

@@ -12,7 +12,7 @@ use crate::scheduler::TokenBucket;
 use crossbeam_channel::Sender;
 use std::fmt;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where in an attempt something went wrong.
@@ -287,7 +287,11 @@ impl<'a> ByteMeter<'a> {
                 .as_mut()
                 .map_or(Duration::ZERO, |b| b.take(bytes as f64, now));
             let shared = throttle.take_shared(bytes, now);
-            self.sleep_unless_aborted(own.max(shared));
+            let wait = own.max(shared);
+            if !wait.is_zero() {
+                throttle.note_wait(now);
+            }
+            self.sleep_unless_aborted(wait);
         }
     }
 
@@ -328,6 +332,8 @@ pub struct Throttle {
     shared: Option<Mutex<TokenBucket>>,
     per_transfer: Option<u64>,
     epoch: Instant,
+    /// When a transfer last had to wait (milliseconds since `epoch`, plus one; 0: never).
+    last_wait_ms: AtomicU64,
 }
 
 impl Throttle {
@@ -337,6 +343,7 @@ impl Throttle {
             shared: shared.map(|rate| Mutex::new(Throttle::bucket(rate, Duration::ZERO))),
             per_transfer,
             epoch: Instant::now(),
+            last_wait_ms: AtomicU64::new(0),
         }
     }
 
@@ -354,6 +361,19 @@ impl Throttle {
 
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Whether a transfer had to wait for the limits within the last `within`.
+    pub fn limited_within(&self, within: Duration) -> bool {
+        match self.last_wait_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => self.now().saturating_sub(Duration::from_millis(at - 1)) <= within,
+        }
+    }
+
+    fn note_wait(&self, now: Duration) {
+        self.last_wait_ms
+            .store(now.as_millis() as u64 + 1, Ordering::Relaxed);
     }
 
     fn take_shared(&self, bytes: u64, now: Duration) -> Duration {

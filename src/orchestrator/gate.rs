@@ -47,10 +47,18 @@ impl Shared<'_, '_> {
 
     fn wait_for_rate(&self) -> bool {
         let Some(rate) = &self.rate else { return true };
+        let now = self.epoch.elapsed();
         let wait = {
             let mut bucket = rate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            bucket.take(1.0, self.epoch.elapsed())
+            bucket.take(1.0, now)
         };
+        if !wait.is_zero() {
+            let mut last = self
+                .rate_waited
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *last = Some(now);
+        }
         self.sleep_unless_stopped(wait) && !self.should_stop()
     }
 
@@ -97,11 +105,19 @@ impl Shared<'_, '_> {
         }
     }
 
-    /// Sends the rollout status line (wave, threshold, limits, waiting) to progress.
+    /// Sends the rollout status line (wave, threshold, limits, waiting) to progress, when it
+    /// changed.
     pub(super) fn send_status(&self) {
-        let _ = self.events.send(Event::Rollout {
-            text: self.status_text(),
-        });
+        let text = self.status_text();
+        let mut last = self
+            .last_status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *last != text {
+            *last = text.clone();
+            drop(last);
+            let _ = self.events.send(Event::Rollout { text });
+        }
     }
 
     fn status_text(&self) -> String {
@@ -131,11 +147,24 @@ impl Shared<'_, '_> {
                 ));
             }
         }
-        if let Some(rate) = settings.rate {
-            parts.push(format!("rate {rate}"));
+        // Limits are shown while they hold devices or bytes back (within the last second).
+        let recently = Duration::from_secs(1);
+        let rate_waited = *self
+            .rate_waited
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(rate) = settings.rate
+            && rate_waited.is_some_and(|at| self.epoch.elapsed().saturating_sub(at) <= recently)
+        {
+            parts.push(format!("rate-limited to {rate}"));
         }
-        if let Some(bandwidth) = settings.bandwidth {
-            parts.push(format!("bandwidth {}/s", human_bytes(bandwidth)));
+        if self.throttle.limited_within(recently) {
+            let limit = match (settings.bandwidth, settings.device_bandwidth) {
+                (Some(total), _) => format!("{}/s", human_bytes(total)),
+                (None, Some(each)) => format!("{}/s per transfer", human_bytes(each)),
+                (None, None) => String::new(),
+            };
+            parts.push(format!("bandwidth-limited to {limit}"));
         }
         if let Some(note) = &*self
             .waiting

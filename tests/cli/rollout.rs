@@ -614,6 +614,36 @@ fn plain_progress_lines_show_the_wave_and_the_threshold() {
     }
 }
 
+#[test]
+fn plain_progress_lines_show_limits_while_they_hold_back() {
+    let fleet = healthy_fleet(8);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..8));
+    test.payload("fw.bin", 256 * 1024);
+    let output = push(
+        &mut test,
+        &[
+            ("--rate", "4/s"),
+            ("--bandwidth", "512KiB/s"),
+            ("--progress-interval", "200ms"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0);
+    let lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains(" devices ok="))
+        .collect();
+    for needle in ["rate-limited to 4/s", "bandwidth-limited to 512 KiB/s"] {
+        assert!(
+            lines.iter().any(|line| line.contains(needle)),
+            "no progress line shows {needle:?}\n{output}"
+        );
+    }
+}
+
 /// `push --payload fw.bin --report report.csv` with quick timeouts; `flags` replace those or add
 /// flags. The caller adds switches and the registry.
 fn push<'t>(test: &'t mut Test, flags: &[(&str, &str)]) -> &'t mut Test {
