@@ -4,27 +4,27 @@
 //! handlers, and mapping a run to an `Outcome`. Must not: render progress during a run (the
 //! progress thread does) or hold protocol logic.
 
-use crate::cli::{Command, DemoArgs, PushArgs, SimulateArgs, StatusArgs, TopLevel};
+mod fleet;
+mod status;
+
+use crate::cli::{Command, PushArgs, TopLevel};
 use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, UsageError};
 use crate::delivery::Deliveries;
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::ssh::SshDelivery;
 use crate::events::Event;
-use crate::journal::{self, DeviceState, Journal, JournalWriter};
+use crate::journal::{self, Journal, JournalWriter};
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
-use crate::report::{self, Counts, Status};
+use crate::report::{self, Counts};
 use crate::scheduler::{self, Plan, Selection, SkipReason};
-use crate::simulate::{self, Fleet, FleetSpec, Profile};
 use crate::{progress, template::Template};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// How a command ended, when it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +94,9 @@ impl From<UsageError> for AppError {
 pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
     match top.command {
         Some(Command::Push(args)) => push(args),
-        Some(Command::Demo(args)) => demo(args),
-        Some(Command::Simulate(args)) => simulate(args),
-        Some(Command::Status(args)) => status(args),
+        Some(Command::Demo(args)) => fleet::demo(args),
+        Some(Command::Simulate(args)) => fleet::simulate(args),
+        Some(Command::Status(args)) => status::status(args),
         None => Err(AppError::Input(
             "a command is required: push, demo or simulate".into(),
         )),
@@ -359,254 +359,4 @@ impl Signals {
             terminated,
         })
     }
-}
-
-/// The demo's fleet: a few of each fault a real fleet shows.
-fn demo_fleet(devices: usize) -> FleetSpec {
-    FleetSpec {
-        devices,
-        flaky_percent: 5.0,
-        dead_percent: 1.0,
-        slow_percent: 2.0,
-        reset_percent: 2.0,
-        slow_bytes_per_sec: 2 << 20,
-        ..FleetSpec::default()
-    }
-}
-
-fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
-    let dir = match args.dir {
-        Some(dir) => dir,
-        None => {
-            std::env::temp_dir().join(format!("update-orchestrator-demo-{}", std::process::id()))
-        }
-    };
-    let fatal = |what: &str, e: io::Error| AppError::Fatal(format!("demo: {what}: {e}"));
-    std::fs::create_dir_all(&dir).map_err(|e| fatal("cannot create its directory", e))?;
-    let payload_path = dir.join("payload.bin");
-    write_demo_payload(&payload_path, args.payload_size)
-        .map_err(|e| fatal("cannot write the payload", e))?;
-    let fleet = Fleet::start(demo_fleet(args.devices))
-        .map_err(|e| fatal("cannot start the simulated fleet", e))?;
-    let registry_path = dir.join("devices.csv");
-    std::fs::write(&registry_path, fleet.registry_csv())
-        .map_err(|e| fatal("cannot write the registry", e))?;
-    let report_path = dir.join("report.csv");
-    eprintln!(
-        "demo: {} simulated devices on http://{} (5% flaky, 1% dead, 2% slow, 2% resetting), \
-         pushing a {} payload at concurrency {}",
-        args.devices,
-        fleet.addr(),
-        progress::human_bytes(args.payload_size),
-        args.concurrency
-    );
-    let push_args = demo_push_args(
-        &payload_path,
-        &registry_path,
-        &report_path,
-        args.concurrency,
-    );
-    let outcome = push(push_args)?;
-    let verdict = demo_verdict(&fleet, &report_path);
-    fleet.shutdown();
-    eprintln!("demo: files kept in {}", dir.display());
-    match (outcome, verdict) {
-        (Outcome::Interrupted | Outcome::Terminated, _) => Ok(outcome),
-        (_, Ok(message)) => {
-            eprintln!("demo: {message}");
-            Ok(Outcome::Succeeded)
-        }
-        (_, Err(message)) => Err(AppError::Fatal(format!("demo: {message}"))),
-    }
-}
-
-fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: usize) -> PushArgs {
-    let seconds = Duration::from_secs;
-    PushArgs {
-        payload: payload.to_path_buf(),
-        target: None,
-        concurrency,
-        retries: 3,
-        backoff_base: Duration::from_millis(500),
-        backoff_max: seconds(5),
-        connect_timeout: seconds(5),
-        stall_timeout: seconds(10),
-        response_timeout: seconds(10),
-        device_timeout: None,
-        method: "PUT".to_string(),
-        header: Vec::new(),
-        cacert: None,
-        report: Some(report.display().to_string()),
-        progress_interval: seconds(2),
-        quiet: false,
-        allow_empty: false,
-        journal: None,
-        journal_reset: false,
-        only_failed: false,
-        grace: seconds(5),
-        filters: Vec::new(),
-        shard: None,
-        order: "csv".to_string(),
-        seed: 0,
-        canary: 0,
-        waves: None,
-        wave_pause: Duration::ZERO,
-        max_failures: None,
-        min_sample: 10,
-        rate: None,
-        bandwidth: None,
-        device_bandwidth: None,
-        window: None,
-        window_tz: "local".to_string(),
-        window_wait: Duration::ZERO,
-        dry_run: false,
-        estimate_throughput: None,
-        identity: Vec::new(),
-        passphrase_env: None,
-        password_env: None,
-        no_agent: false,
-        user: None,
-        known_hosts: None,
-        host_key_policy: "strict".to_string(),
-        verify: "sha256".to_string(),
-        exec: None,
-        exec_timeout: Duration::from_secs(600),
-        registry: registry.display().to_string(),
-    }
-}
-
-/// Checks the report against the fleet: dead devices must fail, every other device succeed.
-fn demo_verdict(fleet: &Fleet, report_path: &Path) -> Result<String, String> {
-    let text =
-        std::fs::read_to_string(report_path).map_err(|e| format!("cannot read the report: {e}"))?;
-    let mut reader = csv::Reader::from_reader(text.as_bytes());
-    let mut wrong = Vec::new();
-    let mut dead = 0;
-    for (row, stats) in reader.records().zip(fleet.stats()) {
-        let row = row.map_err(|e| format!("unreadable report: {e}"))?;
-        let status = row.get(2).unwrap_or("");
-        let expected = if stats.profile == Profile::Dead {
-            Status::Failed
-        } else {
-            Status::Succeeded
-        };
-        dead += usize::from(stats.profile == Profile::Dead);
-        if status != expected.to_string() {
-            wrong.push(format!(
-                "{} ({}) is {status}, expected {expected}",
-                stats.id, stats.profile
-            ));
-        }
-    }
-    if wrong.is_empty() {
-        Ok(format!(
-            "every outcome matches the simulated fleet: the failed devices are exactly its dead ones ({dead})\n{}",
-            simulate::summary(&fleet.stats())
-        ))
-    } else {
-        Err(format!(
-            "outcomes that do not match the simulated fleet:\n  {}",
-            wrong.join("\n  ")
-        ))
-    }
-}
-
-/// Writes `len` bytes of deterministic pseudo-random data, 1 MiB at a time.
-fn write_demo_payload(path: &PathBuf, len: u64) -> io::Result<()> {
-    let mut out = BufWriter::new(File::create(path)?);
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut chunk = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for word in chunk.chunks_mut(8) {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
-        }
-        let n = left.min(chunk.len() as u64) as usize;
-        out.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
-    out.flush()
-}
-
-fn status(args: StatusArgs) -> Result<Outcome, AppError> {
-    let Some((first, others)) = args.journals.split_first() else {
-        return Err(AppError::Input(
-            "status: give the journal file to read".into(),
-        ));
-    };
-    let read = |path: &PathBuf| journal::read(path).map_err(|e| AppError::Input(e.to_string()));
-    let mut journal = read(first)?;
-    for path in others {
-        journal
-            .merge(read(path)?)
-            .map_err(|e| AppError::Input(format!("status: {e}")))?;
-    }
-    for warning in &journal.warnings {
-        log::warn!("{warning}");
-    }
-    let names: Vec<String> = args
-        .journals
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let name = names.join(", ");
-    let state = match (args.failed, args.succeeded) {
-        (true, true) => {
-            return Err(AppError::Input(
-                "status: give --failed or --succeeded, not both".into(),
-            ));
-        }
-        (true, false) => Some(DeviceState::Failed),
-        (false, true) => Some(DeviceState::Succeeded),
-        (false, false) => None,
-    };
-    let mut out = io::stdout().lock();
-    let written = match state {
-        Some(state) => crate::status::write_rows(&journal, state, &mut out),
-        None if args.json => writeln!(out, "{}", crate::status::render_json(&name, &journal)),
-        None => writeln!(out, "{}", crate::status::render_text(&name, &journal)),
-    };
-    written.map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
-    Ok(Outcome::Succeeded)
-}
-
-fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
-    let spec = FleetSpec {
-        devices: args.devices,
-        flaky_percent: args.flaky,
-        dead_percent: args.dead,
-        slow_percent: args.slow,
-        reset_percent: args.reset,
-        stall_percent: args.stall,
-        seed: args.seed,
-        retry_after_secs: args.retry_after,
-        bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),
-        ..FleetSpec::default()
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())
-            .map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;
-    }
-    let fleet = Fleet::start(spec).map_err(|e| AppError::Input(format!("simulate: {e}")))?;
-    let mut stdout = io::stdout().lock();
-    stdout
-        .write_all(fleet.registry_csv().as_bytes())
-        .and_then(|()| stdout.flush())
-        .map_err(|e| AppError::Fatal(format!("cannot print the registry: {e}")))?;
-    drop(stdout);
-    eprintln!(
-        "simulating {} devices on http://{} (counters: GET /_stats); Ctrl-C to stop",
-        args.devices,
-        fleet.addr()
-    );
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    eprintln!("{}", simulate::summary(&fleet.stats()));
-    fleet.shutdown();
-    Ok(Outcome::Succeeded)
 }
