@@ -22,6 +22,11 @@ use std::time::Duration;
     error_code(0, "every device succeeded"),
     error_code(1, "the run finished and some devices failed"),
     error_code(2, "usage or input error: nothing was pushed"),
+    error_code(
+        3,
+        "aborted by a rollout threshold (a canary failed, or --max-failures)"
+    ),
+    error_code(4, "stopped early because the maintenance window (--window) closed"),
     error_code(130, "interrupted by SIGINT (143: SIGTERM)")
 )]
 pub struct TopLevel {
@@ -61,7 +66,10 @@ pub enum Command {
     example = "\
     {command_name} --payload fw-2.1.bin devices.csv\n\
     {command_name} --payload fw.bin --target 'http://{{ip}}:8080/update' --concurrency 200 hosts.csv\n\
-    {command_name} --payload fw.bin --header 'Authorization: Bearer {{env:FLEET_TOKEN}}' --report out.csv -",
+    {command_name} --payload fw.bin --header 'Authorization: Bearer {{env:FLEET_TOKEN}}' --report out.csv -\n\
+    {command_name} --payload fw.bin --journal fw.journal --canary 5 --waves 1%,10%,100% --max-failures 2% devices.csv\n\
+    {command_name} --payload fw.bin --identity ~/.ssh/fleet_ed25519 --exec 'fw-install {{path}}' ssh-devices.csv\n\
+    {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv",
     note = "REGISTRY is CSV with a header row: an 'id' column (unique, non-empty) and a 'url' \
     column, or no url column and --target. Other columns are kept for templates. Templates fill \
     {{column}} from the device's row; header values may also use {{env:NAME}} so that secrets \
@@ -71,14 +79,33 @@ pub enum Command {
     --backoff-base x 2^(attempt-1), capped at --backoff-max; a Retry-After from the device is \
     honoured up to --backoff-max. Other 4xx, TLS verification failures and bad URLs fail at once.\n\n\
     Progress: bars on a terminal; otherwise one line every --progress-interval and a final \
-    summary. NO_COLOR and TERM=dumb are honoured. The first SIGINT stops dispatching and lets \
-    in-flight attempts finish; a second exits at once.",
+    summary. NO_COLOR and TERM=dumb are honoured.\n\n\
+    Stopping: the first SIGINT or SIGTERM stops dispatching; in-flight uploads go on for up to \
+    --grace, then their connections are closed and they are recorded as interrupted. A second \
+    signal exits at once.\n\n\
+    Journal: with --journal FILE, a device whose last record is a success with this payload at \
+    the same URL is skipped; failed, interrupted and unfinished devices are attempted again. A \
+    journal belongs to one payload (--journal-reset starts it over) and to one run at a time.\n\n\
+    Failure threshold: --max-failures is evaluated each time a device finishes, over all devices \
+    finished in this run (not per wave), once at least --min-sample have finished. A count \
+    allows that many failed devices; a percentage allows that share of the finished devices, \
+    rounded down. Past it, no new device starts, in-flight devices finish, and the run exits 3. \
+    Only devices that failed for good count; skipped and interrupted ones count neither way.\n\n\
+    SSH: ssh://[USER@]HOST[:PORT]/PATH URLs. Auth: the ssh-agent, then each --identity, then \
+    the password from --password-env. Host keys are checked against --known-hosts (strict by \
+    default; accept-new records unknown ones; a changed key is always refused). The file is \
+    uploaded to PATH.part, verified on the device, then renamed over PATH.",
     error_code(0, "every device succeeded"),
     error_code(
         1,
         "the run finished and some devices failed (or the payload changed mid-run)"
     ),
     error_code(2, "usage or input error: nothing was pushed"),
+    error_code(
+        3,
+        "aborted by a rollout threshold (a canary failed, or --max-failures)"
+    ),
+    error_code(4, "stopped early because the maintenance window (--window) closed"),
     error_code(130, "interrupted by SIGINT (143: SIGTERM)")
 )]
 pub struct PushArgs {
