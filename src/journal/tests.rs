@@ -1,4 +1,7 @@
 use super::*;
+use crate::payload::Payload;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::Path;
 
 const SHA: &str = "ab12";
