@@ -19,3 +19,11 @@ pub mod simulate;
 pub mod status;
 pub mod template;
 pub mod timestamp;
+
+/// Locks `mutex`, taking the value even if a thread panicked while holding it: every mutex here
+/// guards plain counters or state that a panic cannot leave half-written.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

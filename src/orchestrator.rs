@@ -272,10 +272,7 @@ impl<'a, 'r> Shared<'a, 'r> {
     }
 
     fn lock_stopped(&self) -> MutexGuard<'_, Option<(StopReason, Instant)>> {
-        // A poisoned lock only means a worker panicked while holding it; the value is intact.
-        self.stopped
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.stopped)
     }
 
     /// The run's housekeeping thread: notices an interrupt even while every worker is busy,
@@ -409,7 +406,7 @@ impl<'a, 'r> Shared<'a, 'r> {
     fn sleep_unless_interrupted(&self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
-            if self.should_stop() && matches!(self.stop_reason(), Some(StopReason::Interrupted)) {
+            if matches!(self.stop_reason(), Some(StopReason::Interrupted)) {
                 return false;
             }
             let left = until.saturating_duration_since(Instant::now());

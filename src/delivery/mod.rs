@@ -380,9 +380,7 @@ impl Throttle {
         let Some(shared) = &self.shared else {
             return Duration::ZERO;
         };
-        let mut bucket = shared
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut bucket = crate::lock(shared);
         bucket.take(bytes as f64, now)
     }
 }

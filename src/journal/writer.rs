@@ -101,7 +101,7 @@ impl JournalWriter {
         buffer.extend_from_slice(line);
         buffer.push(b'\n');
         // One write per line, so concurrent workers never interleave within a line.
-        let mut written = lock(&self.written);
+        let mut written = crate::lock(&self.written);
         (&self.file).write_all(&buffer)?;
         *written += 1;
         Ok(())
@@ -112,8 +112,8 @@ impl JournalWriter {
     /// disk in groups instead of one sync per device (which cost more than the uploads of a
     /// fast fleet: 10,000 x 64 KiB took 2.2 times as long).
     pub fn sync(&self) -> io::Result<()> {
-        let mut synced = lock(&self.synced);
-        let target = *lock(&self.written);
+        let mut synced = crate::lock(&self.synced);
+        let target = *crate::lock(&self.written);
         if *synced >= target {
             return Ok(());
         }
@@ -126,11 +126,4 @@ impl JournalWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means a thread panicked while holding it; the count is intact.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -49,14 +49,11 @@ impl Shared<'_, '_> {
         let Some(rate) = &self.rate else { return true };
         let now = self.epoch.elapsed();
         let wait = {
-            let mut bucket = rate.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut bucket = crate::lock(rate);
             bucket.take(1.0, now)
         };
         if !wait.is_zero() {
-            let mut last = self
-                .rate_waited
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut last = crate::lock(&self.rate_waited);
             *last = Some(now);
         }
         self.sleep_unless_stopped(wait) && !self.should_stop()
@@ -94,10 +91,7 @@ impl Shared<'_, '_> {
 
     /// Sets what the run is waiting for (none: not waiting), and shows it.
     pub(super) fn set_waiting(&self, note: Option<String>) {
-        let mut waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut waiting = crate::lock(&self.waiting);
         if *waiting != note {
             *waiting = note;
             drop(waiting);
@@ -109,10 +103,7 @@ impl Shared<'_, '_> {
     /// changed.
     pub(super) fn send_status(&self) {
         let text = self.status_text();
-        let mut last = self
-            .last_status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut last = crate::lock(&self.last_status);
         if *last != text {
             *last = text.clone();
             drop(last);
@@ -149,10 +140,7 @@ impl Shared<'_, '_> {
         }
         // Limits are shown while they hold devices or bytes back (within the last second).
         let recently = Duration::from_secs(1);
-        let rate_waited = *self
-            .rate_waited
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let rate_waited = *crate::lock(&self.rate_waited);
         if let Some(rate) = settings.rate
             && rate_waited.is_some_and(|at| self.epoch.elapsed().saturating_sub(at) <= recently)
         {
@@ -166,11 +154,7 @@ impl Shared<'_, '_> {
             };
             parts.push(format!("bandwidth-limited to {limit}"));
         }
-        if let Some(note) = &*self
-            .waiting
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-        {
+        if let Some(note) = &*crate::lock(&self.waiting) {
             parts.push(note.clone());
         }
         parts.join(", ")
