@@ -1,5 +1,6 @@
 //! The `update-orchestrator` binary: parse, run, map the outcome to an exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 use update_orchestrator::{app, cli, progress};
 
@@ -15,7 +16,8 @@ fn main() -> ExitCode {
     let top = match cli::parse("update-orchestrator", &args) {
         cli::Parsed::Run(top) => top,
         cli::Parsed::Exit { output, status: 0 } => {
-            println!("{output}");
+            // `--help | head` closes the pipe early: not an error, and never a panic.
+            let _ = writeln!(std::io::stdout(), "{output}");
             return ExitCode::SUCCESS;
         }
         cli::Parsed::Exit { output, status } => {

@@ -76,3 +76,19 @@ fn usage_errors_exit_2() {
         assert!(output.stdout.is_empty(), "{args:?}\n{output}");
     }
 }
+
+#[test]
+fn help_into_a_closed_pipe_exits_quietly() {
+    // `update-orchestrator push --help | head -1`: the reader is gone before the help is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .args(["push", "--help"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
