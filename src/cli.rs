@@ -38,6 +38,7 @@ pub struct TopLevel {
     #[argh(switch, short = 'v')]
     pub verbose: u8,
 
+    /// the command to run (none given is a usage error)
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -453,7 +454,12 @@ pub enum Parsed {
     /// Parsed arguments.
     Run(TopLevel),
     /// Print `output` (to stdout when `status` is 0, else stderr) and exit with `status`.
-    Exit { output: String, status: u8 },
+    Exit {
+        /// The text to print.
+        output: String,
+        /// The exit status.
+        status: u8,
+    },
 }
 
 /// Parses argv (without the program name), accepting `--opt=value` and a lone `-` (stdin) as

@@ -11,58 +11,102 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The run begins: `devices` will be dispatched, each receiving `payload_len` bytes.
-    RunStarted { devices: usize, payload_len: u64 },
+    RunStarted {
+        /// Devices the plan dispatches.
+        devices: usize,
+        /// Payload size in bytes.
+        payload_len: u64,
+    },
     /// A device was taken by a worker.
-    DeviceStarted { index: usize, id: Arc<str> },
+    DeviceStarted {
+        /// The device's index in the registry (row order).
+        index: usize,
+        /// The device's id (the registry's `id` column).
+        id: Arc<str>,
+    },
     /// Attempt number `attempt` (1-based) of a device begins; bytes of an earlier attempt no
     /// longer count as progress.
-    AttemptStarted { index: usize, attempt: u32 },
+    AttemptStarted {
+        /// The device's index in the registry (row order).
+        index: usize,
+        /// The attempt number, 1-based.
+        attempt: u32,
+    },
     /// `bytes` more payload bytes were written to the device's socket in its current attempt.
-    BytesSent { index: usize, bytes: u64 },
+    BytesSent {
+        /// The device's index in the registry (row order).
+        index: usize,
+        /// Bytes written since the last `BytesSent` of this device.
+        bytes: u64,
+    },
     /// Attempt `attempt` failed with a transient error; the next one starts after `delay`.
     RetryScheduled {
+        /// The device's index in the registry (row order).
         index: usize,
+        /// The device's id (the registry's `id` column).
         id: Arc<str>,
+        /// The attempt number, 1-based.
         attempt: u32,
+        /// How long until the next attempt.
         delay: Duration,
+        /// Why, in words.
         reason: String,
     },
     /// The device received and acknowledged the whole payload.
     Succeeded {
+        /// The device's index in the registry (row order).
         index: usize,
+        /// The device's id (the registry's `id` column).
         id: Arc<str>,
+        /// Attempts made, the last one included.
         attempts: u32,
     },
     /// The device failed for good: a permanent error, or its retries are exhausted.
     Failed {
+        /// The device's index in the registry (row order).
         index: usize,
+        /// The device's id (the registry's `id` column).
         id: Arc<str>,
+        /// Attempts made, the last one included.
         attempts: u32,
+        /// The last attempt's error, in words.
         error: String,
     },
     /// The device was not attempted (e.g. the run was interrupted before it started).
     Skipped {
+        /// The device's index in the registry (row order).
         index: usize,
+        /// The device's id (the registry's `id` column).
         id: Arc<str>,
+        /// Why, in words.
         reason: String,
     },
     /// The device's attempt was cut short by a shutdown (`--grace` expired): neither
     /// succeeded nor failed.
     Interrupted {
+        /// The device's index in the registry (row order).
         index: usize,
+        /// The device's id (the registry's `id` column).
         id: Arc<str>,
+        /// Attempts made, the last one included.
         attempts: u32,
     },
     /// The run stops dispatching new devices; `in_flight` devices are still running, for at
     /// most `wait` before they are aborted.
     Stopping {
+        /// Why, in words.
         reason: String,
+        /// Devices still running.
         in_flight: usize,
+        /// How long they may go on (`--grace`); `None`: until they finish.
         wait: Option<Duration>,
     },
     /// The rollout's state changed: the wave, the failure threshold, limits, what the run waits
     /// for; `text` is shown beside the progress counts.
-    Rollout { text: String },
+    Rollout {
+        /// The text shown beside the progress counts.
+        text: String,
+    },
     /// Every worker has finished; no event follows.
     RunFinished,
 }

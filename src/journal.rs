@@ -39,43 +39,69 @@ struct Header {
 pub enum Record {
     /// A run starts; `columns` is its registry's header, for the `fields` of later records.
     Run {
+        /// When it was written (RFC 3339, UTC).
         at: String,
+        /// The process that ran it.
         pid: u32,
+        /// The registry's header.
         columns: Vec<String>,
     },
     /// An attempt of a device starts.
     Attempt {
+        /// When it was written (RFC 3339, UTC).
         at: String,
+        /// The device id.
         id: String,
+        /// The attempt number, 1-based.
         attempt: u32,
     },
     /// The device received and acknowledged the payload.
     Succeeded {
+        /// When it was written (RFC 3339, UTC).
         at: String,
+        /// The device id.
         id: String,
+        /// The URL the device was reached at.
         url: String,
+        /// Attempts made in this run.
         attempts: u32,
+        /// Payload bytes sent over all attempts.
         bytes: u64,
+        /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
     },
     /// The device failed for good in this run.
     Failed {
+        /// When it was written (RFC 3339, UTC).
         at: String,
+        /// The device id.
         id: String,
+        /// The URL the device was reached at.
         url: String,
+        /// Attempts made in this run.
         attempts: u32,
+        /// Payload bytes sent over all attempts.
         bytes: u64,
+        /// The error class (as in the report's error classes).
         class: String,
+        /// The last error, in words.
         error: String,
+        /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
     },
     /// The device's attempt was cut short by a shutdown.
     Interrupted {
+        /// When it was written (RFC 3339, UTC).
         at: String,
+        /// The device id.
         id: String,
+        /// The URL the device was reached at.
         url: String,
+        /// Attempts made in this run.
         attempts: u32,
+        /// Payload bytes sent over all attempts.
         bytes: u64,
+        /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
     },
 }
@@ -139,8 +165,9 @@ pub struct Journal {
     pub runs: u32,
     /// The registry header of the latest run.
     pub columns: Arc<[String]>,
-    /// Time of the first and the last record.
+    /// Time of the first record.
     pub first_at: Option<String>,
+    /// Time of the last record.
     pub last_at: Option<String>,
     /// Warnings met while reading (a torn last line).
     pub warnings: Vec<String>,
@@ -152,19 +179,30 @@ pub struct Journal {
 #[derive(Debug)]
 pub enum JournalError {
     /// Opening, reading, locking or writing failed.
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The journal file.
+        path: PathBuf,
+        /// What the system said.
+        error: io::Error,
+    },
     /// Another process holds the lock.
     Locked(PathBuf),
     /// The journal belongs to another payload.
     OtherPayload {
+        /// The journal file.
         path: PathBuf,
+        /// The payload sha256 the journal was written for.
         journal: String,
+        /// This run's payload sha256.
         payload: String,
     },
     /// A line (1-based) is damaged, or the header is not ours.
     Corrupt {
+        /// The journal file.
         path: PathBuf,
+        /// The damaged line, 1-based.
         line: usize,
+        /// What is wrong with it.
         why: String,
     },
 }

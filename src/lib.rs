@@ -1,4 +1,5 @@
 //! update-orchestrator: push one update file to thousands of devices, safely and resumably.
+#![deny(missing_docs)]
 
 pub mod app;
 pub mod cli;

@@ -24,13 +24,23 @@ pub struct Payload {
 #[derive(Debug)]
 pub enum PayloadError {
     /// It could not be opened or read.
-    Io { path: PathBuf, error: io::Error },
+    Io {
+        /// The payload file.
+        path: PathBuf,
+        /// What the system said.
+        error: io::Error,
+    },
     /// It is a directory.
     Directory(PathBuf),
     /// It is empty and `--allow-empty` was not given.
     Empty(PathBuf),
     /// It changed (size or modification time) since it was hashed.
-    Changed { path: PathBuf, what: String },
+    Changed {
+        /// The payload file.
+        path: PathBuf,
+        /// What changed, in words.
+        what: String,
+    },
 }
 
 impl fmt::Display for PayloadError {
