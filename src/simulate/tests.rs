@@ -230,10 +230,13 @@ fn stalled_device_never_answers_and_shutdown_still_returns() {
         .unwrap();
     let mut byte = [0u8; 1];
     let error = client.reader.read(&mut byte).unwrap_err();
-    assert!(matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    ));
+    assert!(
+        matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+        "{error:?}"
+    );
     assert_eq!(stats(&fleet, "dev-00001"), (1, 0, 0, 0));
     let started = Instant::now();
     fleet.shutdown();
