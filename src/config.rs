@@ -310,12 +310,7 @@ fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
     }
     let known_hosts = match &args.known_hosts {
         Some(path) => path.clone(),
-        // Without HOME, a path that cannot exist: strict checking then refuses every SSH host
-        // with a message naming it, and HTTP-only runs are not affected.
-        None => std::env::var_os("HOME")
-            .map_or_else(|| PathBuf::from("~"), PathBuf::from)
-            .join(".ssh")
-            .join("known_hosts"),
+        None => crate::delivery::ssh::default_known_hosts(),
     };
     Ok(SshOptions {
         identities: args.identity.clone(),
@@ -393,6 +388,29 @@ fn read_ca_certificates(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The library's defaults are the command line's: a program using the API and a script
+    /// using the CLI get the same run for the same (absent) flags.
+    #[test]
+    fn library_defaults_are_the_command_lines() {
+        let args = ["push", "--payload", "fw.bin", "devices.csv"].map(String::from);
+        let crate::cli::Parsed::Run(top) = crate::cli::parse("update-orchestrator", &args) else {
+            panic!("the arguments do not parse");
+        };
+        let Some(crate::cli::Command::Push(push)) = top.command else {
+            panic!("not a push");
+        };
+        let config = PushConfig::from_args(push).expect("a valid push");
+        assert_eq!(config.run, crate::orchestrator::RunSettings::default());
+        assert_eq!(
+            format!("{:?}", config.http),
+            format!("{:?}", crate::delivery::http::HttpOptions::default())
+        );
+        assert_eq!(
+            format!("{:?}", config.ssh),
+            format!("{:?}", crate::delivery::ssh::SshOptions::default())
+        );
+    }
 
     #[track_caller]
     fn check_header(text: &str, expected: Result<(&str, &str), &str>) {

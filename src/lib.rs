@@ -1,4 +1,107 @@
 //! update-orchestrator: push one update file to thousands of devices, safely and resumably.
+//!
+//! The `update-orchestrator` command is a thin layer over this library: a Rust program can do
+//! what `push` does with the same components, in the same order.
+//!
+//! 1. Load and validate a device registry: [`registry::load`] reads CSV from any reader (a file,
+//!    stdin, a string built in code) and reports every problem with its line.
+//! 2. Open the payload: [`payload::Payload::open`] hashes it once by streaming; each attempt
+//!    reopens it and checks it did not change.
+//! 3. Plan: [`scheduler::Plan`] decides which devices run and in which order (filters, shards,
+//!    canary, waves, the journal); [`scheduler::Plan::all_in_order`] takes every device.
+//! 4. Configure: [`orchestrator::RunSettings`] (concurrency, retries, timeouts, rollout policy)
+//!    and the deliveries' options ([`delivery::http::HttpOptions`],
+//!    [`delivery::ssh::SshOptions`]). Their `Default`s are the command line's defaults.
+//! 5. Run: [`orchestrator::Run::execute`] runs the plan on its own rayon pool, sends every
+//!    [`events::Event`] to the channel you give it, stops dispatching when the cancellation
+//!    flag is set, and returns one [`report::DeviceOutcome`] per device;
+//!    [`report::Counts`] summarizes them.
+//!
+//! # Example
+//!
+//! Push 1 MiB to a simulated fleet of 20 HTTP devices on loopback, two of them flaky (they
+//! answer `503` once or twice, then succeed), and count retries from the events on another
+//! thread:
+//!
+//! ```
+//! use std::sync::atomic::AtomicBool;
+//! use std::time::Duration;
+//! use update_orchestrator::delivery::http::{HttpDelivery, HttpOptions};
+//! use update_orchestrator::delivery::ssh::{SshDelivery, SshOptions};
+//! use update_orchestrator::delivery::Deliveries;
+//! use update_orchestrator::events::Event;
+//! use update_orchestrator::orchestrator::{Run, RunSettings};
+//! use update_orchestrator::payload::Payload;
+//! use update_orchestrator::report::Counts;
+//! use update_orchestrator::scheduler::{Plan, RetryPolicy};
+//! use update_orchestrator::simulate::{Fleet, FleetSpec};
+//! use update_orchestrator::registry;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let fleet = Fleet::start(FleetSpec {
+//!     devices: 20,
+//!     flaky_percent: 10.0,
+//!     ..FleetSpec::default()
+//! })?;
+//! let registry = registry::load("fleet", fleet.registry_csv().as_bytes(), None)?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("fw.bin");
+//! std::fs::write(&path, vec![7u8; 1 << 20])?;
+//! let payload = Payload::open(&path, false)?;
+//!
+//! let settings = RunSettings {
+//!     concurrency: 8,
+//!     retry: RetryPolicy {
+//!         retries: 3,
+//!         backoff_base: Duration::from_millis(20),
+//!         backoff_max: Duration::from_millis(200),
+//!     },
+//!     ..RunSettings::default()
+//! };
+//! let delivery = Deliveries {
+//!     http: HttpDelivery::new(HttpOptions {
+//!         concurrency: settings.concurrency,
+//!         ..HttpOptions::default()
+//!     }),
+//!     ssh: SshDelivery::new(SshOptions::default()),
+//! };
+//! let plan = Plan::all_in_order(&registry);
+//! let cancel = AtomicBool::new(false); // set it (from a signal handler, a UI) to stop
+//!
+//! let (events, receiver) = crossbeam_channel::bounded(1024);
+//! let watcher = std::thread::spawn(move || {
+//!     let mut retries = 0;
+//!     for event in receiver {
+//!         if let Event::RetryScheduled { .. } = event {
+//!             retries += 1;
+//!         }
+//!     }
+//!     retries // the loop ends when the run drops its sender
+//! });
+//! let run = Run {
+//!     registry: &registry,
+//!     payload: &payload,
+//!     delivery: &delivery,
+//!     plan: &plan,
+//!     settings,
+//!     interrupt: &cancel,
+//!     journal: None,
+//! };
+//! let result = run.execute(&events)?;
+//! drop(events);
+//! let retries = watcher.join().expect("the watcher thread panicked");
+//!
+//! let counts = Counts::of(&result.outcomes);
+//! assert_eq!((counts.succeeded, counts.failed), (20, 0));
+//! // Every request beyond each device's first was a retry the events announced.
+//! let requests: u64 = fleet.stats().iter().map(|device| device.requests).sum();
+//! assert_eq!(retries, requests - 20);
+//! assert!(retries >= 2);
+//! fleet.shutdown();
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 pub mod app;

@@ -55,6 +55,31 @@ pub struct RunSettings {
     pub window_wait: Duration,
 }
 
+impl Default for RunSettings {
+    /// The command line's defaults: 50 workers, 3 retries with backoff from 1 s up to 60 s,
+    /// 30 s of grace, and no rollout limits.
+    fn default() -> RunSettings {
+        RunSettings {
+            concurrency: 50,
+            retry: RetryPolicy {
+                retries: 3,
+                backoff_base: Duration::from_secs(1),
+                backoff_max: Duration::from_secs(60),
+            },
+            device_timeout: None,
+            grace: Duration::from_secs(30),
+            wave_pause: Duration::ZERO,
+            failures: None,
+            rate: None,
+            bandwidth: None,
+            device_bandwidth: None,
+            window: None,
+            zone: Zone::Local,
+            window_wait: Duration::ZERO,
+        }
+    }
+}
+
 /// Why a run stopped dispatching before the end of the plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopReason {

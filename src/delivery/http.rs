@@ -51,6 +51,22 @@ pub struct HttpOptions {
     pub concurrency: usize,
 }
 
+impl Default for HttpOptions {
+    /// The command line's defaults: `PUT`, no extra headers, the compiled-in CA roots, and
+    /// timeouts of 10 s (connect), 60 s (stall) and 120 s (response), for 50 workers.
+    fn default() -> HttpOptions {
+        HttpOptions {
+            method: Method::Put,
+            headers: Vec::new(),
+            ca_certificates: None,
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+            response_timeout: Duration::from_secs(120),
+            concurrency: 50,
+        }
+    }
+}
+
 /// The HTTP(S) delivery of one run.
 #[derive(Debug, Clone)]
 pub struct HttpDelivery {

@@ -113,6 +113,37 @@ pub struct SshOptions {
     pub in_flight: usize,
 }
 
+impl Default for SshOptions {
+    /// The command line's defaults: the ssh-agent, `~/.ssh/known_hosts` checked strictly, an
+    /// on-device sha256 check, timeouts of 10 s (connect) and 60 s (stall), for 50 workers.
+    fn default() -> SshOptions {
+        SshOptions {
+            identities: Vec::new(),
+            passphrase: None,
+            password: None,
+            use_agent: true,
+            user: None,
+            known_hosts: default_known_hosts(),
+            host_key_policy: HostKeyPolicy::Strict,
+            verify: Verify::Sha256,
+            exec: None,
+            exec_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+            in_flight: in_flight_for(50),
+        }
+    }
+}
+
+/// `~/.ssh/known_hosts`. Without `HOME`, a path that cannot exist: strict checking then refuses
+/// every SSH host with a message naming it, and HTTP-only runs are not affected.
+pub fn default_known_hosts() -> PathBuf {
+    std::env::var_os("HOME")
+        .map_or_else(|| PathBuf::from("~"), PathBuf::from)
+        .join(".ssh")
+        .join("known_hosts")
+}
+
 /// The run's memory for SFTP pipelines, shared by its workers: each holds about twice its
 /// in-flight bytes (its buffer, and libssh2's copy of what the device has not acknowledged).
 const PIPELINE_BUDGET: usize = 32 << 20;
