@@ -570,7 +570,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "h" => number * 3600.0,
             _ => return Err(invalid()),
         };
-        total += Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
+        let part = Duration::try_from_secs_f64(seconds).map_err(|_| invalid())?;
+        // Parts that each fit can still overflow together (`10000000000000000000s` twice).
+        total = total.checked_add(part).ok_or_else(invalid)?;
         rest = &rest[unit_len..];
     }
     if text.is_empty() {
@@ -669,6 +671,7 @@ mod tests {
         check_duration("10x", None);
         check_duration("-1", None);
         check_duration("ten", None);
+        check_duration("10000000000000000000s10000000000000000000s", None);
     }
 
     #[track_caller]
