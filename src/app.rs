@@ -12,7 +12,7 @@ use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, Us
 use crate::delivery::Deliveries;
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::ssh::SshDelivery;
-use crate::events::Event;
+use crate::events::{self, Event};
 use crate::journal::{self, Journal, JournalWriter};
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
@@ -270,7 +270,7 @@ fn execute(
         ssh: SshDelivery::new(config.ssh.clone()),
     };
 
-    let (sender, receiver) = crossbeam_channel::bounded::<Event>(64 * 1024);
+    let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
     let progress = progress::spawn(config.progress.clone(), receiver)
         .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
     let run = Run {

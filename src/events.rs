@@ -6,6 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The capacity of the channel from the workers to the progress thread. Bounded, so a stalled
+/// terminal can never make memory grow without end; large enough that workers do not wait on it
+/// in practice: the progress thread handles millions of events a second (`scripts/bench-core`
+/// floods it), while a run at full speed sends tens of thousands (byte progress is coalesced by
+/// the sender), so a full channel drains in a few milliseconds.
+pub const CHANNEL_CAPACITY: usize = 64 * 1024;
+
 /// One thing that happened during a run. Sent over a crossbeam channel; the progress thread is the
 /// only receiver. Byte progress is coalesced by the sender (about every 100 ms or 1 MiB).
 #[derive(Debug, Clone, PartialEq)]

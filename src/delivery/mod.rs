@@ -278,7 +278,7 @@ impl<'a> ByteMeter<'a> {
         self.total += bytes;
         self.pending += bytes;
         if self.pending >= Self::FLUSH_BYTES || self.last_flush.elapsed() >= Self::FLUSH_INTERVAL {
-            self.flush();
+            self.offer();
         }
         if let Some(throttle) = self.throttle {
             let now = throttle.now();
@@ -311,8 +311,24 @@ impl<'a> ByteMeter<'a> {
         self.total
     }
 
-    /// Sends what is pending. A closed channel (the progress thread is gone) is not the
-    /// device's failure, so a send error is ignored.
+    /// Sends what is pending if the channel has room, without waiting: while the transfer runs,
+    /// a full channel never holds it up; the bytes stay pending and go with a later event
+    /// (coalesced), at the latest with `flush` at the end.
+    fn offer(&mut self) {
+        let event = Event::BytesSent {
+            index: self.index,
+            bytes: self.pending,
+        };
+        match self.events.try_send(event) {
+            Ok(()) | Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.pending = 0,
+            Err(crossbeam_channel::TrySendError::Full(_)) => {}
+        }
+        self.last_flush = Instant::now();
+    }
+
+    /// Sends what is pending (at the end of a transfer: it waits for room, like every other
+    /// event). A closed channel (the progress thread is gone) is not the device's failure, so a
+    /// send error is ignored.
     pub fn flush(&mut self) {
         if self.pending > 0 {
             let _ = self.events.send(Event::BytesSent {
@@ -388,5 +404,39 @@ impl Throttle {
 impl Drop for ByteMeter<'_> {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_progress_never_waits_for_a_full_channel_and_loses_nothing() {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        sender.send(Event::RunFinished).expect("fill the channel");
+        let abort = AtomicBool::new(false);
+        let (done, finished) = crossbeam_channel::bounded(1);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut meter = ByteMeter::new(&sender, 7, &abort);
+                for _ in 0..3 {
+                    meter.add(ByteMeter::FLUSH_BYTES); // each one due, none can be sent
+                }
+                done.send(meter.total()).expect("report");
+                // Dropping the meter sends what is pending, once there is room.
+            });
+            let total = finished
+                .recv_timeout(Duration::from_secs(5))
+                .expect("add() returned although the channel was full");
+            assert_eq!(total, 3 * ByteMeter::FLUSH_BYTES);
+            assert_eq!(receiver.recv(), Ok(Event::RunFinished));
+        });
+        let events: Vec<Event> = receiver.try_iter().collect();
+        let expected = Event::BytesSent {
+            index: 7,
+            bytes: 3 * ByteMeter::FLUSH_BYTES,
+        };
+        assert_eq!(events, [expected], "the pending bytes went as one event");
     }
 }
