@@ -246,7 +246,11 @@ fn open_report(target: Option<&ReportTarget>) -> Result<Option<Box<dyn Write>>, 
         Some(ReportTarget::Stdout) => Some(Box::new(io::stdout())),
         Some(ReportTarget::File(path)) => {
             let file = File::create(path).map_err(|e| {
-                AppError::Input(format!("cannot create report {}: {e}", path.display()))
+                AppError::Input(format!(
+                    "cannot create report {}: {e}: give --report a writable path in an existing \
+                     directory",
+                    path.display()
+                ))
             })?;
             Some(Box::new(BufWriter::new(file)))
         }

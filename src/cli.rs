@@ -119,11 +119,11 @@ pub struct PushArgs {
     pub target: Option<String>,
 
     /// devices in flight at once: the worker pool size (default 50)
-    #[argh(option, default = "50")]
+    #[argh(option, default = "50", from_str_fn(parse_usize))]
     pub concurrency: usize,
 
     /// further attempts after the first, for transient errors (default 3)
-    #[argh(option, default = "3")]
+    #[argh(option, default = "3", from_str_fn(parse_u32))]
     pub retries: u32,
 
     /// first backoff ceiling; doubles per attempt (default 1s)
@@ -284,11 +284,11 @@ pub struct PushArgs {
     pub order: String,
 
     /// seed of --order random (default 0)
-    #[argh(option, default = "0")]
+    #[argh(option, default = "0", from_str_fn(parse_u64))]
     pub seed: u64,
 
     /// the first N devices run alone first; any canary failure aborts the run (exit 3)
-    #[argh(option, default = "0")]
+    #[argh(option, default = "0", from_str_fn(parse_usize))]
     pub canary: usize,
 
     /// wave sizes, counts or percentages of the devices after the canary, e.g. 1,5%,25%,100%;
@@ -306,7 +306,7 @@ pub struct PushArgs {
     pub max_failures: Option<Threshold>,
 
     /// finished devices needed before --max-failures is evaluated (default 10)
-    #[argh(option, default = "10")]
+    #[argh(option, default = "10", from_str_fn(parse_usize))]
     pub min_sample: usize,
 
     /// at most N device starts per second, minute or hour: N/s, N/min, N/h
@@ -579,6 +579,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(invalid());
     }
     Ok(total)
+}
+
+/// Parses a count (a whole number of 0 or more), with a message that says so (the standard
+/// library's says "invalid digit found in string").
+fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("invalid number '{text}': use a whole number of 0 or more, e.g. 5"))
+}
+
+fn parse_usize(text: &str) -> Result<usize, String> {
+    parse_number(text)
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    parse_number(text)
+}
+
+fn parse_u64(text: &str) -> Result<u64, String> {
+    parse_number(text)
 }
 
 fn parse_filter(text: &str) -> Result<Filter, String> {

@@ -16,6 +16,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod files;
+
 /// Headers the tool sets itself, which a `--header` may not replace.
 const RESERVED_HEADERS: &[&str] = &[
     "content-length",
@@ -154,7 +156,10 @@ impl PushConfig {
         };
         let zone: Zone = args.window_tz.parse().map_err(UsageError)?;
         if args.estimate_throughput.is_some() && !args.dry_run {
-            return usage("--estimate-throughput goes with --dry-run".into());
+            return usage(
+                "--estimate-throughput only works with --dry-run: add --dry-run, or leave it out"
+                    .into(),
+            );
         }
         let journal = match (&args.journal, args.journal_reset, args.only_failed) {
             (Some(_), true, true) => {
@@ -262,24 +267,22 @@ impl PushConfig {
     }
 }
 
-/// The SSH flags, checked: key files exist, secrets are read from the variables named, the
+/// The SSH flags, checked: key files exist and are private, `--known-hosts` is readable, secrets are read from the variables named, the
 /// install command parses.
 fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
     let usage = |message: String| UsageError(message);
     for identity in &args.identity {
-        if !identity.is_file() {
-            return Err(usage(format!(
-                "--identity {}: no such key file",
-                identity.display()
-            )));
-        }
+        files::check_identity(identity)?;
+    }
+    if let Some(path) = &args.known_hosts {
+        files::check_known_hosts(path)?;
     }
     let secret = |flag: &str, name: &Option<String>| -> Result<Option<Secret>, UsageError> {
         let Some(name) = name else { return Ok(None) };
         match std::env::var(name) {
             Ok(value) => Ok(Some(Secret::new(value))),
             Err(_) => Err(usage(format!(
-                "{flag} {name}: the environment variable {name} is not set"
+                "{flag} {name}: the environment variable {name} is not set; export it before running"
             ))),
         }
     };
@@ -305,7 +308,9 @@ fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
         .transpose()?;
     if exec.as_ref().is_some_and(Template::uses_env) {
         return Err(usage(
-            "--exec cannot use {env:NAME}: the command line is visible on the device".into(),
+            "--exec cannot use {env:NAME}: the command line is visible on the device; let the \
+             command read the secret from a file on the device instead"
+                .into(),
         ));
     }
     let known_hosts = match &args.known_hosts {
@@ -368,13 +373,21 @@ fn read_ca_certificates(
     path: &std::path::Path,
 ) -> Result<Vec<ureq::tls::Certificate<'static>>, UsageError> {
     let error = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| error(e.to_string()))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        error(format!(
+            "cannot read it ({e}): give a PEM file of CA certificates"
+        ))
+    })?;
     let mut certificates = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item {
             Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
             Ok(_) => {}
-            Err(e) => return Err(error(format!("not a valid PEM file ({e})"))),
+            Err(e) => {
+                return Err(error(format!(
+                    "not a valid PEM file ({e}): give a PEM file of CA certificates"
+                )));
+            }
         }
     }
     if certificates.is_empty() {

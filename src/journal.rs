@@ -210,7 +210,12 @@ pub enum JournalError {
 impl fmt::Display for JournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JournalError::Io { path, error } => write!(f, "journal {}: {error}", path.display()),
+            JournalError::Io { path, error } => write!(
+                f,
+                "journal {}: {error}: a journal is a file this user can read and write (push \
+                 creates it when missing); check the path",
+                path.display()
+            ),
             JournalError::Locked(path) => write!(
                 f,
                 "journal {} is in use by another update-orchestrator run; wait for it to end \

@@ -149,7 +149,8 @@ impl Loader<'_> {
             self.problem(
                 Some(1),
                 None,
-                "missing required column 'id' in the header row",
+                "missing required column 'id' in the header row: add an id column (a unique name \
+                 per device)",
             );
         }
         let (id_column, url_source) = (id_column?, url_source?);
@@ -397,9 +398,9 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if url.starts_with("ssh://") {
         return crate::delivery::ssh::parse_ssh_url(url).map(|_| ());
     }
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|error| format!("invalid URL {url:?}: {error}"))?;
+    let uri: ureq::http::Uri = url.parse().map_err(|error| {
+        format!("invalid URL {url:?}: {error} (expected e.g. http://10.0.0.5:8080/update)")
+    })?;
     let scheme = uri.scheme_str().ok_or_else(|| {
         format!("invalid URL {url:?}: no scheme (expected e.g. http://host/path)")
     })?;
@@ -491,7 +492,7 @@ mod tests {
         check_err(
             "name,url\nx,http://h/\n",
             None,
-            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:1: missing required column 'id' in the header row",
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:1: missing required column 'id' in the header row: add an id column (a unique name per device)",
         );
         check_err(
             "id,addr\nx,h\n",
@@ -507,7 +508,7 @@ mod tests {
             \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https, ssh)\
             \n  devices.csv:6: column 2 (url): no remote path in \"ssh://root@h\": give the file's absolute path, e.g. ssh://host/opt/update/fw.bin\
             \n  devices.csv:7: this row has 3 fields but the header has 2: check for a missing or extra comma\
-            \n  devices.csv:8: column 2 (url): invalid URL \"not a url\": invalid uri character",
+            \n  devices.csv:8: column 2 (url): invalid URL \"not a url\": invalid uri character (expected e.g. http://10.0.0.5:8080/update)",
         );
         check_err(
             "id,ip\nd1,1.2.3.4\n",
@@ -517,7 +518,7 @@ mod tests {
         check_err(
             "id,url\na,http:///nohost\n",
             None,
-            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:2: column 2 (url): invalid URL \"http:///nohost\": invalid format",
+            "devices.csv: 1 problem, nothing was pushed\n  devices.csv:2: column 2 (url): invalid URL \"http:///nohost\": invalid format (expected e.g. http://10.0.0.5:8080/update)",
         );
     }
 

@@ -1,7 +1,10 @@
-//! Bad input exits 2 before any device is contacted, and the message says where the problem is
-//! (file, line, column) and how to fix it.
+//! Bad input exits 2 before any device is contacted, with one exact message that says where the
+//! problem is (file, line, column, flag) and how to fix it: the registry, the flags, the payload,
+//! the journal, known_hosts, keys and certificates. A simulated fleet counts connections: it must
+//! see none.
 
 use crate::util::{Test, quick};
+use std::os::unix::fs::PermissionsExt;
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
 struct Case {
@@ -14,219 +17,400 @@ struct Case {
     /// Flags after `push --payload PAYLOAD` and the quick defaults (which `overrides` change).
     extra: &'static [&'static str],
     overrides: &'static [(&'static str, &'static str)],
-    /// Every one of these must be in stderr.
-    expect: &'static [&'static str],
+    /// All of stderr; `{sha}` stands for the payload's SHA-256.
+    expect: &'static str,
 }
 
 const VALID: &[u8] = b"id,url\na,U1\nb,U2\n";
 
-const fn case(
-    name: &'static str,
-    registry: &'static [u8],
-    extra: &'static [&'static str],
-    expect: &'static [&'static str],
-) -> Case {
-    Case {
-        name,
-        registry,
-        payload: "fw.bin",
-        registry_arg: "devices.csv",
-        extra,
-        overrides: &[],
-        expect,
-    }
-}
+const DEFAULT: Case = Case {
+    name: "",
+    registry: VALID,
+    payload: "fw.bin",
+    registry_arg: "devices.csv",
+    extra: &[],
+    overrides: &[],
+    expect: "",
+};
+
+const PAYLOAD_LEN: u64 = 1000;
 
 const CASES: &[Case] = &[
-    case(
-        "empty registry",
-        b"",
-        &[],
-        &[
-            "devices.csv: 1 problem, nothing was pushed",
-            "devices.csv: the file is empty: expected a header row such as 'id,url'",
-        ],
-    ),
-    case(
-        "no id column",
-        b"name,url\na,U1\n",
-        &[],
-        &["devices.csv:1: missing required column 'id' in the header row"],
-    ),
-    case(
-        "no url column and no --target",
-        b"id,addr\na,127.0.0.1\n",
-        &[],
-        &[
-            "devices.csv:1: missing column 'url' in the header row",
-            "--target",
-        ],
-    ),
-    case(
-        "empty id",
-        b"id,url\na,U1\n,U2\n",
-        &[],
-        &["devices.csv:3: column 1 (id): empty id: every device needs one"],
-    ),
-    case(
-        "duplicate id",
-        b"id,url\na,U1\na,U2\n",
-        &[],
-        &["devices.csv:3: column 1 (id): duplicate id 'a': line 2 has it too"],
-    ),
-    case(
-        "unknown placeholder in --target",
-        b"id,ip\na,127.0.0.1\n",
-        &["--target", "http://{ip}:1/{site}"],
-        &[
-            "devices.csv: --target: unknown placeholder {site}",
-            "the registry has the columns id, ip",
-        ],
-    ),
-    case(
-        "invalid url",
-        b"id,url\na,U1\nb,not a url\n",
-        &[],
-        &["devices.csv:3: column 2 (url): invalid URL \"not a url\""],
-    ),
-    case(
-        "unsupported scheme",
-        b"id,url\na,U1\nb,ftp://127.0.0.1/fw\n",
-        &[],
-        &[
-            "devices.csv:3: column 2 (url): unsupported scheme 'ftp'",
-            "(supported: http, https, ssh)",
-        ],
-    ),
-    case(
-        "ssh URL without a remote path",
-        b"id,url\na,ssh://root@127.0.0.1\nb,U2\n",
-        &[],
-        &["devices.csv:2: column 2 (url): no remote path in \"ssh://root@127.0.0.1\""],
-    ),
-    case(
-        "ragged row",
-        b"id,url\na,U1\nb,U2,extra\n",
-        &[],
-        &["devices.csv:3: this row has 3 fields but the header has 2"],
-    ),
-    case(
-        "non-utf-8 field",
-        b"id,url\na,U1\n\xff\xfe,U2\n",
-        &[],
-        &["devices.csv:3: field 1 is not valid UTF-8: save the file as UTF-8"],
-    ),
-    case(
-        "every problem is listed, not just the first",
-        b"id,url\n,U1\nb,ftp://127.0.0.1/\nb,U2\n",
-        &[],
-        &[
-            "devices.csv: 3 problems, nothing was pushed",
-            "devices.csv:2: column 1 (id): empty id",
-            "devices.csv:3: column 2 (url): unsupported scheme 'ftp'",
-            "devices.csv:4: column 1 (id): duplicate id 'b': line 3 has it too",
-        ],
-    ),
-    case(
-        "line numbers survive CRLF and quoted line breaks",
-        b"id,url,note\r\na,U1,\"two\r\nlines\"\r\n\r\n,U2,x\r\n",
-        &[],
-        &["devices.csv:5: column 1 (id): empty id"],
-    ),
     Case {
+        name: "empty registry",
+        registry: b"",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv: the file is empty: expected a header row such as 'id,url'",
+        ..DEFAULT
+    },
+    Case {
+        name: "no id column",
+        registry: b"name,url\na,U1\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:1: missing required column 'id' in the header row: add an id column (a unique name per device)",
+        ..DEFAULT
+    },
+    Case {
+        name: "no url column and no --target",
+        registry: b"id,addr\na,127.0.0.1\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:1: missing column 'url' in the header row: add a url column, or give --target TEMPLATE such as 'http://{ip}:8080/update'",
+        ..DEFAULT
+    },
+    Case {
+        name: "empty id",
+        registry: b"id,url\na,U1\n,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: column 1 (id): empty id: every device needs one",
+        ..DEFAULT
+    },
+    Case {
+        name: "duplicate id",
+        registry: b"id,url\na,U1\na,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: column 1 (id): duplicate id 'a': line 2 has it too",
+        ..DEFAULT
+    },
+    Case {
+        name: "unknown placeholder in --target",
+        registry: b"id,ip\na,127.0.0.1\n",
+        extra: &["--target", "http://{ip}:1/{site}"],
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv: --target: unknown placeholder {site} in \"http://{ip}:1/{site}\": the registry has the columns id, ip",
+        ..DEFAULT
+    },
+    Case {
+        name: "unclosed placeholder in --target",
+        registry: b"id,ip\na,127.0.0.1\n",
+        extra: &["--target", "http://{ip"],
+        expect: "update-orchestrator: --target: unclosed '{' at byte 7 in template \"http://{ip\"",
+        ..DEFAULT
+    },
+    Case {
+        name: "invalid url",
+        registry: b"id,url\na,U1\nb,not a url\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: column 2 (url): invalid URL \"not a url\": invalid uri character (expected e.g. http://10.0.0.5:8080/update)",
+        ..DEFAULT
+    },
+    Case {
+        name: "unsupported scheme",
+        registry: b"id,url\na,U1\nb,ftp://127.0.0.1/fw\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/fw\" (supported: http, https, ssh)",
+        ..DEFAULT
+    },
+    Case {
+        name: "ssh URL without a remote path",
+        registry: b"id,url\na,ssh://root@127.0.0.1\nb,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:2: column 2 (url): no remote path in \"ssh://root@127.0.0.1\": give the file's absolute path, e.g. ssh://host/opt/update/fw.bin",
+        ..DEFAULT
+    },
+    Case {
+        name: "ssh URL with a .. segment",
+        registry: b"id,url\na,ssh://root@127.0.0.1/opt/../etc/passwd\nb,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:2: column 2 (url): \"ssh://root@127.0.0.1/opt/../etc/passwd\": path segment \"..\" would leave its directory ('/', '.' or '..')",
+        ..DEFAULT
+    },
+    Case {
+        name: "ragged row",
+        registry: b"id,url\na,U1\nb,U2,extra\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: this row has 3 fields but the header has 2: check for a missing or extra comma",
+        ..DEFAULT
+    },
+    Case {
+        name: "non-utf-8 field",
+        registry: b"id,url\na,U1\n\xff\xfe,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: field 1 is not valid UTF-8: save the file as UTF-8",
+        ..DEFAULT
+    },
+    Case {
+        name: "every problem is listed, not just the first",
+        registry: b"id,url\n,U1\nb,ftp://127.0.0.1/\nb,U2\n",
+        expect: "update-orchestrator: devices.csv: 3 problems, nothing was pushed\
+            \n  devices.csv:2: column 1 (id): empty id: every device needs one\
+            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/\" (supported: http, https, ssh)\
+            \n  devices.csv:4: column 1 (id): duplicate id 'b': line 3 has it too",
+        ..DEFAULT
+    },
+    Case {
+        name: "line numbers survive CRLF and quoted line breaks",
+        registry: b"id,url,note\r\na,U1,\"two\r\nlines\"\r\n\r\n,U2,x\r\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:5: column 1 (id): empty id: every device needs one",
+        ..DEFAULT
+    },
+    Case {
+        name: "--where on a column the registry lacks",
+        registry: VALID,
+        extra: &["--where", "site=eu"],
+        expect: "update-orchestrator: --where site=eu: the registry has no column 'site' (it has id, url)",
+        ..DEFAULT
+    },
+    Case {
+        name: "missing registry file",
+        registry: VALID,
         registry_arg: "nope.csv",
-        ..case(
-            "missing registry file",
-            VALID,
-            &["--report", "report.csv"],
-            &["cannot read registry nope.csv"],
-        )
+        expect: "update-orchestrator: cannot read registry nope.csv: No such file or directory (os error 2)",
+        ..DEFAULT
     },
     Case {
+        name: "missing payload",
+        registry: VALID,
         payload: "missing.bin",
-        ..case(
-            "missing payload",
-            VALID,
-            &[],
-            &["cannot read payload missing.bin"],
-        )
+        expect: "update-orchestrator: cannot read payload missing.bin: No such file or directory (os error 2)",
+        ..DEFAULT
     },
     Case {
+        name: "payload is a directory",
+        registry: VALID,
         payload: "firmware",
-        ..case(
-            "payload is a directory",
-            VALID,
-            &[],
-            &["payload firmware is a directory: give the update file itself"],
-        )
+        expect: "update-orchestrator: payload firmware is a directory: give the update file itself",
+        ..DEFAULT
     },
     Case {
+        name: "empty payload",
+        registry: VALID,
         payload: "empty.bin",
-        ..case(
-            "empty payload",
-            VALID,
-            &[],
-            &["payload empty.bin is empty: pass --allow-empty"],
-        )
+        expect: "update-orchestrator: payload empty.bin is empty: pass --allow-empty if an empty file is really meant",
+        ..DEFAULT
     },
     Case {
+        name: "bad duration",
+        registry: VALID,
         overrides: &[("--stall-timeout", "10x")],
-        ..case(
-            "bad duration",
-            VALID,
-            &[],
-            &[
-                "'--stall-timeout'",
-                "invalid duration '10x': use e.g. 500ms",
-            ],
-        )
+        expect: "Error parsing option '--stall-timeout' with value '10x': invalid duration '10x': use e.g. 500ms, 10s, 2m, 1h or 1m30s",
+        ..DEFAULT
     },
     Case {
+        name: "backoff base above max",
+        registry: VALID,
         overrides: &[("--backoff-base", "2s"), ("--backoff-max", "1s")],
-        ..case(
-            "backoff base above max",
-            VALID,
-            &[],
-            &["--backoff-base (2s) is larger than --backoff-max (1s)"],
-        )
+        expect: "update-orchestrator: --backoff-base (2s) is larger than --backoff-max (1s): raise --backoff-max",
+        ..DEFAULT
     },
-    case(
-        "zero concurrency",
-        VALID,
-        &["--concurrency", "0"],
-        &["--concurrency must be between 1 and 4096, not 0"],
-    ),
-    case(
-        "unsupported method",
-        VALID,
-        &["--method", "DELETE"],
-        &["--method DELETE is not supported: use PUT or POST"],
-    ),
-    case(
-        "header from an unset variable",
-        VALID,
-        &["--header", "X-Token: {env:UO_TEST_UNSET_VAR}"],
-        &[
-            "environment variable UO_TEST_UNSET_VAR is not set",
-            "export it",
-        ],
-    ),
-    case(
-        "cacert is not PEM",
-        VALID,
-        &["--cacert", "notpem.txt"],
-        &["--cacert notpem.txt: no certificate found"],
-    ),
-    case(
-        "report in a missing directory",
-        VALID,
-        &["--report", "no/such/dir/report.csv"],
-        &["cannot create report no/such/dir/report.csv"],
-    ),
+    Case {
+        name: "zero concurrency",
+        registry: VALID,
+        extra: &["--concurrency", "0"],
+        expect: "update-orchestrator: --concurrency must be between 1 and 4096, not 0",
+        ..DEFAULT
+    },
+    Case {
+        name: "negative count",
+        registry: VALID,
+        extra: &["--canary", "-1"],
+        expect: "Error parsing option '--canary' with value '-1': invalid number '-1': use a whole number of 0 or more, e.g. 5",
+        ..DEFAULT
+    },
+    Case {
+        name: "unsupported method",
+        registry: VALID,
+        extra: &["--method", "DELETE"],
+        expect: "update-orchestrator: --method DELETE is not supported: use PUT or POST",
+        ..DEFAULT
+    },
+    Case {
+        name: "header without a colon",
+        registry: VALID,
+        extra: &["--header", "X-Token"],
+        expect: "update-orchestrator: --header \"...\": expected 'Name: value'",
+        ..DEFAULT
+    },
+    Case {
+        name: "header from an unset variable",
+        registry: VALID,
+        extra: &["--header", "X-Token: {env:UO_TEST_UNSET_VAR}"],
+        expect: "update-orchestrator: --header \"X-Token: ...\": environment variable UO_TEST_UNSET_VAR is not set (used as {env:UO_TEST_UNSET_VAR}); export it before running",
+        ..DEFAULT
+    },
+    Case {
+        name: "shard out of range",
+        registry: VALID,
+        extra: &["--shard", "4/4"],
+        expect: "Error parsing option '--shard' with value '4/4': invalid --shard '4/4': use I/N with 0 <= I < N, e.g. 3/8",
+        ..DEFAULT
+    },
+    Case {
+        name: "zero rate",
+        registry: VALID,
+        extra: &["--rate", "0/s"],
+        expect: "Error parsing option '--rate' with value '0/s': invalid --rate '0/s': use N/s, N/min or N/h, e.g. 120/min",
+        ..DEFAULT
+    },
+    Case {
+        name: "zero wave",
+        registry: VALID,
+        extra: &["--waves", "1,0"],
+        expect: "Error parsing option '--waves' with value '1,0': --waves: invalid wave size '0': use a count (10) or a percentage (25%)",
+        ..DEFAULT
+    },
+    Case {
+        name: "threshold above 100%",
+        registry: VALID,
+        extra: &["--max-failures", "101%"],
+        expect: "Error parsing option '--max-failures' with value '101%': invalid --max-failures '101%': use a count (5) or a percentage (2%)",
+        ..DEFAULT
+    },
+    Case {
+        name: "window hour 25",
+        registry: VALID,
+        extra: &["--window", "25:00-01:00"],
+        expect: "Error parsing option '--window' with value '25:00-01:00': invalid --window '25:00-01:00': use HH:MM-HH:MM in 24-hour time, e.g. 01:00-05:00",
+        ..DEFAULT
+    },
+    Case {
+        name: "unknown window zone",
+        registry: VALID,
+        extra: &["--window", "01:00-05:00", "--window-tz", "Mars"],
+        expect: "update-orchestrator: invalid --window-tz 'Mars': use local, UTC, or an offset like +02:00 or -05:30",
+        ..DEFAULT
+    },
+    Case {
+        name: "unknown order",
+        registry: VALID,
+        extra: &["--order", "sideways"],
+        expect: "update-orchestrator: --order sideways is not supported: use csv or random",
+        ..DEFAULT
+    },
+    Case {
+        name: "malformed --where",
+        registry: VALID,
+        extra: &["--where", "site"],
+        expect: "Error parsing option '--where' with value 'site': invalid --where 'site': use COLUMN=VALUE, COLUMN!=VALUE or COLUMN~TAG",
+        ..DEFAULT
+    },
+    Case {
+        name: "--estimate-throughput without --dry-run",
+        registry: VALID,
+        extra: &["--estimate-throughput", "1MiB/s"],
+        expect: "update-orchestrator: --estimate-throughput only works with --dry-run: add --dry-run, or leave it out",
+        ..DEFAULT
+    },
+    Case {
+        name: "--exec with a secret",
+        registry: VALID,
+        extra: &["--exec", "install {env:HOME}"],
+        expect: "update-orchestrator: --exec cannot use {env:NAME}: the command line is visible on the device; let the command read the secret from a file on the device instead",
+        ..DEFAULT
+    },
+    Case {
+        name: "--only-failed without a journal",
+        registry: VALID,
+        extra: &["--only-failed"],
+        expect: "update-orchestrator: --only-failed needs --journal FILE: it reads which devices failed",
+        ..DEFAULT
+    },
+    Case {
+        name: "damaged journal line",
+        registry: VALID,
+        extra: &["--journal", "damaged.journal"],
+        expect: "update-orchestrator: journal damaged.journal:3: unreadable record (expected value at line 1 column 1); the journal is damaged: fix or move it (nothing was pushed)",
+        ..DEFAULT
+    },
+    Case {
+        name: "journal of another payload",
+        registry: VALID,
+        extra: &["--journal", "other.journal"],
+        expect: "update-orchestrator: journal other.journal belongs to another payload (sha256 ab12, this payload is {sha}): use a new journal for a new payload, or --journal-reset to start this one over",
+        ..DEFAULT
+    },
+    Case {
+        name: "journal from a newer version",
+        registry: VALID,
+        extra: &["--journal", "future.journal"],
+        expect: "update-orchestrator: journal future.journal:1: journal format version 9 is not supported (this build reads 1); the journal is damaged: fix or move it (nothing was pushed)",
+        ..DEFAULT
+    },
+    Case {
+        name: "a CSV given as the journal",
+        registry: VALID,
+        extra: &["--journal", "notajournal.journal"],
+        expect: "update-orchestrator: journal notajournal.journal:1: not an update-orchestrator journal header (expected value at line 1 column 1); the journal is damaged: fix or move it (nothing was pushed)",
+        ..DEFAULT
+    },
+    Case {
+        name: "journal with a torn header",
+        registry: VALID,
+        extra: &["--journal", "torn.journal"],
+        expect: "update-orchestrator: journal torn.journal:1: the header line is incomplete; the journal is damaged: fix or move it (nothing was pushed)",
+        ..DEFAULT
+    },
+    Case {
+        name: "journal is a directory",
+        registry: VALID,
+        extra: &["--journal", "firmware"],
+        expect: "update-orchestrator: journal firmware: Is a directory (os error 21): a journal is a file this user can read and write (push creates it when missing); check the path",
+        ..DEFAULT
+    },
+    Case {
+        name: "known_hosts is a directory",
+        registry: VALID,
+        extra: &["--known-hosts", "firmware"],
+        expect: "update-orchestrator: --known-hosts firmware: is a directory: give the OpenSSH known_hosts file, e.g. ~/.ssh/known_hosts",
+        ..DEFAULT
+    },
+    Case {
+        name: "private key readable by others",
+        registry: VALID,
+        extra: &["--identity", "open_key"],
+        expect: "update-orchestrator: --identity open_key: permissions 0644 are too open: a private key must be readable by its owner only (OpenSSH refuses it too); fix with: chmod 600 open_key",
+        ..DEFAULT
+    },
+    Case {
+        name: "missing private key",
+        registry: VALID,
+        extra: &["--identity", "no_key"],
+        expect: "update-orchestrator: --identity no_key: no such key file",
+        ..DEFAULT
+    },
+    Case {
+        name: "unset password variable",
+        registry: VALID,
+        extra: &["--password-env", "UO_TEST_UNSET_VAR"],
+        expect: "update-orchestrator: --password-env UO_TEST_UNSET_VAR: the environment variable UO_TEST_UNSET_VAR is not set; export it before running",
+        ..DEFAULT
+    },
+    Case {
+        name: "cacert is not PEM",
+        registry: VALID,
+        extra: &["--cacert", "notpem.txt"],
+        expect: "update-orchestrator: --cacert notpem.txt: no certificate found (expected PEM 'BEGIN CERTIFICATE' blocks)",
+        ..DEFAULT
+    },
+    Case {
+        name: "cacert with broken base64",
+        registry: VALID,
+        extra: &["--cacert", "badpem.pem"],
+        expect: "update-orchestrator: --cacert badpem.pem: not a valid PEM file (PEM: Base64Decode(\"InvalidCharacter(33)\")): give a PEM file of CA certificates",
+        ..DEFAULT
+    },
+    Case {
+        name: "missing cacert",
+        registry: VALID,
+        extra: &["--cacert", "nope.pem"],
+        expect: "update-orchestrator: --cacert nope.pem: cannot read it (No such file or directory (os error 2)): give a PEM file of CA certificates",
+        ..DEFAULT
+    },
+    Case {
+        name: "report in a missing directory",
+        registry: VALID,
+        extra: &["--report", "no/such/dir/report.csv"],
+        expect: "update-orchestrator: cannot create report no/such/dir/report.csv: No such file or directory (os error 2): give --report a writable path in an existing directory",
+        ..DEFAULT
+    },
 ];
 
 #[test]
-fn bad_input_exits_2_names_the_place_and_contacts_no_device() {
+fn bad_input_exits_2_with_an_exact_message_and_contacts_no_device() {
+    assert!(
+        CASES.len() >= 30,
+        "the table covers at least 30 malformed inputs"
+    );
     let fleet = Fleet::start(FleetSpec {
         devices: 2,
         ..FleetSpec::default()
@@ -235,30 +419,30 @@ fn bad_input_exits_2_names_the_place_and_contacts_no_device() {
     let (url1, url2) = (fleet.url(0), fleet.url(1));
     let mut failures = Vec::new();
     for case in CASES {
-        let mut test = Test::new();
+        let test = fixtures();
         let registry = replace(
             &replace(case.registry, b"U1", url1.as_bytes()),
             b"U2",
             url2.as_bytes(),
         );
         test.write("devices.csv", registry);
-        test.payload("fw.bin", 1000);
-        test.write("empty.bin", "");
-        test.write("notpem.txt", "this is not a certificate\n");
-        std::fs::create_dir(test.path("firmware")).unwrap();
+        let mut test = test;
         test.env_remove("UO_TEST_UNSET_VAR");
         test.args(["push", "--payload", case.payload])
             .args(quick(case.overrides))
             .args(case.extra)
             .arg(case.registry_arg);
         let output = test.run();
-        let missing: Vec<&&str> = case
-            .expect
-            .iter()
-            .filter(|needle| !output.stderr.contains(**needle))
-            .collect();
-        if output.status != 2 || !missing.is_empty() || test.path("report.csv").exists() {
-            failures.push(format!("{}: missing {missing:?}\n{output}", case.name));
+        let sha = sha256_hex(&std::fs::read(test.path("fw.bin")).unwrap());
+        let expected = format!("{}\n", case.expect.replace("{sha}", &sha));
+        let contacted = fleet.connections();
+        if output.status != 2 || output.stderr != expected || contacted != 0 {
+            failures.push(format!(
+                "{}: expected exit 2 and stderr {expected:?}, {contacted} connections so far\n{output}",
+                case.name
+            ));
+        } else if test.path("report.csv").exists() || test.path("new.journal").exists() {
+            failures.push(format!("{}: a report or journal was written", case.name));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -267,6 +451,45 @@ fn bad_input_exits_2_names_the_place_and_contacts_no_device() {
         0,
         "a device was contacted despite bad input"
     );
+}
+
+/// A temp dir with every fixture a case may name.
+fn fixtures() -> Test {
+    let test = Test::new();
+    test.payload("fw.bin", PAYLOAD_LEN);
+    let sha = sha256_hex(&std::fs::read(test.path("fw.bin")).unwrap());
+    test.write("empty.bin", "");
+    std::fs::create_dir(test.path("firmware")).unwrap();
+    test.write("notpem.txt", "this is not a certificate\n");
+    test.write(
+        "badpem.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!!\n-----END CERTIFICATE-----\n",
+    );
+    let key = test.write("open_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n");
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let header = |sha: &str, version: u32| {
+        format!(
+            r#"{{"journal":"update-orchestrator-journal","version":{version},"payload_sha256":"{sha}","payload_size":{PAYLOAD_LEN},"created":"2026-11-28T00:00:00.000Z"}}"#
+        )
+    };
+    let attempt = r#"{"type":"attempt","at":"2026-11-28T00:00:01.000Z","id":"a","attempt":1}"#;
+    test.write(
+        "damaged.journal",
+        format!("{}\n{attempt}\ngarbage here\n{attempt}\n", header(&sha, 1)),
+    );
+    test.write("other.journal", format!("{}\n", header("ab12", 1)));
+    test.write("future.journal", format!("{}\n", header(&sha, 9)));
+    test.write("notajournal.journal", VALID);
+    test.write("torn.journal", r#"{"journal":"update-orc"#);
+    test
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
