@@ -193,7 +193,11 @@ impl PushConfig {
             .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--target: {e}"))))
             .transpose()?;
         if target.as_ref().is_some_and(Template::uses_env) {
-            return usage("--target cannot use {env:NAME}: URLs end up in reports".to_string());
+            return usage(
+                "--target cannot use {env:NAME}: URLs end up in reports; send a secret in a \
+                 --header instead"
+                    .to_string(),
+            );
         }
         let headers = args
             .header

@@ -92,3 +92,35 @@ fn help_into_a_closed_pipe_exits_quietly() {
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
+
+#[test]
+fn there_is_no_flag_that_turns_verification_off() {
+    // TLS certificates and SSH host keys are always checked: flags other tools use to skip
+    // that are usage errors here, and the README's SECURITY section says what to do instead.
+    for flag in [
+        "--insecure",
+        "-k",
+        "--insecure-skip-tls-verify",
+        "--no-verify",
+    ] {
+        let output = Test::new()
+            .args(["push", "--payload", "fw.bin", flag, "devices.csv"])
+            .run();
+        output
+            .expect_status(2)
+            .expect_stderr(&format!("Unrecognized argument: {flag}"));
+    }
+    let output = Test::new()
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--host-key-policy",
+            "off",
+            "d.csv",
+        ])
+        .run();
+    output
+        .expect_status(2)
+        .expect_stderr("--host-key-policy off: use strict or accept-new");
+}

@@ -299,6 +299,13 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "--target with a secret",
+        registry: b"id,ip\na,127.0.0.1\n",
+        extra: &["--target", "http://{ip}/{env:HOME}"],
+        expect: "update-orchestrator: --target cannot use {env:NAME}: URLs end up in reports; send a secret in a --header instead",
+        ..DEFAULT
+    },
+    Case {
         name: "--only-failed without a journal",
         registry: VALID,
         extra: &["--only-failed"],

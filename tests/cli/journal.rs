@@ -635,3 +635,21 @@ fn status_summarises_a_journal_and_lists_failed_rows_for_a_retry() {
         .expect_status(2)
         .expect_stderr("journal missing.journal");
 }
+
+#[test]
+fn the_journal_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = healthy_fleet(2);
+    let mut test = Test::new();
+    test.payload("fw.bin", 1000);
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    push(&mut test, &[])
+        .arg("devices.csv")
+        .run()
+        .expect_status(0);
+    let mode = std::fs::metadata(test.path(JOURNAL))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "journal mode {mode:o}");
+}

@@ -207,3 +207,97 @@ fn ssh_flags_are_checked_before_anything_is_contacted() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn secrets_never_reach_the_output_the_log_or_the_report() {
+    const PASSPHRASE: &str = "pass-phrase-7f3c";
+    const PASSWORD: &str = "pass-word-91ab";
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fs::write(
+        dir.path().join("known_hosts"),
+        format!("{}\n", server.known_hosts_line()),
+    )
+    .unwrap();
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let locked = dir.path().join("locked_key");
+    crate::servers::keygen(&locked, PASSPHRASE);
+    server.authorize(&crate::servers::public(&locked));
+    let good = server.url(&remote.join("good.bin"));
+    // The second device's user does not exist: its authentication fails, with every method.
+    let bad = format!(
+        "ssh://nobody-here-uo@127.0.0.1:{}{}",
+        server.port,
+        remote.join("bad.bin").display()
+    );
+    fs::write(
+        dir.path().join("devices.csv"),
+        format!("id,url\ngood,{good}\nbad,{bad}\n"),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .current_dir(dir.path())
+        .args([
+            "-v",
+            "-v",
+            "-v",
+            "push",
+            "--payload",
+            "fw.bin",
+            "--identity",
+        ])
+        .arg(&locked)
+        .args([
+            "--passphrase-env",
+            "UO_PASSPHRASE",
+            "--password-env",
+            "UO_PASSWORD",
+        ])
+        .args([
+            "--known-hosts",
+            "known_hosts",
+            "--no-agent",
+            "--report",
+            "report.csv",
+        ])
+        .args(["--retries", "0", "--connect-timeout", "5s", "devices.csv"])
+        .env("UO_PASSPHRASE", PASSPHRASE)
+        .env("UO_PASSWORD", PASSWORD)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run update-orchestrator");
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    let report = fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let statuses: Vec<(String, String)> = rows(&report)
+        .into_iter()
+        .map(|row| (row[0].clone(), row[2].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("good".into(), "succeeded".into()),
+            ("bad".into(), "failed".into())
+        ],
+        "{report}"
+    );
+    assert!(
+        stderr.contains("auth"),
+        "the failure names its phase: {stderr}"
+    );
+    for secret in [PASSPHRASE, PASSWORD] {
+        for (name, text) in [
+            ("stdout", &stdout),
+            ("stderr", &stderr),
+            ("report", &report),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{secret} leaked into {name}:\n{text}"
+            );
+        }
+    }
+}
