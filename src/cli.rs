@@ -407,6 +407,10 @@ pub struct SimulateArgs {
     #[argh(option, default = "0.0", from_str_fn(parse_percent))]
     pub stall: f64,
 
+    /// share of devices whose URL names a port that refuses connections (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub refuse: f64,
+
     /// seconds in the flaky devices' Retry-After (default 1)
     #[argh(option, default = "1")]
     pub retry_after: u64,

@@ -194,6 +194,7 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         slow_percent: args.slow,
         reset_percent: args.reset,
         stall_percent: args.stall,
+        refuse_percent: args.refuse,
         seed: args.seed,
         retry_after_secs: args.retry_after,
         bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),

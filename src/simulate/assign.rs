@@ -30,14 +30,16 @@ enum Fault {
     Slow,
     Reset,
     Stall,
+    Refuse,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 6] = [
     Fault::Flaky,
     Fault::Dead,
     Fault::Slow,
     Fault::Reset,
     Fault::Stall,
+    Fault::Refuse,
 ];
 
 impl Fault {
@@ -48,6 +50,7 @@ impl Fault {
             Fault::Slow => spec.slow_percent,
             Fault::Reset => spec.reset_percent,
             Fault::Stall => spec.stall_percent,
+            Fault::Refuse => spec.refuse_percent,
         }
     }
 
@@ -58,6 +61,7 @@ impl Fault {
             Fault::Slow => "slow_percent",
             Fault::Reset => "reset_percent",
             Fault::Stall => "stall_percent",
+            Fault::Refuse => "refuse_percent",
         }
     }
 
@@ -70,6 +74,7 @@ impl Fault {
             Fault::Slow => Profile::Slow,
             Fault::Reset => Profile::Reset,
             Fault::Stall => Profile::Stall,
+            Fault::Refuse => Profile::Refuse,
         }
     }
 }
@@ -167,6 +172,7 @@ mod tests {
                 Profile::Slow => 3,
                 Profile::Reset => 4,
                 Profile::Stall => 5,
+                Profile::Refuse => panic!("these specs set no refuse percentage"),
             };
             counts[slot] += 1;
         }
@@ -227,6 +233,25 @@ mod tests {
         assert_eq!(failures.len(), 100);
         assert!(failures.iter().all(|f| (1..=2).contains(f)));
         assert!(failures.contains(&1) && failures.contains(&2));
+    }
+
+    #[test]
+    fn refusing_devices_are_counted_like_the_other_faults() {
+        let spec = FleetSpec {
+            devices: 200,
+            flaky_percent: 5.0,
+            refuse_percent: 1.0,
+            ..FleetSpec::default()
+        };
+        let profiles = assign_profiles(&spec).unwrap();
+        let refusing = profiles.iter().filter(|p| **p == Profile::Refuse).count();
+        assert_eq!(refusing, 2);
+        let too_many = FleetSpec {
+            refuse_percent: 101.0,
+            ..spec
+        };
+        let error = assign_profiles(&too_many).unwrap_err();
+        assert!(error.to_string().contains("refuse_percent"), "{error}");
     }
 
     #[test]

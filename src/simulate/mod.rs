@@ -8,11 +8,13 @@
 //!
 //! Codemap: `assign` picks fault profiles from the seed (no IO), `http` is the wire format (no
 //! IO), `server` owns the acceptor and the shared counters, `connection` is one connection's
-//! thread and what each profile does, `summary` renders counters as text (no IO).
+//! thread and what each profile does, `refuse` holds the port where `refuse` devices are
+//! refused, `summary` renders counters as text (no IO).
 
 mod assign;
 mod connection;
 mod http;
+mod refuse;
 mod server;
 mod summary;
 #[cfg(test)]
@@ -21,6 +23,7 @@ mod tests;
 pub use summary::summary;
 
 use crossbeam_channel::Sender;
+use refuse::RefusingPort;
 use server::{Shared, Stop};
 use std::fmt;
 use std::io;
@@ -55,6 +58,9 @@ pub struct FleetSpec {
     /// Share (0–100) of devices that accept a request and never read its body nor answer,
     /// holding the connection until the fleet shuts down.
     pub stall_percent: f64,
+    /// Share (0–100) of devices whose URL names a loopback port that refuses every connection
+    /// (bound by the fleet for its lifetime, never listening): they never see a request.
+    pub refuse_percent: f64,
     /// Seed for the choice of faulty devices and of the flaky devices' failure counts.
     pub seed: u64,
     /// The `Retry-After` value, in seconds, of a flaky device's `503`.
@@ -76,6 +82,7 @@ impl Default for FleetSpec {
             slow_percent: 0.0,
             reset_percent: 0.0,
             stall_percent: 0.0,
+            refuse_percent: 0.0,
             seed: 1,
             retry_after_secs: 1,
             slow_bytes_per_sec: 256 * 1024,
@@ -84,8 +91,8 @@ impl Default for FleetSpec {
     }
 }
 
-/// How a simulated device behaves. Displays as `healthy`, `flaky`, `dead`, `slow`, `reset` or
-/// `stall`.
+/// How a simulated device behaves. Displays as `healthy`, `flaky`, `dead`, `slow`, `reset`,
+/// `stall` or `refuse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {
     /// Accepts every upload.
@@ -103,6 +110,8 @@ pub enum Profile {
     Reset,
     /// Never reads nor answers; holds the connection until shutdown.
     Stall,
+    /// Refuses every connection (its URL names the fleet's refusing port).
+    Refuse,
 }
 
 impl fmt::Display for Profile {
@@ -114,6 +123,7 @@ impl fmt::Display for Profile {
             Profile::Slow => "slow",
             Profile::Reset => "reset",
             Profile::Stall => "stall",
+            Profile::Refuse => "refuse",
         })
     }
 }
@@ -143,6 +153,8 @@ pub struct Fleet {
     addr: SocketAddr,
     stop_sender: Option<Sender<()>>,
     acceptor: Option<JoinHandle<()>>,
+    /// Held while the fleet lives when some device refuses connections.
+    refusing: Option<RefusingPort>,
 }
 
 impl Fleet {
@@ -158,6 +170,11 @@ impl Fleet {
             ));
         }
         let profiles = assign::assign_profiles(&spec)?;
+        let refusing = if profiles.contains(&Profile::Refuse) {
+            Some(RefusingPort::bind()?)
+        } else {
+            None
+        };
         let listener = std::net::TcpListener::bind(spec.bind)?;
         let addr = listener.local_addr()?;
         let (stop_sender, stop) = Stop::new();
@@ -168,6 +185,7 @@ impl Fleet {
             addr,
             stop_sender: Some(stop_sender),
             acceptor: Some(acceptor),
+            refusing,
         })
     }
 
@@ -177,10 +195,21 @@ impl Fleet {
     }
 
     /// The update URL of device `index` (0-based), e.g.
-    /// `http://127.0.0.1:PORT/devices/dev-00001/update`. Panics if `index` is out of range.
+    /// `http://127.0.0.1:PORT/devices/dev-00001/update` (a `refuse` device's names the
+    /// refusing port instead). Panics if `index` is out of range.
     pub fn url(&self, index: usize) -> String {
-        let id = &self.shared.devices[index].id;
-        format!("http://{}/devices/{id}/update", connectable(self.addr))
+        let device = &self.shared.devices[index];
+        let addr = match &self.refusing {
+            Some(refusing) if device.profile == Profile::Refuse => refusing.addr(),
+            _ => connectable(self.addr),
+        };
+        format!("http://{addr}/devices/{}/update", device.id)
+    }
+
+    /// The loopback address where every connection is refused, while some device has the
+    /// `refuse` profile.
+    pub fn refusing_addr(&self) -> Option<SocketAddr> {
+        self.refusing.as_ref().map(RefusingPort::addr)
     }
 
     /// A registry file for the fleet: `id,url,profile` then one row per device, in order.

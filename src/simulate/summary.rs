@@ -5,7 +5,9 @@
 use super::DeviceStats;
 
 /// Profile names in the order the summary lists them.
-const PROFILE_ORDER: [&str; 6] = ["healthy", "flaky", "dead", "slow", "reset", "stall"];
+const PROFILE_ORDER: [&str; 7] = [
+    "healthy", "flaky", "dead", "slow", "reset", "stall", "refuse",
+];
 
 /// One line per profile present (devices, requests, completed uploads, bytes received), then a
 /// total line, under a header line. Pure: takes a snapshot from [`super::Fleet::stats`].

@@ -248,6 +248,28 @@ fn stalled_device_never_answers_and_shutdown_still_returns() {
 }
 
 #[test]
+fn refusing_device_url_names_a_port_that_refuses_connections() {
+    let fleet = fleet_of(3, |spec| spec.refuse_percent = 34.0);
+    let refusing = fleet.refusing_addr().expect("a refusing port");
+    assert_ne!(refusing, fleet.addr());
+    let stats = fleet.stats();
+    let index = stats
+        .iter()
+        .position(|s| s.profile == Profile::Refuse)
+        .unwrap();
+    assert_eq!(
+        fleet.url(index),
+        format!("http://{refusing}/devices/{}/update", stats[index].id)
+    );
+    let error = TcpStream::connect_timeout(&refusing, Duration::from_secs(2)).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+    let healthy = (index + 1) % 3;
+    assert!(fleet.url(healthy).contains(&fleet.addr().to_string()));
+    assert!(fleet.registry_csv().contains(",refuse\n"));
+    assert_eq!(fleet_of(1, |_| {}).refusing_addr(), None);
+}
+
+#[test]
 fn slow_device_reads_at_its_rate() {
     let fleet = fleet_of(1, |spec| {
         spec.slow_percent = 100.0;
