@@ -35,7 +35,8 @@ fn mixed_faults_end_in_definite_states_within_the_bound() {
         ..FleetSpec::default()
     })
     .expect("start the simulated fleet");
-    let sshd = Server::sshd();
+    let sshd = Server::sshd_with_device_shell();
+
     let (payload, payload_sha256) = setup::payload(dir.path());
     let registry = Registry::write(dir.path(), &fleet, &sshd, size.ssh_devices);
     let args = push_args(dir.path(), &payload, &sshd);
@@ -83,13 +84,18 @@ fn mixed_faults_end_in_definite_states_within_the_bound() {
             Err(problem) => problems.push(format!("{id} ({profile}): {problem}")),
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{} devices did not end as their fault implies:\n  {}\n{}",
-        problems.len(),
-        problems[..problems.len().min(30)].join("\n  "),
-        ended.stderr_tail(20)
-    );
+    print_figures(&size, &registry, &ended, bound, &tally);
+    if !problems.is_empty() {
+        let log = sshd.log();
+        let log: Vec<&str> = log.lines().collect();
+        panic!(
+            "{} devices did not end as their fault implies:\n  {}\n{}\nsshd log (end):\n{}",
+            problems.len(),
+            problems[..problems.len().min(30)].join("\n  "),
+            ended.stderr_tail(20),
+            log[log.len().saturating_sub(20)..].join("\n")
+        );
+    }
     check_status_command(dir.path(), &tally);
     let no_leftovers: Vec<_> = fs::read_dir(registry.remote.as_path())
         .expect("remote dir")
@@ -100,7 +106,6 @@ fn mixed_faults_end_in_definite_states_within_the_bound() {
         no_leftovers.is_empty(),
         "partial files left: {no_leftovers:?}"
     );
-    print_figures(&size, &registry, &ended, bound, &tally);
     assert!(
         ended.peak_rss_kib < RSS_LIMIT_KIB,
         "peak RSS {} KiB is over {RSS_LIMIT_KIB} KiB",
@@ -252,6 +257,13 @@ fn check_device(
         return Err(format!(
             "{status} {class} after {attempts} attempts, expected {expected}: {}",
             field("error")
+        ));
+    }
+    let worst = TIMEOUTS.worst_device().as_millis();
+    let duration_ms: u128 = field("duration_ms").parse().unwrap_or(u128::MAX);
+    if duration_ms > worst + 1000 {
+        return Err(format!(
+            "took {duration_ms} ms, more than the {worst} ms its timeouts allow: a wait without a bound"
         ));
     }
     if !class.is_empty() && attempts != max_attempts {

@@ -65,11 +65,16 @@ pub struct Timeouts {
     pub backoff_max: Duration,
 }
 
+/// The response timeout is tight, so the stalled devices (four response timeouts each: the
+/// payload fits in the socket buffers) do not make the quick soak long. The stall timeout also
+/// bounds SSH handshakes and the on-device `sha256sum`, and at full size about 200 SSH sessions
+/// start within seconds against one sshd on two shared cores: with 10 s, most of them timed out
+/// under a load average of 100 to 400 from other work.
 pub const TIMEOUTS: Timeouts = Timeouts {
     retries: 3,
-    connect: Duration::from_secs(2),
-    stall: Duration::from_secs(3),
-    response: Duration::from_secs(4),
+    connect: Duration::from_secs(5),
+    stall: Duration::from_secs(30),
+    response: Duration::from_secs(6),
     backoff_base: Duration::from_millis(100),
     backoff_max: Duration::from_secs(1),
 };

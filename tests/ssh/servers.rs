@@ -34,6 +34,20 @@ pub struct Server {
 impl Server {
     /// An OpenSSH sshd running as the current user.
     pub fn sshd() -> Server {
+        Server::openssh(false)
+    }
+
+    /// An OpenSSH sshd whose user logs in with `/bin/sh`, as on a device (busybox), when we
+    /// are root: this machine's root bash sources rc files (pyenv) for every remote command,
+    /// and hundreds of concurrent `sha256sum` checks then queue behind pyenv's lock for longer
+    /// than any timeout. sshd runs in a private mount namespace where a copy of /etc/passwd
+    /// names `/bin/sh` (as `scripts/bench` does). Not root: the same as [`Server::sshd`].
+    #[allow(dead_code)] // the fault soak's (tests/soak.rs); the SSH tests use `sshd`
+    pub fn sshd_with_device_shell() -> Server {
+        Server::openssh(is_root())
+    }
+
+    fn openssh(device_shell: bool) -> Server {
         let sshd = require("/usr/sbin/sshd");
         let dir = tempfile::tempdir().expect("temp dir");
         let host_key = dir.path().join("host_key");
@@ -56,8 +70,22 @@ impl Server {
         );
         fs::write(&config, text).expect("sshd_config");
         let log = dir.path().join("sshd.log");
-        let mut command = Command::new(sshd);
-        command.arg("-D").arg("-e").arg("-f").arg(&config);
+        let command = if device_shell {
+            let passwd = dir.path().join("passwd");
+            fs::write(&passwd, passwd_with_home(&current_user(), dir.path())).expect("passwd");
+            let mut command = Command::new(require("/usr/bin/unshare"));
+            // unshare and sh exec: the child's pid is sshd's.
+            command
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg("mount --bind \"$1\" /etc/passwd && exec \"$2\" -D -e -f \"$3\"")
+                .arg("sh")
+                .args([&passwd, &sshd, &config]);
+            command
+        } else {
+            let mut command = Command::new(sshd);
+            command.arg("-D").arg("-e").arg("-f").arg(&config);
+            command
+        };
         Server::spawn(
             command,
             dir,
