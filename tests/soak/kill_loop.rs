@@ -107,6 +107,19 @@ fn killed_runs_resume_to_exactly_one_verified_upload_per_device() {
     snapshots.push(Snapshot::take(&fleet, &journal_path));
     let report = setup::report(&dir.path().join("report.csv"));
     assert_eq!(report.len(), size.devices, "one report row per device");
+    let left_over: Vec<&str> = report
+        .iter()
+        .filter(|row| {
+            let status = row.get("status").map_or("", String::as_str);
+            let reason = row.get("error").map_or("", String::as_str);
+            !(status == "succeeded" || (status == "skipped" && reason == "already updated"))
+        })
+        .filter_map(|row| row.get("id").map(String::as_str))
+        .collect();
+    assert!(
+        left_over.is_empty(),
+        "the last run left devices neither updated nor skipped as already updated: {left_over:?}"
+    );
 
     let problems = check_devices(&snapshots);
     assert!(
@@ -271,4 +284,102 @@ fn check_device(history: &[&DeviceAt]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod checks {
+    use super::*;
+    use update_orchestrator::simulate::Profile;
+
+    /// A device's history from (requests, completed, journal state) per snapshot.
+    #[track_caller]
+    fn check(history: &[(u64, u64, Option<DeviceState>)], expected: Result<(), &str>) {
+        let devices: Vec<DeviceAt> = history
+            .iter()
+            .map(|&(requests, completed, state)| DeviceAt {
+                stats: DeviceStats {
+                    id: "dev-00001".to_string(),
+                    profile: Profile::Healthy,
+                    requests,
+                    completed,
+                    bytes: 0,
+                    digest_mismatches: 0,
+                },
+                state,
+            })
+            .collect();
+        let refs: Vec<&DeviceAt> = devices.iter().collect();
+        match (check_device(&refs), expected) {
+            (Ok(()), Ok(())) => {}
+            (Err(problem), Err(needle)) => assert!(problem.contains(needle), "{problem}"),
+            (got, expected) => panic!("got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    use DeviceState::{Failed, Succeeded, Unfinished};
+
+    #[test]
+    fn the_kill_loop_invariants_catch_what_they_claim_to() {
+        // Updated in the first run; later runs skip it.
+        check(
+            &[
+                (0, 0, None),
+                (1, 1, Some(Succeeded)),
+                (1, 1, Some(Succeeded)),
+            ],
+            Ok(()),
+        );
+        // In flight at a kill (the fleet counted it, the journal shows the attempt), pushed
+        // again by the next run: one upload after its last kill.
+        check(
+            &[
+                (0, 0, None),
+                (1, 1, Some(Unfinished)),
+                (2, 2, Some(Succeeded)),
+            ],
+            Ok(()),
+        );
+        // A flaky device's failed requests count as requests, not uploads.
+        check(&[(0, 0, None), (3, 1, Some(Succeeded))], Ok(()));
+        check(
+            &[(0, 0, None), (2, 2, Some(Succeeded))],
+            Err("2 complete uploads in the run"),
+        );
+        check(
+            &[
+                (0, 0, None),
+                (1, 1, Some(Succeeded)),
+                (2, 1, Some(Succeeded)),
+            ],
+            Err("pushed again"),
+        );
+        check(
+            &[
+                (0, 0, None),
+                (1, 1, Some(Succeeded)),
+                (2, 2, Some(Succeeded)),
+            ],
+            Err("pushed again"),
+        );
+        check(
+            &[
+                (0, 0, None),
+                (1, 1, Some(Succeeded)),
+                (1, 1, Some(Unfinished)),
+            ],
+            Err("forgot its success"),
+        );
+        check(
+            &[(0, 0, None), (1, 1, Some(Failed)), (2, 2, Some(Succeeded))],
+            Err("the journal says Some(Failed)"),
+        );
+        check(
+            &[(0, 0, None), (1, 0, Some(Succeeded))],
+            Err("0 complete uploads"),
+        );
+        check(
+            &[(0, 0, None), (1, 1, Some(Unfinished))],
+            Err("never succeeded"),
+        );
+    }
 }

@@ -226,7 +226,7 @@ fn sockets_busy(port: u16) -> usize {
         .sum()
 }
 
-/// `value` as a human rate, e.g. `1,234.5`.
+/// `count` per second of `wall`.
 pub fn per_second(count: usize, wall: Duration) -> f64 {
     count as f64 / wall.as_secs_f64().max(1e-9)
 }
