@@ -35,7 +35,7 @@ fn mixed_faults_end_in_definite_states_within_the_bound() {
         ..FleetSpec::default()
     })
     .expect("start the simulated fleet");
-    let sshd = Server::sshd_with_device_shell();
+    let sshd = Server::sshd();
 
     let (payload, payload_sha256) = setup::payload(dir.path());
     let registry = Registry::write(dir.path(), &fleet, &sshd, size.ssh_devices);

@@ -32,18 +32,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// An OpenSSH sshd running as the current user.
+    /// An OpenSSH sshd running as the current user. As root, the user logs in with `/bin/sh`,
+    /// as on a device (busybox): this machine's root bash sources rc files (pyenv) for every
+    /// remote command, and concurrent `sha256sum` checks then queue behind pyenv's lock (shared
+    /// with every other test run on the machine) past the tests' timeouts. sshd runs in a
+    /// private mount namespace where a copy of /etc/passwd names `/bin/sh` and the same home
+    /// (as `scripts/bench` does). Not root: the user's own shell.
     pub fn sshd() -> Server {
-        Server::openssh(false)
-    }
-
-    /// An OpenSSH sshd whose user logs in with `/bin/sh`, as on a device (busybox), when we
-    /// are root: this machine's root bash sources rc files (pyenv) for every remote command,
-    /// and hundreds of concurrent `sha256sum` checks then queue behind pyenv's lock for longer
-    /// than any timeout. sshd runs in a private mount namespace where a copy of /etc/passwd
-    /// names `/bin/sh` (as `scripts/bench` does). Not root: the same as [`Server::sshd`].
-    #[allow(dead_code)] // the fault soak's (tests/soak.rs); the SSH tests use `sshd`
-    pub fn sshd_with_device_shell() -> Server {
         Server::openssh(is_root())
     }
 
@@ -72,7 +67,9 @@ impl Server {
         let log = dir.path().join("sshd.log");
         let command = if device_shell {
             let passwd = dir.path().join("passwd");
-            fs::write(&passwd, passwd_with_home(&current_user(), dir.path())).expect("passwd");
+            let user = current_user();
+            let home = home_of(&user).unwrap_or_else(|| dir.path().to_path_buf());
+            fs::write(&passwd, passwd_with_home(&user, &home)).expect("passwd");
             let mut command = Command::new(require("/usr/bin/unshare"));
             // unshare and sh exec: the child's pid is sshd's.
             command
@@ -304,6 +301,15 @@ fn is_root() -> bool {
 
 fn id(flag: &str) -> String {
     output(Command::new("id").arg(flag)).trim().to_string()
+}
+
+/// `user`'s home directory in /etc/passwd.
+fn home_of(user: &str) -> Option<PathBuf> {
+    let system = fs::read_to_string("/etc/passwd").ok()?;
+    let entry = system
+        .lines()
+        .find(|line| line.split(':').next() == Some(user))?;
+    entry.split(':').nth(5).map(PathBuf::from)
 }
 
 /// /etc/passwd with `user`'s entry (added if missing) pointing at `home`, with a POSIX shell.
