@@ -92,8 +92,10 @@ pub enum Command {
     allows that many failed devices; a percentage allows that share of the finished devices, \
     rounded down. Past it, no new device starts, in-flight devices finish, and the run exits 3. \
     Only devices that failed for good count; skipped and interrupted ones count neither way.\n\n\
-    SSH: ssh://[USER@]HOST[:PORT]/PATH URLs. Auth: the ssh-agent, then each --identity, then \
-    the password from --password-env. Host keys are checked against --known-hosts (strict by \
+    SSH: ssh://[USER@]HOST[:PORT]/PATH URLs. Auth: the ssh-agent, then each --identity (a key \
+    file must be readable by its owner only), then the password from --password-env. Secrets \
+    never go on the command line, in logs or in reports. There is no flag that turns TLS or \
+    host-key checking off. Host keys are checked against --known-hosts (strict by \
     default; accept-new records unknown ones; a changed key is always refused). The file is \
     uploaded to PATH.part, verified on the device, then renamed over PATH.",
     error_code(0, "every device succeeded"),
@@ -224,7 +226,8 @@ pub struct PushArgs {
     )]
     pub grace: Duration,
 
-    /// SSH: a private key to offer (repeatable; OpenSSH or PEM format), after the ssh-agent's
+    /// SSH: a private key to offer (repeatable; OpenSSH or PEM format), after the ssh-agent's;
+    /// refused if group or others may read it (chmod 600), as OpenSSH does
     #[argh(option)]
     pub identity: Vec<PathBuf>,
 
