@@ -95,6 +95,9 @@ pub fn parse_time_of_day(text: &str) -> Option<u32> {
 }
 
 /// The local UTC offset at `unix_seconds`, from the C library (honours `TZ`).
+// libc marks `time_t` deprecated on musl only (the static build, scripts/dist), because its width
+// changed in musl 1.2; on x86_64 it is 64 bits either way.
+#[allow(deprecated)]
 fn local_offset(unix_seconds: i64) -> i64 {
     let time: libc::time_t = unix_seconds as libc::time_t;
     // SAFETY: localtime_r is the reentrant form: it writes only into `tm`, which lives here.
