@@ -11,6 +11,7 @@ use crate::cli::{Command, PushArgs, TopLevel};
 use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, UsageError};
 use crate::delivery::Deliveries;
 use crate::delivery::http::HttpDelivery;
+use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::SshDelivery;
 use crate::events::{self, Event};
 use crate::journal::{self, Journal, JournalWriter};
@@ -105,6 +106,9 @@ pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
 
 fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let config = PushConfig::from_args(args)?;
+    if config.http.insecure {
+        eprintln!("{INSECURE_WARNING}");
+    }
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
     let registry = load_registry(&config.registry, config.target.as_ref())?;
@@ -123,6 +127,12 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     finish(&registry, &plan, &result, report, config.report.as_ref())?;
     Ok(outcome(&result, &signals))
 }
+
+/// Printed on every run with `--insecure`, before anything else happens.
+const INSECURE_WARNING: &str = "\
+WARNING: --insecure: the certificates of HTTPS devices are NOT verified. Anyone on the network \
+path can pose as a device and receive this payload (and any --header tokens), or answer \
+'success' for a device that never got it. Give the devices' CA with --cacert instead.";
 
 /// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).
 fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppError> {
@@ -269,8 +279,14 @@ fn execute(
     if registry.devices.is_empty() {
         log::warn!("{}: no devices: nothing to push", registry.source);
     }
+    let mut http = HttpDelivery::new(config.http.clone());
+    if let Some(form) = &config.form {
+        let body =
+            MultipartBody::prepare(form, payload).map_err(|e| AppError::Input(e.to_string()))?;
+        http = http.with_multipart(body);
+    }
     let delivery = Deliveries {
-        http: HttpDelivery::new(config.http.clone()),
+        http,
         ssh: SshDelivery::new(config.ssh.clone()),
     };
 

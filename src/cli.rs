@@ -70,6 +70,7 @@ pub enum Command {
     {command_name} --payload fw.bin --header 'Authorization: Bearer {{env:FLEET_TOKEN}}' --report out.csv -\n\
     {command_name} --payload fw.bin --journal fw.journal --canary 5 --waves 1%,10%,100% --max-failures 2% devices.csv\n\
     {command_name} --payload fw.bin --identity ~/.ssh/fleet_ed25519 --exec 'fw-install {{path}}' ssh-devices.csv\n\
+    {command_name} --payload update.swu --method POST --form-field file --cert client.pem --key client.key --cacert ca.pem agents.csv\n\
     {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv",
     note = "REGISTRY is CSV with a header row: an 'id' column (unique, non-empty) and a 'url' \
     column, or no url column and --target. Other columns are kept for templates. Templates fill \
@@ -97,7 +98,12 @@ pub enum Command {
     never go on the command line, in logs or in reports. There is no flag that turns TLS or \
     host-key checking off. Host keys are checked against --known-hosts (strict by \
     default; accept-new records unknown ones; a changed key is always refused). The file is \
-    uploaded to PATH.part, verified on the device, then renamed over PATH.",
+    uploaded to PATH.part, verified on the device, then renamed over PATH.\n\n\
+    HTTP device agents: --form-field NAME sends the payload as the file part NAME of a \
+    multipart/form-data body, exactly as curl -F KEY=VALUE -F NAME=@FILE (the --form parts \
+    first). --cert and --key offer a client certificate to devices that require mutual TLS. \
+    TLS failures (untrusted CA, wrong host name, a refused or missing client certificate) are \
+    permanent. --insecure turns verification off and warns on every run.",
     error_code(0, "every device succeeded"),
     error_code(
         1,
@@ -183,6 +189,30 @@ pub struct PushArgs {
     /// trust the CA certificates in this PEM file instead of the built-in roots (like curl --cacert)
     #[argh(option)]
     pub cacert: Option<PathBuf>,
+
+    /// HTTPS client certificate for devices that require mutual TLS: a PEM file with the
+    /// certificate (and its chain; also the key when --key is not given)
+    #[argh(option)]
+    pub cert: Option<PathBuf>,
+
+    /// the private key of --cert: an unencrypted PEM file (PKCS#8, RSA or EC)
+    #[argh(option)]
+    pub key: Option<PathBuf>,
+
+    /// DANGEROUS: do not verify HTTPS devices' certificates (anyone on the path can pose as a
+    /// device); a warning is printed on every run
+    #[argh(switch)]
+    pub insecure: bool,
+
+    /// send the payload as multipart/form-data, as the file part named NAME (like
+    /// curl -F NAME=@FILE), e.g. for SWUpdate's /upload or ESP32 web OTA
+    #[argh(option)]
+    pub form_field: Option<String>,
+
+    /// an extra text part KEY=VALUE of the multipart upload, sent before the file (repeatable;
+    /// needs --form-field)
+    #[argh(option)]
+    pub form: Vec<String>,
 
     /// write a CSV report, one row per device, to FILE (- for stdout)
     #[argh(option)]
@@ -413,6 +443,10 @@ pub struct SimulateArgs {
     /// share of devices whose URL names a port that refuses connections (default 0%)
     #[argh(option, default = "0.0", from_str_fn(parse_percent))]
     pub refuse: f64,
+    /// share of devices that take multipart/form-data uploads only (like push --form-field)
+    /// and check the body's Content-Digest (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub multipart: f64,
 
     /// seconds in the flaky devices' Retry-After (default 1)
     #[argh(option, default = "1")]

@@ -7,6 +7,7 @@
 use crate::cli::PushArgs;
 use crate::clock::Zone;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
+use crate::delivery::multipart::Form;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::orchestrator::RunSettings;
 use crate::progress::ProgressConfig;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod files;
+mod tls;
 
 /// Headers the tool sets itself, which a `--header` may not replace.
 const RESERVED_HEADERS: &[&str] = &[
@@ -77,6 +79,8 @@ pub struct PushConfig {
     pub http: HttpOptions,
     /// SSH options.
     pub ssh: SshOptions,
+    /// `--form-field` and `--form`: send the payload as multipart/form-data.
+    pub form: Option<Form>,
     /// Where the report goes, if anywhere.
     pub report: Option<ReportTarget>,
     /// How progress is shown.
@@ -208,8 +212,18 @@ impl PushConfig {
         let ca_certificates = args
             .cacert
             .as_deref()
-            .map(read_ca_certificates)
+            .map(tls::read_ca_certificates)
             .transpose()?;
+        if args.insecure && args.cacert.is_some() {
+            return usage(
+                "--insecure and --cacert contradict each other: --cacert verifies devices \
+                 against a private CA, --insecure verifies nothing; drop --insecure"
+                    .into(),
+            );
+        }
+        let client_certificate =
+            tls::client_certificate(args.cert.as_deref(), args.key.as_deref())?;
+        let form = form(&args, &headers)?;
         Ok(PushConfig {
             payload: args.payload,
             allow_empty: args.allow_empty,
@@ -243,12 +257,15 @@ impl PushConfig {
                 method,
                 headers,
                 ca_certificates,
+                client_certificate,
+                insecure: args.insecure,
                 connect_timeout: args.connect_timeout,
                 stall_timeout: args.stall_timeout,
                 response_timeout: args.response_timeout,
                 concurrency: args.concurrency,
             },
             ssh,
+            form,
             report: args.report.map(|report| match report.as_str() {
                 "-" => ReportTarget::Stdout,
                 path => ReportTarget::File(PathBuf::from(path)),
@@ -269,6 +286,43 @@ impl PushConfig {
             ),
         })
     }
+}
+
+/// `--form-field` and `--form`, checked: a name for the file part, well-formed extra parts, and
+/// no `--header` that would contradict the multipart `Content-Type`.
+fn form(args: &PushArgs, headers: &[HeaderTemplate]) -> Result<Option<Form>, UsageError> {
+    let Some(file_field) = &args.form_field else {
+        if let Some(first) = args.form.first() {
+            return Err(UsageError(format!(
+                "--form {first:?} needs --form-field NAME: the name of the file part"
+            )));
+        }
+        return Ok(None);
+    };
+    if file_field.is_empty() {
+        return Err(UsageError(
+            "--form-field needs the file part's name, e.g. --form-field file".into(),
+        ));
+    }
+    if let Some(header) = headers
+        .iter()
+        .find(|header| header.name.eq_ignore_ascii_case("content-type"))
+    {
+        return Err(UsageError(format!(
+            "--header {}: --form-field sets Content-Type (multipart/form-data with its boundary); \
+             drop this header",
+            header.name
+        )));
+    }
+    let fields = args
+        .form
+        .iter()
+        .map(|text| Form::parse_field(text).map_err(UsageError))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Form {
+        file_field: file_field.clone(),
+        fields,
+    }))
 }
 
 /// The SSH flags, checked: key files exist and are private, `--known-hosts` is readable, secrets are read from the variables named, the
@@ -371,35 +425,6 @@ fn redact_header(text: &str) -> String {
         Some((name, _)) => format!("{}: ...", name.trim()),
         None => "...".to_string(),
     }
-}
-
-fn read_ca_certificates(
-    path: &std::path::Path,
-) -> Result<Vec<ureq::tls::Certificate<'static>>, UsageError> {
-    let error = |why: String| UsageError(format!("--cacert {}: {why}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| {
-        error(format!(
-            "cannot read it ({e}): give a PEM file of CA certificates"
-        ))
-    })?;
-    let mut certificates = Vec::new();
-    for item in ureq::tls::parse_pem(&pem) {
-        match item {
-            Ok(ureq::tls::PemItem::Certificate(certificate)) => certificates.push(certificate),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(error(format!(
-                    "not a valid PEM file ({e}): give a PEM file of CA certificates"
-                )));
-            }
-        }
-    }
-    if certificates.is_empty() {
-        return Err(error(
-            "no certificate found (expected PEM 'BEGIN CERTIFICATE' blocks)".into(),
-        ));
-    }
-    Ok(certificates)
 }
 
 #[cfg(test)]

@@ -22,6 +22,10 @@ mod input_errors;
 mod journal;
 #[path = "cli/memory.rs"]
 mod memory;
+#[path = "cli/mtls.rs"]
+mod mtls;
+#[path = "cli/multipart.rs"]
+mod multipart;
 #[path = "cli/progress.rs"]
 mod progress;
 #[path = "cli/push.rs"]

@@ -60,7 +60,7 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
         &registry_path,
         &report_path,
         args.concurrency,
-    );
+    )?;
     let outcome = push(push_args)?;
     let verdict = demo_verdict(&fleet, &report_path);
     fleet.shutdown();
@@ -75,59 +75,52 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
     }
 }
 
-fn demo_push_args(payload: &Path, registry: &Path, report: &Path, concurrency: usize) -> PushArgs {
-    let seconds = Duration::from_secs;
-    PushArgs {
-        payload: payload.to_path_buf(),
-        target: None,
-        concurrency,
-        retries: 3,
-        backoff_base: Duration::from_millis(500),
-        backoff_max: seconds(5),
-        connect_timeout: seconds(5),
-        stall_timeout: seconds(10),
-        response_timeout: seconds(10),
-        device_timeout: None,
-        method: "PUT".to_string(),
-        header: Vec::new(),
-        cacert: None,
-        report: Some(report.display().to_string()),
-        progress_interval: seconds(2),
-        quiet: false,
-        allow_empty: false,
-        journal: None,
-        journal_reset: false,
-        only_failed: false,
-        grace: seconds(5),
-        filters: Vec::new(),
-        shard: None,
-        order: "csv".to_string(),
-        seed: 0,
-        canary: 0,
-        waves: None,
-        wave_pause: Duration::ZERO,
-        max_failures: None,
-        min_sample: 10,
-        rate: None,
-        bandwidth: None,
-        device_bandwidth: None,
-        window: None,
-        window_tz: "local".to_string(),
-        window_wait: Duration::ZERO,
-        dry_run: false,
-        estimate_throughput: None,
-        identity: Vec::new(),
-        passphrase_env: None,
-        password_env: None,
-        no_agent: false,
-        user: None,
-        known_hosts: None,
-        host_key_policy: "strict".to_string(),
-        verify: "sha256".to_string(),
-        exec: None,
-        exec_timeout: Duration::from_secs(600),
-        registry: registry.display().to_string(),
-    }
+/// The demo's `push` flags, parsed as the command line would be (so every other flag keeps the
+/// default `push --help` shows).
+fn demo_push_args(
+    payload: &Path,
+    registry: &Path,
+    report: &Path,
+    concurrency: usize,
+) -> Result<PushArgs, AppError> {
+    let concurrency = concurrency.to_string();
+    let (payload, registry, report) = (
+        payload.display().to_string(),
+        registry.display().to_string(),
+        report.display().to_string(),
+    );
+    let args = [
+        "--payload",
+        &payload,
+        "--concurrency",
+        &concurrency,
+        "--retries",
+        "3",
+        "--backoff-base",
+        "500ms",
+        "--backoff-max",
+        "5s",
+        "--connect-timeout",
+        "5s",
+        "--stall-timeout",
+        "10s",
+        "--response-timeout",
+        "10s",
+        "--report",
+        &report,
+        "--progress-interval",
+        "2s",
+        "--grace",
+        "5s",
+        "--",
+        &registry,
+    ];
+    <PushArgs as argh::FromArgs>::from_args(&["push"], &args).map_err(|exit| {
+        AppError::Fatal(format!(
+            "demo: its push flags do not parse (a bug): {}",
+            exit.output
+        ))
+    })
 }
 
 /// Checks the report against the fleet: dead devices must fail, every other device succeed.
@@ -195,6 +188,7 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         reset_percent: args.reset,
         stall_percent: args.stall,
         refuse_percent: args.refuse,
+        multipart_percent: args.multipart,
         seed: args.seed,
         retry_after_secs: args.retry_after,
         bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),

@@ -6,13 +6,14 @@
 //! Must not: send `Expect: 100-continue`, follow redirects with a body, or put header values in
 //! error messages (they may hold tokens).
 
+use super::multipart::MultipartBody;
 use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
 use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime};
-use ureq::tls::{Certificate, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, RootCerts, TlsConfig};
 
 /// The request method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,11 @@ pub struct HttpOptions {
     pub headers: Vec<HeaderTemplate>,
     /// Trust these CAs instead of the compiled-in roots (`--cacert`).
     pub ca_certificates: Option<Vec<Certificate<'static>>>,
+    /// The client certificate chain and key for mutual TLS (`--cert`, `--key`), checked to
+    /// belong together.
+    pub client_certificate: Option<ClientCert>,
+    /// Skip verifying devices' certificates (`--insecure`; warned about on every run).
+    pub insecure: bool,
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     /// Longest time without progress while sending the body or reading the answer's body.
@@ -73,6 +79,7 @@ pub struct HttpDelivery {
     agent: ureq::Agent,
     method: Method,
     headers: Vec<HeaderTemplate>,
+    multipart: Option<MultipartBody>,
 }
 
 const EXCERPT_BYTES: u64 = 200;
@@ -83,6 +90,12 @@ impl HttpDelivery {
         let mut tls = TlsConfig::builder();
         if let Some(certificates) = &options.ca_certificates {
             tls = tls.root_certs(RootCerts::new_with_certs(certificates));
+        }
+        if let Some(certificate) = &options.client_certificate {
+            tls = tls.client_cert(Some(certificate.clone()));
+        }
+        if options.insecure {
+            tls = tls.disable_verification(true);
         }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -103,7 +116,15 @@ impl HttpDelivery {
             agent: config.new_agent(),
             method: options.method,
             headers: options.headers,
+            multipart: None,
         }
+    }
+
+    /// Sends the payload as the file part of this multipart body (`--form-field`) instead of
+    /// as the whole request body.
+    pub fn with_multipart(mut self, body: MultipartBody) -> HttpDelivery {
+        self.multipart = Some(body);
+        self
     }
 
     /// Closes every connection of the run at once, idle or in use: requests blocked on a
@@ -129,9 +150,15 @@ impl HttpDelivery {
             Method::Put => self.agent.put(&device.url),
             Method::Post => self.agent.post(&device.url),
         };
-        request = request
-            .header("Content-Length", payload.len().to_string())
-            .header("Content-Digest", payload.digest().content_digest());
+        request = match &self.multipart {
+            None => request
+                .header("Content-Length", payload.len().to_string())
+                .header("Content-Digest", payload.digest().content_digest()),
+            Some(multipart) => request
+                .header("Content-Type", multipart.content_type())
+                .header("Content-Length", multipart.len(payload.len()).to_string())
+                .header("Content-Digest", multipart.content_digest()),
+        };
         for header in &self.headers {
             let value = header
                 .value
@@ -145,7 +172,13 @@ impl HttpDelivery {
             }
             request = request.config().timeout_global(Some(remaining)).build();
         }
-        let result = request.send(ureq::SendBody::from_reader(&mut body));
+        // Only payload bytes go through the meter: the multipart framing is a few hundred bytes.
+        let result = match &self.multipart {
+            None => request.send(ureq::SendBody::from_reader(&mut body)),
+            Some(multipart) => request.send(ureq::SendBody::from_reader(
+                &mut multipart.head().chain(&mut body).chain(multipart.tail()),
+            )),
+        };
         let bytes_sent = body.meter.total();
         body.meter.flush();
         let mut response = match result {
@@ -286,8 +319,12 @@ pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> Delive
             ErrorKind::Protocol,
             format!("not a valid HTTP answer: {error}"),
         ),
-        ureq::Error::Tls(message) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {message}")),
-        ureq::Error::Rustls(error) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {error}")),
+        ureq::Error::Tls(message) => (Phase::Connect, ErrorKind::Tls, explain_tls(message)),
+        ureq::Error::Rustls(error) => (
+            Phase::Connect,
+            ErrorKind::Tls,
+            explain_tls(&error.to_string()),
+        ),
         ureq::Error::Pem(error) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {error:?}")),
         other => (body_phase, ErrorKind::Io, other.to_string()),
     };
@@ -345,8 +382,10 @@ fn classify_io(
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
             ErrorKind::Reset
         }
-        _ if lower.contains("certificate") || lower.contains("tls") => {
-            return (Phase::Connect, ErrorKind::Tls, format!("TLS: {message}"));
+        // A TLS 1.3 device checks our client certificate after our side of the handshake is
+        // done, so its refusal (an alert) can surface while the body is being sent.
+        _ if lower.contains("certificate") || lower.contains("tls") || lower.contains("alert") => {
+            return (Phase::Connect, ErrorKind::Tls, explain_tls(&message));
         }
         _ => ErrorKind::Io,
     };
@@ -356,6 +395,34 @@ fn classify_io(
         body_phase
     };
     (phase, kind, message)
+}
+
+/// A TLS failure in words that say what to do, the library's own text kept in parentheses.
+fn explain_tls(raw: &str) -> String {
+    let why = if raw.contains("UnknownIssuer") {
+        "the device's certificate is not signed by a trusted CA: give the fleet's CA with --cacert"
+    } else if raw.contains("not valid for name") {
+        "the device's certificate is not valid for the host name in its URL: use a name the \
+         certificate was issued for"
+    } else if raw.contains("Expired") || raw.contains("NotValidYet") {
+        "the device's certificate has expired or is not valid yet (check both clocks)"
+    } else if raw.contains("CertificateRequired") {
+        "the device requires a client certificate: give it with --cert and --key"
+    } else if [
+        "UnknownCA",
+        "BadCertificate",
+        "CertificateUnknown",
+        "AccessDenied",
+    ]
+    .iter()
+    .any(|alert| raw.contains(alert))
+    {
+        "the device refused our client certificate: check that --cert is signed by a CA the \
+         device trusts"
+    } else {
+        return format!("TLS: {raw}");
+    };
+    format!("TLS: {why} ({raw})")
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (IMF-fixdate), relative to `now`.
@@ -516,6 +583,38 @@ mod tests {
             0,
             ("request", Phase::Connect, false),
         );
+    }
+
+    #[test]
+    fn explains_tls_failures() {
+        for (raw, expected) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "not signed by a trusted CA",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"h\"",
+                "not valid for the host name",
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                "requires a client certificate",
+            ),
+            (
+                "received fatal alert: UnknownCA",
+                "refused our client certificate",
+            ),
+            (
+                "received fatal alert: HandshakeFailure",
+                "TLS: received fatal alert",
+            ),
+        ] {
+            let message = explain_tls(raw);
+            assert!(message.contains(expected), "{raw}: {message}");
+            assert!(message.contains(raw), "{raw}: {message}");
+        }
+        let io = ureq::Error::Io(io::Error::other("received fatal alert: UnknownCA"));
+        check_class(io, 100, ("tls", Phase::Connect, false));
     }
 
     #[track_caller]

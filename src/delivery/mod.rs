@@ -5,6 +5,7 @@
 //! terminal: one call is one attempt, and the orchestrator decides what happens next.
 
 pub mod http;
+pub mod multipart;
 pub mod ssh;
 
 use crate::events::Event;

@@ -31,15 +31,17 @@ enum Fault {
     Reset,
     Stall,
     Refuse,
+    Multipart,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::Flaky,
     Fault::Dead,
     Fault::Slow,
     Fault::Reset,
     Fault::Stall,
     Fault::Refuse,
+    Fault::Multipart,
 ];
 
 impl Fault {
@@ -51,6 +53,7 @@ impl Fault {
             Fault::Reset => spec.reset_percent,
             Fault::Stall => spec.stall_percent,
             Fault::Refuse => spec.refuse_percent,
+            Fault::Multipart => spec.multipart_percent,
         }
     }
 
@@ -62,6 +65,7 @@ impl Fault {
             Fault::Reset => "reset_percent",
             Fault::Stall => "stall_percent",
             Fault::Refuse => "refuse_percent",
+            Fault::Multipart => "multipart_percent",
         }
     }
 
@@ -75,6 +79,7 @@ impl Fault {
             Fault::Reset => Profile::Reset,
             Fault::Stall => Profile::Stall,
             Fault::Refuse => Profile::Refuse,
+            Fault::Multipart => Profile::Multipart,
         }
     }
 }
@@ -173,6 +178,7 @@ mod tests {
                 Profile::Reset => 4,
                 Profile::Stall => 5,
                 Profile::Refuse => panic!("these specs set no refuse percentage"),
+                Profile::Multipart => panic!("these tests give no device a multipart share"),
             };
             counts[slot] += 1;
         }

@@ -7,6 +7,7 @@
 
 use super::Profile;
 use super::http::{self, Head, Response};
+use super::multipart::{self, Parser};
 use super::server::{DeviceState, Shared, Stop};
 use crate::digest::Sha256Digest;
 use sha2::{Digest, Sha256};
@@ -156,13 +157,34 @@ impl<'a> Connection<'a> {
             Profile::Reset if attempt == 1 => {
                 self.send_continue(head)?;
                 // Dropping the socket with the rest of the body unread makes the kernel send RST.
-                self.read_body(device, (len / 2).min(RESET_READ_LIMIT), None)?;
+                self.read_body(device, (len / 2).min(RESET_READ_LIMIT), None, None)?;
                 Ok(Next::Close)
+            }
+            Profile::Multipart => {
+                let Some(boundary) = head.content_type.as_deref().and_then(multipart::boundary)
+                else {
+                    let response = Response::text(
+                        415,
+                        "Unsupported Media Type",
+                        "expected multipart/form-data with a boundary\n",
+                    );
+                    return self.respond(&response, true);
+                };
+                self.send_continue(head)?;
+                let mut parser = Parser::new(boundary);
+                let Some(hasher) = self.read_body(device, len, None, Some(&mut parser))? else {
+                    return Ok(Next::Close);
+                };
+                let response = match verify_form(self.shared, device, parser) {
+                    Ok(()) => verify_digest(device, head, hasher),
+                    Err(response) => response,
+                };
+                self.respond(&response, !head.keep_alive)
             }
             profile => {
                 self.send_continue(head)?;
                 let rate = (profile == Profile::Slow).then_some(self.shared.slow_bytes_per_sec);
-                let Some(hasher) = self.read_body(device, len, rate)? else {
+                let Some(hasher) = self.read_body(device, len, rate, None)? else {
                     return Ok(Next::Close);
                 };
                 let response = answer(self.shared, device, attempt, head, hasher);
@@ -178,13 +200,15 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
-    /// Reads `len` body bytes, hashing and counting them as they arrive, at most `rate` bytes
-    /// per second if given. `None` when the client closed before the end.
+    /// Reads `len` body bytes, hashing and counting them as they arrive (and feeding them to a
+    /// multipart `parser`), at most `rate` bytes per second if given. `None` when the client
+    /// closed before the end.
     fn read_body(
         &mut self,
         device: &DeviceState,
         len: u64,
         rate: Option<u64>,
+        mut parser: Option<&mut Parser>,
     ) -> io::Result<Option<Sha256>> {
         let mut hasher = Sha256::new();
         let mut pace = rate.map(Pace::new);
@@ -196,6 +220,9 @@ impl<'a> Connection<'a> {
                 return Ok(None);
             }
             hasher.update(chunk);
+            if let Some(parser) = parser.as_deref_mut() {
+                parser.feed(chunk);
+            }
             let n = chunk.len() as u64;
             device.bytes.fetch_add(n, Ordering::Relaxed);
             remaining -= n;
@@ -260,6 +287,43 @@ fn verify_digest(device: &DeviceState, head: &Head, hasher: Sha256) -> Response 
     }
     device.completed.fetch_add(1, Ordering::Relaxed);
     Response::no_content()
+}
+
+/// A multipart device's check of a fully read body: well-formed, one file part, the expected
+/// SHA-256 if the fleet knows one. The accepted upload is recorded in `last_form`.
+fn verify_form(shared: &Shared, device: &DeviceState, parser: Parser) -> Result<(), Response> {
+    let bad = |why: String| Response::text(400, "Bad Request", format!("{why}\n"));
+    let parts = parser
+        .finish()
+        .map_err(|why| bad(format!("malformed multipart body: {why}")))?;
+    let files: Vec<_> = parts.iter().filter(|p| p.filename.is_some()).collect();
+    let [file] = files[..] else {
+        return Err(bad(format!("expected one file part, got {}", files.len())));
+    };
+    if shared
+        .multipart_sha256
+        .is_some_and(|expected| expected != file.sha256)
+    {
+        device.digest_mismatches.fetch_add(1, Ordering::Relaxed);
+        return Err(bad(format!(
+            "file part sha256 mismatch: got {}",
+            file.sha256.hex()
+        )));
+    }
+    let described: Vec<String> = parts
+        .iter()
+        .map(|part| match &part.filename {
+            Some(filename) => format!(
+                "name=\"{}\" filename=\"{filename}\" bytes={} sha256={}",
+                part.name,
+                part.len,
+                part.sha256.hex()
+            ),
+            None => format!("name=\"{}\" value=\"{}\"", part.name, part.text),
+        })
+        .collect();
+    *crate::lock(&device.last_form) = Some(described.join("; "));
+    Ok(())
 }
 
 /// A body this handler did not read makes the connection unusable for another request.

@@ -18,6 +18,7 @@ pub(crate) struct Head {
     /// A `Transfer-Encoding` header was present: the body length is unknown.
     pub(crate) chunked: bool,
     pub(crate) content_digest: Option<String>,
+    pub(crate) content_type: Option<String>,
     pub(crate) expect_continue: bool,
 }
 
@@ -77,6 +78,7 @@ fn parse_request_line(line: &str) -> Result<Head, &'static str> {
         content_length: None,
         chunked: false,
         content_digest: None,
+        content_type: None,
         expect_continue: false,
     })
 }
@@ -99,6 +101,8 @@ fn apply_header(head: &mut Head, name: &str, value: &str) -> Result<(), &'static
         }
     } else if name.eq_ignore_ascii_case("content-digest") {
         head.content_digest = Some(value.to_string());
+    } else if name.eq_ignore_ascii_case("content-type") {
+        head.content_type = Some(value.to_string());
     } else if name.eq_ignore_ascii_case("expect") {
         head.expect_continue = value.eq_ignore_ascii_case("100-continue");
     }
@@ -182,6 +186,7 @@ mod tests {
             content_length: None,
             chunked: false,
             content_digest: None,
+            content_type: None,
             expect_continue: false,
         }
     }

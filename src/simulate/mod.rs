@@ -14,6 +14,7 @@
 mod assign;
 mod connection;
 mod http;
+mod multipart;
 mod refuse;
 mod server;
 mod summary;
@@ -22,6 +23,7 @@ mod tests;
 
 pub use summary::summary;
 
+use crate::digest::Sha256Digest;
 use crossbeam_channel::Sender;
 use refuse::RefusingPort;
 use server::{Shared, Stop};
@@ -61,6 +63,13 @@ pub struct FleetSpec {
     /// Share (0–100) of devices whose URL names a loopback port that refuses every connection
     /// (bound by the fleet for its lifetime, never listening): they never see a request.
     pub refuse_percent: f64,
+    /// Share (0–100) of devices that are web-upload agents: they take only `multipart/form-data`
+    /// (415 otherwise), parse the body as it arrives, and accept it when it has exactly one
+    /// file part whose SHA-256 is `multipart_sha256` (when set) and the whole body matches its
+    /// `Content-Digest` (when sent); 400 otherwise.
+    pub multipart_percent: f64,
+    /// The SHA-256 the multipart devices expect of the file part; `None` accepts any.
+    pub multipart_sha256: Option<Sha256Digest>,
     /// Seed for the choice of faulty devices and of the flaky devices' failure counts.
     pub seed: u64,
     /// The `Retry-After` value, in seconds, of a flaky device's `503`.
@@ -83,6 +92,8 @@ impl Default for FleetSpec {
             reset_percent: 0.0,
             stall_percent: 0.0,
             refuse_percent: 0.0,
+            multipart_percent: 0.0,
+            multipart_sha256: None,
             seed: 1,
             retry_after_secs: 1,
             slow_bytes_per_sec: 256 * 1024,
@@ -92,7 +103,7 @@ impl Default for FleetSpec {
 }
 
 /// How a simulated device behaves. Displays as `healthy`, `flaky`, `dead`, `slow`, `reset`,
-/// `stall` or `refuse`.
+/// `stall`, `refuse` or `multipart`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {
     /// Accepts every upload.
@@ -112,6 +123,8 @@ pub enum Profile {
     Stall,
     /// Refuses every connection (its URL names the fleet's refusing port).
     Refuse,
+    /// A web-upload agent: takes `multipart/form-data` only and checks the file part.
+    Multipart,
 }
 
 impl fmt::Display for Profile {
@@ -124,6 +137,7 @@ impl fmt::Display for Profile {
             Profile::Reset => "reset",
             Profile::Stall => "stall",
             Profile::Refuse => "refuse",
+            Profile::Multipart => "multipart",
         })
     }
 }
@@ -141,8 +155,13 @@ pub struct DeviceStats {
     pub completed: u64,
     /// Body bytes received, counted as they arrive, failed attempts included.
     pub bytes: u64,
-    /// Requests refused because their `Content-Digest` did not match the body.
+    /// Requests refused because their `Content-Digest` (or, on a multipart device, the file
+    /// part's SHA-256) did not match.
     pub digest_mismatches: u64,
+    /// A multipart device's last accepted upload, its parts in order: `name="version"
+    /// value="2.1"` for text parts, `name="file" filename="fw.bin" bytes=N sha256=HEX` for the
+    /// file part, separated by `; `.
+    pub last_form: Option<String>,
 }
 
 /// A running simulated fleet: one listener on loopback serving every device under

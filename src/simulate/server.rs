@@ -2,15 +2,16 @@
 //!
 //! Owns: the per-device atomic counters, the stop signal, the listener and the connection
 //! threads' handles (reaped as they finish, all joined at shutdown). Must not: take a lock on
-//! the request path, or wait anywhere without watching the stop signal.
+//! the request path (but a multipart device's own, once per accepted upload, to record it), or
+//! wait anywhere without watching the stop signal.
 
 use super::{DeviceStats, FleetSpec, Profile, connection};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub(crate) struct Shared {
     pub(crate) index: HashMap<String, usize>,
     pub(crate) retry_after_secs: u64,
     pub(crate) slow_bytes_per_sec: u64,
+    pub(crate) multipart_sha256: Option<crate::digest::Sha256Digest>,
     pub(crate) connections: AtomicU64,
     pub(crate) stop: Stop,
 }
@@ -46,6 +48,7 @@ impl Shared {
             index,
             retry_after_secs: spec.retry_after_secs,
             slow_bytes_per_sec: spec.slow_bytes_per_sec,
+            multipart_sha256: spec.multipart_sha256,
             connections: AtomicU64::new(0),
             stop,
         }
@@ -64,6 +67,7 @@ pub(crate) struct DeviceState {
     pub(crate) completed: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) digest_mismatches: AtomicU64,
+    pub(crate) last_form: Mutex<Option<String>>,
 }
 
 impl DeviceState {
@@ -75,6 +79,7 @@ impl DeviceState {
             completed: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             digest_mismatches: AtomicU64::new(0),
+            last_form: Mutex::new(None),
         }
     }
 
@@ -86,6 +91,7 @@ impl DeviceState {
             completed: self.completed.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             digest_mismatches: self.digest_mismatches.load(Ordering::Relaxed),
+            last_form: crate::lock(&self.last_form).clone(),
         }
     }
 }

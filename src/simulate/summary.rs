@@ -5,8 +5,15 @@
 use super::DeviceStats;
 
 /// Profile names in the order the summary lists them.
-const PROFILE_ORDER: [&str; 7] = [
-    "healthy", "flaky", "dead", "slow", "reset", "stall", "refuse",
+const PROFILE_ORDER: [&str; 8] = [
+    "healthy",
+    "flaky",
+    "dead",
+    "slow",
+    "reset",
+    "stall",
+    "refuse",
+    "multipart",
 ];
 
 /// One line per profile present (devices, requests, completed uploads, bytes received), then a
@@ -59,6 +66,7 @@ mod tests {
             completed,
             bytes,
             digest_mismatches: 0,
+            last_form: None,
         }
     }
 

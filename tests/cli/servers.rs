@@ -3,7 +3,7 @@
 //!
 //! Owns: their threads, joined on drop. Must not: listen anywhere but 127.0.0.1.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +48,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     /// Body bytes read (the device reads every body to its end, then answers).
     pub body_len: u64,
+    /// The body's first MiB, kept for tests that compare bytes.
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -118,13 +120,16 @@ fn serve(mut request: tiny_http::Request, reply: Reply, seen: &Mutex<Vec<Seen>>)
         .iter()
         .map(|h| (h.field.to_string(), h.value.to_string()))
         .collect();
-    let body_len = io::copy(&mut request.as_reader(), &mut io::sink())?;
+    let mut body = Vec::new();
+    let kept = io::copy(&mut request.as_reader().take(1 << 20), &mut body)?;
+    let body_len = kept + io::copy(&mut request.as_reader(), &mut io::sink())?;
     seen.lock().unwrap().push(Seen {
         at,
         method: request.method().to_string(),
         path: request.url().to_string(),
         headers,
         body_len,
+        body,
     });
     let mut response = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
     for (name, value) in reply.headers {

@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
 """A minimal HTTPS server for the integration tests: accepts PUT/POST with a Content-Length body,
-reads it whole and answers 204. Usage: tls_server.py CERT KEY. Prints the port on stdout once
-listening, serves on 127.0.0.1 until killed, and exits by itself after 60 s."""
+reads it whole and answers 204. Usage: tls_server.py CERT KEY [CLIENT_CA]: with CLIENT_CA, every
+client must present a certificate signed by it (mutual TLS; the handshake fails otherwise).
+Prints the port on stdout once listening, serves on 127.0.0.1 until killed, and exits by itself
+after 60 s.
+
+The handshake runs in the connection's thread. When it fails, the connection is closed the way
+nginx and other careful servers do (a "lingering close"): the TLS alert has been sent, then the
+server stops writing and reads what the client still sends before closing. Closing at once with
+unread data makes the kernel send a reset, which can destroy the alert before the client reads
+it, and the client would see a connection reset instead of the reason."""
 import http.server
+import socket
 import ssl
 import sys
 import threading
+import time
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -29,12 +39,42 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class Server(http.server.ThreadingHTTPServer):
+    context = None
+
+    def finish_request(self, request, client_address):
+        tls = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            tls.settimeout(10)
+            tls.do_handshake()
+        except (ssl.SSLError, OSError):
+            lingering_close(socket.socket(fileno=tls.detach()))
+            return
+        self.RequestHandlerClass(tls, client_address, self)
+
+
+def lingering_close(sock):
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.5)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def main():
     cert, key = sys.argv[1], sys.argv[2]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    if len(sys.argv) > 3:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(sys.argv[3])
+    Server.context = context
+    server = Server(("127.0.0.1", 0), Handler)
     print(server.server_address[1], flush=True)
     threading.Timer(60, server.shutdown).start()
     server.serve_forever()
