@@ -58,13 +58,15 @@ pub struct HttpOptions {
 }
 
 impl Default for HttpOptions {
-    /// The command line's defaults: `PUT`, no extra headers, the compiled-in CA roots, and
-    /// timeouts of 10 s (connect), 60 s (stall) and 120 s (response), for 50 workers.
+    /// The command line's defaults: `PUT`, no extra headers, the compiled-in CA roots, no
+    /// client certificate, verification on, and timeouts of 10 s (connect), 60 s (stall) and 120 s (response), for 50 workers.
     fn default() -> HttpOptions {
         HttpOptions {
             method: Method::Put,
             headers: Vec::new(),
             ca_certificates: None,
+            client_certificate: None,
+            insecure: false,
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(120),
