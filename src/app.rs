@@ -10,6 +10,7 @@ mod status;
 use crate::cli::{Command, PushArgs, TopLevel};
 use crate::config::{JournalOptions, PushConfig, RegistrySource, ReportTarget, UsageError};
 use crate::delivery::Deliveries;
+use crate::delivery::command::{self, COMMAND_COLUMN, CommandDelivery, CommandOptions};
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::SshDelivery;
@@ -111,10 +112,16 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     }
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
-    let registry = load_registry(&config.registry, config.target.as_ref())?;
+    let options = registry::LoadOptions {
+        target: config.target.as_ref(),
+        command_for_every_device: config.command.command.is_some(),
+        schemes: &[],
+    };
+    let registry = load_registry(&config.registry, &options)?;
     scheduler::check_filters(&config.selection.filters, &registry.header)
         .map_err(AppError::Input)?;
     check_exec(config.ssh.exec.as_ref(), &registry)?;
+    check_commands(&config.command, &registry)?;
     if config.dry_run {
         return dry_run(&config, &registry, &payload);
     }
@@ -133,6 +140,20 @@ const INSECURE_WARNING: &str = "\
 WARNING: --insecure: the certificates of HTTPS devices are NOT verified. Anyone on the network \
 path can pose as a device and receive this payload (and any --header tokens), or answer \
 'success' for a device that never got it. Give the devices' CA with --cacert instead.";
+
+/// Checks every delivery command against the registry (`--deliver-cmd`, the `cmd` column),
+/// and that `--deliver-stdin` has a command to feed.
+fn check_commands(options: &CommandOptions, registry: &Registry) -> Result<(), AppError> {
+    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
+    if options.stdin && options.command.is_none() && !has_column {
+        return Err(AppError::Input(format!(
+            "--deliver-stdin feeds a delivery command: give --deliver-cmd, or a {COMMAND_COLUMN} \
+             column in {}",
+            registry.source
+        )));
+    }
+    command::check_registry(options, registry).map_err(|e| AppError::Input(e.to_string()))
+}
 
 /// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).
 fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppError> {
@@ -174,15 +195,15 @@ fn dry_run(
 /// Loads and validates the registry from a file or stdin.
 pub fn load_registry(
     source: &RegistrySource,
-    target: Option<&Template>,
+    options: &registry::LoadOptions<'_>,
 ) -> Result<Registry, AppError> {
     let loaded = match source {
-        RegistrySource::Stdin => registry::load("<stdin>", io::stdin().lock(), target),
+        RegistrySource::Stdin => registry::load_with("<stdin>", io::stdin().lock(), options),
         RegistrySource::File(path) => {
             let file = File::open(path).map_err(|e| {
                 AppError::Input(format!("cannot read registry {}: {e}", path.display()))
             })?;
-            registry::load(&path.display().to_string(), file, target)
+            registry::load_with(&path.display().to_string(), file, options)
         }
     };
     loaded.map_err(|e| AppError::Input(e.to_string()))
@@ -285,10 +306,11 @@ fn execute(
             MultipartBody::prepare(form, payload).map_err(|e| AppError::Input(e.to_string()))?;
         http = http.with_multipart(body);
     }
-    let delivery = Deliveries {
-        http,
-        ssh: SshDelivery::new(config.ssh.clone()),
-    };
+    let mut delivery = Deliveries::new(http, SshDelivery::new(config.ssh.clone()));
+    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
+    if config.command.command.is_some() || has_column {
+        delivery = delivery.with_command(CommandDelivery::new(config.command.clone()));
+    }
 
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
     let progress = progress::spawn(config.progress.clone(), receiver)

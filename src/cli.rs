@@ -70,6 +70,7 @@ pub enum Command {
     {command_name} --payload fw.bin --header 'Authorization: Bearer {{env:FLEET_TOKEN}}' --report out.csv -\n\
     {command_name} --payload fw.bin --journal fw.journal --canary 5 --waves 1%,10%,100% --max-failures 2% devices.csv\n\
     {command_name} --payload fw.bin --identity ~/.ssh/fleet_ed25519 --exec 'fw-install {{path}}' ssh-devices.csv\n\
+    {command_name} --payload fw.bin --deliver-cmd 'adb -s {{serial}} push {{payload}} /data/local/tmp/fw.bin' phones.csv\n\
     {command_name} --payload update.swu --method POST --form-field file --cert client.pem --key client.key --cacert ca.pem agents.csv\n\
     {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv",
     note = "REGISTRY is CSV with a header row: an 'id' column (unique, non-empty) and a 'url' \
@@ -103,7 +104,12 @@ pub enum Command {
     multipart/form-data body, exactly as curl -F KEY=VALUE -F NAME=@FILE (the --form parts \
     first). --cert and --key offer a client certificate to devices that require mutual TLS. \
     TLS failures (untrusted CA, wrong host name, a refused or missing client certificate) are \
-    permanent. --insecure turns verification off and warns on every run.",
+    permanent. --insecure turns verification off and warns on every run.\n\n\
+    Commands: --deliver-cmd runs a local command per device (sh -c, its own process group) \
+    instead of HTTP or SSH; a registry 'cmd' column gives devices their own. Placeholders \
+    {{payload}}, {{sha256}}, {{size}} and {{column}} are shell-quoted. Exit 0 is success; \
+    --transient-exit-codes are retried. --deliver-stdin streams the payload to its stdin. \
+    Past --deliver-timeout, --device-timeout or the --grace period the group is killed.",
     error_code(0, "every device succeeded"),
     error_code(
         1,
@@ -302,6 +308,30 @@ pub struct PushArgs {
         from_str_fn(parse_duration)
     )]
     pub exec_timeout: Duration,
+
+    /// run this local command per device instead of HTTP or SSH (vendor tools: adb push,
+    /// mcumgr, dfu-util): {payload}, {sha256}, {size} and {column} are shell-quoted; exit 0 is
+    /// success; a registry 'cmd' column overrides it per device
+    #[argh(option)]
+    pub deliver_cmd: Option<String>,
+
+    /// write the payload to the delivery command's standard input
+    #[argh(switch)]
+    pub deliver_stdin: bool,
+
+    /// the delivery command's exit statuses that mean "try again later", e.g. 75,111
+    /// (default 75)
+    #[argh(option, from_str_fn(parse_exit_codes))]
+    pub transient_exit_codes: Option<Vec<i32>>,
+
+    /// how long one attempt's delivery command may run; its process group is killed then
+    /// (default 10m)
+    #[argh(
+        option,
+        default = "Duration::from_secs(600)",
+        from_str_fn(parse_duration)
+    )]
+    pub deliver_timeout: Duration,
 
     /// only devices whose COLUMN=VALUE, COLUMN!=VALUE, or COLUMN~TAG (a tag in a ;-separated
     /// list); repeatable, all must hold
@@ -642,6 +672,20 @@ fn parse_u64(text: &str) -> Result<u64, String> {
     parse_number(text)
 }
 
+/// Parses a comma-separated list of exit statuses (0 excluded: it means success).
+pub fn parse_exit_codes(text: &str) -> Result<Vec<i32>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|code| !code.is_empty())
+        .map(|code| match code.parse::<i32>() {
+            Ok(code) if (1..=255).contains(&code) => Ok(code),
+            _ => Err(format!(
+                "invalid exit status '{code}' in '{text}': use numbers from 1 to 255, e.g. 75,111"
+            )),
+        })
+        .collect()
+}
+
 fn parse_filter(text: &str) -> Result<Filter, String> {
     text.parse()
 }
@@ -756,6 +800,16 @@ mod tests {
     #[track_caller]
     fn check_percent(text: &str, expected: Option<f64>) {
         assert_eq!(parse_percent(text).ok(), expected, "{text}");
+    }
+
+    #[test]
+    fn parses_exit_codes() {
+        assert_eq!(parse_exit_codes("75"), Ok(vec![75]));
+        assert_eq!(parse_exit_codes("75, 111,"), Ok(vec![75, 111]));
+        assert_eq!(parse_exit_codes(""), Ok(vec![]));
+        assert!(parse_exit_codes("0").is_err());
+        assert!(parse_exit_codes("256").is_err());
+        assert!(parse_exit_codes("x").is_err());
     }
 
     #[test]

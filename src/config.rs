@@ -6,6 +6,7 @@
 
 use crate::cli::PushArgs;
 use crate::clock::Zone;
+use crate::delivery::command::CommandOptions;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
 use crate::delivery::multipart::Form;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
@@ -81,6 +82,8 @@ pub struct PushConfig {
     pub ssh: SshOptions,
     /// `--form-field` and `--form`: send the payload as multipart/form-data.
     pub form: Option<Form>,
+    /// The delivery command (`--deliver-cmd`, `--deliver-stdin`, ...).
+    pub command: CommandOptions,
     /// Where the report goes, if anywhere.
     pub report: Option<ReportTarget>,
     /// How progress is shown.
@@ -224,6 +227,7 @@ impl PushConfig {
         let client_certificate =
             tls::client_certificate(args.cert.as_deref(), args.key.as_deref())?;
         let form = form(&args, &headers)?;
+        let command = command_options(&args)?;
         Ok(PushConfig {
             payload: args.payload,
             allow_empty: args.allow_empty,
@@ -266,6 +270,7 @@ impl PushConfig {
             },
             ssh,
             form,
+            command,
             report: args.report.map(|report| match report.as_str() {
                 "-" => ReportTarget::Stdout,
                 path => ReportTarget::File(PathBuf::from(path)),
@@ -286,6 +291,37 @@ impl PushConfig {
             ),
         })
     }
+}
+
+/// The delivery command's flags, checked: the command parses and reads no environment.
+fn command_options(args: &PushArgs) -> Result<CommandOptions, UsageError> {
+    let command = args
+        .deliver_cmd
+        .as_deref()
+        .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--deliver-cmd: {e}"))))
+        .transpose()?;
+    if command.as_ref().is_some_and(Template::uses_env) {
+        return Err(UsageError(
+            "--deliver-cmd cannot use {env:NAME}: the command line is visible in ps; the \
+             command inherits the environment, so read the variable there"
+                .into(),
+        ));
+    }
+    if args.deliver_timeout.is_zero() {
+        return Err(UsageError(
+            "--deliver-timeout must be more than 0: a command could hang a worker forever".into(),
+        ));
+    }
+    Ok(CommandOptions {
+        command,
+        stdin: args.deliver_stdin,
+        transient_exit_codes: args
+            .transient_exit_codes
+            .clone()
+            .unwrap_or_else(|| CommandOptions::default().transient_exit_codes),
+        timeout: args.deliver_timeout,
+        stall_timeout: args.stall_timeout,
+    })
 }
 
 /// `--form-field` and `--form`, checked: a name for the file part, well-formed extra parts, and

@@ -12,6 +12,8 @@
 //! 4. Configure: [`orchestrator::RunSettings`] (concurrency, retries, timeouts, rollout policy)
 //!    and the deliveries' options ([`delivery::http::HttpOptions`],
 //!    [`delivery::ssh::SshOptions`]). Their `Default`s are the command line's defaults.
+//!    [`delivery::Deliveries`] picks a delivery per device: HTTP(S), SSH, a command
+//!    ([`delivery::command`]), or your own [`delivery::Delivery`] for a URL scheme.
 //! 5. Run: [`orchestrator::Run::execute`] runs the plan on its own rayon pool, sends every
 //!    [`events::Event`] to the channel you give it, stops dispatching when the cancellation
 //!    flag is set, and returns one [`report::DeviceOutcome`] per device;
@@ -59,13 +61,13 @@
 //!     },
 //!     ..RunSettings::default()
 //! };
-//! let delivery = Deliveries {
-//!     http: HttpDelivery::new(HttpOptions {
+//! let delivery = Deliveries::new(
+//!     HttpDelivery::new(HttpOptions {
 //!         concurrency: settings.concurrency,
 //!         ..HttpOptions::default()
 //!     }),
-//!     ssh: SshDelivery::new(SshOptions::default()),
-//! };
+//!     SshDelivery::new(SshOptions::default()),
+//! );
 //! let plan = Plan::all_in_order(&registry);
 //! let cancel = AtomicBool::new(false); // set it (from a signal handler, a UI) to stop
 //!

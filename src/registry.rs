@@ -96,6 +96,24 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+/// The column that gives a device its own delivery command (see `delivery::command`).
+pub const COMMAND_COLUMN: &str = "cmd";
+
+/// How a registry is read, beyond the CSV itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'o> {
+    /// The `--target` template, required when the CSV has no `url` column (unless every device
+    /// has a command).
+    pub target: Option<&'o Template>,
+    /// Every device has a delivery command (`--deliver-cmd`): the `url` column is optional and
+    /// its values are not checked (they are data for the command's `{url}`). Without this, a
+    /// device with a non-empty `cmd` value gets the same leniency.
+    pub command_for_every_device: bool,
+    /// URL schemes accepted besides `http`, `https` and `ssh`: those of the deliveries a
+    /// program registers with `Deliveries::with_scheme`.
+    pub schemes: &'o [&'o str],
+}
+
 /// Reads and validates a whole registry. `source` names it in messages; `target` is the
 /// `--target` template, required when the CSV has no `url` column.
 pub fn load(
@@ -103,11 +121,26 @@ pub fn load(
     reader: impl Read,
     target: Option<&Template>,
 ) -> Result<Registry, RegistryError> {
+    let options = LoadOptions {
+        target,
+        ..LoadOptions::default()
+    };
+    load_with(source, reader, &options)
+}
+
+/// [`load`] with every option: commands, extra URL schemes.
+pub fn load_with(
+    source: &str,
+    reader: impl Read,
+    options: &LoadOptions<'_>,
+) -> Result<Registry, RegistryError> {
     let mut loader = Loader {
         source,
+        options: *options,
+        command_column: None,
         problems: Vec::new(),
     };
-    let registry = loader.load(reader, target);
+    let registry = loader.load(reader, options.target);
     match registry {
         Some(registry) if loader.problems.is_empty() => Ok(registry),
         _ => Err(RegistryError {
@@ -119,6 +152,8 @@ pub fn load(
 
 struct Loader<'s> {
     source: &'s str,
+    options: LoadOptions<'s>,
+    command_column: Option<usize>,
     problems: Vec<Problem>,
 }
 
@@ -126,6 +161,8 @@ struct Loader<'s> {
 enum UrlSource<'t> {
     Column(usize),
     Template(&'t Template),
+    /// Nowhere: every device needs a command.
+    None,
 }
 
 impl Loader<'_> {
@@ -144,6 +181,7 @@ impl Loader<'_> {
             .from_reader(text.as_slice());
         let header = self.header(&mut csv)?;
         let id_column = header.iter().position(|name| name == "id");
+        self.command_column = header.iter().position(|name| name == COMMAND_COLUMN);
         let url_source = self.url_source(&header, target);
         if id_column.is_none() {
             self.problem(
@@ -210,6 +248,11 @@ impl Loader<'_> {
                 }
             },
             (None, Some(index)) => Some(UrlSource::Column(index)),
+            (None, None)
+                if self.options.command_for_every_device || self.command_column.is_some() =>
+            {
+                Some(UrlSource::None)
+            }
             (None, None) => {
                 self.problem(
                     Some(1),
@@ -309,11 +352,25 @@ impl Loader<'_> {
                 };
                 (template.fill(value, Escape::Url), None)
             }
+            UrlSource::None => (String::new(), None),
         };
-        if let Err(message) = check_url(&url) {
+        // A device with a command is reached by the command: its url is data, not checked.
+        let has_command = self.options.command_for_every_device
+            || self
+                .command_column
+                .is_some_and(|index| !fields[index].is_empty());
+        let checked = match url_source {
+            _ if has_command => Ok(()),
+            UrlSource::None => Err(format!(
+                "no url and no {COMMAND_COLUMN} value: give this device a {COMMAND_COLUMN}, or \
+                 add a url column or --target"
+            )),
+            _ => check_url_with(&url, self.options.schemes),
+        };
+        if let Err(message) = checked {
             let message = match url_source {
                 UrlSource::Template(t) => format!("--target {:?} gives {message}", t.text()),
-                UrlSource::Column(_) => message,
+                UrlSource::Column(_) | UrlSource::None => message,
             };
             self.problem(Some(line), url_column, &message);
             ok = false;
@@ -392,6 +449,16 @@ impl<'t> LineCounter<'t> {
 
 /// Checks that `url` is absolute, has a host and a supported scheme.
 pub fn check_url(url: &str) -> Result<(), String> {
+    check_url_with(url, &[])
+}
+
+/// [`check_url`], also accepting the schemes in `extra` (with any host and path).
+pub fn check_url_with(url: &str, extra: &[&str]) -> Result<(), String> {
+    if let Some((scheme, _)) = url.split_once("://")
+        && extra.iter().any(|name| name.eq_ignore_ascii_case(scheme))
+    {
+        return Ok(());
+    }
     if url.is_empty() {
         return Err("empty url".to_string());
     }
@@ -408,7 +475,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
         "http" | "https" => {}
         other => {
             return Err(format!(
-                "unsupported scheme '{other}' in {url:?} (supported: {})",
+                "unsupported scheme '{other}' in {url:?} (supported: {}; other tools: a \
+                 {COMMAND_COLUMN} column or --deliver-cmd)",
                 SUPPORTED_SCHEMES.join(", ")
             ));
         }
@@ -505,7 +573,7 @@ mod tests {
             "devices.csv: 6 problems, nothing was pushed\
             \n  devices.csv:3: column 1 (id): empty id: every device needs one\
             \n  devices.csv:4: column 1 (id): duplicate id 'a': line 2 has it too\
-            \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https, ssh)\
+            \n  devices.csv:5: column 2 (url): unsupported scheme 'ftp' in \"ftp://h/c\" (supported: http, https, ssh; other tools: a cmd column or --deliver-cmd)\
             \n  devices.csv:6: column 2 (url): no remote path in \"ssh://root@h\": give the file's absolute path, e.g. ssh://host/opt/update/fw.bin\
             \n  devices.csv:7: this row has 3 fields but the header has 2: check for a missing or extra comma\
             \n  devices.csv:8: column 2 (url): invalid URL \"not a url\": invalid uri character (expected e.g. http://10.0.0.5:8080/update)",

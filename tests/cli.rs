@@ -14,6 +14,8 @@ mod util;
 mod args;
 #[path = "cli/commands.rs"]
 mod commands;
+#[path = "cli/deliver_cmd.rs"]
+mod deliver_cmd;
 #[path = "cli/headers.rs"]
 mod headers;
 #[path = "cli/input_errors.rs"]

@@ -1,14 +1,21 @@
 //! Delivery: moving the payload to one device over one protocol. One file per protocol.
 //!
-//! Owns: every socket the rollout opens, and the classification of what went wrong (which
-//! phase, transient or permanent). Must not: retry, sleep, decide order, or write to the
-//! terminal: one call is one attempt, and the orchestrator decides what happens next.
+//! Owns: every socket the rollout opens, every delivery command it runs, and the
+//! classification of what went wrong (which phase, transient or permanent). Must not: retry,
+//! sleep, decide order, or write to the terminal: one call is one attempt, and the orchestrator
+//! decides what happens next.
+//!
+//! Every protocol implements [`Delivery`]: HTTP(S), SSH, the command delivery
+//! (`--deliver-cmd`), and any a library user writes. [`Deliveries`] picks one per device.
 
+pub mod command;
 pub mod http;
 pub mod multipart;
 pub mod ssh;
 
 use crate::events::Event;
+use crate::payload::Payload;
+use crate::registry::{Device, Registry};
 use crate::scheduler::TokenBucket;
 use crossbeam_channel::Sender;
 use std::fmt;
@@ -37,6 +44,8 @@ pub enum Phase {
     Verify,
     /// The install command (`--exec`).
     Exec,
+    /// A delivery command (`--deliver-cmd`, a `cmd` column).
+    Command,
 }
 
 impl fmt::Display for Phase {
@@ -51,6 +60,7 @@ impl fmt::Display for Phase {
             Phase::Response => "response",
             Phase::Verify => "verify",
             Phase::Exec => "exec",
+            Phase::Command => "command",
         })
     }
 }
@@ -93,6 +103,12 @@ pub enum ErrorKind {
     NoSpace,
     /// Any other IO error.
     Io,
+    /// A delivery command failed; `transient` when its exit status is one of
+    /// `--transient-exit-codes` (another attempt may succeed).
+    Command {
+        /// Whether the exit status asks for another attempt.
+        transient: bool,
+    },
 }
 
 /// One failed attempt.
@@ -126,6 +142,7 @@ impl DeliveryError {
             | ErrorKind::Io => true,
             ErrorKind::Status(status) => matches!(status, 408 | 429 | 500..=599),
             ErrorKind::Verify => true,
+            ErrorKind::Command { transient } => transient,
             ErrorKind::DeviceTimeout
             | ErrorKind::Tls
             | ErrorKind::Request
@@ -159,6 +176,7 @@ impl DeliveryError {
             ErrorKind::Permission => "permission",
             ErrorKind::NoSpace => "no-space",
             ErrorKind::Io => "io",
+            ErrorKind::Command { .. } => "command",
         }
     }
 
@@ -179,37 +197,259 @@ impl fmt::Display for DeliveryError {
 
 impl std::error::Error for DeliveryError {}
 
-/// Every delivery of a run, chosen per device by its URL's scheme.
-#[derive(Debug)]
+/// One way of moving the payload to a device: HTTP(S), SSH, a delivery command, or your own
+/// (register it for a URL scheme with [`Deliveries::with_scheme`]).
+///
+/// One call of [`Delivery::attempt`] is one attempt; the orchestrator around it does the rest
+/// (retries and backoff, the device deadline, the journal, thresholds, progress and the
+/// report). An implementation:
+///
+/// - streams the payload from a fresh [`Payload::open_for_attempt`] handle, never reading it
+///   whole, and reports every payload byte through `meter` *before* sending it
+///   ([`ByteMeter::add`] is also where the bandwidth limits wait), giving up when
+///   [`ByteMeter::aborted`] says the run is shutting down;
+/// - bounds every wait by its own timeouts and by `deadline` (the device's `--device-timeout`);
+/// - returns [`Delivered`] on success, or a [`DeliveryError`] whose [`ErrorKind`] tells the
+///   orchestrator whether another attempt may succeed ([`DeliveryError::is_transient`]);
+/// - never panics on device input (a panic becomes the device's failure, as a bug).
+///
+/// It is shared by every worker (`Send + Sync`): keep per-attempt state on the stack.
+///
+/// # Example
+///
+/// A delivery for `dir:///PATH` URLs that stores the payload in a directory (a mounted card
+/// reader per device, say), registered for its scheme:
+///
+/// ```
+/// use std::io::{self, Read, Write};
+/// use std::sync::atomic::AtomicBool;
+/// use std::time::Instant;
+/// use update_orchestrator::delivery::http::{HttpDelivery, HttpOptions};
+/// use update_orchestrator::delivery::ssh::{SshDelivery, SshOptions};
+/// use update_orchestrator::delivery::{
+///     ByteMeter, Deliveries, Delivered, Delivery, DeliveryError, ErrorKind, Phase,
+/// };
+/// use update_orchestrator::payload::Payload;
+/// use update_orchestrator::registry::{self, Device, LoadOptions, Registry};
+///
+/// struct DirDelivery;
+///
+/// impl Delivery for DirDelivery {
+///     fn attempt(
+///         &self,
+///         _registry: &Registry,
+///         device: &Device,
+///         payload: &Payload,
+///         meter: &mut ByteMeter<'_>,
+///         _deadline: Option<Instant>,
+///     ) -> Result<Delivered, DeliveryError> {
+///         let failed = |error: io::Error, bytes_sent| DeliveryError {
+///             phase: Phase::Upload,
+///             kind: ErrorKind::Io, // transient: worth another attempt
+///             message: error.to_string(),
+///             retry_after: None,
+///             bytes_sent,
+///         };
+///         let dir = device.url.trim_start_matches("dir://");
+///         let mut file = payload.open_for_attempt().map_err(|e| failed(io::Error::other(e), 0))?;
+///         let target = std::path::Path::new(dir).join("update.bin");
+///         let mut out = std::fs::File::create(&target).map_err(|e| failed(e, 0))?;
+///         let mut buffer = vec![0; 64 * 1024];
+///         loop {
+///             let n = file.read(&mut buffer).map_err(|e| failed(e, meter.total()))?;
+///             if n == 0 || meter.aborted() {
+///                 break;
+///             }
+///             meter.add(n as u64); // counts the bytes, and waits for the bandwidth limits
+///             out.write_all(&buffer[..n]).map_err(|e| failed(e, meter.total()))?;
+///         }
+///         Ok(Delivered { bytes_sent: meter.total(), http_status: None, method: "dir" })
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let card = tempfile::tempdir()?;
+/// let csv = format!("id,url\ncard-1,dir://{}\n", card.path().display());
+/// let options = LoadOptions { schemes: &["dir"], ..LoadOptions::default() };
+/// let registry = registry::load_with("cards", csv.as_bytes(), &options)?;
+/// std::fs::write(card.path().join("fw.bin"), b"new firmware")?;
+/// let payload = Payload::open(&card.path().join("fw.bin"), false)?;
+///
+/// let deliveries = Deliveries::new(
+///     HttpDelivery::new(HttpOptions::default()),
+///     SshDelivery::new(SshOptions::default()),
+/// )
+/// .with_scheme("dir", Box::new(DirDelivery));
+/// // One attempt by hand; `orchestrator::Run` adds retries, the journal and the rest.
+/// let (events, _receiver) = crossbeam_channel::unbounded();
+/// let abort = AtomicBool::new(false);
+/// let mut meter = ByteMeter::new(&events, 0, &abort);
+/// let device = &registry.devices[0];
+/// let delivered = deliveries.attempt(&registry, device, &payload, &mut meter, None)?;
+/// assert_eq!((delivered.bytes_sent, delivered.method), (12, "dir"));
+/// assert_eq!(std::fs::read(card.path().join("update.bin"))?, b"new firmware");
+/// # Ok(())
+/// # }
+/// ```
+pub trait Delivery: Send + Sync {
+    /// One attempt to deliver `payload` to `device` (a row of `registry`, for placeholders).
+    fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError>;
+
+    /// Ends every attempt in flight at once (the end of a shutdown's grace period): close
+    /// connections, kill processes. The default does nothing, for deliveries whose attempts
+    /// watch [`ByteMeter::aborted`] closely enough.
+    fn shutdown(&self) {}
+}
+
+impl Delivery for http::HttpDelivery {
+    fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        http::HttpDelivery::attempt(self, registry, device, payload, meter, deadline)
+    }
+
+    fn shutdown(&self) {
+        http::HttpDelivery::shutdown(self);
+    }
+}
+
+impl Delivery for ssh::SshDelivery {
+    fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        ssh::SshDelivery::attempt(self, registry, device, payload, meter, deadline)
+    }
+
+    fn shutdown(&self) {
+        ssh::SshDelivery::shutdown(self);
+    }
+}
+
+/// Every delivery of a run, chosen per device: the command delivery for devices that have a
+/// command (`--deliver-cmd`, or a non-empty `cmd` column), else by the URL's scheme: `http`
+/// and `https`, `ssh`, then the schemes registered with [`Deliveries::with_scheme`].
 pub struct Deliveries {
     /// `http://` and `https://`.
     pub http: http::HttpDelivery,
     /// `ssh://`.
     pub ssh: ssh::SshDelivery,
+    schemes: Vec<(String, Box<dyn Delivery>)>,
+    command: Option<command::CommandDelivery>,
 }
 
 impl Deliveries {
-    /// One attempt to `device`, over its URL's protocol.
-    pub fn attempt(
-        &self,
-        registry: &crate::registry::Registry,
-        device: &crate::registry::Device,
-        payload: &crate::payload::Payload,
-        meter: &mut ByteMeter<'_>,
-        deadline: Option<Instant>,
-    ) -> Result<Delivered, DeliveryError> {
-        if device.url.starts_with("ssh://") {
-            self.ssh.attempt(registry, device, payload, meter, deadline)
-        } else {
-            self.http
-                .attempt(registry, device, payload, meter, deadline)
+    /// The built-in deliveries.
+    pub fn new(http: http::HttpDelivery, ssh: ssh::SshDelivery) -> Deliveries {
+        Deliveries {
+            http,
+            ssh,
+            schemes: Vec::new(),
+            command: None,
         }
     }
 
-    /// Closes every connection of the run at once (the end of a shutdown's grace period).
+    /// Devices whose URL has `scheme` (`adb` for `adb://...`; compared without case) go
+    /// through `delivery`. The registry must accept the scheme too (see
+    /// [`crate::registry::LoadOptions::schemes`]). The built-in schemes cannot be replaced.
+    pub fn with_scheme(mut self, scheme: &str, delivery: Box<dyn Delivery>) -> Deliveries {
+        self.schemes.push((scheme.to_ascii_lowercase(), delivery));
+        self
+    }
+
+    /// Devices that have a command go through `command`, whatever their URL.
+    pub fn with_command(mut self, command: command::CommandDelivery) -> Deliveries {
+        self.command = Some(command);
+        self
+    }
+
+    /// The delivery for `device`, or why there is none.
+    pub fn pick(&self, registry: &Registry, device: &Device) -> Result<&dyn Delivery, String> {
+        if let Some(command) = &self.command
+            && command.applies_to(registry, device)
+        {
+            return Ok(command);
+        }
+        let scheme = device
+            .url
+            .split_once("://")
+            .map_or("", |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => Ok(&self.http),
+            "ssh" => Ok(&self.ssh),
+            other => self
+                .schemes
+                .iter()
+                .find(|(name, _)| name == other)
+                .map(|(_, delivery)| delivery.as_ref())
+                .ok_or_else(|| {
+                    format!(
+                        "no delivery for the URL scheme '{other}' of {:?}",
+                        device.url
+                    )
+                }),
+        }
+    }
+
+    /// One attempt to `device`, through the delivery [`Deliveries::pick`] chooses.
+    pub fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        let delivery = self
+            .pick(registry, device)
+            .map_err(|message| DeliveryError {
+                phase: Phase::Connect,
+                kind: ErrorKind::Request,
+                message,
+                retry_after: None,
+                bytes_sent: 0,
+            })?;
+        delivery.attempt(registry, device, payload, meter, deadline)
+    }
+
+    /// Ends every attempt in flight at once (the end of a shutdown's grace period).
     pub fn shutdown(&self) {
-        self.http.shutdown();
-        self.ssh.shutdown();
+        Delivery::shutdown(&self.http);
+        Delivery::shutdown(&self.ssh);
+        for (_, delivery) in &self.schemes {
+            delivery.shutdown();
+        }
+        if let Some(command) = &self.command {
+            Delivery::shutdown(command);
+        }
+    }
+}
+
+impl fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let schemes: Vec<&str> = self.schemes.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Deliveries")
+            .field("http", &self.http)
+            .field("ssh", &self.ssh)
+            .field("schemes", &schemes)
+            .field("command", &self.command)
+            .finish()
     }
 }
 
@@ -220,8 +460,9 @@ pub struct Delivered {
     pub bytes_sent: u64,
     /// The device's HTTP status, for HTTP deliveries.
     pub http_status: Option<u16>,
-    /// How the payload went: `http`, `sftp`, `sftp-resumed`, `scp`, or `cat` (a device with
-    /// neither SFTP nor scp: `cat > PATH.part` over an exec channel).
+    /// How the payload went: `http`, `sftp`, `sftp-resumed`, `scp`, `cat` (a device with
+    /// neither SFTP nor scp: `cat > PATH.part` over an exec channel), or `command`; your own
+    /// delivery's name for a [`Delivery`] of yours. Shown in the report's `method` column.
     pub method: &'static str,
 }
 
