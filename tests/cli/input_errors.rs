@@ -97,7 +97,7 @@ const CASES: &[Case] = &[
         name: "unsupported scheme",
         registry: b"id,url\na,U1\nb,ftp://127.0.0.1/fw\n",
         expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
-            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/fw\" (supported: http, https, ssh)",
+            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/fw\" (supported: http, https, ssh; other tools: a cmd column or --deliver-cmd)",
         ..DEFAULT
     },
     Case {
@@ -133,7 +133,7 @@ const CASES: &[Case] = &[
         registry: b"id,url\n,U1\nb,ftp://127.0.0.1/\nb,U2\n",
         expect: "update-orchestrator: devices.csv: 3 problems, nothing was pushed\
             \n  devices.csv:2: column 1 (id): empty id: every device needs one\
-            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/\" (supported: http, https, ssh)\
+            \n  devices.csv:3: column 2 (url): unsupported scheme 'ftp' in \"ftp://127.0.0.1/\" (supported: http, https, ssh; other tools: a cmd column or --deliver-cmd)\
             \n  devices.csv:4: column 1 (id): duplicate id 'b': line 3 has it too",
         ..DEFAULT
     },
