@@ -223,12 +223,21 @@ fn commands_are_checked_before_anything_runs() {
             &["--deliver-cmd", "x {missing}"][..],
             "--deliver-cmd: unknown placeholder {missing}",
         ),
+        (
+            &["--deliver-cmd", "x {env:HOME}"][..],
+            "--deliver-cmd cannot use {env:NAME}",
+        ),
     ] {
         test.clear();
         push(&mut test, flags)
             .expect_status(2)
             .expect_stderr(message);
     }
+    test.write("devices.csv", "id,cmd\nd1,echo {env:HOME}\n");
+    test.clear();
+    push(&mut test, &[])
+        .expect_status(2)
+        .expect_stderr("devices.csv:2: column 2 (cmd): {env:NAME} is not allowed in a command");
     test.write("devices.csv", "id,url\nd1,http://127.0.0.1:9/x\n");
     test.clear();
     push(&mut test, &["--deliver-stdin"])

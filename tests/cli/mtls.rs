@@ -230,6 +230,10 @@ fn insecure_skips_verification_and_warns_loudly() {
     output
         .expect_status(0)
         .expect_stderr("WARNING: --insecure: the certificates of HTTPS devices are NOT verified");
+    test.clear();
+    push(&mut test, &["--insecure", "--cacert", "fleet-ca.pem"])
+        .expect_status(2)
+        .expect_stderr("--insecure and --cacert contradict each other");
 }
 
 #[test]
