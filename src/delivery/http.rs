@@ -59,7 +59,8 @@ pub struct HttpOptions {
 
 impl Default for HttpOptions {
     /// The command line's defaults: `PUT`, no extra headers, the compiled-in CA roots, no
-    /// client certificate, verification on, and timeouts of 10 s (connect), 60 s (stall) and 120 s (response), for 50 workers.
+    /// client certificate, verification on, and timeouts of 10 s (connect), 60 s (stall) and
+    /// 120 s (response), for 50 workers.
     fn default() -> HttpOptions {
         HttpOptions {
             method: Method::Put,
