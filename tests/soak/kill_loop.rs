@@ -304,6 +304,7 @@ mod checks {
                     completed,
                     bytes: 0,
                     digest_mismatches: 0,
+                    last_form: None,
                 },
                 state,
             })
