@@ -5,6 +5,7 @@
 //! progress thread does) or hold protocol logic.
 
 mod fleet;
+mod outputs;
 mod status;
 
 use crate::cli::{Command, PushArgs, TopLevel};
@@ -16,6 +17,7 @@ use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::SshDelivery;
 use crate::events::{self, Event};
 use crate::journal::{self, Journal, JournalWriter};
+use crate::observe::Outputs;
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
@@ -129,8 +131,15 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let plan = plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
     let report = open_report(config.report.as_ref())?;
     let signals = Signals::install()?;
+    let (outputs, server) = outputs::open(&config.observe, config.progress.interval)?;
     let writer = journal.as_ref().map(|(writer, _)| writer);
-    let result = execute(&config, &registry, &payload, &plan, writer, &signals)?;
+    let result = execute(
+        &config, &registry, &payload, &plan, writer, &signals, outputs,
+    );
+    if let Some(server) = server {
+        server.stop();
+    }
+    let result = result?;
     finish(&registry, &plan, &result, report, config.report.as_ref())?;
     Ok(outcome(&result, &signals))
 }
@@ -296,6 +305,7 @@ fn execute(
     plan: &Plan,
     journal: Option<&JournalWriter>,
     signals: &Signals,
+    outputs: Outputs,
 ) -> Result<RunResult, AppError> {
     if registry.devices.is_empty() {
         log::warn!("{}: no devices: nothing to push", registry.source);
@@ -313,7 +323,7 @@ fn execute(
     }
 
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
-    let progress = progress::spawn(config.progress.clone(), receiver)
+    let progress = progress::spawn(config.progress.clone(), receiver, outputs)
         .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
     let run = Run {
         registry,

@@ -17,7 +17,7 @@ use std::time::Duration;
     {command_name} demo\n\
     {command_name} push --payload fw-2.1.bin devices.csv\n\
     sqlite3 -csv -header fleet.db 'select id, url from devices' | {command_name} push --payload fw.bin -",
-    note = "Run '{command_name} <command> --help' for a command's flags. Log detail: -v, -v -v, or \
+    note = "Run '{command_name} <command> --help' for a command's flags. Log detail: -v, -vv, or \
     RUST_LOG=debug.",
     error_code(0, "every device succeeded"),
     error_code(1, "the run finished and some devices failed"),
@@ -34,13 +34,24 @@ pub struct TopLevel {
     #[argh(switch)]
     pub version: bool,
 
-    /// more log detail on stderr (repeat for more)
+    /// more log detail on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
     #[argh(switch, short = 'v')]
     pub verbose: u8,
 
     /// the command to run (none given is a usage error)
     #[argh(subcommand)]
     pub command: Option<Command>,
+}
+
+impl TopLevel {
+    /// The log detail asked for: `-v`s given before and after the command, and whether
+    /// `push --quiet` was given.
+    pub fn log_verbosity(&self) -> (u8, bool) {
+        match &self.command {
+            Some(Command::Push(args)) => (self.verbose.saturating_add(args.verbose), args.quiet),
+            _ => (self.verbose, false),
+        }
+    }
 }
 
 /// The subcommands.
@@ -232,9 +243,32 @@ pub struct PushArgs {
     )]
     pub progress_interval: Duration,
 
-    /// print only errors and the final summary
+    /// print only errors and the final summary (log records: errors only)
     #[argh(switch, short = 'q')]
     pub quiet: bool,
+
+    /// more log detail on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides)
+    #[argh(switch, short = 'v')]
+    pub verbose: u8,
+
+    /// write every event as one JSON object per line to FILE (- for stdout), flushed as it
+    /// goes, e.g. for tail -f FILE | jq
+    #[argh(option)]
+    pub events: Option<String>,
+
+    /// keep the run's Prometheus metrics in FILE (node_exporter textfile format), replaced
+    /// atomically every --progress-interval and at the end
+    #[argh(option)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// while the run is live, serve a status page (/), /status.json and /metrics on
+    /// IP:PORT, e.g. 127.0.0.1:9100 (port 0 picks a free port; the URL is printed on stderr)
+    #[argh(option)]
+    pub status_addr: Option<String>,
+
+    /// allow --status-addr on an address other than loopback (the page has no authentication)
+    #[argh(switch)]
+    pub status_allow_remote: bool,
 
     /// allow an empty payload
     #[argh(switch)]
@@ -533,27 +567,17 @@ pub enum Parsed {
     },
 }
 
-/// Parses argv (without the program name), accepting `--opt=value` and a lone `-` (stdin) as
-/// argh does not.
+/// Parses argv (without the program name), accepting `--opt=value`, a lone `-` (stdin) and
+/// clustered `-vv` as argh does not.
 pub fn parse(program: &str, args: &[String]) -> Parsed {
     let args = split_equals(args);
-    let mut parsed = parse_argh(program, &args);
-    // argh reads a lone `-` positional as an unknown flag (a `-` that is an option's value is
-    // fine). Retry with one lone `-` moved behind `--`, last candidate first.
-    let candidates: Vec<usize> = args
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| *a == "-")
-        .map(|(i, _)| i)
-        .collect();
-    for &position in candidates.iter().rev() {
-        if parsed.is_ok() {
-            break;
-        }
-        if let Some(moved) = dash_as_positional(&args, position)
-            && let Ok(top) = parse_argh(program, &moved)
-        {
-            parsed = Ok(top);
+    let mut parsed = parse_with_dash(program, &args);
+    if parsed.is_err() {
+        // argh reads `-vv` as an unknown flag: retry with it spelled `-v -v` (only on failure,
+        // so an option's value that happens to read `-vv` is left alone).
+        let expanded = expand_verbose(&args);
+        if expanded != args {
+            parsed = parse_with_dash(program, &expanded);
         }
     }
     match parsed {
@@ -573,6 +597,46 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             status: if exit.status.is_ok() { 0 } else { 2 },
         },
     }
+}
+
+/// Parses `args`, retrying with a lone `-` moved behind `--` when argh rejects it.
+fn parse_with_dash(program: &str, args: &[String]) -> Result<TopLevel, argh::EarlyExit> {
+    let mut parsed = parse_argh(program, args);
+    // argh reads a lone `-` positional as an unknown flag (a `-` that is an option's value is
+    // fine). Retry with one lone `-` moved behind `--`, last candidate first.
+    let candidates: Vec<usize> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "-")
+        .map(|(i, _)| i)
+        .collect();
+    for &position in candidates.iter().rev() {
+        if parsed.is_ok() {
+            break;
+        }
+        if let Some(moved) = dash_as_positional(args, position)
+            && let Ok(top) = parse_argh(program, &moved)
+        {
+            parsed = Ok(top);
+        }
+    }
+    parsed
+}
+
+/// `args` with each `-vv...` before a lone `--` spelled as that many `-v`.
+pub fn expand_verbose(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = false;
+    for arg in args {
+        rest |= arg == "--";
+        let count = arg.len() - 1;
+        if !rest && count >= 2 && arg.starts_with('-') && arg[1..].chars().all(|c| c == 'v') {
+            out.extend(std::iter::repeat_n("-v".to_string(), count));
+        } else {
+            out.push(arg.clone());
+        }
+    }
+    out
 }
 
 fn parse_argh(program: &str, args: &[String]) -> Result<TopLevel, argh::EarlyExit> {

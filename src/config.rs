@@ -15,6 +15,7 @@ use crate::progress::ProgressConfig;
 use crate::scheduler::{FailurePolicy, Filter, Order, RetryPolicy, Shard, WaveSize};
 use crate::template::Template;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -63,6 +64,26 @@ pub enum ReportTarget {
     File(PathBuf),
 }
 
+/// Where the event stream goes (`--events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, created before the run starts.
+    File(PathBuf),
+}
+
+/// What the run publishes besides the terminal and the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObserveOptions {
+    /// `--events`.
+    pub events: Option<EventsTarget>,
+    /// `--metrics-file`.
+    pub metrics_file: Option<PathBuf>,
+    /// `--status-addr`, checked: loopback unless `--status-allow-remote`.
+    pub status_addr: Option<SocketAddr>,
+}
+
 /// Everything `push` needs, checked.
 #[derive(Debug, Clone)]
 pub struct PushConfig {
@@ -92,6 +113,8 @@ pub struct PushConfig {
     pub journal: Option<JournalOptions>,
     /// Which devices, in which order and waves.
     pub selection: SelectionOptions,
+    /// The events file, metrics file and status server.
+    pub observe: ObserveOptions,
     /// `--dry-run`: print the plan, contact nothing.
     pub dry_run: bool,
     /// `--estimate-throughput`, bytes per second, for the dry run's estimate.
@@ -212,6 +235,7 @@ impl PushConfig {
             .map(|header| parse_header(header, |name| std::env::var(name).ok()))
             .collect::<Result<Vec<_>, _>>()?;
         let ssh = ssh_options(&args)?;
+        let observe = observe_options(&args)?;
         let ca_certificates = args
             .cacert
             .as_deref()
@@ -283,6 +307,7 @@ impl PushConfig {
                 canary: args.canary,
                 waves: args.waves.unwrap_or_default(),
             },
+            observe,
             dry_run: args.dry_run,
             estimate_throughput: args.estimate_throughput,
             progress: ProgressConfig::detect(
@@ -359,6 +384,52 @@ fn form(args: &PushArgs, headers: &[HeaderTemplate]) -> Result<Option<Form>, Usa
         file_field: file_field.clone(),
         fields,
     }))
+}
+
+/// `--events`, `--metrics-file` and `--status-addr`, checked: stdout is not shared with the
+/// report, and the status server binds loopback unless `--status-allow-remote`.
+fn observe_options(args: &PushArgs) -> Result<ObserveOptions, UsageError> {
+    let events = args.events.as_deref().map(|events| match events {
+        "-" => EventsTarget::Stdout,
+        path => EventsTarget::File(PathBuf::from(path)),
+    });
+    if events == Some(EventsTarget::Stdout) && args.report.as_deref() == Some("-") {
+        return Err(UsageError(
+            "--events - and --report - both want stdout: send one of them to a file".into(),
+        ));
+    }
+    let status_addr = args
+        .status_addr
+        .as_deref()
+        .map(|text| parse_status_addr(text, args.status_allow_remote))
+        .transpose()?;
+    if args.status_allow_remote && status_addr.is_none() {
+        return Err(UsageError(
+            "--status-allow-remote goes with --status-addr".into(),
+        ));
+    }
+    Ok(ObserveOptions {
+        events,
+        metrics_file: args.metrics_file.clone(),
+        status_addr,
+    })
+}
+
+/// Parses `IP:PORT` (`[IPv6]:PORT`); an address other than loopback needs `allow_remote`.
+pub fn parse_status_addr(text: &str, allow_remote: bool) -> Result<SocketAddr, UsageError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        UsageError(format!(
+            "--status-addr {text}: not an IP:PORT address: use e.g. 127.0.0.1:9100 (port 0 picks a free port)"
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(UsageError(format!(
+            "--status-addr {text} is not a loopback address: the status page has no \
+             authentication; add --status-allow-remote to serve it there, or use 127.0.0.1:{}",
+            addr.port()
+        )));
+    }
+    Ok(addr)
 }
 
 /// The SSH flags, checked: key files exist and are private, `--known-hosts` is readable, secrets are read from the variables named, the

@@ -24,6 +24,17 @@ pub enum Event {
         /// Payload size in bytes.
         payload_len: u64,
     },
+    /// A wave of the plan begins (the canary, when there is one, is wave 1).
+    WaveStarted {
+        /// The wave's number, 1-based.
+        wave: usize,
+        /// Waves in the plan.
+        waves: usize,
+        /// Devices in this wave.
+        devices: usize,
+        /// Whether it is the `--canary` wave.
+        canary: bool,
+    },
     /// A device was taken by a worker.
     DeviceStarted {
         /// The device's index in the registry (row order).
@@ -56,6 +67,8 @@ pub enum Event {
         attempt: u32,
         /// How long until the next attempt.
         delay: Duration,
+        /// The error's class (`DeliveryError::class`), for metrics.
+        class: &'static str,
         /// Why, in words.
         reason: String,
     },
@@ -76,6 +89,8 @@ pub enum Event {
         id: Arc<str>,
         /// Attempts made, the last one included.
         attempts: u32,
+        /// The last error's class (`DeliveryError::class`; `internal` for a caught panic).
+        class: &'static str,
         /// The last attempt's error, in words.
         error: String,
     },

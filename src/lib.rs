@@ -115,6 +115,7 @@ pub mod digest;
 pub mod dry_run;
 pub mod events;
 pub mod journal;
+pub mod observe;
 pub mod orchestrator;
 pub mod payload;
 pub mod progress;

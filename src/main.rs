@@ -25,7 +25,8 @@ fn main() -> ExitCode {
             return ExitCode::from(status);
         }
     };
-    init_logging(top.verbose);
+    let (verbose, quiet) = top.log_verbosity();
+    init_logging(verbose, quiet);
     match app::run(top) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(error) => {
@@ -35,14 +36,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Warnings by default; `-v` info, `-v -v` debug, more: trace. `RUST_LOG` overrides.
-fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
+/// Warnings by default (errors only with `--quiet`); each `-v` one step more: info, debug,
+/// trace. `RUST_LOG` overrides. Records go to stderr through the logger that suspends the bars.
+fn init_logging(verbose: u8, quiet: bool) {
+    const LEVELS: [log::LevelFilter; 5] = [
+        log::LevelFilter::Error,
+        log::LevelFilter::Warn,
+        log::LevelFilter::Info,
+        log::LevelFilter::Debug,
+        log::LevelFilter::Trace,
+    ];
+    let base = if quiet { 0 } else { 1 };
+    let level = LEVELS[(base + usize::from(verbose)).min(LEVELS.len() - 1)];
     let mut builder = env_logger::Builder::new();
     builder
         .filter_level(level)

@@ -351,6 +351,12 @@ impl<'a, 'r> Shared<'a, 'r> {
                 break;
             }
             self.wave.store(number + 1, Ordering::SeqCst);
+            let _ = self.events.send(Event::WaveStarted {
+                wave: number + 1,
+                waves: waves.len(),
+                devices: wave.devices.len(),
+                canary: wave.canary,
+            });
             self.send_status();
             pool.install(|| {
                 wave.devices

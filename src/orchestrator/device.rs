@@ -50,6 +50,7 @@ impl Shared<'_, '_> {
                 index,
                 id,
                 attempts,
+                class: outcome.error_class.unwrap_or("unknown"),
                 error: outcome.error.clone(),
             },
             Status::Skipped | Status::NotStarted => Event::Skipped {
@@ -182,6 +183,7 @@ impl Shared<'_, '_> {
                 id: device.id.clone(),
                 attempt,
                 delay,
+                class: error.class(),
                 reason: error.to_string(),
             });
             if !self.sleep_unless_interrupted(delay) {

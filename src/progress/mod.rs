@@ -1,8 +1,9 @@
 //! Progress reporting: the single thread that writes to the terminal while a run is live.
 //!
 //! Owns: the progress thread (`spawn`, `Progress::join`), terminal detection (`ProgressConfig`),
-//! the global logger that keeps log lines from tearing the bars (`install_logger`), and the text
-//! of progress lines. Must not: be written to by anyone else during a run (workers send `Event`s;
+//! the global logger that keeps log lines from tearing the bars (`install_logger`), the text
+//! of progress lines, and feeding `observe::Outputs` from the events it receives (it is the
+//! channel's one receiver). Must not: be written to by anyone else during a run (workers send `Event`s;
 //! the final summary is printed by the caller after `join`), block workers, or print retries per
 //! device. Submodules: `state` (counters), `eta` (estimates), `render` (text), `bars`
 //! (indicatif), `logger`, `run` (the loop).
@@ -22,6 +23,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use crate::events::Event;
+use crate::observe::Outputs;
 
 pub use eta::EtaEstimator;
 pub use logger::install_logger;
@@ -92,12 +94,17 @@ pub struct Progress {
     handle: JoinHandle<Snapshot>,
 }
 
-/// Starts the progress thread, named `progress`, writing to stderr as `config` says. It ends when
+/// Starts the progress thread, named `progress`, writing to stderr as `config` says and feeding
+/// `outputs` (the events file, the metrics file, the status server's documents). It ends when
 /// `RunFinished` arrives or every sender of `events` is dropped.
-pub fn spawn(config: ProgressConfig, events: Receiver<Event>) -> io::Result<Progress> {
+pub fn spawn(
+    config: ProgressConfig,
+    events: Receiver<Event>,
+    mut outputs: Outputs,
+) -> io::Result<Progress> {
     let handle = thread::Builder::new()
         .name("progress".to_string())
-        .spawn(move || run::run_loop(&config, &events, &mut io::stderr()))?;
+        .spawn(move || run::run_loop(&config, &events, &mut io::stderr(), &mut outputs))?;
     Ok(Progress { handle })
 }
 
@@ -191,6 +198,7 @@ mod tests {
                 index: 1,
                 id: id(1),
                 attempts: 4,
+                class: "reset",
                 error: "upload: connection reset".into(),
             },
             Event::Skipped {
@@ -212,7 +220,8 @@ mod tests {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let mut sink = Vec::new();
         let snapshot = thread::scope(|scope| {
-            let looper = scope.spawn(|| run::run_loop(config, &receiver, &mut sink));
+            let looper = scope
+                .spawn(|| run::run_loop(config, &receiver, &mut sink, &mut Outputs::default()));
             let last = events.len().saturating_sub(1);
             for (position, event) in events.into_iter().enumerate() {
                 if position == last {
@@ -338,7 +347,8 @@ mod tests {
     #[test]
     fn spawned_thread_ends_when_senders_are_dropped() {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        let progress = spawn(config(Mode::Quiet, 200), receiver).expect("spawn");
+        let progress =
+            spawn(config(Mode::Quiet, 200), receiver, Outputs::default()).expect("spawn");
         for event in silent_events() {
             if event != Event::RunFinished {
                 sender.send(event).expect("send");
@@ -355,7 +365,8 @@ mod tests {
     #[test]
     fn spawned_thread_ends_on_run_finished() {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        let progress = spawn(config(Mode::Quiet, 200), receiver).expect("spawn");
+        let progress =
+            spawn(config(Mode::Quiet, 200), receiver, Outputs::default()).expect("spawn");
         for event in silent_events() {
             sender.send(event).expect("send");
         }

@@ -15,6 +15,7 @@ use super::render::{format_plain_line, notice_line};
 use super::state::{Notice, Snapshot, State};
 use super::{Mode, ProgressConfig};
 use crate::events::Event;
+use crate::observe::Outputs;
 
 /// How often the ETA is sampled and the bars are redrawn.
 const TICK: Duration = Duration::from_millis(100);
@@ -26,11 +27,13 @@ const MIN_INTERVAL: Duration = TICK;
 const MAX_BATCH: usize = 10_000;
 
 /// Runs until `RunFinished` arrives or every sender is gone, showing progress as `config` says
-/// (plain and quiet lines go to `sink`, bars to stderr), and returns the final counters.
+/// (plain and quiet lines go to `sink`, bars to stderr), feeding `outputs` (events file,
+/// metrics, status server) from the same events, and returns the final counters.
 pub(crate) fn run_loop(
     config: &ProgressConfig,
     events: &Receiver<Event>,
     sink: &mut dyn Write,
+    outputs: &mut Outputs,
 ) -> Snapshot {
     let mut tracker = Tracker::new(Instant::now());
     let mut screen = Screen::new(config, sink);
@@ -38,7 +41,10 @@ pub(crate) fn run_loop(
     loop {
         let ended = match events.recv_deadline(timer.deadline()) {
             Ok(event) => {
-                handle(event, &mut tracker, &mut screen) || drain(events, &mut tracker, &mut screen)
+                let ended = handle(event, &mut tracker, &mut screen, outputs)
+                    || drain(events, &mut tracker, &mut screen, outputs);
+                outputs.flush();
+                ended
             }
             Err(RecvTimeoutError::Timeout) => false,
             Err(RecvTimeoutError::Disconnected) => true,
@@ -46,17 +52,25 @@ pub(crate) fn run_loop(
         if ended {
             break;
         }
-        on_timer(&mut timer, &mut tracker, &mut screen);
+        on_timer(&mut timer, &mut tracker, &mut screen, outputs);
     }
     let now = Instant::now();
     tracker.sample(now);
     let snapshot = tracker.snapshot(now);
+    outputs.finish(&snapshot);
     screen.finish(&snapshot);
     snapshot
 }
 
-/// Applies one event and shows its notice; true if it ends the run.
-fn handle(event: Event, tracker: &mut Tracker, screen: &mut Screen<'_>) -> bool {
+/// Applies one event (outputs first: they may need the event whole) and shows its notice; true
+/// if it ends the run.
+fn handle(
+    event: Event,
+    tracker: &mut Tracker,
+    screen: &mut Screen<'_>,
+    outputs: &mut Outputs,
+) -> bool {
+    outputs.record(&event);
     if let Some(notice) = tracker.apply(event) {
         screen.notice(&notice);
     }
@@ -64,11 +78,16 @@ fn handle(event: Event, tracker: &mut Tracker, screen: &mut Screen<'_>) -> bool 
 }
 
 /// Handles the events already waiting, up to `MAX_BATCH`; true if the run ended.
-fn drain(events: &Receiver<Event>, tracker: &mut Tracker, screen: &mut Screen<'_>) -> bool {
+fn drain(
+    events: &Receiver<Event>,
+    tracker: &mut Tracker,
+    screen: &mut Screen<'_>,
+    outputs: &mut Outputs,
+) -> bool {
     for _ in 0..MAX_BATCH {
         match events.try_recv() {
             Ok(event) => {
-                if handle(event, tracker, screen) {
+                if handle(event, tracker, screen, outputs) {
                     return true;
                 }
             }
@@ -79,11 +98,17 @@ fn drain(events: &Receiver<Event>, tracker: &mut Tracker, screen: &mut Screen<'_
     false
 }
 
-/// Samples the ETA and draws when their time has come.
-fn on_timer(timer: &mut Timer, tracker: &mut Tracker, screen: &mut Screen<'_>) {
+/// Samples the ETA, feeds the outputs and draws when their time has come.
+fn on_timer(
+    timer: &mut Timer,
+    tracker: &mut Tracker,
+    screen: &mut Screen<'_>,
+    outputs: &mut Outputs,
+) {
     let now = Instant::now();
     if timer.sample_due(now) {
         tracker.sample(now);
+        outputs.tick(now, || tracker.snapshot(now));
     }
     if timer.draw_due(now) {
         screen.draw(&tracker.snapshot(now));

@@ -89,6 +89,7 @@ impl State {
                 devices,
                 payload_len,
             } => self.run_started(devices, payload_len),
+            Event::WaveStarted { .. } => {}
             Event::DeviceStarted { index, .. } => {
                 self.attempt_bytes.entry(index).or_insert(0);
             }
@@ -104,6 +105,7 @@ impl State {
                 id,
                 attempts,
                 error,
+                ..
             } => {
                 self.device_ended(index);
                 self.failed += 1;
@@ -249,6 +251,7 @@ mod tests {
             id: id(index),
             attempt,
             delay: Duration::from_secs(1),
+            class: "reset",
             reason: "connection reset".into(),
         }
     }
@@ -266,6 +269,7 @@ mod tests {
             index,
             id: id(index),
             attempts,
+            class: "timeout",
             error: "upload: timed out".into(),
         }
     }

@@ -1,0 +1,168 @@
+//! What a run publishes besides the terminal: the JSON-lines event stream (`--events`), the
+//! Prometheus metrics file (`--metrics-file`) and the live status server (`--status-addr`).
+//!
+//! Owns: `Outputs`, which the progress thread feeds (it is the one receiver of the `Event`
+//! channel and owns the counters, so there is no second consumer to keep in step), and the
+//! documents they write. Must not: write to the terminal, block the progress thread (files are
+//! written in small buffered pieces; the server reads documents the progress thread rendered),
+//! or show a secret: every document is built from `Event`s, which carry none.
+//! Submodules: `counters` (what metrics need beyond progress), `event_log` (JSON lines),
+//! `metrics` (Prometheus text and the atomic file), `status` (the status JSON), `server` (HTTP).
+
+pub mod counters;
+pub mod event_log;
+pub mod metrics;
+pub mod server;
+pub mod status;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::events::Event;
+use crate::progress::Snapshot;
+pub use counters::Counters;
+pub use event_log::EventLog;
+pub use metrics::MetricsFile;
+pub use server::StatusServer;
+
+/// How often the status server's documents are rendered afresh.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// The outputs the progress thread feeds; all optional.
+#[derive(Default)]
+pub struct Outputs {
+    /// `--events`.
+    pub event_log: Option<EventLog>,
+    /// `--metrics-file`, rewritten every `metrics_interval`.
+    pub metrics_file: Option<MetricsFile>,
+    /// The documents `--status-addr` serves.
+    pub board: Option<Arc<StatusBoard>>,
+    /// The time between rewrites of the metrics file (`--progress-interval`).
+    pub metrics_interval: Duration,
+    counters: Counters,
+    next_metrics: Option<Instant>,
+    next_publish: Option<Instant>,
+}
+
+impl Outputs {
+    /// Whether anything is to be written at all.
+    pub fn is_empty(&self) -> bool {
+        self.event_log.is_none() && self.metrics_file.is_none() && self.board.is_none()
+    }
+
+    /// Takes one event, before the progress counters do.
+    pub(crate) fn record(&mut self, event: &Event) {
+        self.counters.apply(event, SystemTime::now());
+        if let Some(log) = &mut self.event_log {
+            log.record(event);
+        }
+    }
+
+    /// After a batch of events: makes the event lines visible to readers (`tail -f`).
+    pub(crate) fn flush(&mut self) {
+        if let Some(log) = &mut self.event_log {
+            log.flush();
+        }
+    }
+
+    /// On the progress thread's timer: coalesced byte lines, the metrics file and the status
+    /// documents when they are due.
+    pub(crate) fn tick(&mut self, now: Instant, snapshot: impl FnOnce() -> Snapshot) {
+        if let Some(log) = &mut self.event_log {
+            log.tick(now);
+        }
+        let metrics_due =
+            self.metrics_file.is_some() && due(&mut self.next_metrics, now, self.metrics_interval);
+        let publish_due = self.board.is_some() && due(&mut self.next_publish, now, PUBLISH_EVERY);
+        if !(metrics_due || publish_due) {
+            return;
+        }
+        let snapshot = snapshot();
+        if metrics_due {
+            self.write_metrics(&snapshot);
+        }
+        if publish_due {
+            self.publish(&snapshot);
+        }
+    }
+
+    /// At the end of the run: the last lines, the final metrics file and status documents.
+    pub(crate) fn finish(&mut self, snapshot: &Snapshot) {
+        self.counters.finish(SystemTime::now());
+        if let Some(log) = &mut self.event_log {
+            log.finish(snapshot);
+        }
+        self.write_metrics(snapshot);
+        self.publish(snapshot);
+    }
+
+    fn write_metrics(&mut self, snapshot: &Snapshot) {
+        if let Some(file) = &mut self.metrics_file {
+            file.write(&metrics::render(snapshot, &self.counters));
+        }
+    }
+
+    fn publish(&self, snapshot: &Snapshot) {
+        if let Some(board) = &self.board {
+            board.publish(Documents {
+                metrics: metrics::render(snapshot, &self.counters).into(),
+                status_json: status::render(snapshot, &self.counters).into(),
+            });
+        }
+    }
+}
+
+/// True when `next` has come (and sets the next one `every` later); the first call is due.
+fn due(next: &mut Option<Instant>, now: Instant, every: Duration) -> bool {
+    if next.is_some_and(|next| now < next) {
+        return false;
+    }
+    *next = Some(now + every.max(Duration::from_millis(100)));
+    true
+}
+
+/// The documents the status server serves, rendered by the progress thread.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    /// Prometheus text (`/metrics`).
+    pub metrics: Arc<str>,
+    /// The status JSON (`/status.json`).
+    pub status_json: Arc<str>,
+}
+
+/// Where the progress thread leaves the latest documents for the server thread. The lock is
+/// held only to swap or clone two `Arc`s.
+#[derive(Debug)]
+pub struct StatusBoard {
+    documents: Mutex<Documents>,
+}
+
+impl StatusBoard {
+    /// A board with documents for a run that has not started yet.
+    pub fn new() -> StatusBoard {
+        let counters = Counters::default();
+        let snapshot = Snapshot::default();
+        StatusBoard {
+            documents: Mutex::new(Documents {
+                metrics: metrics::render(&snapshot, &counters).into(),
+                status_json: status::render(&snapshot, &counters).into(),
+            }),
+        }
+    }
+
+    /// Replaces the documents.
+    pub fn publish(&self, documents: Documents) {
+        *crate::lock(&self.documents) = documents;
+    }
+
+    /// The latest documents.
+    pub fn documents(&self) -> Documents {
+        crate::lock(&self.documents).clone()
+    }
+}
+
+impl Default for StatusBoard {
+    fn default() -> Self {
+        StatusBoard::new()
+    }
+}

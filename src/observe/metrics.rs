@@ -1,0 +1,349 @@
+//! `--metrics-file PATH` and `/metrics`: the run in the Prometheus text format (version 0.0.4),
+//! as node_exporter's textfile collector reads it.
+//!
+//! Owns: the metric names (README, "Prometheus metrics"), rendering them (pure), and replacing
+//! the file atomically: a temp file in the same directory, then a rename, so a collector never
+//! reads half a file. Must not: stop the run when the file cannot be written (it warns once per
+//! kind of error and tries again at the next interval).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::counters::Counters;
+use crate::progress::Snapshot;
+
+/// The content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric of the run.
+pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
+    let s = snapshot;
+    let ended = s.succeeded + s.failed + s.skipped + s.interrupted;
+    let pending = s.total.saturating_sub(ended + s.in_flight);
+    let mut out = Metrics::default();
+    out.family(
+        "devices",
+        "gauge",
+        "Devices of this run by status (pending: not started yet; in_flight includes retrying).",
+    );
+    for (status, value) in [
+        ("pending", pending),
+        ("in_flight", s.in_flight),
+        ("succeeded", s.succeeded),
+        ("failed", s.failed),
+        ("skipped", s.skipped),
+        ("interrupted", s.interrupted),
+    ] {
+        out.sample("devices", &[("status", status)], value as f64);
+    }
+    out.single(
+        "devices_retrying",
+        "gauge",
+        "In-flight devices waiting for their next attempt.",
+        s.retrying as f64,
+    );
+    out.single(
+        "run_devices",
+        "gauge",
+        "Devices in this run's plan.",
+        s.total as f64,
+    );
+    out.single(
+        "attempts_total",
+        "counter",
+        "Attempts started, over every device.",
+        counters.attempts as f64,
+    );
+    out.family(
+        "retries_total",
+        "counter",
+        "Retries scheduled, by the class of the error that caused them.",
+    );
+    for (class, value) in &counters.retries {
+        out.sample("retries_total", &[("class", class)], *value as f64);
+    }
+    out.family(
+        "failures_total",
+        "counter",
+        "Devices that failed for good, by the class of their last error.",
+    );
+    for (class, value) in &counters.failures {
+        out.sample("failures_total", &[("class", class)], *value as f64);
+    }
+    out.single(
+        "sent_bytes_total",
+        "counter",
+        "Payload bytes written to devices, every attempt counted.",
+        s.bytes_sent as f64,
+    );
+    out.single(
+        "payload_bytes",
+        "gauge",
+        "Size of the payload.",
+        counters.payload_len as f64,
+    );
+    out.single(
+        "throughput_bytes_per_second",
+        "gauge",
+        "Payload throughput, moving average over the last 30 s.",
+        finite(s.throughput),
+    );
+    if let Some(eta) = s.eta.filter(|_| counters.finished_at.is_none()) {
+        out.single(
+            "eta_seconds",
+            "gauge",
+            "Estimated time left.",
+            eta.as_secs_f64(),
+        );
+    }
+    out.single(
+        "elapsed_seconds",
+        "gauge",
+        "Time since the run started.",
+        s.elapsed.as_secs_f64(),
+    );
+    out.single(
+        "wave",
+        "gauge",
+        "The current wave, 1-based (0 before the first).",
+        counters.wave as f64,
+    );
+    out.single(
+        "waves",
+        "gauge",
+        "Waves in the plan.",
+        counters.waves as f64,
+    );
+    if let Some(started) = counters.started_at {
+        out.single(
+            "run_start_timestamp_seconds",
+            "gauge",
+            "When the run started, in seconds since the Unix epoch.",
+            unix_seconds(started),
+        );
+    }
+    if let Some(finished) = counters.finished_at {
+        out.single(
+            "run_end_timestamp_seconds",
+            "gauge",
+            "When the run ended, in seconds since the Unix epoch (absent while it runs).",
+            unix_seconds(finished),
+        );
+    }
+    out.text
+}
+
+/// The metrics file, replaced whole each time it is written.
+#[derive(Debug)]
+pub struct MetricsFile {
+    path: PathBuf,
+    temp: PathBuf,
+    warned: Option<io::ErrorKind>,
+}
+
+impl MetricsFile {
+    /// Checks that `path` can be written by writing `text` there now, so a wrong path is an
+    /// input error before the run rather than a warning during it.
+    pub fn create(path: &Path, text: &str) -> io::Result<MetricsFile> {
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        // Hidden and without the `.prom` suffix, so the textfile collector never reads it.
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".{}.tmp", std::process::id()));
+        let file = MetricsFile {
+            path: path.to_path_buf(),
+            temp: path.with_file_name(temp_name),
+            warned: None,
+        };
+        file.replace(text)?;
+        Ok(file)
+    }
+
+    /// Replaces the file with `text`; a failure is a warning (once per kind of error).
+    pub fn write(&mut self, text: &str) {
+        match self.replace(text) {
+            Ok(()) => self.warned = None,
+            Err(error) if self.warned != Some(error.kind()) => {
+                self.warned = Some(error.kind());
+                log::warn!(
+                    "--metrics-file {}: cannot write: {error}; trying again at the next interval",
+                    self.path.display()
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn replace(&self, text: &str) -> io::Result<()> {
+        let written = fs::File::create(&self.temp)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .and_then(|()| fs::rename(&self.temp, &self.path));
+        if written.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        written
+    }
+}
+
+/// Text in the exposition format, every name prefixed `update_orchestrator_`.
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP update_orchestrator_{name} {help}");
+        let _ = writeln!(self.text, "# TYPE update_orchestrator_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(self.text, "update_orchestrator_{name}");
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(label, value)| format!("{label}=\"{}\"", escape_label(value)))
+                .collect();
+            let _ = write!(self.text, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the format requires.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+fn finite(value: f64) -> f64 {
+    if value.is_finite() { value } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sample_run() -> (Snapshot, Counters) {
+        let snapshot = Snapshot {
+            total: 10,
+            succeeded: 4,
+            failed: 2,
+            skipped: 1,
+            interrupted: 0,
+            retrying: 1,
+            in_flight: 2,
+            bytes_sent: 12_345,
+            throughput: 2048.5,
+            eta: Some(Duration::from_secs(9)),
+            elapsed: Duration::from_millis(2500),
+            ..Snapshot::default()
+        };
+        let mut counters = Counters {
+            attempts: 9,
+            wave: 2,
+            waves: 3,
+            payload_len: 1000,
+            started_at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_250)),
+            ..Counters::default()
+        };
+        counters.retries.insert("http-5xx", 2);
+        counters.retries.insert("reset", 1);
+        counters.failures.insert("timeout", 2);
+        (snapshot, counters)
+    }
+
+    /// The sample lines of `text` (no comments), in order.
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|line| !line.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn renders_every_metric_while_running() {
+        let (snapshot, counters) = sample_run();
+        let text = render(&snapshot, &counters);
+        assert_eq!(
+            samples(&text),
+            [
+                r#"update_orchestrator_devices{status="pending"} 1"#,
+                r#"update_orchestrator_devices{status="in_flight"} 2"#,
+                r#"update_orchestrator_devices{status="succeeded"} 4"#,
+                r#"update_orchestrator_devices{status="failed"} 2"#,
+                r#"update_orchestrator_devices{status="skipped"} 1"#,
+                r#"update_orchestrator_devices{status="interrupted"} 0"#,
+                "update_orchestrator_devices_retrying 1",
+                "update_orchestrator_run_devices 10",
+                "update_orchestrator_attempts_total 9",
+                r#"update_orchestrator_retries_total{class="http-5xx"} 2"#,
+                r#"update_orchestrator_retries_total{class="reset"} 1"#,
+                r#"update_orchestrator_failures_total{class="timeout"} 2"#,
+                "update_orchestrator_sent_bytes_total 12345",
+                "update_orchestrator_payload_bytes 1000",
+                "update_orchestrator_throughput_bytes_per_second 2048.5",
+                "update_orchestrator_eta_seconds 9",
+                "update_orchestrator_elapsed_seconds 2.5",
+                "update_orchestrator_wave 2",
+                "update_orchestrator_waves 3",
+                "update_orchestrator_run_start_timestamp_seconds 1700000000.25",
+            ]
+        );
+        assert!(text.contains("# TYPE update_orchestrator_attempts_total counter\n"));
+        assert!(text.contains("# TYPE update_orchestrator_devices gauge\n"));
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn the_end_time_replaces_the_eta_when_finished() {
+        let (snapshot, mut counters) = sample_run();
+        counters.finished_at = Some(UNIX_EPOCH + Duration::from_secs(1_700_000_100));
+        let text = render(&snapshot, &counters);
+        assert!(!text.contains("eta_seconds"), "{text}");
+        assert!(text.contains("\nupdate_orchestrator_run_end_timestamp_seconds 1700000100\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), r"x\ny");
+    }
+
+    #[test]
+    fn the_file_is_replaced_whole_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.prom");
+        let mut file = MetricsFile::create(&path, "a 1\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "a 1\n");
+        file.write("b 2\n");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "b 2\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["fleet.prom"]);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = MetricsFile::create(&dir.path().join("nope/fleet.prom"), "a 1\n").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+}
