@@ -310,6 +310,17 @@ fn execute(
     if registry.devices.is_empty() {
         log::warn!("{}: no devices: nothing to push", registry.source);
     }
+    log::info!(
+        "pushing {} ({} bytes, sha256 {}) to {} of {} devices in {} wave(s); concurrency {}, retries {}",
+        config.payload.display(),
+        payload.len(),
+        payload.digest().hex(),
+        plan.len(),
+        registry.devices.len(),
+        plan.waves.len(),
+        config.run.concurrency,
+        config.run.retry.retries
+    );
     let mut http = HttpDelivery::new(config.http.clone());
     if let Some(form) = &config.form {
         let body =

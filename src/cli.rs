@@ -83,7 +83,9 @@ pub enum Command {
     {command_name} --payload fw.bin --identity ~/.ssh/fleet_ed25519 --exec 'fw-install {{path}}' ssh-devices.csv\n\
     {command_name} --payload fw.bin --deliver-cmd 'adb -s {{serial}} push {{payload}} /data/local/tmp/fw.bin' phones.csv\n\
     {command_name} --payload update.swu --method POST --form-field file --cert client.pem --key client.key --cacert ca.pem agents.csv\n\
-    {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv",
+    {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv\n\
+    {command_name} --payload fw.bin --events events.jsonl --metrics-file /var/lib/node_exporter/textfile/fleet.prom --status-addr 127.0.0.1:9100 devices.csv\n\
+    {command_name} -vv --payload fw.bin devices.csv 2> debug.log",
     note = "REGISTRY is CSV with a header row: an 'id' column (unique, non-empty) and a 'url' \
     column, or no url column and --target. Other columns are kept for templates. Templates fill \
     {{column}} from the device's row; header values may also use {{env:NAME}} so that secrets \
@@ -120,7 +122,13 @@ pub enum Command {
     instead of HTTP or SSH; a registry 'cmd' column gives devices their own. Placeholders \
     {{payload}}, {{sha256}}, {{size}} and {{column}} are shell-quoted. Exit 0 is success; \
     --transient-exit-codes are retried. --deliver-stdin streams the payload to its stdin. \
-    Past --deliver-timeout, --device-timeout or the --grace period the group is killed.",
+    Past --deliver-timeout, --device-timeout or the --grace period the group is killed.\n\n\
+    Watching: --events writes every event as a JSON line (ts, type, id, ...; see the README's \
+    schema); --metrics-file keeps Prometheus metrics (update_orchestrator_*) for node_exporter's \
+    textfile collector; --status-addr serves a live page, /status.json and /metrics, on \
+    loopback unless --status-allow-remote. None of them, nor any log level, shows a secret.\n\n\
+    Logging: warnings by default, errors only with -q; -v info, -vv debug, -vvv trace (before \
+    or after the command); RUST_LOG overrides, e.g. RUST_LOG=update_orchestrator=debug.",
     error_code(0, "every device succeeded"),
     error_code(
         1,
@@ -956,6 +964,36 @@ mod tests {
             Some("-"),
         );
         check_parse(&["push", "--payload=fw", "--report=-", "-"], "-", Some("-"));
+    }
+
+    #[track_caller]
+    fn check_verbose(args: &[&str], expected: &[&str]) {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        assert_eq!(expand_verbose(&args), expected);
+    }
+
+    #[test]
+    fn expands_clustered_verbose_flags() {
+        check_verbose(&["-vv", "push"], &["-v", "-v", "push"]);
+        check_verbose(&["push", "-vvv"], &["push", "-v", "-v", "-v"]);
+        check_verbose(&["push", "-v", "-q"], &["push", "-v", "-q"]);
+        check_verbose(&["-vx", "-", "--", "-vv"], &["-vx", "-", "--", "-vv"]);
+    }
+
+    #[test]
+    fn verbosity_adds_both_sides_and_sees_quiet() {
+        let args = |list: &[&str]| -> Vec<String> { list.iter().map(|s| s.to_string()).collect() };
+        let Parsed::Run(top) = parse(
+            "uo",
+            &args(&["-v", "push", "-vv", "-q", "--payload", "p", "r.csv"]),
+        ) else {
+            panic!("parses");
+        };
+        assert_eq!(top.log_verbosity(), (3, true));
+        let Parsed::Run(top) = parse("uo", &args(&["-vv", "status", "j"])) else {
+            panic!("parses");
+        };
+        assert_eq!(top.log_verbosity(), (2, false));
     }
 
     #[test]

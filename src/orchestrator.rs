@@ -351,6 +351,13 @@ impl<'a, 'r> Shared<'a, 'r> {
                 break;
             }
             self.wave.store(number + 1, Ordering::SeqCst);
+            log::info!(
+                "wave {}/{}: {} devices{}",
+                number + 1,
+                waves.len(),
+                wave.devices.len(),
+                if wave.canary { " (canary)" } else { "" }
+            );
             let _ = self.events.send(Event::WaveStarted {
                 wave: number + 1,
                 waves: waves.len(),

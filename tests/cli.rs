@@ -22,12 +22,16 @@ mod headers;
 mod input_errors;
 #[path = "cli/journal.rs"]
 mod journal;
+#[path = "cli/logging.rs"]
+mod logging;
 #[path = "cli/memory.rs"]
 mod memory;
 #[path = "cli/mtls.rs"]
 mod mtls;
 #[path = "cli/multipart.rs"]
 mod multipart;
+#[path = "cli/observe.rs"]
+mod observe;
 #[path = "cli/progress.rs"]
 mod progress;
 #[path = "cli/push.rs"]
@@ -42,6 +46,8 @@ mod retries;
 mod rollout;
 #[path = "cli/stall.rs"]
 mod stall;
+#[path = "cli/status_page.rs"]
+mod status_page;
 #[path = "cli/stopping.rs"]
 mod stopping;
 #[path = "cli/tls.rs"]

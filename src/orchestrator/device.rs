@@ -30,6 +30,15 @@ impl Shared<'_, '_> {
         let started = Instant::now();
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.deliver(index, device)))
             .unwrap_or_else(|panic| panicked(panic.as_ref(), started));
+        log::debug!(
+            "{}: {} after {} attempt(s), {} bytes sent{}{}",
+            device.id,
+            outcome.status,
+            outcome.attempts,
+            outcome.bytes,
+            if outcome.error.is_empty() { "" } else { ": " },
+            outcome.error
+        );
         self.journal_outcome(device, &outcome);
         self.announce(index, device, &outcome);
         self.count_finished(outcome.status);
@@ -178,6 +187,11 @@ impl Shared<'_, '_> {
             if deadline.is_some_and(|d| Instant::now() + delay >= d) {
                 return failed(" (--device-timeout would pass before the next attempt)");
             }
+            log::debug!(
+                "{}: attempt {attempt} failed ({}): {error}; next attempt in {delay:?}",
+                device.id,
+                error.class()
+            );
             let _ = self.events.send(Event::RetryScheduled {
                 index,
                 id: device.id.clone(),

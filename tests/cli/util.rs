@@ -238,6 +238,23 @@ impl Running {
         }
     }
 
+    /// Waits until stderr satisfies `ready` (or fails the test after `within`); returns stderr.
+    #[track_caller]
+    pub fn wait_for_stderr(&mut self, within: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = lossy(&self.stderr);
+            if ready(&text) {
+                return text;
+            }
+            if Instant::now() > deadline || self.has_exited() {
+                let output = self.wait();
+                panic!("stderr never became ready within {within:?}\n{output}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits for the child to exit; past the timeout it is killed and the test fails.
     #[track_caller]
     pub fn wait(&mut self) -> Output {

@@ -262,6 +262,8 @@ fn secrets_never_reach_the_output_the_log_or_the_report() {
             "--report",
             "report.csv",
         ])
+        .args(["--journal", "fw.journal", "--events", "events.jsonl"])
+        .args(["--metrics-file", "fleet.prom"])
         .args(["--retries", "0", "--connect-timeout", "5s", "devices.csv"])
         .env("UO_PASSPHRASE", PASSPHRASE)
         .env("UO_PASSWORD", PASSWORD)
@@ -288,11 +290,18 @@ fn secrets_never_reach_the_output_the_log_or_the_report() {
         stderr.contains("auth"),
         "the failure names its phase: {stderr}"
     );
+    // The run's other outputs too: the journal, the events and the metrics.
+    let read = |name: &str| fs::read_to_string(dir.path().join(name)).unwrap();
+    let (journal, events, metrics) = (read("fw.journal"), read("events.jsonl"), read("fleet.prom"));
+    assert!(events.contains("\"type\":\"failed\""), "{events}");
     for secret in [PASSPHRASE, PASSWORD] {
         for (name, text) in [
             ("stdout", &stdout),
             ("stderr", &stderr),
             ("report", &report),
+            ("journal", &journal),
+            ("events", &events),
+            ("metrics", &metrics),
         ] {
             assert!(
                 !text.contains(secret),

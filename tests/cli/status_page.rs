@@ -1,0 +1,360 @@
+//! `--status-addr`: the live server during a real run (`/status.json`, `/metrics`, `/`), the page
+//! rendered by a real browser (headless Chromium) showing the numbers `/status.json` has, and
+//! the loopback-only default.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use crate::observe::metric;
+use crate::servers::fleet_registry;
+use crate::util::{Running, Test, quick, wait_until};
+use update_orchestrator::simulate::{Fleet, FleetSpec};
+
+/// `GET path` from the server at `base` (`http://IP:PORT/`): status, head and body.
+fn get(base: &str, path: &str) -> (u16, String, String) {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+fn status_json(base: &str) -> Json {
+    let (status, _, body) = get(base, "/status.json");
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The status page's URL, from the line the run prints on stderr.
+fn page_url(running: &mut Running) -> String {
+    let stderr = running.wait_for_stderr(Duration::from_secs(20), |text| {
+        text.contains("status page: http://")
+    });
+    let start = stderr.find("http://").unwrap();
+    stderr[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A run whose numbers hold still: three healthy devices and one dead one finish at once, two
+/// devices never answer (30 s timeouts) until the run is interrupted.
+struct HeldRun {
+    _fleets: (Fleet, Fleet),
+    test: Test,
+    running: Running,
+    base: String,
+}
+
+impl HeldRun {
+    fn start() -> HeldRun {
+        let quick_devices = Fleet::start(FleetSpec {
+            devices: 4,
+            dead_percent: 25.0,
+            seed: 3,
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let stalled = Fleet::start(FleetSpec {
+            devices: 2,
+            stall_percent: 100.0,
+            id_prefix: "stall-".into(),
+            ..FleetSpec::default()
+        })
+        .unwrap();
+        let mut registry = fleet_registry(&quick_devices, 0..4);
+        registry.push_str(fleet_registry(&stalled, 0..2).trim_start_matches("id,url\n"));
+        let mut test = Test::new();
+        test.write("devices.csv", registry);
+        test.payload("fw.bin", 64 * 1024);
+        test.args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--retries",
+            "0",
+            "--grace",
+            "0s",
+        ])
+        .args(["--status-addr", "127.0.0.1:0", "--report", "report.csv"])
+        .args(quick(&[
+            ("--stall-timeout", "30s"),
+            ("--response-timeout", "30s"),
+        ]))
+        .arg("devices.csv");
+        test.timeout(Duration::from_secs(120));
+        let mut running = test.spawn();
+        let base = page_url(&mut running);
+        wait_until(
+            Duration::from_secs(20),
+            "3 succeeded, 1 failed, 2 in flight",
+            || {
+                let status = status_json(&base);
+                let d = &status["devices"];
+                (
+                    d["succeeded"].as_u64(),
+                    d["failed"].as_u64(),
+                    d["in_flight"].as_u64(),
+                ) == (Some(3), Some(1), Some(2))
+            },
+        );
+        HeldRun {
+            _fleets: (quick_devices, stalled),
+            test,
+            running,
+            base,
+        }
+    }
+}
+
+#[test]
+fn status_server_serves_status_json_metrics_and_the_page_while_the_run_is_live() {
+    let mut run = HeldRun::start();
+    let status = status_json(&run.base);
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["devices"]["total"], 6);
+    assert_eq!(status["wave"]["current"], 1);
+    let failures = status["recent_failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{status}");
+    assert_eq!(failures[0]["class"], "http-5xx");
+
+    let (code, head, body) = get(&run.base, "/metrics");
+    assert_eq!(code, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert_eq!(
+        metric(&scrape, "devices", Some(("status", "in_flight"))),
+        2.0
+    );
+    assert_eq!(
+        metric(&scrape, "devices", Some(("status", "succeeded"))),
+        3.0
+    );
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .all(|s| s.metric != "update_orchestrator_run_end_timestamp_seconds")
+    );
+
+    let (code, head, page) = get(&run.base, "/");
+    assert_eq!(code, 200);
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(page.contains("<title>update-orchestrator</title>"));
+    assert_eq!(get(&run.base, "/nope").0, 404);
+
+    run.running.signal("INT");
+    run.running.wait().expect_status(130);
+    let addr = run
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "the server stops with the run"
+    );
+    assert_eq!(run.test.report("report.csv").len(), 6);
+}
+
+/// `chromium`, or a failure saying how to install it.
+fn chromium() -> &'static str {
+    for name in ["chromium", "chromium-browser"] {
+        let found = Command::new(name)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if found.is_ok_and(|status| status.success()) {
+            return name;
+        }
+    }
+    panic!(
+        "chromium is not installed: run scripts/install-deps test (or apt-get install chromium)"
+    );
+}
+
+/// The page's DOM after its script ran, as headless Chromium dumps it (bounded by a timeout).
+fn rendered_dom(url: &str, profile: &Path) -> String {
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut dom = String::new();
+        let _ = stdout.read_to_string(&mut dom);
+        dom
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium took longer than 60 s: killed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    reader.join().unwrap()
+}
+
+/// The text of the element with `id` in `dom` (elements without children).
+#[track_caller]
+fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let marker = format!("id=\"{id}\"");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in\n{dom}"));
+    let start = at + dom[at..].find('>').unwrap() + 1;
+    let end = start + dom[start..].find('<').unwrap();
+    &dom[start..end]
+}
+
+#[test]
+fn status_page_in_headless_chromium_shows_the_numbers_of_status_json() {
+    let mut run = HeldRun::start();
+    let before = status_json(&run.base);
+    let profile = tempfile::tempdir().unwrap();
+    let dom = rendered_dom(&run.base, profile.path());
+    let after = status_json(&run.base);
+    assert!(
+        dom.contains("data-state=\"running\""),
+        "the script ran and saw the run\n{dom}"
+    );
+    assert_ne!(text_of(&dom, "updated"), "never", "{dom}");
+    for name in [
+        "total",
+        "succeeded",
+        "failed",
+        "in_flight",
+        "retrying",
+        "pending",
+        "skipped",
+        "interrupted",
+        "finished",
+    ] {
+        let key = name;
+        assert_eq!(
+            before["devices"][key], after["devices"][key],
+            "{key} held still while the page loaded"
+        );
+        if key != "finished" {
+            assert_eq!(
+                text_of(&dom, name),
+                before["devices"][key].to_string(),
+                "#{name}\n{dom}"
+            );
+        }
+    }
+    assert_eq!(text_of(&dom, "attempts"), before["attempts"].to_string());
+    assert_eq!(text_of(&dom, "percent"), "66", "4 of 6 finished");
+    assert_eq!(text_of(&dom, "wave"), "1/1");
+    assert!(!text_of(&dom, "eta").is_empty());
+    assert!(dom.contains("width: 66%"), "the bar is drawn\n{dom}");
+    let failure = &before["recent_failures"][0];
+    let row = format!(
+        "<td class=\"id\">{}</td><td class=\"attempts\">1</td><td class=\"class\">http-5xx</td>",
+        failure["id"].as_str().unwrap()
+    );
+    assert!(dom.contains(&row), "the failures table lists {row}\n{dom}");
+    run.running.signal("INT");
+    run.running.wait().expect_status(130);
+}
+
+#[test]
+fn status_addr_outside_loopback_needs_an_explicit_flag() {
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/\n");
+    test.payload("fw.bin", 10);
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--status-addr",
+        "0.0.0.0:9100",
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(2)
+        .expect_stderr("--status-addr 0.0.0.0:9100 is not a loopback address")
+        .expect_stderr("--status-allow-remote");
+    test.clear().args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--status-addr",
+        "localhost",
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(2)
+        .expect_stderr("not an IP:PORT address: use e.g. 127.0.0.1:9100");
+    test.clear().args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--status-allow-remote",
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(2)
+        .expect_stderr("--status-allow-remote goes with --status-addr");
+}
+
+#[test]
+fn status_addr_in_use_is_an_input_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/\n");
+    test.payload("fw.bin", 10);
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--status-addr",
+        &addr,
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(2)
+        .expect_stderr(&format!("--status-addr {addr}: cannot listen there"));
+}
