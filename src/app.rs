@@ -334,7 +334,7 @@ fn execute(
     }
 
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
-    let progress = progress::spawn(config.progress.clone(), receiver, outputs)
+    let progress = progress::spawn_with_outputs(config.progress.clone(), receiver, outputs)
         .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
     let run = Run {
         registry,

@@ -94,10 +94,15 @@ pub struct Progress {
     handle: JoinHandle<Snapshot>,
 }
 
-/// Starts the progress thread, named `progress`, writing to stderr as `config` says and feeding
-/// `outputs` (the events file, the metrics file, the status server's documents). It ends when
+/// Starts the progress thread, named `progress`, writing to stderr as `config` says. It ends when
 /// `RunFinished` arrives or every sender of `events` is dropped.
-pub fn spawn(
+pub fn spawn(config: ProgressConfig, events: Receiver<Event>) -> io::Result<Progress> {
+    spawn_with_outputs(config, events, Outputs::default())
+}
+
+/// `spawn`, also feeding `outputs` (the events file, the metrics file, the status server's
+/// documents) from the same events.
+pub fn spawn_with_outputs(
     config: ProgressConfig,
     events: Receiver<Event>,
     mut outputs: Outputs,
@@ -347,8 +352,7 @@ mod tests {
     #[test]
     fn spawned_thread_ends_when_senders_are_dropped() {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        let progress =
-            spawn(config(Mode::Quiet, 200), receiver, Outputs::default()).expect("spawn");
+        let progress = spawn(config(Mode::Quiet, 200), receiver).expect("spawn");
         for event in silent_events() {
             if event != Event::RunFinished {
                 sender.send(event).expect("send");
@@ -365,8 +369,7 @@ mod tests {
     #[test]
     fn spawned_thread_ends_on_run_finished() {
         let (sender, receiver) = crossbeam_channel::unbounded();
-        let progress =
-            spawn(config(Mode::Quiet, 200), receiver, Outputs::default()).expect("spawn");
+        let progress = spawn(config(Mode::Quiet, 200), receiver).expect("spawn");
         for event in silent_events() {
             sender.send(event).expect("send");
         }
