@@ -17,6 +17,7 @@ use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::SshDelivery;
 use crate::events::{self, Event};
 use crate::journal::{self, Journal, JournalWriter};
+use crate::lifecycle::Lifecycle;
 use crate::observe::Outputs;
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
@@ -124,6 +125,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         .map_err(AppError::Input)?;
     check_exec(config.ssh.exec.as_ref(), &registry)?;
     check_commands(&config.command, &registry)?;
+    check_lifecycle(&config.lifecycle, &registry)?;
     if config.dry_run {
         return dry_run(&config, &registry, &payload);
     }
@@ -171,6 +173,62 @@ fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppErr
     columns.push("path".to_string());
     exec.check_columns(&columns)
         .map_err(|e| AppError::Input(format!("--exec: {e}")))
+}
+
+/// Checks the lifecycle's placeholders against the registry's columns (`{path}` too in SSH
+/// commands), and that every device's protocol has the probe the health check needs.
+fn check_lifecycle(lifecycle: &Lifecycle, registry: &Registry) -> Result<(), AppError> {
+    let mut with_path = registry.header.to_vec();
+    with_path.push("path".to_string());
+    let check = lifecycle.check.as_ref();
+    let templates = [
+        (
+            "--probe",
+            check.and_then(|c| c.command.as_ref()),
+            &with_path,
+        ),
+        (
+            "--probe-url",
+            check.and_then(|c| c.url.as_ref()),
+            &registry.header.to_vec(),
+        ),
+        (
+            "--then-url",
+            lifecycle.install_url.as_ref().map(|a| &a.url),
+            &registry.header.to_vec(),
+        ),
+        (
+            "--rollback",
+            lifecycle.rollback_command.as_ref(),
+            &with_path,
+        ),
+        (
+            "--rollback-url",
+            lifecycle.rollback_url.as_ref().map(|a| &a.url),
+            &registry.header.to_vec(),
+        ),
+    ];
+    for (flag, template, columns) in templates {
+        if let Some(template) = template {
+            template
+                .check_columns(columns)
+                .map_err(|e| AppError::Input(format!("{flag}: {e}")))?;
+        }
+    }
+    let Some(check) = check else { return Ok(()) };
+    for device in &registry.devices {
+        let ssh = device.url.starts_with("ssh://");
+        let missing = match (ssh, &check.command, &check.url) {
+            (true, None, _) => "--probe CMD (it is reached over SSH)",
+            (false, _, None) => "--probe-url URL (its version is asked over HTTP)",
+            _ => continue,
+        };
+        return Err(AppError::Input(format!(
+            "{}:{}: device {} has no way to report its version: give {missing}",
+            registry.source, device.line, device.id
+        )));
+    }
+    Ok(())
 }
 
 /// `--dry-run`: the plan on stdout; reads the journal (without locking or creating it) and
@@ -340,6 +398,7 @@ fn execute(
         registry,
         payload,
         delivery: &delivery,
+        lifecycle: &config.lifecycle,
         plan,
         settings: config.run,
         interrupt: &signals.interrupt,

@@ -83,6 +83,8 @@ pub enum Command {
     {command_name} --payload fw.bin --identity ~/.ssh/fleet_ed25519 --exec 'fw-install {{path}}' ssh-devices.csv\n\
     {command_name} --payload fw.bin --deliver-cmd 'adb -s {{serial}} push {{payload}} /data/local/tmp/fw.bin' phones.csv\n\
     {command_name} --payload update.swu --method POST --form-field file --cert client.pem --key client.key --cacert ca.pem agents.csv\n\
+    {command_name} --payload fw-2.1.bin --exec 'fw-install {{path}} && (sleep 1; reboot) &' --probe 'cat /etc/fw-version' --expect-version 2.1 --rollback fw-rollback ssh-devices.csv\n\
+    {command_name} --payload fw.bin --probe-url 'http://{{ip}}:8080/version' --expect-version 2.1 --then-url 'POST http://{{ip}}:8080/install' --target 'http://{{ip}}:8080/upload' hosts.csv\n\
     {command_name} --payload fw.bin --dry-run --shard 3/8 --window 01:00-05:00 devices.csv\n\
     {command_name} --payload fw.bin --events events.jsonl --metrics-file /var/lib/node_exporter/textfile/fleet.prom --status-addr 127.0.0.1:9100 devices.csv\n\
     {command_name} -vv --payload fw.bin devices.csv 2> debug.log",
@@ -128,7 +130,16 @@ pub enum Command {
     textfile collector; --status-addr serves a live page, /status.json and /metrics, on \
     loopback unless --status-allow-remote. None of them, nor any log level, shows a secret.\n\n\
     Logging: warnings by default, errors only with -q; -v info, -vv debug, -vvv trace (before \
-    or after the command); RUST_LOG overrides, e.g. RUST_LOG=update_orchestrator=debug.",
+    or after the command); RUST_LOG overrides, e.g. RUST_LOG=update_orchestrator=debug.\n\n\
+    Lifecycle: with --probe (SSH) or --probe-url (HTTP) and --expect-version (or \
+    --expect-match), a device already reporting that version is skipped ('already at version') \
+    without a byte sent. After the upload and the install (--exec, --then-url), the probe is \
+    polled every --probe-interval on a fresh connection until the device reports the version; \
+    refused, reset, timed-out connections and failed handshakes (a reboot) keep the wait going, \
+    up to --health-timeout. A device that does not come back on it fails with class 'health' \
+    (counted by --max-failures), after --rollback (SSH) or --rollback-url (HTTP) if given. \
+    Placeholders are shell-quoted in commands and percent-encoded in URLs. The report's stage, \
+    version_before, version_after and rollback columns say how far each device got.",
     error_code(0, "every device succeeded"),
     error_code(
         1,
@@ -374,6 +385,53 @@ pub struct PushArgs {
         from_str_fn(parse_duration)
     )]
     pub deliver_timeout: Duration,
+    /// SSH: the command that prints the device's version, run before the upload (a device
+    /// already at --expect-version is skipped) and polled after the install
+    #[argh(option)]
+    pub probe: Option<String>,
+
+    /// HTTP: the URL whose GET answer is the device's version, e.g.
+    /// 'http://{ip}:8080/version'; asked before the upload and polled after the install
+    #[argh(option)]
+    pub probe_url: Option<String>,
+
+    /// the version an updated device reports: the probe's trimmed output must equal it
+    #[argh(option)]
+    pub expect_version: Option<String>,
+
+    /// a regular expression the probe's output must match instead (e.g. '^2\.1(\.|$)')
+    #[argh(option)]
+    pub expect_match: Option<String>,
+
+    /// HTTP: the install request after a verified upload, 'METHOD URL' (POST without a
+    /// method), e.g. 'POST http://{ip}:8080/restart'
+    #[argh(option)]
+    pub then_url: Option<String>,
+
+    /// time between two probes while waiting for health after the install (default 5s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(5)",
+        from_str_fn(parse_duration)
+    )]
+    pub probe_interval: Duration,
+
+    /// how long a device may take after its install to report the expected version
+    /// (default 5m)
+    #[argh(
+        option,
+        default = "Duration::from_secs(300)",
+        from_str_fn(parse_duration)
+    )]
+    pub health_timeout: Duration,
+
+    /// SSH: the command that rolls a device back when it does not come back healthy
+    #[argh(option)]
+    pub rollback: Option<String>,
+
+    /// HTTP: the rollback request, 'METHOD URL' (POST without a method)
+    #[argh(option)]
+    pub rollback_url: Option<String>,
 
     /// only devices whose COLUMN=VALUE, COLUMN!=VALUE, or COLUMN~TAG (a tag in a ;-separated
     /// list); repeatable, all must hold
@@ -476,7 +534,10 @@ pub struct DemoArgs {
 
 /// Serve a simulated fleet of HTTP devices on 127.0.0.1 until interrupted, and print its device
 /// registry (CSV) on stdout. Each device accepts PUT or POST at /devices/ID/update, checks the
-/// body's length and Content-Digest, and counts attempts; GET /_stats returns the counters.
+/// body's length and Content-Digest, and counts attempts; GET /devices/ID/version answers its
+/// version; POST /devices/ID/install installs a verified upload (the device then drops every
+/// connection for --reboot); POST /devices/ID/rollback puts the first version back;
+/// GET /_stats returns the counters.
 #[derive(FromArgs, Debug)]
 #[argh(
     subcommand,
@@ -519,6 +580,30 @@ pub struct SimulateArgs {
     /// and check the body's Content-Digest (default 0%)
     #[argh(option, default = "0.0", from_str_fn(parse_percent))]
     pub multipart: f64,
+
+    /// share of devices that already run --update-version (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub updated: f64,
+
+    /// share of devices whose install reboots them back into the old version (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub bad_update: f64,
+
+    /// the version devices run at the start (default 1.0)
+    #[argh(option, default = "String::from(\"1.0\")")]
+    pub initial_version: String,
+
+    /// the version an install switches to (default 2.0)
+    #[argh(option, default = "String::from(\"2.0\")")]
+    pub update_version: String,
+
+    /// how long an installing device drops every connection (default 3s)
+    #[argh(
+        option,
+        default = "Duration::from_secs(3)",
+        from_str_fn(parse_duration)
+    )]
+    pub reboot: Duration,
 
     /// seconds in the flaky devices' Retry-After (default 1)
     #[argh(option, default = "1")]

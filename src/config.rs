@@ -10,6 +10,7 @@ use crate::delivery::command::CommandOptions;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
 use crate::delivery::multipart::Form;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
+use crate::lifecycle::{HttpAction, Lifecycle, VersionCheck};
 use crate::orchestrator::RunSettings;
 use crate::progress::ProgressConfig;
 use crate::scheduler::{FailurePolicy, Filter, Order, RetryPolicy, Shard, WaveSize};
@@ -119,6 +120,8 @@ pub struct PushConfig {
     pub dry_run: bool,
     /// `--estimate-throughput`, bytes per second, for the dry run's estimate.
     pub estimate_throughput: Option<u64>,
+    /// The stages around the upload: probe, install request, health check, rollback.
+    pub lifecycle: Lifecycle,
 }
 
 /// The selection flags, as the scheduler takes them.
@@ -236,6 +239,7 @@ impl PushConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let ssh = ssh_options(&args)?;
         let observe = observe_options(&args)?;
+        let lifecycle = lifecycle_options(&args)?;
         let ca_certificates = args
             .cacert
             .as_deref()
@@ -310,6 +314,7 @@ impl PushConfig {
             observe,
             dry_run: args.dry_run,
             estimate_throughput: args.estimate_throughput,
+            lifecycle,
             progress: ProgressConfig::detect(
                 args.quiet,
                 args.progress_interval.max(Duration::from_millis(100)),
@@ -496,6 +501,99 @@ fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
         connect_timeout: args.connect_timeout,
         stall_timeout: args.stall_timeout,
         in_flight: crate::delivery::ssh::in_flight_for(args.concurrency),
+    })
+}
+
+/// The lifecycle flags, checked: the probe goes with an expectation and the other way round,
+/// rollbacks need the health check that triggers them, templates and the pattern parse.
+fn lifecycle_options(args: &PushArgs) -> Result<Lifecycle, UsageError> {
+    let usage = |message: String| UsageError(message);
+    let template = |flag: &str, text: &Option<String>| -> Result<Option<Template>, UsageError> {
+        let Some(text) = text else { return Ok(None) };
+        let template = Template::parse(text).map_err(|e| usage(format!("{flag}: {e}")))?;
+        if template.uses_env() {
+            return Err(usage(format!(
+                "{flag} cannot use {{env:NAME}}: commands and URLs are visible on the device and in logs"
+            )));
+        }
+        Ok(Some(template))
+    };
+    let action = |flag: &str, text: &Option<String>| -> Result<Option<HttpAction>, UsageError> {
+        text.as_deref()
+            .map(|text| HttpAction::parse(text).map_err(|e| usage(format!("{flag} {text:?}: {e}"))))
+            .transpose()
+    };
+    let command = template("--probe", &args.probe)?;
+    let url = template("--probe-url", &args.probe_url)?;
+    if let Some(url) = &url
+        && !(url.text().starts_with("http://") || url.text().starts_with("https://"))
+    {
+        return Err(usage(format!(
+            "--probe-url {:?}: not an http:// or https:// URL",
+            url.text()
+        )));
+    }
+    let pattern = args
+        .expect_match
+        .as_deref()
+        .map(|text| {
+            regex::Regex::new(text).map_err(|e| {
+                usage(format!(
+                    "--expect-match {text:?}: not a valid regular expression: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    let version = args.expect_version.clone();
+    if version.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        return Err(usage("--expect-version must not be empty".into()));
+    }
+    let probes = command.is_some() || url.is_some();
+    let expects = version.is_some() || pattern.is_some();
+    if probes && !expects {
+        return Err(usage(
+            "--probe and --probe-url need --expect-version V (or --expect-match REGEX): what should an updated device report?".into(),
+        ));
+    }
+    if expects && !probes {
+        return Err(usage(
+            "--expect-version and --expect-match need a way to ask the version: --probe CMD (SSH) or --probe-url URL (HTTP)".into(),
+        ));
+    }
+    let rollback_command = template("--rollback", &args.rollback)?;
+    let rollback_url = action("--rollback-url", &args.rollback_url)?;
+    if (rollback_command.is_some() || rollback_url.is_some()) && !probes {
+        return Err(usage(
+            "--rollback and --rollback-url run after a failed health check: add --probe or --probe-url with --expect-version".into(),
+        ));
+    }
+    for (flag, value) in [
+        ("--probe-interval", args.probe_interval),
+        ("--health-timeout", args.health_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(usage(format!("{flag} must be more than 0")));
+        }
+    }
+    if probes && args.probe_interval >= args.health_timeout {
+        return Err(usage(format!(
+            "--probe-interval ({}) must be shorter than --health-timeout ({}): the device would never be probed",
+            crate::progress::human_duration(args.probe_interval),
+            crate::progress::human_duration(args.health_timeout)
+        )));
+    }
+    Ok(Lifecycle {
+        check: probes.then_some(VersionCheck {
+            command,
+            url,
+            version,
+            pattern,
+        }),
+        install_url: action("--then-url", &args.then_url)?,
+        rollback_command,
+        rollback_url,
+        probe_interval: args.probe_interval,
+        health_timeout: args.health_timeout,
     })
 }
 

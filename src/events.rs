@@ -3,6 +3,7 @@
 //! Owns: the `Event` enum and nothing else. Must not: carry callbacks, trait objects or secrets
 //! (header values, passwords); an event names a device by its index in the plan and its id.
 
+use crate::report::Stage;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,14 @@ pub enum Event {
         class: &'static str,
         /// Why, in words.
         reason: String,
+    },
+    /// The device entered a stage of the update lifecycle (probe, upload, install, wait, ...);
+    /// progress counts the devices in `Stage::Wait` as waiting for health.
+    Stage {
+        /// The device's index in the registry.
+        index: usize,
+        /// The stage it entered.
+        stage: Stage,
     },
     /// The device received and acknowledged the whole payload.
     Succeeded {

@@ -69,6 +69,9 @@ pub enum Record {
         bytes: u64,
         /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
+        /// The lifecycle's stage and versions, when the run had any (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifecycle: Option<LifecycleRecord>,
     },
     /// The device failed for good in this run.
     Failed {
@@ -88,6 +91,9 @@ pub enum Record {
         error: String,
         /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
+        /// The lifecycle's stage and versions (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifecycle: Option<LifecycleRecord>,
     },
     /// The device's attempt was cut short by a shutdown.
     Interrupted {
@@ -103,7 +109,27 @@ pub enum Record {
         bytes: u64,
         /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
+        /// The lifecycle's stage and versions (absent in older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lifecycle: Option<LifecycleRecord>,
     },
+}
+
+/// The update lifecycle of a finished device, as recorded: the stage it reached and the versions
+/// its probe reported before the upload and after the install.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    /// `probe`, `upload`, `verify`, `install`, `wait`, `check`, `rollback` or `done`.
+    pub stage: String,
+    /// The version before the upload, when probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_before: Option<String>,
+    /// The version last seen after the install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_after: Option<String>,
+    /// What a rollback did (`rolled back`, `failed: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// Where a device stands according to the journal.

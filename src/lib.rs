@@ -32,6 +32,7 @@
 //! use update_orchestrator::delivery::ssh::{SshDelivery, SshOptions};
 //! use update_orchestrator::delivery::Deliveries;
 //! use update_orchestrator::events::Event;
+//! use update_orchestrator::lifecycle::Lifecycle;
 //! use update_orchestrator::orchestrator::{Run, RunSettings};
 //! use update_orchestrator::payload::Payload;
 //! use update_orchestrator::report::Counts;
@@ -85,6 +86,7 @@
 //!     registry: &registry,
 //!     payload: &payload,
 //!     delivery: &delivery,
+//!     lifecycle: &Lifecycle::default(), // the upload alone: no probe, install or health check
 //!     plan: &plan,
 //!     settings,
 //!     interrupt: &cancel,
@@ -115,6 +117,7 @@ pub mod digest;
 pub mod dry_run;
 pub mod events;
 pub mod journal;
+pub mod lifecycle;
 pub mod observe;
 pub mod orchestrator;
 pub mod payload;

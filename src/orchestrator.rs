@@ -7,6 +7,9 @@
 
 mod device;
 mod gate;
+mod lifecycle;
+
+pub use lifecycle::HEALTH_CLASS;
 
 use crate::clock::{WallClock, Zone};
 use crate::delivery::Deliveries;
@@ -142,6 +145,8 @@ pub struct Run<'a> {
     pub payload: &'a Payload,
     /// How devices are reached.
     pub delivery: &'a Deliveries,
+    /// The stages around the upload: probe, install, health check, rollback.
+    pub lifecycle: &'a crate::lifecycle::Lifecycle,
     /// Which devices, in which order.
     pub plan: &'a Plan,
     /// Pool size, retries, deadlines.
@@ -438,13 +443,19 @@ impl<'a, 'r> Shared<'a, 'r> {
         }
     }
 
+    /// Whether SIGINT or SIGTERM stopped the run (not a threshold or the window, which let
+    /// in-flight devices finish).
+    fn interrupted(&self) -> bool {
+        matches!(self.stop_reason(), Some(StopReason::Interrupted))
+    }
+
     /// Sleeps `delay` in short steps; false if SIGINT or SIGTERM came meanwhile. For retry
     /// backoffs: a run stopped by its threshold or window lets in-flight devices finish, retries
     /// included; only an interrupt cuts them short.
     fn sleep_unless_interrupted(&self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
-            if matches!(self.stop_reason(), Some(StopReason::Interrupted)) {
+            if self.interrupted() {
                 return false;
             }
             let left = until.saturating_duration_since(Instant::now());

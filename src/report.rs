@@ -36,6 +36,57 @@ impl fmt::Display for Status {
     }
 }
 
+/// How far along the update lifecycle a device got: probe → upload → verify → install → wait →
+/// check → (rollback), or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Asking the device its version before anything is sent (`--probe`, `--probe-url`).
+    Probe,
+    /// Sending the payload.
+    Upload,
+    /// Checking what the device stored (SSH).
+    Verify,
+    /// The install command (`--exec`) or request (`--then-url`).
+    Install,
+    /// Waiting for the device to answer the probe again after the install (a reboot).
+    Wait,
+    /// The device answers the probe, but not with the expected version.
+    Check,
+    /// The rollback command or request ran after a failed check.
+    Rollback,
+    /// Every stage went through.
+    Done,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Probe => "probe",
+            Stage::Upload => "upload",
+            Stage::Verify => "verify",
+            Stage::Install => "install",
+            Stage::Wait => "wait",
+            Stage::Check => "check",
+            Stage::Rollback => "rollback",
+            Stage::Done => "done",
+        })
+    }
+}
+
+/// What the lifecycle learned about one device: the stage it reached, the versions its probe
+/// reported, and what a rollback did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// The stage reached (where it failed, or `Done`); `None` when it never started.
+    pub stage: Option<Stage>,
+    /// What the probe reported before the upload.
+    pub version_before: Option<String>,
+    /// What the probe last reported after the install.
+    pub version_after: Option<String>,
+    /// `rolled back`, or `failed: ...` when the rollback itself failed.
+    pub rollback: Option<String>,
+}
+
 /// What happened to one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceOutcome {
@@ -55,6 +106,8 @@ pub struct DeviceOutcome {
     pub error_class: Option<&'static str>,
     /// How the payload went (`http`, `sftp`, `sftp-resumed`, `scp`), when it succeeded.
     pub method: &'static str,
+    /// The stage reached and the versions seen.
+    pub lifecycle: Lifecycle,
 }
 
 impl DeviceOutcome {
@@ -69,6 +122,7 @@ impl DeviceOutcome {
             error: reason.into(),
             error_class: None,
             method: "",
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -114,7 +168,7 @@ impl Counts {
 }
 
 /// The report's columns.
-pub const REPORT_HEADER: [&str; 10] = [
+pub const REPORT_HEADER: [&str; 14] = [
     "id",
     "url",
     "status",
@@ -125,6 +179,10 @@ pub const REPORT_HEADER: [&str; 10] = [
     "error",
     "wave",
     "method",
+    "stage",
+    "version_before",
+    "version_after",
+    "rollback",
 ];
 
 /// Writes the CSV report: one row per device, in registry order. `outcomes[i]` and `waves[i]`
@@ -139,6 +197,8 @@ pub fn write_report(
     csv.write_record(REPORT_HEADER)?;
     for (index, (device, outcome)) in registry.devices.iter().zip(outcomes).enumerate() {
         let wave = waves.get(index).copied().unwrap_or(0);
+        let lifecycle = &outcome.lifecycle;
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
         csv.write_record([
             &*device.id,
             &redact_url(&device.url),
@@ -157,6 +217,10 @@ pub fn write_report(
                 wave.to_string()
             },
             outcome.method,
+            &lifecycle.stage.map(|s| s.to_string()).unwrap_or_default(),
+            &text(&lifecycle.version_before),
+            &text(&lifecycle.version_after),
+            &text(&lifecycle.rollback),
         ])?;
     }
     csv.flush()
@@ -277,6 +341,10 @@ mod tests {
             } else {
                 ""
             },
+            lifecycle: Lifecycle {
+                stage: (status != Status::Skipped).then_some(Stage::Done),
+                ..Lifecycle::default()
+            },
         }
     }
 
@@ -308,14 +376,21 @@ mod tests {
             ),
             DeviceOutcome::not_started("not started: interrupted"),
         ];
+        let mut outcomes = outcomes.to_vec();
+        outcomes[1].lifecycle = Lifecycle {
+            stage: Some(Stage::Rollback),
+            version_before: Some("1.0".into()),
+            version_after: Some("1.0".into()),
+            rollback: Some("rolled back".into()),
+        };
         let mut out = Vec::new();
         write_report(&registry, &outcomes, &[1, 2, 0], &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method\n\
-             b,http://u:***@h/b,succeeded,1,1024,1500,204,,1,http\n\
-             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\",2,\n\
-             c,http://u:***@h/c,not-started,0,0,0,,not started: interrupted,,\n"
+            "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback\n\
+             b,http://u:***@h/b,succeeded,1,1024,1500,204,,1,http,done,,,\n\
+             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\",2,,rollback,1.0,1.0,rolled back\n\
+             c,http://u:***@h/c,not-started,0,0,0,,not started: interrupted,,,,,,\n"
         );
     }
 

@@ -190,6 +190,7 @@ mod tests {
             class: class.into(),
             error: format!("{class} error"),
             fields: row(id),
+            lifecycle: None,
         };
         journal.apply(Record::Succeeded {
             at: "2026-11-28T01:00:01.000Z".into(),
@@ -198,6 +199,7 @@ mod tests {
             attempts: 1,
             bytes: 4,
             fields: row("a"),
+            lifecycle: None,
         });
         journal.apply(failed("b", "2026-11-28T01:00:02.000Z", "http-5xx"));
         journal.apply(failed("c", "2026-11-28T01:00:03.000Z", "timeout"));

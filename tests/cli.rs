@@ -22,6 +22,8 @@ mod headers;
 mod input_errors;
 #[path = "cli/journal.rs"]
 mod journal;
+#[path = "cli/lifecycle.rs"]
+mod lifecycle;
 #[path = "cli/logging.rs"]
 mod logging;
 #[path = "cli/memory.rs"]

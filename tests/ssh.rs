@@ -24,5 +24,7 @@ mod failures;
 mod fallback;
 #[path = "ssh/host_keys.rs"]
 mod host_keys;
+#[path = "ssh/lifecycle.rs"]
+mod lifecycle;
 #[path = "ssh/upload.rs"]
 mod upload;

@@ -7,7 +7,7 @@
 //! error messages (they may hold tokens).
 
 use super::multipart::MultipartBody;
-use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
+use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -80,6 +80,8 @@ impl Default for HttpOptions {
 #[derive(Debug, Clone)]
 pub struct HttpDelivery {
     agent: ureq::Agent,
+    /// For requests without payload: no kept-alive connections.
+    fresh: ureq::Agent,
     method: Method,
     headers: Vec<HeaderTemplate>,
     multipart: Option<MultipartBody>,
@@ -100,6 +102,7 @@ impl HttpDelivery {
         if options.insecure {
             tls = tls.disable_verification(true);
         }
+        let tls = tls.build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -113,10 +116,26 @@ impl HttpDelivery {
             .max_idle_connections_per_host(options.concurrency.max(1))
             .output_buffer_size(64 * 1024)
             .input_buffer_size(16 * 1024)
-            .tls_config(tls.build())
+            .tls_config(tls.clone())
+            .build();
+        // Probes poll devices that reboot: a kept-alive connection would be dead by the next
+        // poll, so these requests never reuse one.
+        let fresh = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("update-orchestrator/", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(options.connect_timeout))
+            .timeout_send_request(Some(options.stall_timeout))
+            .timeout_send_body(Some(options.stall_timeout))
+            .timeout_recv_response(Some(options.response_timeout))
+            .timeout_recv_body(Some(options.stall_timeout))
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .tls_config(tls)
             .build();
         HttpDelivery {
             agent: config.new_agent(),
+            fresh: fresh.new_agent(),
             method: options.method,
             headers: options.headers,
             multipart: None,
@@ -130,11 +149,98 @@ impl HttpDelivery {
         self
     }
 
+    /// A request without payload (a version probe, an install or rollback trigger): `method`
+    /// to `url` filled from `device`'s row (values percent-encoded), with the `--header`s, on a
+    /// connection of its own. Any answer is a `Reply`; only transport failures are errors.
+    /// `until` bounds the whole request (the device deadline, the end of a health wait).
+    pub fn request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        method: &str,
+        url: &Template,
+        phase: Phase,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        let url = url.fill(|column| registry.value(device, column), Escape::Url);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        for header in &self.headers {
+            let value = header
+                .value
+                .fill(|column| registry.value(device, column), Escape::None);
+            builder = builder.header(header.name.as_str(), value);
+        }
+        let remaining = match until {
+            Some(until) => match until.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Err(out_of_time(phase)),
+            },
+            None => None,
+        };
+        let bad_request = |error: ureq::http::Error| DeliveryError {
+            phase,
+            kind: ErrorKind::Request,
+            message: format!("bad request to {url}: {error}"),
+            retry_after: None,
+            bytes_sent: 0,
+        };
+        // A GET has no body; other methods send an empty one with `Content-Length: 0`.
+        let result = if matches!(method, "GET" | "HEAD" | "DELETE") {
+            let request = builder.body(()).map_err(bad_request)?;
+            self.fresh.run(self.bounded(request, remaining))
+        } else {
+            let request = builder.body("").map_err(bad_request)?;
+            self.fresh.run(self.bounded(request, remaining))
+        };
+        let mut response = result.map_err(|error| {
+            let mut failed = classify(error, 0, 0);
+            // A failed connect keeps its phase: the request surely never reached the device.
+            if failed.phase != Phase::Connect {
+                failed.phase = phase;
+            }
+            failed
+        })?;
+        let status = response.status();
+        let mut body = Vec::new();
+        let _ = response
+            .body_mut()
+            .as_reader()
+            .take(64 * 1024)
+            .read_to_end(&mut body);
+        Ok(Reply {
+            ok: status.is_success(),
+            text: String::from_utf8_lossy(&body).into_owned(),
+            status: format!(
+                "HTTP {} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            )
+            .trim_end()
+            .to_string(),
+        })
+    }
+
+    fn bounded<S: ureq::AsSendBody>(
+        &self,
+        request: ureq::http::Request<S>,
+        remaining: Option<Duration>,
+    ) -> ureq::http::Request<S> {
+        match remaining {
+            Some(left) => self
+                .fresh
+                .configure_request(request)
+                .timeout_global(Some(left))
+                .build(),
+            None => request,
+        }
+    }
+
     /// Closes every connection of the run at once, idle or in use: requests blocked on a
     /// socket fail straight away (a connect in progress is still bounded by its timeout). For
     /// the end of a shutdown's grace period; later requests fail too.
     pub fn shutdown(&self) {
         self.agent.clone().shutdown();
+        self.fresh.clone().shutdown();
     }
 
     /// One attempt: stream the payload to `device`, and read its answer. `deadline` is the
@@ -240,6 +346,16 @@ fn payload_error(error: PayloadError) -> DeliveryError {
         phase: Phase::Payload,
         kind,
         message: error.to_string(),
+        retry_after: None,
+        bytes_sent: 0,
+    }
+}
+
+fn out_of_time(phase: Phase) -> DeliveryError {
+    DeliveryError {
+        phase,
+        kind: ErrorKind::DeviceTimeout,
+        message: "out of time (--device-timeout or --health-timeout)".to_string(),
         retry_after: None,
         bytes_sent: 0,
     }

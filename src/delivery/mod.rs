@@ -46,6 +46,12 @@ pub enum Phase {
     Exec,
     /// A delivery command (`--deliver-cmd`, a `cmd` column).
     Command,
+    /// Asking the device its version (`--probe`, `--probe-url`).
+    Probe,
+    /// The install request (`--then-url`).
+    Install,
+    /// The rollback command or request (`--rollback`, `--rollback-url`).
+    Rollback,
 }
 
 impl fmt::Display for Phase {
@@ -61,6 +67,9 @@ impl fmt::Display for Phase {
             Phase::Verify => "verify",
             Phase::Exec => "exec",
             Phase::Command => "command",
+            Phase::Probe => "probe",
+            Phase::Install => "install",
+            Phase::Rollback => "rollback",
         })
     }
 }
@@ -451,6 +460,19 @@ impl fmt::Debug for Deliveries {
             .field("command", &self.command)
             .finish()
     }
+}
+
+/// What a device answered to a request without payload (a version probe, an install or
+/// rollback trigger): whether it succeeded (HTTP 2xx, exit status 0), and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP 2xx, or the command exited with status 0.
+    pub ok: bool,
+    /// The answer's body (HTTP, its first 64 KiB) or the command's output (SSH, stdout and
+    /// stderr merged, its last 16 KiB).
+    pub text: String,
+    /// How it ended, for messages: `HTTP 503 Service Unavailable`, `exited with status 1`.
+    pub status: String,
 }
 
 /// A successful attempt.

@@ -23,7 +23,7 @@ mod transfer;
 
 pub use target::{SshTarget, parse_ssh_url};
 
-use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
+use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -203,6 +203,47 @@ impl SshDelivery {
         result.map_err(|error| self.explain(error, sent, deadline))
     }
 
+    /// Runs `command` on `device` over a session of its own (connect, host key, log in), for a
+    /// version probe or a rollback. Placeholders are filled from the device's row (`{path}` is
+    /// the remote path), every value shell-quoted. Bounded by `--connect-timeout`,
+    /// `--stall-timeout`, `--exec-timeout` and `until`. A command that fails is a `Reply`; only
+    /// failing to run it is an error.
+    pub fn command(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        command: &Template,
+        phase: Phase,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        self.run_command(registry, device, command, phase, until)
+            .map_err(|error| self.explain(error, 0, until))
+    }
+
+    fn run_command(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        command: &Template,
+        phase: Phase,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        let target = parse_ssh_url(&device.url)
+            .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
+        let user = self.user(&target)?;
+        let (session, _registration) = self.open(&target, user, until)?;
+        let command = fill_command(command, registry, device, &target.path);
+        let bound =
+            remote::Bound::new(self.options.exec_timeout, self.options.stall_timeout, until);
+        let output = remote::run(&session, &command, &bound, phase)?;
+        goodbye(&session);
+        Ok(Reply {
+            ok: output.succeeded(),
+            text: output.text(),
+            status: output.describe_status(),
+        })
+    }
+
     fn run(
         &self,
         registry: &Registry,
@@ -284,14 +325,7 @@ impl SshDelivery {
         path: &str,
         deadline: Option<Instant>,
     ) -> Result<(), DeliveryError> {
-        let command = command.fill(
-            |name| match name {
-                "path" => Some(path),
-                "id" => Some(&*device.id),
-                column => registry.value(device, column),
-            },
-            Escape::Shell,
-        );
+        let command = fill_command(command, registry, device, path);
         let bound = remote::Bound::new(
             self.options.exec_timeout,
             self.options.stall_timeout,
@@ -343,6 +377,19 @@ impl SshDelivery {
         }
         error
     }
+}
+
+/// A remote command filled from the device's row: `{path}` is the remote path, `{id}` and
+/// `{column}` come from the row; every value is shell-quoted.
+fn fill_command(command: &Template, registry: &Registry, device: &Device, path: &str) -> String {
+    command.fill(
+        |name| match name {
+            "path" => Some(path),
+            "id" => Some(&*device.id),
+            column => registry.value(device, column),
+        },
+        Escape::Shell,
+    )
 }
 
 /// Ends the session politely (the device logs a clean disconnect rather than a reset); a failure

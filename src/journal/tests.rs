@@ -173,6 +173,7 @@ fn record_succeeded(id: &str) -> Record {
         attempts: 1,
         bytes: 3,
         fields: vec![id.into()],
+        lifecycle: None,
     }
 }
 
@@ -287,4 +288,27 @@ fn journals_of_shards_merge() {
     )
     .unwrap();
     assert!(a.merge(other).unwrap_err().contains("different payloads"));
+}
+
+#[test]
+fn lifecycle_records_round_trip_and_are_omitted_when_absent() {
+    let mut record = record_succeeded("a");
+    let plain = serde_json::to_string(&record).unwrap();
+    assert!(!plain.contains("lifecycle"), "{plain}");
+    if let Record::Succeeded { lifecycle, .. } = &mut record {
+        *lifecycle = Some(LifecycleRecord {
+            stage: "done".into(),
+            version_before: Some("1.0".into()),
+            version_after: Some("2.0".into()),
+            rollback: None,
+        });
+    }
+    let line = serde_json::to_string(&record).unwrap();
+    assert!(
+        line.ends_with(
+            r#""lifecycle":{"stage":"done","version_before":"1.0","version_after":"2.0"}}"#
+        ),
+        "{line}"
+    );
+    assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
 }

@@ -80,6 +80,10 @@ enum Body<'a> {
         class: &'a str,
         error: &'a str,
     },
+    Stage {
+        id: &'a str,
+        stage: String,
+    },
     Succeeded {
         id: &'a str,
         attempts: u32,
@@ -197,6 +201,16 @@ impl EventLog {
                     delay_ms: delay.as_millis(),
                     class,
                     error: reason,
+                });
+            }
+            Event::Stage { index, stage } => {
+                let Some(device) = self.devices.get(index) else {
+                    return;
+                };
+                let id = device.id.clone();
+                self.line(Body::Stage {
+                    id: &id,
+                    stage: stage.to_string(),
                 });
             }
             Event::Succeeded {

@@ -1,15 +1,16 @@
-//! One device's life in a run: admission (window, start rate), the bounded retry loop, and
-//! recording the outcome (journal, events, threshold).
+//! One device's life in a run: admission (window, start rate), the bounded retry loop every
+//! stage uses, and recording the outcome (journal, events, threshold). The stages themselves
+//! are in `lifecycle.rs`.
 //!
 //! Owns: what happens between a worker taking a device and the device's outcome. Must not:
 //! open sockets (delivery does) or write to the terminal.
 
 use super::{Shared, StopReason};
-use crate::delivery::{ByteMeter, DeliveryError, ErrorKind};
+use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
 use crate::events::Event;
-use crate::journal::Record;
+use crate::journal::{LifecycleRecord, Record};
 use crate::registry::Device;
-use crate::report::{DeviceOutcome, Status};
+use crate::report::{DeviceOutcome, Lifecycle, Status};
 use crate::scheduler::Jitter;
 use crate::timestamp;
 use std::panic::{self, AssertUnwindSafe};
@@ -28,7 +29,7 @@ impl Shared<'_, '_> {
             id: device.id.clone(),
         });
         let started = Instant::now();
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.deliver(index, device)))
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| self.update(index, device)))
             .unwrap_or_else(|panic| panicked(panic.as_ref(), started));
         log::debug!(
             "{}: {} after {} attempt(s), {} bytes sent{}{}",
@@ -92,6 +93,7 @@ impl Shared<'_, '_> {
     fn journal_outcome(&self, device: &Device, outcome: &DeviceOutcome) {
         let (at, id, url) = (timestamp::now(), device.id.to_string(), device.url.clone());
         let (attempts, bytes, fields) = (outcome.attempts, outcome.bytes, device.fields.to_vec());
+        let lifecycle = lifecycle_record(&outcome.lifecycle);
         let record = match outcome.status {
             Status::Succeeded => Record::Succeeded {
                 at,
@@ -100,6 +102,7 @@ impl Shared<'_, '_> {
                 attempts,
                 bytes,
                 fields,
+                lifecycle,
             },
             Status::Failed => Record::Failed {
                 at,
@@ -110,6 +113,7 @@ impl Shared<'_, '_> {
                 class: outcome.error_class.unwrap_or("unknown").to_string(),
                 error: outcome.error.clone(),
                 fields,
+                lifecycle,
             },
             Status::Interrupted => Record::Interrupted {
                 at,
@@ -118,125 +122,137 @@ impl Shared<'_, '_> {
                 attempts,
                 bytes,
                 fields,
+                lifecycle,
             },
             Status::Skipped | Status::NotStarted => return,
         };
         self.journal(record);
     }
 
-    /// The bounded retry loop of one device.
-    fn deliver(&self, index: usize, device: &Device) -> DeviceOutcome {
+    /// A stage's bounded retry loop: runs `attempt` until it succeeds, fails for good (an error
+    /// `may_retry` refuses, or the last attempt), the device deadline would pass, or the run is
+    /// interrupted. Upload attempts are announced (progress, journal); requests are not.
+    pub(super) fn retrying<T>(
+        &self,
+        index: usize,
+        device: &Device,
+        tries: &mut Tries,
+        retried: Retried,
+        mut attempt: impl FnMut(&mut ByteMeter<'_>) -> Result<T, DeliveryError>,
+    ) -> Result<T, Ended> {
         let run = self.run;
-        let started = Instant::now();
-        let deadline = run.settings.device_timeout.map(|timeout| started + timeout);
         let mut jitter = Jitter::new(seed(index));
-        let mut bytes = 0;
         let max_attempts = run.settings.retry.max_attempts();
-        let mut attempt = 0;
+        let mut number = 0;
         loop {
-            attempt += 1;
-            let _ = self.events.send(Event::AttemptStarted { index, attempt });
-            self.journal(Record::Attempt {
-                at: timestamp::now(),
-                id: device.id.to_string(),
-                attempt,
-            });
+            number += 1;
+            if retried == Retried::Upload {
+                tries.attempts += 1;
+                let _ = self.events.send(Event::AttemptStarted {
+                    index,
+                    attempt: tries.attempts,
+                });
+                self.journal(Record::Attempt {
+                    at: timestamp::now(),
+                    id: device.id.to_string(),
+                    attempt: tries.attempts,
+                });
+            }
             let mut meter =
                 ByteMeter::new(self.events, index, &self.abort).with_throttle(&self.throttle);
-            let result =
-                run.delivery
-                    .attempt(run.registry, device, run.payload, &mut meter, deadline);
-            bytes += meter.total();
+            let result = attempt(&mut meter);
+            tries.bytes += meter.total();
             let error = match result {
-                Ok(delivered) => {
-                    return DeviceOutcome {
-                        status: Status::Succeeded,
-                        attempts: attempt,
-                        bytes,
-                        duration: started.elapsed(),
-                        http_status: delivered.http_status,
-                        error: String::new(),
-                        error_class: None,
-                        method: delivered.method,
-                    };
-                }
+                Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             if self.abort.load(Ordering::SeqCst) {
-                return interrupted(
-                    attempt,
-                    bytes,
-                    started,
+                return Err(Ended::Interrupted(
                     "--grace expired during the attempt".into(),
-                );
+                ));
             }
             if error.kind == ErrorKind::PayloadChanged {
                 self.set_stop(StopReason::PayloadChanged(error.message.clone()));
             }
-            let failed = |note: &str| failure(&error, attempt, bytes, started, note);
-            if !error.is_transient() {
-                return failed("");
+            let may_retry = match retried {
+                Retried::Upload | Retried::Request => error.is_transient(),
+                Retried::UnsentRequest => error.is_transient() && error.phase == Phase::Connect,
+            };
+            if !may_retry {
+                return Err(Ended::Failed(error, ""));
             }
-            if attempt >= max_attempts {
-                return failed(" (retries exhausted)");
+            if number >= max_attempts {
+                return Err(Ended::Failed(error, " (retries exhausted)"));
             }
-            let delay =
-                run.settings
-                    .retry
-                    .delay(attempt, error.retry_after, jitter.next_fraction());
-            if deadline.is_some_and(|d| Instant::now() + delay >= d) {
-                return failed(" (--device-timeout would pass before the next attempt)");
+            let delay = run
+                .settings
+                .retry
+                .delay(number, error.retry_after, jitter.next_fraction());
+            if tries.deadline.is_some_and(|d| Instant::now() + delay >= d) {
+                let note = " (--device-timeout would pass before the next attempt)";
+                return Err(Ended::Failed(error, note));
             }
             log::debug!(
-                "{}: attempt {attempt} failed ({}): {error}; next attempt in {delay:?}",
+                "{}: attempt {number} failed ({}): {error}; next attempt in {delay:?}",
                 device.id,
                 error.class()
             );
             let _ = self.events.send(Event::RetryScheduled {
                 index,
                 id: device.id.clone(),
-                attempt,
+                attempt: number,
                 delay,
                 class: error.class(),
                 reason: error.to_string(),
             });
             if !self.sleep_unless_interrupted(delay) {
                 let why = format!("stopped while waiting to retry; last error: {error}");
-                return interrupted(attempt, bytes, started, why);
+                return Err(Ended::Interrupted(why));
             }
         }
     }
 }
 
-fn interrupted(attempts: u32, bytes: u64, started: Instant, why: String) -> DeviceOutcome {
-    DeviceOutcome {
-        status: Status::Interrupted,
-        attempts,
-        bytes,
-        duration: started.elapsed(),
-        http_status: None,
-        error: format!("interrupted: {why}"),
-        error_class: None,
-        method: "",
-    }
+/// Which retry rule a stage follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retried {
+    /// The payload: transient errors are retried, and every attempt is announced and journaled.
+    Upload,
+    /// A request that may be repeated (a probe, a rollback): transient errors are retried.
+    Request,
+    /// A request that must not run twice (an install): retried only when it surely never
+    /// reached the device (a failed connect).
+    UnsentRequest,
 }
 
-fn failure(
-    error: &DeliveryError,
-    attempts: u32,
-    bytes: u64,
-    started: Instant,
-    note: &str,
-) -> DeviceOutcome {
-    DeviceOutcome {
-        status: Status::Failed,
-        attempts,
-        bytes,
-        duration: started.elapsed(),
-        http_status: error.http_status(),
-        error: format!("{error}{note}"),
-        error_class: Some(error.class()),
-        method: "",
+/// How a stage's retry loop ended without a result.
+#[derive(Debug)]
+pub(super) enum Ended {
+    /// A permanent error, or the last attempt's; the note says why it was not retried.
+    Failed(DeliveryError, &'static str),
+    /// The run was interrupted (or its `--grace` expired); the text says where.
+    Interrupted(String),
+}
+
+/// What one device's stages have spent so far: upload attempts, payload bytes, and the time
+/// and deadline they share.
+#[derive(Debug)]
+pub(super) struct Tries {
+    pub(super) started: Instant,
+    pub(super) deadline: Option<Instant>,
+    pub(super) attempts: u32,
+    pub(super) bytes: u64,
+}
+
+impl Tries {
+    pub(super) fn new(device_timeout: Option<std::time::Duration>) -> Tries {
+        let started = Instant::now();
+        Tries {
+            started,
+            deadline: device_timeout.map(|timeout| started + timeout),
+            attempts: 0,
+            bytes: 0,
+        }
     }
 }
 
@@ -255,7 +271,19 @@ fn panicked(panic: &(dyn std::any::Any + Send), started: Instant) -> DeviceOutco
         error: format!("internal error (a bug, please report it): {message}"),
         error_class: Some("internal"),
         method: "",
+        lifecycle: Lifecycle::default(),
     }
+}
+
+/// The journal's copy of an outcome's lifecycle; `None` for a device that never reached a stage.
+fn lifecycle_record(lifecycle: &Lifecycle) -> Option<LifecycleRecord> {
+    let stage = lifecycle.stage?;
+    Some(LifecycleRecord {
+        stage: stage.to_string(),
+        version_before: lifecycle.version_before.clone(),
+        version_after: lifecycle.version_after.clone(),
+        rollback: lifecycle.rollback.clone(),
+    })
 }
 
 fn seed(index: usize) -> u64 {

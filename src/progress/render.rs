@@ -58,10 +58,13 @@ pub(crate) fn devices_summary(s: &Snapshot) -> String {
 
 /// `ok=1200 failed=4 retrying=30 in-flight=50`: the devices bar's message.
 pub(crate) fn device_counts(s: &Snapshot) -> String {
-    let interrupted = match s.interrupted {
+    let mut interrupted = match s.interrupted {
         0 => String::new(),
         n => format!(" interrupted={n}"),
     };
+    if s.waiting_for_health > 0 {
+        interrupted.push_str(&format!(" waiting-for-health={}", s.waiting_for_health));
+    }
     format!(
         "ok={} failed={} retrying={} in-flight={}{interrupted}",
         s.succeeded, s.failed, s.retrying, s.in_flight
@@ -198,6 +201,7 @@ mod tests {
             rollout: String::new(),
             retrying: 30,
             in_flight: 50,
+            waiting_for_health: 0,
             bytes_sent: 2 * GIB,
             bytes_done: GIB + GIB / 5,
             bytes_total: 12 * GIB,

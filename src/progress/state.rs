@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::Event;
+use crate::report::Stage;
 
 /// The counters of a run at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub retrying: usize,
     /// Devices taken by a worker and not finished yet (retrying ones included).
     pub in_flight: usize,
+    /// In-flight devices waiting for health after their install (a reboot, a version check).
+    pub waiting_for_health: usize,
     /// Payload bytes written to sockets, every attempt counted.
     pub bytes_sent: u64,
     /// Progress in bytes: a full payload per finished device plus the current attempts' bytes of
@@ -76,6 +79,8 @@ pub(crate) struct State {
     attempt_bytes: HashMap<usize, u64>,
     /// In-flight devices waiting for their next attempt.
     retrying: HashSet<usize>,
+    /// In-flight devices waiting for health after their install.
+    waiting: HashSet<usize>,
     stopping: Option<String>,
     rollout: String,
     finished: bool,
@@ -96,6 +101,13 @@ impl State {
             Event::AttemptStarted { index, .. } => self.attempt_started(index),
             Event::BytesSent { index, bytes } => self.bytes_sent(index, bytes),
             Event::RetryScheduled { index, .. } => self.retry_scheduled(index),
+            Event::Stage { index, stage } => {
+                if stage == Stage::Wait {
+                    self.waiting.insert(index);
+                } else {
+                    self.waiting.remove(&index);
+                }
+            }
             Event::Succeeded { index, .. } => {
                 self.device_ended(index);
                 self.succeeded += 1;
@@ -160,6 +172,7 @@ impl State {
             rollout: self.rollout.clone(),
             retrying: self.retrying.len(),
             in_flight: self.attempt_bytes.len(),
+            waiting_for_health: self.waiting.len(),
             bytes_sent: self.bytes_sent,
             bytes_done: self.bytes_done(),
             bytes_total: self.bytes_total(),
@@ -193,6 +206,7 @@ impl State {
     fn device_ended(&mut self, index: usize) {
         self.attempt_bytes.remove(&index);
         self.retrying.remove(&index);
+        self.waiting.remove(&index);
     }
 
     fn stopping(
@@ -383,6 +397,27 @@ mod tests {
         check(&[RUN, skipped(3)], (0, 0, 1, 0, 0, 0, 0), &[]);
         let started_then_skipped = [RUN, started(3), attempt(3, 1), sent(3, 9), skipped(3)];
         check(&started_then_skipped, (0, 0, 1, 0, 0, 9, 0), &[]);
+    }
+
+    #[test]
+    fn devices_waiting_for_health_are_counted_until_they_move_on_or_end() {
+        let stage = |index, stage| Event::Stage { index, stage };
+        let waiting = |events: &[Event]| {
+            let mut state = State::default();
+            for event in events {
+                state.apply(event.clone());
+            }
+            state.snapshot().waiting_for_health
+        };
+        let base = [RUN, started(0), started(1), stage(0, Stage::Wait)];
+        assert_eq!(waiting(&base), 1);
+        assert_eq!(waiting(&[&base[..], &[stage(1, Stage::Wait)]].concat()), 2);
+        assert_eq!(
+            waiting(&[&base[..], &[stage(0, Stage::Rollback)]].concat()),
+            0
+        );
+        assert_eq!(waiting(&[&base[..], &[succeeded(0)]].concat()), 0);
+        assert_eq!(waiting(&[&base[..], &[failed(0, 1)]].concat()), 0);
     }
 
     #[test]

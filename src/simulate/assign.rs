@@ -32,9 +32,13 @@ enum Fault {
     Stall,
     Refuse,
     Multipart,
+    Updated,
+    BadUpdate,
 }
 
-const FAULTS: [Fault; 7] = [
+/// In this order; new kinds go at the end, so a spec without them gives the same devices the
+/// same faults as before.
+const FAULTS: [Fault; 9] = [
     Fault::Flaky,
     Fault::Dead,
     Fault::Slow,
@@ -42,6 +46,8 @@ const FAULTS: [Fault; 7] = [
     Fault::Stall,
     Fault::Refuse,
     Fault::Multipart,
+    Fault::Updated,
+    Fault::BadUpdate,
 ];
 
 impl Fault {
@@ -54,6 +60,8 @@ impl Fault {
             Fault::Stall => spec.stall_percent,
             Fault::Refuse => spec.refuse_percent,
             Fault::Multipart => spec.multipart_percent,
+            Fault::Updated => spec.updated_percent,
+            Fault::BadUpdate => spec.bad_update_percent,
         }
     }
 
@@ -66,6 +74,8 @@ impl Fault {
             Fault::Stall => "stall_percent",
             Fault::Refuse => "refuse_percent",
             Fault::Multipart => "multipart_percent",
+            Fault::Updated => "updated_percent",
+            Fault::BadUpdate => "bad_update_percent",
         }
     }
 
@@ -80,6 +90,8 @@ impl Fault {
             Fault::Stall => Profile::Stall,
             Fault::Refuse => Profile::Refuse,
             Fault::Multipart => Profile::Multipart,
+            Fault::Updated => Profile::Updated,
+            Fault::BadUpdate => Profile::BadUpdate,
         }
     }
 }
@@ -179,10 +191,30 @@ mod tests {
                 Profile::Stall => 5,
                 Profile::Refuse => panic!("these specs set no refuse percentage"),
                 Profile::Multipart => panic!("these tests give no device a multipart share"),
+                Profile::Updated | Profile::BadUpdate => continue, // see versions_are_faults_too
             };
             counts[slot] += 1;
         }
         counts
+    }
+
+    #[test]
+    fn versions_are_faults_too_and_leave_the_others_where_they_were() {
+        let before = assign_profiles(&spec(20, [10.0, 5.0, 0.0, 0.0, 0.0], 3)).unwrap();
+        let mut versioned = spec(20, [10.0, 5.0, 0.0, 0.0, 0.0], 3);
+        versioned.updated_percent = 10.0;
+        versioned.bad_update_percent = 5.0;
+        let after = assign_profiles(&versioned).unwrap();
+        let count = |profile: Profile| after.iter().filter(|p| **p == profile).count();
+        assert_eq!((count(Profile::Updated), count(Profile::BadUpdate)), (2, 1));
+        for (old, new) in before.iter().zip(&after) {
+            if *old != Profile::Healthy {
+                assert_eq!(old, new);
+            }
+        }
+        versioned.bad_update_percent = 90.0;
+        let error = assign_profiles(&versioned).unwrap_err();
+        assert!(error.to_string().contains("add up to"), "{error}");
     }
 
     #[track_caller]

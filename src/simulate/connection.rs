@@ -131,14 +131,35 @@ impl<'a> Connection<'a> {
 
     fn route(&mut self, head: &Head) -> io::Result<Next> {
         let shared = self.shared;
-        match (head.method.as_str(), head.path.as_str()) {
-            ("GET", "/_stats") => {
-                self.respond(&Response::csv(stats_csv(shared)), close_after(head))
+        if (head.method.as_str(), head.path.as_str()) == ("GET", "/_stats") {
+            return self.respond(&Response::csv(stats_csv(shared)), close_after(head));
+        }
+        let Some((device, action)) = device_path(&head.path)
+            .and_then(|(id, action)| Some((&shared.devices[*shared.index.get(id)?], action)))
+        else {
+            return self.respond(&Response::not_found(), close_after(head));
+        };
+        if device.is_down(shared.now_ms()) {
+            // Rebooting: the connection drops unanswered (a reset when a body is unread).
+            return Ok(Next::Close);
+        }
+        match (head.method.as_str(), action) {
+            ("PUT" | "POST", "update") => self.device_request(device, head),
+            ("GET", "version") => {
+                let version = format!("{}\n", shared.version_of(device));
+                self.respond(&Response::text(200, "OK", version), close_after(head))
             }
-            ("PUT" | "POST", path) => match device_id(path).and_then(|id| shared.index.get(id)) {
-                Some(&index) => self.device_request(&shared.devices[index], head),
-                None => self.respond(&Response::not_found(), close_after(head)),
-            },
+            ("POST" | "PUT", "install") => {
+                let response = install(shared, device);
+                self.respond(&response, true)
+            }
+            ("POST" | "PUT", "rollback") => {
+                device.updated.store(false, Ordering::Release);
+                device.rollbacks.fetch_add(1, Ordering::Relaxed);
+                let response =
+                    Response::text(200, "OK", format!("rolled back to {}\n", shared.version));
+                self.respond(&response, close_after(head))
+            }
             _ => self.respond(&Response::not_found(), close_after(head)),
         }
     }
@@ -286,6 +307,7 @@ fn verify_digest(device: &DeviceState, head: &Head, hasher: Sha256) -> Response 
         return Response::text(400, "Bad Request", "content-digest mismatch");
     }
     device.completed.fetch_add(1, Ordering::Relaxed);
+    device.staged.store(true, Ordering::Release);
     Response::no_content()
 }
 
@@ -326,28 +348,49 @@ fn verify_form(shared: &Shared, device: &DeviceState, parser: Parser) -> Result<
     Ok(())
 }
 
+/// Installs the staged upload: the device reboots (drops every connection for the fleet's
+/// reboot time) into the update's version, or, with the bad-update profile, the old one.
+fn install(shared: &Shared, device: &DeviceState) -> Response {
+    if !device.staged.swap(false, Ordering::AcqRel) {
+        return Response::text(409, "Conflict", "no verified upload to install\n");
+    }
+    device.installs.fetch_add(1, Ordering::Relaxed);
+    device
+        .updated
+        .store(device.profile != Profile::BadUpdate, Ordering::Release);
+    let until = shared.now_ms() + shared.reboot.as_millis() as u64;
+    device.down_until_ms.store(until.max(1), Ordering::Release);
+    Response::text(202, "Accepted", "installing; rebooting\n")
+}
+
 /// A body this handler did not read makes the connection unusable for another request.
 fn close_after(head: &Head) -> bool {
     !head.keep_alive || head.has_body()
 }
 
-/// `{id}` of `/devices/{id}/update`.
-fn device_id(path: &str) -> Option<&str> {
-    let id = path.strip_prefix("/devices/")?.strip_suffix("/update")?;
-    (!id.is_empty() && !id.contains('/')).then_some(id)
+/// `{id}` and `{action}` of `/devices/{id}/{action}` (`update`, `version`, `install`,
+/// `rollback`).
+fn device_path(path: &str) -> Option<(&str, &str)> {
+    let (id, action) = path.strip_prefix("/devices/")?.split_once('/')?;
+    (!id.is_empty() && !action.is_empty() && !action.contains('/')).then_some((id, action))
 }
 
 fn stats_csv(shared: &Shared) -> String {
-    let mut csv = String::from("id,profile,requests,completed,bytes,digest_mismatches\n");
+    let mut csv = String::from(
+        "id,profile,requests,completed,bytes,digest_mismatches,version,installs,rollbacks\n",
+    );
     for stats in shared.snapshot() {
         csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{}\n",
             stats.id,
             stats.profile,
             stats.requests,
             stats.completed,
             stats.bytes,
-            stats.digest_mismatches
+            stats.digest_mismatches,
+            stats.version,
+            stats.installs,
+            stats.rollbacks
         ));
     }
     csv
@@ -406,16 +449,18 @@ mod tests {
     use super::*;
 
     #[track_caller]
-    fn check(path: &str, expected: Option<&str>) {
-        assert_eq!(device_id(path), expected);
+    fn check(path: &str, expected: Option<(&str, &str)>) {
+        assert_eq!(device_path(path), expected);
     }
 
     #[test]
-    fn extracts_device_ids_from_paths() {
-        check("/devices/dev-00001/update", Some("dev-00001"));
+    fn extracts_device_ids_and_actions_from_paths() {
+        check("/devices/dev-00001/update", Some(("dev-00001", "update")));
+        check("/devices/dev-00001/version", Some(("dev-00001", "version")));
         check("/devices//update", None);
         check("/devices/a/b/update", None);
         check("/devices/dev-00001", None);
+        check("/devices/dev-00001/", None);
         check("/other/dev-00001/update", None);
     }
 }

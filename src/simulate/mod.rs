@@ -70,6 +70,18 @@ pub struct FleetSpec {
     pub multipart_percent: f64,
     /// The SHA-256 the multipart devices expect of the file part; `None` accepts any.
     pub multipart_sha256: Option<Sha256Digest>,
+    /// Share (0–100) of devices that already run `update_version`.
+    pub updated_percent: f64,
+    /// Share (0–100) of devices whose install reboots them back into `version` (a bad
+    /// update), to exercise rollbacks.
+    pub bad_update_percent: f64,
+    /// The version every other device runs at the start.
+    pub version: String,
+    /// The version an install switches to (after a verified upload).
+    pub update_version: String,
+    /// How long an installing device is unreachable: every connection to it is dropped
+    /// unanswered (a device that reboots).
+    pub reboot: Duration,
     /// Seed for the choice of faulty devices and of the flaky devices' failure counts.
     pub seed: u64,
     /// The `Retry-After` value, in seconds, of a flaky device's `503`.
@@ -94,6 +106,11 @@ impl Default for FleetSpec {
             refuse_percent: 0.0,
             multipart_percent: 0.0,
             multipart_sha256: None,
+            updated_percent: 0.0,
+            bad_update_percent: 0.0,
+            version: "1.0".to_string(),
+            update_version: "2.0".to_string(),
+            reboot: Duration::from_secs(1),
             seed: 1,
             retry_after_secs: 1,
             slow_bytes_per_sec: 256 * 1024,
@@ -103,7 +120,11 @@ impl Default for FleetSpec {
 }
 
 /// How a simulated device behaves. Displays as `healthy`, `flaky`, `dead`, `slow`, `reset`,
-/// `stall`, `refuse` or `multipart`.
+/// `stall`, `refuse`, `multipart`, `updated` or `bad-update`.
+///
+/// Every device has a version: `GET /devices/{id}/version` answers it; `POST .../install`
+/// after a verified upload switches it to the update's version and makes the device drop every
+/// connection for the reboot time; `POST .../rollback` puts the first version back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Profile {
     /// Accepts every upload.
@@ -125,6 +146,10 @@ pub enum Profile {
     Refuse,
     /// A web-upload agent: takes `multipart/form-data` only and checks the file part.
     Multipart,
+    /// Already runs the update's version.
+    Updated,
+    /// Its install reboots it back into the old version.
+    BadUpdate,
 }
 
 impl fmt::Display for Profile {
@@ -138,6 +163,8 @@ impl fmt::Display for Profile {
             Profile::Stall => "stall",
             Profile::Refuse => "refuse",
             Profile::Multipart => "multipart",
+            Profile::Updated => "updated",
+            Profile::BadUpdate => "bad-update",
         })
     }
 }
@@ -162,6 +189,12 @@ pub struct DeviceStats {
     /// value="2.1"` for text parts, `name="file" filename="fw.bin" bytes=N sha256=HEX` for the
     /// file part, separated by `; `.
     pub last_form: Option<String>,
+    /// The version the device runs now (reported once a reboot is over).
+    pub version: String,
+    /// Installs started.
+    pub installs: u64,
+    /// Rollbacks done.
+    pub rollbacks: u64,
 }
 
 /// A running simulated fleet: one listener on loopback serving every device under
@@ -253,7 +286,7 @@ impl Fleet {
     /// One device's counters, or `None` for an unknown id.
     pub fn device_stats(&self, id: &str) -> Option<DeviceStats> {
         let index = *self.shared.index.get(id)?;
-        Some(self.shared.devices[index].snapshot())
+        Some(self.shared.devices[index].snapshot(&self.shared))
     }
 
     /// TCP connections accepted so far.

@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connection threads only hash and copy; their buffers live on the heap.
 const CONNECTION_STACK_SIZE: usize = 256 * 1024;
@@ -27,6 +27,11 @@ pub(crate) struct Shared {
     pub(crate) multipart_sha256: Option<crate::digest::Sha256Digest>,
     pub(crate) connections: AtomicU64,
     pub(crate) stop: Stop,
+    pub(crate) version: String,
+    pub(crate) update_version: String,
+    pub(crate) reboot: Duration,
+    /// The fleet's clock for reboots.
+    pub(crate) epoch: Instant,
 }
 
 impl Shared {
@@ -51,11 +56,29 @@ impl Shared {
             multipart_sha256: spec.multipart_sha256,
             connections: AtomicU64::new(0),
             stop,
+            version: spec.version.clone(),
+            update_version: spec.update_version.clone(),
+            reboot: spec.reboot,
+            epoch: Instant::now(),
         }
     }
 
     pub(crate) fn snapshot(&self) -> Vec<DeviceStats> {
-        self.devices.iter().map(DeviceState::snapshot).collect()
+        self.devices.iter().map(|d| d.snapshot(self)).collect()
+    }
+
+    /// Milliseconds since the fleet started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The version `device` runs now.
+    pub(crate) fn version_of(&self, device: &DeviceState) -> &str {
+        if device.updated.load(Ordering::Acquire) {
+            &self.update_version
+        } else {
+            &self.version
+        }
     }
 }
 
@@ -68,6 +91,14 @@ pub(crate) struct DeviceState {
     pub(crate) bytes: AtomicU64,
     pub(crate) digest_mismatches: AtomicU64,
     pub(crate) last_form: Mutex<Option<String>>,
+    /// Runs the update's version (else the first one).
+    pub(crate) updated: AtomicBool,
+    /// A verified upload waits for its install.
+    pub(crate) staged: AtomicBool,
+    /// Rebooting until this many milliseconds after the fleet's epoch (0: never rebooted).
+    pub(crate) down_until_ms: AtomicU64,
+    pub(crate) installs: AtomicU64,
+    pub(crate) rollbacks: AtomicU64,
 }
 
 impl DeviceState {
@@ -80,10 +111,20 @@ impl DeviceState {
             bytes: AtomicU64::new(0),
             digest_mismatches: AtomicU64::new(0),
             last_form: Mutex::new(None),
+            updated: AtomicBool::new(profile == Profile::Updated),
+            staged: AtomicBool::new(false),
+            down_until_ms: AtomicU64::new(0),
+            installs: AtomicU64::new(0),
+            rollbacks: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn snapshot(&self) -> DeviceStats {
+    /// Whether the device is rebooting at `now_ms`.
+    pub(crate) fn is_down(&self, now_ms: u64) -> bool {
+        now_ms < self.down_until_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn snapshot(&self, shared: &Shared) -> DeviceStats {
         DeviceStats {
             id: self.id.clone(),
             profile: self.profile,
@@ -92,6 +133,9 @@ impl DeviceState {
             bytes: self.bytes.load(Ordering::Relaxed),
             digest_mismatches: self.digest_mismatches.load(Ordering::Relaxed),
             last_form: crate::lock(&self.last_form).clone(),
+            version: shared.version_of(self).to_string(),
+            installs: self.installs.load(Ordering::Relaxed),
+            rollbacks: self.rollbacks.load(Ordering::Relaxed),
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::DeviceStats;
 
 /// Profile names in the order the summary lists them.
-const PROFILE_ORDER: [&str; 8] = [
+const PROFILE_ORDER: [&str; 10] = [
     "healthy",
     "flaky",
     "dead",
@@ -14,6 +14,8 @@ const PROFILE_ORDER: [&str; 8] = [
     "stall",
     "refuse",
     "multipart",
+    "updated",
+    "bad-update",
 ];
 
 /// One line per profile present (devices, requests, completed uploads, bytes received), then a
@@ -67,6 +69,9 @@ mod tests {
             bytes,
             digest_mismatches: 0,
             last_form: None,
+            version: "1.0".to_string(),
+            installs: 0,
+            rollbacks: 0,
         }
     }
 

@@ -437,11 +437,11 @@ fn stats_endpoint_lists_every_device() {
     let rows: Vec<&str> = reply.body.lines().collect();
     assert_eq!(
         rows[0],
-        "id,profile,requests,completed,bytes,digest_mismatches"
+        "id,profile,requests,completed,bytes,digest_mismatches,version,installs,rollbacks"
     );
     assert_eq!(rows.len(), 3);
     assert!(
-        rows.contains(&format!("{dead},dead,1,0,4,0").as_str()),
+        rows.contains(&format!("{dead},dead,1,0,4,0,1.0,0,0").as_str()),
         "{rows:?}"
     );
 }

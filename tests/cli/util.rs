@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The report's header row, as the README documents it.
-pub const REPORT_HEADER: &str =
-    "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method";
+pub const REPORT_HEADER: &str = "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback";
 
 /// One run of the binary in its own temp dir (which is also the child's working directory, so
 /// messages name fixtures by their short relative names).
@@ -369,6 +368,12 @@ pub struct Row {
     /// 1-based wave number; 0 for devices outside the plan.
     pub wave: usize,
     pub method: String,
+    /// How far the update lifecycle got: probe, upload, verify, install, wait, check, rollback
+    /// or done; empty when the device never started.
+    pub stage: String,
+    pub version_before: String,
+    pub version_after: String,
+    pub rollback: String,
 }
 
 /// Parses a report, checking its header row.
@@ -405,6 +410,10 @@ pub fn parse_report(text: &str) -> Vec<Row> {
                     number(8) as usize
                 },
                 method: record[9].to_string(),
+                stage: record[10].to_string(),
+                version_before: record[11].to_string(),
+                version_after: record[12].to_string(),
+                rollback: record[13].to_string(),
             }
         })
         .collect()

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use update_orchestrator::journal::{DeviceState, Journal, Record};
+use update_orchestrator::journal::{DeviceState, Journal, LifecycleRecord, Record};
 
 const HEADER: &str = r#"{"journal":"update-orchestrator-journal","version":1,"payload_sha256":"ab12","payload_size":3,"created":"t0"}"#;
 
@@ -26,6 +26,12 @@ fn record(kind: u8, device: u8) -> Record {
             attempts: 1,
             bytes: 3,
             fields,
+            lifecycle: Some(LifecycleRecord {
+                stage: "done".into(),
+                version_before: Some("1.0 \"beta\"".into()),
+                version_after: Some("2.0".into()),
+                rollback: None,
+            }),
         },
         2 => Record::Failed {
             at,
@@ -36,6 +42,12 @@ fn record(kind: u8, device: u8) -> Record {
             class: "http-5xx".into(),
             error: "response: HTTP 500 \"quoted\"\nnewline".into(),
             fields,
+            lifecycle: Some(LifecycleRecord {
+                stage: "rollback".into(),
+                version_before: Some("1.0".into()),
+                version_after: None,
+                rollback: Some("failed: {\"x\"}\nnewline".into()),
+            }),
         },
         _ => Record::Interrupted {
             at,
@@ -44,6 +56,7 @@ fn record(kind: u8, device: u8) -> Record {
             attempts: 1,
             bytes: 0,
             fields,
+            lifecycle: None,
         },
     }
 }

@@ -305,6 +305,9 @@ mod checks {
                     bytes: 0,
                     digest_mismatches: 0,
                     last_form: None,
+                    version: "1.0".to_string(),
+                    installs: 0,
+                    rollbacks: 0,
                 },
                 state,
             })

@@ -83,7 +83,7 @@ impl Output {
         format!("last output: {}", lines[start..].join(" | "))
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.tail).into_owned()
     }
 }

@@ -19,6 +19,7 @@ fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
                 attempts: 1,
                 bytes: 1,
                 fields,
+                lifecycle: None,
             },
             DeviceState::Failed => Record::Failed {
                 at,
@@ -29,6 +30,7 @@ fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
                 class: "http-5xx".into(),
                 error: "e".into(),
                 fields,
+                lifecycle: None,
             },
             DeviceState::Interrupted => Record::Interrupted {
                 at,
@@ -37,6 +39,7 @@ fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
                 attempts: 1,
                 bytes: 1,
                 fields,
+                lifecycle: None,
             },
             DeviceState::Unfinished => Record::Attempt { at, id, attempt: 1 },
         });

@@ -1,0 +1,424 @@
+//! One device's update lifecycle: probe → upload → verify → install → wait → check →
+//! (rollback). One function per stage; the branching between them is in `update`.
+//!
+//! Owns: the order of the stages, the health wait (polling the probe every `--probe-interval`
+//! on a fresh connection until the expected version or `--health-timeout`), and turning how
+//! each stage ended into the device's outcome (status, stage, versions, rollback). Must not:
+//! open sockets (delivery does), or wait without watching for an interrupt.
+
+use super::Shared;
+use super::device::{Ended, Retried, Tries};
+use crate::delivery::{Delivered, DeliveryError, ErrorKind, Phase, Reply};
+use crate::events::Event;
+use crate::lifecycle::{HttpAction, VersionCheck, shown_version};
+use crate::progress::human_duration;
+use crate::registry::Device;
+use crate::report::{DeviceOutcome, Lifecycle, Stage, Status};
+use crate::template::Template;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The error class of a device that did not come back healthy, for reports and the journal.
+pub const HEALTH_CLASS: &str = "health";
+
+impl Shared<'_, '_> {
+    /// Runs every configured stage for `device`, in order, and says how it ended.
+    pub(super) fn update(&self, index: usize, device: &Device) -> DeviceOutcome {
+        let lifecycle = self.run.lifecycle;
+        let mut trail = Trail::new(Tries::new(self.run.settings.device_timeout));
+        if let Some(check) = &lifecycle.check {
+            self.enter(index, &mut trail, Stage::Probe);
+            match self.probe_before(index, device, check, &mut trail.tries) {
+                Err(ended) => return trail.ended(ended),
+                Ok(reply) if reply.ok => {
+                    let version = shown_version(&reply.text);
+                    trail.lifecycle.version_before = Some(version.clone());
+                    if check.matches(&reply.text) {
+                        return trail.skipped(format!("already at version {version}"));
+                    }
+                }
+                Ok(reply) => log::debug!(
+                    "{}: probe {}: version unknown, updating",
+                    device.id,
+                    reply.status
+                ),
+            }
+        }
+        self.enter(index, &mut trail, Stage::Upload);
+        let delivered = match self.upload(index, device, &mut trail.tries) {
+            Ok(delivered) => delivered,
+            Err(ended) => return trail.ended(ended),
+        };
+        trail.delivered(&delivered);
+        let mut install_note = String::new();
+        if let Some(action) = lifecycle.install_url.as_ref().filter(|_| !is_ssh(device)) {
+            self.enter(index, &mut trail, Stage::Install);
+            if self.interrupted() {
+                let why = "stopped before the install (the update is uploaded, not installed)";
+                return trail.ended(Ended::Interrupted(why.into()));
+            }
+            match self.install(index, device, action, &mut trail.tries) {
+                Ok(()) => {}
+                // The request went out and the answer was lost: the device may be rebooting
+                // into the update already. The health check tells.
+                Err(Ended::Failed(error, _))
+                    if lifecycle.check.is_some() && error.is_transient() =>
+                {
+                    install_note = format!(" (the install request got no answer: {error})");
+                }
+                Err(ended) => return trail.ended(ended),
+            }
+        }
+        let Some(check) = &lifecycle.check else {
+            return trail.succeeded();
+        };
+        self.enter(index, &mut trail, Stage::Wait);
+        match self.wait_for_health(device, check, &mut trail) {
+            Health::Good => trail.succeeded(),
+            Health::Interrupted(why) => trail.ended(Ended::Interrupted(why)),
+            Health::Bad(message) => {
+                let rollback = self.rollback(index, device, &mut trail);
+                trail.unhealthy(format!("{message}{install_note}"), rollback)
+            }
+        }
+    }
+
+    /// Tells progress which stage the device is in.
+    fn enter(&self, index: usize, trail: &mut Trail, stage: Stage) {
+        trail.lifecycle.stage = Some(stage);
+        let _ = self.events.send(Event::Stage { index, stage });
+    }
+
+    /// The probe before the upload, retried like any request.
+    fn probe_before(
+        &self,
+        index: usize,
+        device: &Device,
+        check: &VersionCheck,
+        tries: &mut Tries,
+    ) -> Result<Reply, Ended> {
+        let deadline = tries.deadline;
+        self.retrying(index, device, tries, Retried::Request, |_| {
+            self.probe(device, check, deadline)
+        })
+    }
+
+    /// Sends the payload (SSH: verifies it and runs `--exec` too), retried per `--retries`.
+    fn upload(&self, index: usize, device: &Device, tries: &mut Tries) -> Result<Delivered, Ended> {
+        let run = self.run;
+        let deadline = tries.deadline;
+        self.retrying(index, device, tries, Retried::Upload, |meter| {
+            run.delivery
+                .attempt(run.registry, device, run.payload, meter, deadline)
+        })
+    }
+
+    /// `--then-url`, retried only when it surely never reached the device. An answer other than
+    /// 2xx is a permanent failure.
+    fn install(
+        &self,
+        index: usize,
+        device: &Device,
+        action: &HttpAction,
+        tries: &mut Tries,
+    ) -> Result<(), Ended> {
+        let deadline = tries.deadline;
+        let reply = self.retrying(index, device, tries, Retried::UnsentRequest, |_| {
+            self.request(device, action, Phase::Install, deadline)
+        })?;
+        if reply.ok {
+            return Ok(());
+        }
+        Err(Ended::Failed(
+            refused(Phase::Install, "--then-url", &reply),
+            "",
+        ))
+    }
+
+    /// Polls the probe every `--probe-interval` until it reports the expected version, for at
+    /// most `--health-timeout` (and the device deadline). Refused connections, resets, timeouts
+    /// and failed handshakes are what a rebooting device does: they keep the wait going.
+    fn wait_for_health(&self, device: &Device, check: &VersionCheck, trail: &mut Trail) -> Health {
+        let lifecycle = self.run.lifecycle;
+        let started = Instant::now();
+        let health_end = started + lifecycle.health_timeout;
+        let until = trail
+            .tries
+            .deadline
+            .map_or(health_end, |d| d.min(health_end));
+        let mut last = Poll::None;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if !self.sleep_unless_interrupted(lifecycle.probe_interval.min(left)) {
+                return Health::Interrupted(
+                    "stopped while waiting for health (the device may still be installing)".into(),
+                );
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            match self.probe(device, check, Some(until)) {
+                Ok(reply) if reply.ok => {
+                    let version = shown_version(&reply.text);
+                    trail.lifecycle.version_after = Some(version.clone());
+                    if check.matches(&reply.text) {
+                        return Health::Good;
+                    }
+                    last = Poll::Version(version);
+                }
+                Ok(reply) => last = Poll::Answer(reply.status),
+                Err(_) if self.abort.load(Ordering::SeqCst) => {
+                    return Health::Interrupted("--grace expired while waiting for health".into());
+                }
+                Err(error) if keeps_waiting(&error) => {
+                    if Instant::now() < until {
+                        last = Poll::Error(error.to_string());
+                    }
+                }
+                Err(error) => return Health::Bad(format!("wait: the probe failed: {error}")),
+            }
+        }
+        let limit = if until < health_end {
+            "--device-timeout"
+        } else {
+            "--health-timeout"
+        };
+        let waited = human_duration(started.elapsed());
+        let expected = check.expected();
+        Health::Bad(match last {
+            Poll::Version(version) => {
+                trail.lifecycle.stage = Some(Stage::Check);
+                format!(
+                    "check: the device reports version {version:?}, not {expected}, {waited} after the install ({limit})"
+                )
+            }
+            Poll::Answer(status) => format!(
+                "wait: last probe: {status}, not version {expected}, {waited} after the install ({limit})"
+            ),
+            Poll::Error(error) => format!(
+                "wait: no answer from the probe {waited} after the install ({limit}); last error: {error}"
+            ),
+            Poll::None => {
+                format!("wait: the device deadline passed before the first probe ({limit})")
+            }
+        })
+    }
+
+    /// `--rollback` or `--rollback-url` after a failed health check, retried like any request;
+    /// `None` when none is configured for the device's protocol.
+    fn rollback(&self, index: usize, device: &Device, trail: &mut Trail) -> Option<String> {
+        let lifecycle = self.run.lifecycle;
+        let deadline = trail.tries.deadline;
+        let result = if is_ssh(device) {
+            let command = lifecycle.rollback_command.as_ref()?;
+            self.enter(index, trail, Stage::Rollback);
+            self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
+                self.command(device, command, Phase::Rollback, deadline)
+            })
+        } else {
+            let action = lifecycle.rollback_url.as_ref()?;
+            self.enter(index, trail, Stage::Rollback);
+            self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
+                self.request(device, action, Phase::Rollback, deadline)
+            })
+        };
+        Some(match result {
+            Ok(reply) if reply.ok => "rolled back".to_string(),
+            Ok(reply) => format!(
+                "failed: {}",
+                refused(Phase::Rollback, "the rollback", &reply)
+            ),
+            Err(Ended::Failed(error, note)) => format!("failed: {error}{note}"),
+            Err(Ended::Interrupted(why)) => format!("failed: interrupted: {why}"),
+        })
+    }
+
+    /// One version probe, over the device's protocol.
+    fn probe(
+        &self,
+        device: &Device,
+        check: &VersionCheck,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        if is_ssh(device) {
+            let command = check.command.as_ref().ok_or_else(|| missing("--probe"))?;
+            self.command(device, command, Phase::Probe, until)
+        } else {
+            let url = check.url.as_ref().ok_or_else(|| missing("--probe-url"))?;
+            let http = &self.run.delivery.http;
+            http.request(self.run.registry, device, "GET", url, Phase::Probe, until)
+        }
+    }
+
+    fn command(
+        &self,
+        device: &Device,
+        command: &Template,
+        phase: Phase,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        let ssh = &self.run.delivery.ssh;
+        ssh.command(self.run.registry, device, command, phase, until)
+    }
+
+    fn request(
+        &self,
+        device: &Device,
+        action: &HttpAction,
+        phase: Phase,
+        until: Option<Instant>,
+    ) -> Result<Reply, DeliveryError> {
+        let http = &self.run.delivery.http;
+        http.request(
+            self.run.registry,
+            device,
+            &action.method,
+            &action.url,
+            phase,
+            until,
+        )
+    }
+}
+
+/// How a health wait ended.
+enum Health {
+    /// The device reports the expected version.
+    Good,
+    /// It did not; the message says what was seen last.
+    Bad(String),
+    /// The run was interrupted.
+    Interrupted(String),
+}
+
+/// What the last poll of a health wait saw.
+enum Poll {
+    None,
+    /// The probe succeeded and reported this (not the expected) version.
+    Version(String),
+    /// The probe answered without success (`HTTP 503 ...`, `exited with status 1`).
+    Answer(String),
+    /// The probe could not reach the device.
+    Error(String),
+}
+
+/// A device's outcome in the making: what its stages spent, and where it got.
+struct Trail {
+    tries: Tries,
+    lifecycle: Lifecycle,
+    http_status: Option<u16>,
+    method: &'static str,
+}
+
+impl Trail {
+    fn new(tries: Tries) -> Trail {
+        Trail {
+            tries,
+            lifecycle: Lifecycle::default(),
+            http_status: None,
+            method: "",
+        }
+    }
+
+    fn delivered(&mut self, delivered: &Delivered) {
+        self.http_status = delivered.http_status;
+        self.method = delivered.method;
+    }
+
+    fn outcome(self, status: Status, error: String, class: Option<&'static str>) -> DeviceOutcome {
+        DeviceOutcome {
+            status,
+            attempts: self.tries.attempts,
+            bytes: self.tries.bytes,
+            duration: self.tries.started.elapsed(),
+            http_status: self.http_status,
+            error,
+            error_class: class,
+            method: self.method,
+            lifecycle: self.lifecycle,
+        }
+    }
+
+    fn succeeded(mut self) -> DeviceOutcome {
+        self.lifecycle.stage = Some(Stage::Done);
+        self.outcome(Status::Succeeded, String::new(), None)
+    }
+
+    fn skipped(self, reason: String) -> DeviceOutcome {
+        self.outcome(Status::Skipped, reason, None)
+    }
+
+    /// A stage that ended without a result: failed (at the stage the error names) or
+    /// interrupted.
+    fn ended(mut self, ended: Ended) -> DeviceOutcome {
+        match ended {
+            Ended::Interrupted(why) => {
+                self.method = "";
+                self.outcome(Status::Interrupted, format!("interrupted: {why}"), None)
+            }
+            Ended::Failed(error, note) => {
+                if self.lifecycle.stage == Some(Stage::Upload) {
+                    self.lifecycle.stage = Some(match error.phase {
+                        Phase::Verify => Stage::Verify,
+                        Phase::Exec => Stage::Install,
+                        _ => Stage::Upload,
+                    });
+                }
+                self.http_status = error.http_status().or(self.http_status);
+                self.method = "";
+                let class = Some(error.class());
+                self.outcome(Status::Failed, format!("{error}{note}"), class)
+            }
+        }
+    }
+
+    /// A device that did not come back on the expected version, and what its rollback did.
+    fn unhealthy(mut self, message: String, rollback: Option<String>) -> DeviceOutcome {
+        let error = match &rollback {
+            None => message,
+            Some(done) if done == "rolled back" => format!("{message} (rolled back)"),
+            // `failed: why` reads "(rollback failed: why)".
+            Some(failed) => format!("{message} (rollback {failed})"),
+        };
+        self.lifecycle.rollback = rollback;
+        self.outcome(Status::Failed, error, Some(HEALTH_CLASS))
+    }
+}
+
+fn is_ssh(device: &Device) -> bool {
+    device.url.starts_with("ssh://")
+}
+
+/// Whether a failed poll is what a rebooting device does: nothing listening, connections reset
+/// or timing out, SSH handshakes failing, TLS not up yet.
+fn keeps_waiting(error: &DeliveryError) -> bool {
+    error.is_transient()
+        || matches!(error.phase, Phase::Connect | Phase::Handshake)
+        || error.kind == ErrorKind::DeviceTimeout
+}
+
+/// A request or command that ran and did not succeed.
+fn refused(phase: Phase, what: &str, reply: &Reply) -> DeliveryError {
+    let excerpt = shown_version(&reply.text);
+    let mut message = format!("{what} {}", reply.status);
+    if !excerpt.is_empty() {
+        message.push_str(&format!(": {excerpt}"));
+    }
+    DeliveryError {
+        phase,
+        kind: ErrorKind::Exec,
+        message,
+        retry_after: None,
+        bytes_sent: 0,
+    }
+}
+
+/// A device whose protocol has no probe configured (the app checks this before the run).
+fn missing(flag: &str) -> DeliveryError {
+    DeliveryError {
+        phase: Phase::Probe,
+        kind: ErrorKind::Request,
+        message: format!("no {flag} for this device's protocol"),
+        retry_after: None,
+        bytes_sent: 0,
+    }
+}

@@ -1,0 +1,332 @@
+//! The update lifecycle over HTTP against the simulated fleet's versioned devices: probe before
+//! push, install, wait through the reboot, check, rollback; and the flags' usage errors.
+
+use crate::servers::{HttpServer, Reply, fleet_registry};
+use crate::util::{Row, Test, parse_report, quick};
+use std::time::Duration;
+use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
+
+fn versioned_fleet(devices: usize, change: impl FnOnce(&mut FleetSpec)) -> Fleet {
+    let mut spec = FleetSpec {
+        devices,
+        reboot: Duration::from_millis(400),
+        ..FleetSpec::default()
+    };
+    change(&mut spec);
+    Fleet::start(spec).unwrap()
+}
+
+/// The lifecycle flags against `fleet`'s version, install and rollback paths.
+fn lifecycle_flags(fleet: &Fleet, rollback_action: &str) -> Vec<String> {
+    let base = format!("http://{}/devices/{{id}}", fleet.addr());
+    vec![
+        "--probe-url".into(),
+        format!("{base}/version"),
+        "--expect-version".into(),
+        "2.0".into(),
+        "--then-url".into(),
+        format!("POST {base}/install"),
+        "--rollback-url".into(),
+        format!("{base}/{rollback_action}"),
+        "--probe-interval".into(),
+        "100ms".into(),
+    ]
+}
+
+fn row<'a>(rows: &'a [Row], id: &str) -> &'a Row {
+    rows.iter()
+        .find(|row| row.id == id)
+        .unwrap_or_else(|| panic!("no row for {id}: {rows:?}"))
+}
+
+fn id_with(fleet: &Fleet, profile: Profile) -> String {
+    let stats = fleet.stats();
+    stats
+        .iter()
+        .find(|s| s.profile == profile)
+        .unwrap_or_else(|| panic!("no {profile} device"))
+        .id
+        .clone()
+}
+
+#[test]
+fn skips_devices_at_version_installs_waits_checks_and_rolls_back() {
+    let fleet = versioned_fleet(6, |spec| {
+        spec.updated_percent = 17.0;
+        spec.bad_update_percent = 17.0;
+    });
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..6));
+    test.payload("fw.bin", 64 * 1024);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(["--journal", "fw.journal", "--health-timeout", "5s"])
+        .args(lifecycle_flags(&fleet, "rollback"))
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(1);
+    let rows = test.report("report.csv");
+    let (updated, bad) = (
+        id_with(&fleet, Profile::Updated),
+        id_with(&fleet, Profile::BadUpdate),
+    );
+
+    // Already at the version: skipped, and not one byte nor install reached it.
+    let skipped = row(&rows, &updated);
+    assert_eq!(
+        (
+            skipped.status.as_str(),
+            skipped.error.as_str(),
+            skipped.bytes
+        ),
+        ("skipped", "already at version 2.0", 0),
+        "{skipped:?}"
+    );
+    assert_eq!(
+        (skipped.stage.as_str(), skipped.version_before.as_str()),
+        ("probe", "2.0")
+    );
+    let stats = fleet.device_stats(&updated).unwrap();
+    assert_eq!((stats.requests, stats.bytes, stats.installs), (0, 0, 0));
+
+    // Back on the old version after its reboot: failed, rolled back, reported as such.
+    let rolled = row(&rows, &bad);
+    assert_eq!(rolled.status, "failed", "{rolled:?}");
+    assert!(
+        rolled
+            .error
+            .starts_with("check: the device reports version \"1.0\", not 2.0")
+            && rolled.error.ends_with("(--health-timeout) (rolled back)"),
+        "{rolled:?}"
+    );
+    assert_eq!(
+        (
+            rolled.stage.as_str(),
+            rolled.version_before.as_str(),
+            rolled.version_after.as_str(),
+            rolled.rollback.as_str()
+        ),
+        ("rollback", "1.0", "1.0", "rolled back")
+    );
+    let stats = fleet.device_stats(&bad).unwrap();
+    assert_eq!((stats.installs, stats.rollbacks), (1, 1));
+
+    // Everyone else: uploaded, installed, rebooted, and back on 2.0.
+    for row in rows.iter().filter(|r| r.id != updated && r.id != bad) {
+        assert_eq!(
+            (
+                row.status.as_str(),
+                row.stage.as_str(),
+                row.version_before.as_str(),
+                row.version_after.as_str(),
+                row.rollback.as_str()
+            ),
+            ("succeeded", "done", "1.0", "2.0", ""),
+            "{row:?}"
+        );
+        // The reboot (400 ms) is waited through, not mistaken for a failure.
+        assert!(row.duration_ms >= 400, "{row:?}");
+        let stats = fleet.device_stats(&row.id).unwrap();
+        assert_eq!((stats.installs, stats.version.as_str()), (1, "2.0"));
+    }
+    output.expect_stderr("4 succeeded, 1 failed, 1 skipped");
+
+    // The journal records the stage and the versions, and the failure's class.
+    let journal = test.read("fw.journal");
+    let line = |id: &str| {
+        journal
+            .lines()
+            .rev()
+            .find(|line| line.contains(&format!("\"id\":\"{id}\"")))
+            .unwrap_or_else(|| panic!("no record of {id}\n{journal}"))
+            .to_string()
+    };
+    let good = rows.iter().find(|r| r.status == "succeeded").unwrap();
+    assert!(
+        line(&good.id).contains(
+            r#""lifecycle":{"stage":"done","version_before":"1.0","version_after":"2.0"}"#
+        ),
+        "{journal}"
+    );
+    let failed = line(&bad);
+    assert!(
+        failed.contains(r#""class":"health""#)
+            && failed.contains(r#""stage":"rollback""#)
+            && failed.contains(r#""rollback":"rolled back""#),
+        "{failed}"
+    );
+}
+
+#[test]
+fn health_timeout_is_reported_counts_toward_max_failures_and_a_failed_rollback_says_why() {
+    // The reboot outlasts --health-timeout: every poll and the rollback find the device gone.
+    let fleet = versioned_fleet(3, |spec| spec.reboot = Duration::from_secs(30));
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.payload("fw.bin", 10_000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(["--journal", "fw.journal", "--health-timeout", "1s"])
+        .args(["--concurrency", "1", "--retries", "1"])
+        .args(["--max-failures", "0", "--min-sample", "1"])
+        .args(lifecycle_flags(&fleet, "rollback"))
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(3).expect_stderr("stopped: ");
+    let rows = test.report("report.csv");
+    let canary = &rows[0];
+    assert_eq!(
+        (canary.status.as_str(), canary.stage.as_str()),
+        ("failed", "rollback")
+    );
+    assert!(
+        canary.error.starts_with("wait: no answer from the probe")
+            && canary.error.contains("(--health-timeout); last error: ")
+            && canary.error.contains("(rollback failed: "),
+        "{canary:?}"
+    );
+    assert!(
+        canary.rollback.starts_with("failed: ") && canary.rollback.ends_with("(retries exhausted)"),
+        "{canary:?}"
+    );
+    assert_eq!(canary.version_after, "");
+    assert!(
+        rows[1..].iter().all(|r| r.status == "not-started"),
+        "{rows:?}"
+    );
+    assert!(
+        test.read("fw.journal").contains(r#""class":"health""#),
+        "{}",
+        test.read("fw.journal")
+    );
+}
+
+#[test]
+fn interrupt_during_the_health_wait_ends_promptly_and_records_the_stage() {
+    let fleet = versioned_fleet(1, |spec| spec.reboot = Duration::from_secs(60));
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    test.payload("fw.bin", 10_000);
+    let mut child = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args(["--health-timeout", "5m"])
+        .args(lifecycle_flags(&fleet, "rollback"))
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .spawn();
+    crate::util::wait_until(Duration::from_secs(20), "the install", || {
+        fleet.stats()[0].installs == 1
+    });
+    std::thread::sleep(Duration::from_millis(500)); // a few polls into the wait
+    let signalled = std::time::Instant::now();
+    child.signal("INT");
+    let output = child.wait();
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop\n{output}",
+        signalled.elapsed()
+    );
+    output
+        .expect_status(130)
+        .expect_stderr("waiting-for-health=1");
+    let rows = parse_report(&output.stdout);
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].stage.as_str()),
+        ("interrupted", "wait"),
+        "{rows:?}"
+    );
+    assert!(rows[0].error.contains("waiting for health"), "{rows:?}");
+    assert_eq!(fleet.stats()[0].rollbacks, 0);
+}
+
+#[test]
+fn placeholders_in_urls_are_percent_encoded() {
+    let server = HttpServer::start(|_| Reply::status(200).body("2.0\n"));
+    let mut test = Test::new();
+    let tag = r#"a b;'"c/d?e"#;
+    test.write(
+        "devices.csv",
+        format!(
+            "id,url,tag\nd1,{},\"{}\"\n",
+            server.url("/update"),
+            tag.replace('"', "\"\"")
+        ),
+    );
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args(["--probe-url", &server.url("/v/{tag}/{id}")])
+        .args(["--expect-version", "2.0"])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(0);
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/v/a%20b%3B%27%22c%2Fd%3Fe/d1"]);
+    assert_eq!(parse_report(&output.stdout)[0].status, "skipped");
+}
+
+#[test]
+fn lifecycle_flags_are_checked_before_anything_is_contacted() {
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &[
+                "--probe-url",
+                "http://h/v",
+                "--expect-version",
+                "2",
+                "--probe-interval",
+                "5m",
+            ],
+            "--probe-interval (5m00s) must be shorter than --health-timeout (5m00s)",
+        ),
+        (
+            &["--probe-url", "http://h/{id}/version"],
+            "--probe and --probe-url need --expect-version",
+        ),
+        (
+            &["--expect-version", "2.0"],
+            "need a way to ask the version",
+        ),
+        (
+            &["--probe-url", "http://h/v", "--expect-match", "("],
+            "--expect-match \"(\": not a valid regular expression",
+        ),
+        (
+            &["--rollback-url", "http://h/r"],
+            "--rollback and --rollback-url run after a failed health check",
+        ),
+        (
+            &["--then-url", "FETCH http://h/x"],
+            "--then-url \"FETCH http://h/x\": unknown method",
+        ),
+        (
+            &["--probe-url", "http://h/{nope}", "--expect-version", "2"],
+            "--probe-url: unknown placeholder {nope}",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut test = Test::new();
+        test.write("devices.csv", "id,url\nd1,http://127.0.0.1:9/u\n");
+        test.payload("fw.bin", 10);
+        test.args(["push", "--payload", "fw.bin"])
+            .args(flags)
+            .arg("devices.csv")
+            .run()
+            .expect_status(2)
+            .expect_stderr(message);
+    }
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\nd1,ssh://127.0.0.1:9/tmp/fw\n");
+    test.payload("fw.bin", 10);
+    test.args(["push", "--payload", "fw.bin"])
+        .args(["--probe-url", "http://h/v", "--expect-version", "2"])
+        .arg("devices.csv")
+        .run()
+        .expect_status(2)
+        .expect_stderr(
+            "devices.csv:2: device d1 has no way to report its version: give --probe CMD",
+        );
+}

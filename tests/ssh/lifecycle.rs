@@ -1,0 +1,172 @@
+//! The update lifecycle over SSH against the private sshd: `--probe` before the push,
+//! `fixtures/fake-install.sh` as the install command (the version file vanishes, then holds the
+//! new version after a delay, as a rebooting device would), the health wait and `--rollback`.
+
+use crate::servers::Server;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+fn strs(row: &[String; 6]) -> [&str; 6] {
+    row.each_ref().map(String::as_str)
+}
+
+fn push(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .current_dir(dir)
+        .args([
+            "push",
+            "--progress-interval",
+            "200ms",
+            "--connect-timeout",
+            "5s",
+        ])
+        .args([
+            "--stall-timeout",
+            "10s",
+            "--backoff-base",
+            "10ms",
+            "--backoff-max",
+            "50ms",
+        ])
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run update-orchestrator");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+/// Report rows as `id -> [status, error, stage, version_before, version_after, rollback]`.
+fn rows(report: &str) -> Vec<(String, [String; 6])> {
+    let mut reader = csv::Reader::from_reader(report.as_bytes());
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("report row");
+            let pick = [2, 7, 10, 11, 12, 13].map(|i| r[i].to_string());
+            (r[0].to_string(), pick)
+        })
+        .collect()
+}
+
+#[test]
+fn probe_install_wait_check_and_rollback_over_ssh() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote");
+    fs::create_dir(&remote).unwrap();
+    fs::write(
+        dir.path().join("known_hosts"),
+        format!("{}\n", server.known_hosts_line()),
+    )
+    .unwrap();
+    fs::write(dir.path().join("fw.bin"), crate::util::bytes(100_000, 5)).unwrap();
+    let installer = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake-install.sh");
+    // id, version now, version the install brings, its delay (s); the good device's version
+    // file has spaces, quotes and `;` in its name: it must reach `cat` as one argument. The
+    // margins (1s reboots, a 15s --health-timeout, 17s for the slow one) hold on a loaded
+    // machine, where each SSH probe can take seconds.
+    let devices = [
+        ("current", "2.0", "2.0", "1", "current.version"),
+        ("good", "1.0", "2.0", "1", "v 1;'\"$(id)`x`.version"),
+        ("bad", "1.0", "1.0", "1", "bad.version"),
+        ("slow", "1.0", "2.0", "17", "slow.version"),
+    ];
+    let mut csv = String::from("id,url,vfile,new,delay\n");
+    for (id, now, new, delay, vfile) in devices {
+        let vfile = remote.join(vfile);
+        fs::write(&vfile, format!("{now}\n")).unwrap();
+        let url = server.url(&remote.join(format!("{id}.bin")));
+        let quoted = vfile.display().to_string().replace('"', "\"\"");
+        csv.push_str(&format!("{id},{url},\"{quoted}\",{new},{delay}\n"));
+    }
+    fs::write(dir.path().join("devices.csv"), csv).unwrap();
+    let key = server.client_key.display().to_string();
+    let exec = format!(
+        "sh {} {{path}} {{vfile}} {{new}} {{delay}}",
+        installer.display()
+    );
+    let (status, stdout, stderr) = push(
+        dir.path(),
+        &[
+            "--payload",
+            "fw.bin",
+            "--identity",
+            &key,
+            "--known-hosts",
+            "known_hosts",
+            "--exec",
+            &exec,
+            "--probe",
+            "cat {vfile}",
+            "--expect-version",
+            "2.0",
+            // Each SSH probe is a full handshake: polling gently keeps the CPU for the other
+            // tests (hundreds of handshakes made a parallel upload test's verify time out).
+            "--probe-interval",
+            "1s",
+            "--health-timeout",
+            "15s",
+            "--rollback",
+            "echo rolled back > {path}.rollback",
+            "--report",
+            "-",
+            "--concurrency",
+            "4",
+            "devices.csv",
+        ],
+    );
+    assert_eq!(status, Some(1), "{stderr}\n{stdout}");
+    let rows = rows(&stdout);
+    let row = |id: &str| {
+        rows.iter()
+            .find(|(row_id, _)| row_id == id)
+            .map(|(_, row)| row.clone())
+            .unwrap_or_else(|| panic!("no row for {id}\n{stdout}"))
+    };
+
+    // Already at 2.0: skipped before any byte was sent.
+    assert_eq!(
+        strs(&row("current")),
+        ["skipped", "already at version 2.0", "probe", "2.0", "", ""]
+    );
+    assert!(!remote.join("current.bin").exists());
+
+    // Installed, "rebooted" for a second, back on 2.0.
+    assert_eq!(
+        strs(&row("good")),
+        ["succeeded", "", "done", "1.0", "2.0", ""]
+    );
+    assert!(remote.join("good.bin").exists());
+    assert!(!remote.join("good.bin.rollback").exists());
+
+    // Back on 1.0: rolled back, and the rollback command really ran.
+    let bad = row("bad");
+    assert_eq!(
+        [&bad[0], &bad[2], &bad[3], &bad[4], &bad[5]],
+        ["failed", "rollback", "1.0", "1.0", "rolled back"]
+    );
+    assert!(
+        bad[1].starts_with("check: the device reports version \"1.0\", not 2.0")
+            && bad[1].ends_with("(rolled back)"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(remote.join("bad.bin.rollback")).unwrap(),
+        "rolled back\n"
+    );
+
+    // Still "rebooting" when --health-timeout passed: the probe kept failing.
+    let slow = row("slow");
+    assert_eq!([&slow[0], &slow[2], &slow[4]], ["failed", "rollback", ""]);
+    assert!(
+        slow[1].starts_with("wait: last probe: exited with status 1, not version 2.0")
+            && slow[1].contains("(--health-timeout)"),
+        "{slow:?}"
+    );
+}
