@@ -30,6 +30,13 @@ pub struct Lifecycle {
     pub health_timeout: Duration,
 }
 
+impl Lifecycle {
+    /// Whether any stage beyond the upload is configured (a probe, an install request).
+    pub fn is_active(&self) -> bool {
+        self.check.is_some() || self.install_url.is_some()
+    }
+}
+
 impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {

@@ -83,10 +83,13 @@ impl Shared<'_, '_> {
         }
     }
 
-    /// Tells progress which stage the device is in.
+    /// Tells progress which stage the device is in (only when the run has stages beyond the
+    /// upload: a plain push's events stay as they were).
     fn enter(&self, index: usize, trail: &mut Trail, stage: Stage) {
         trail.lifecycle.stage = Some(stage);
-        let _ = self.events.send(Event::Stage { index, stage });
+        if self.run.lifecycle.is_active() {
+            let _ = self.events.send(Event::Stage { index, stage });
+        }
     }
 
     /// The probe before the upload, retried like any request.
