@@ -46,6 +46,12 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         s.retrying as f64,
     );
     out.single(
+        "devices_waiting_for_health",
+        "gauge",
+        "In-flight devices waiting for health after their install (a reboot, a version check).",
+        s.waiting_for_health as f64,
+    );
+    out.single(
         "run_devices",
         "gauge",
         "Devices in this run's plan.",
@@ -251,6 +257,7 @@ mod tests {
             interrupted: 0,
             retrying: 1,
             in_flight: 2,
+            waiting_for_health: 3,
             bytes_sent: 12_345,
             throughput: 2048.5,
             eta: Some(Duration::from_secs(9)),
@@ -290,6 +297,7 @@ mod tests {
                 r#"update_orchestrator_devices{status="skipped"} 1"#,
                 r#"update_orchestrator_devices{status="interrupted"} 0"#,
                 "update_orchestrator_devices_retrying 1",
+                "update_orchestrator_devices_waiting_for_health 3",
                 "update_orchestrator_run_devices 10",
                 "update_orchestrator_attempts_total 9",
                 r#"update_orchestrator_retries_total{class="http-5xx"} 2"#,

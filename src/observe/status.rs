@@ -40,6 +40,7 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             "pending": s.total.saturating_sub(ended + s.in_flight),
             "in_flight": s.in_flight,
             "retrying": s.retrying,
+            "waiting_for_health": s.waiting_for_health,
             "succeeded": s.succeeded,
             "failed": s.failed,
             "skipped": s.skipped,
