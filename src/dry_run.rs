@@ -113,6 +113,9 @@ pub fn render_plan(
         "  concurrency: {}; retries: {}",
         run.concurrency, run.retry.retries
     ));
+    if let Some(line) = lifecycle_line(&config.lifecycle) {
+        lines.push(line);
+    }
     if let Some(policy) = run.failures {
         lines.push(format!(
             "  max failures: {} (checked once {} devices have finished)",
@@ -173,4 +176,24 @@ pub fn estimate(plan: &Plan, config: &PushConfig, payload_len: u64, throughput: 
     }
     let pauses = plan.waves.len().saturating_sub(1) as u32;
     Duration::from_secs_f64(seconds) + run.wave_pause * pauses
+}
+
+/// The update lifecycle in one line: what is skipped, installed, waited for and rolled back.
+fn lifecycle_line(lifecycle: &crate::lifecycle::Lifecycle) -> Option<String> {
+    let check = lifecycle.check.as_ref()?;
+    let install = match &lifecycle.install_url {
+        Some(action) => format!(", installed by {} {}", action.method, action.url.text()),
+        None => String::new(),
+    };
+    let rollback = match (&lifecycle.rollback_command, &lifecycle.rollback_url) {
+        (None, None) => "; no rollback",
+        _ => "; rolled back when unhealthy",
+    };
+    Some(format!(
+        "  lifecycle: devices already at version {} are skipped (probed at run time){install}; \
+         health polled every {} for up to {}{rollback}",
+        check.expected(),
+        human_duration(lifecycle.probe_interval),
+        human_duration(lifecycle.health_timeout),
+    ))
 }

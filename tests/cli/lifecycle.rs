@@ -330,3 +330,32 @@ fn lifecycle_flags_are_checked_before_anything_is_contacted() {
             "devices.csv:2: device d1 has no way to report its version: give --probe CMD",
         );
 }
+
+#[test]
+fn dry_run_shows_the_lifecycle_and_contacts_nothing() {
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\nd1,http://127.0.0.1:9/u\n");
+    test.payload("fw.bin", 10);
+    test.args(["push", "--payload", "fw.bin", "--dry-run"])
+        .args(["--probe-url", "http://127.0.0.1:9/{id}/version"])
+        .args([
+            "--expect-version",
+            "2.1",
+            "--then-url",
+            "http://127.0.0.1:9/{id}/install",
+        ])
+        .args([
+            "--rollback-url",
+            "http://127.0.0.1:9/{id}/rollback",
+            "--health-timeout",
+            "2m",
+        ])
+        .arg("devices.csv")
+        .run()
+        .expect_status(0)
+        .expect_stdout(
+            "  lifecycle: devices already at version 2.1 are skipped (probed at run time), \
+             installed by POST http://127.0.0.1:9/{id}/install; health polled every 5s for up to \
+             2m00s; rolled back when unhealthy",
+        );
+}
