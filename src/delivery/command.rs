@@ -527,18 +527,7 @@ impl Drop for Running {
 /// The last lines of `output`, cleaned of control characters, separated by ` | `.
 fn tail_text(output: &[u8]) -> String {
     let start = output.len().saturating_sub(TAIL_BYTES);
-    let text = String::from_utf8_lossy(&output[start..]);
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| line.chars().filter(|c| !c.is_control()).collect::<String>())
-        .map(|line| line.trim().to_string())
-        .filter(|line| !line.is_empty())
-        .collect();
-    if lines.is_empty() {
-        return "no output".to_string();
-    }
-    let first = lines.len().saturating_sub(TAIL_LINES);
-    format!("last output: {}", lines[first..].join(" | "))
+    super::last_output_lines(&output[start..], TAIL_LINES)
 }
 
 fn pollfd(fd: i32, events: libc::c_short) -> libc::pollfd {

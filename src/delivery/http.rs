@@ -7,7 +7,7 @@
 //! error messages (they may hold tokens).
 
 use super::multipart::MultipartBody;
-use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase, Reply};
+use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -234,18 +234,20 @@ impl HttpDelivery {
             None => request,
         }
     }
+}
 
+impl Delivery for HttpDelivery {
     /// Closes every connection of the run at once, idle or in use: requests blocked on a
     /// socket fail straight away (a connect in progress is still bounded by its timeout). For
     /// the end of a shutdown's grace period; later requests fail too.
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         self.agent.clone().shutdown();
         self.fresh.clone().shutdown();
     }
 
     /// One attempt: stream the payload to `device`, and read its answer. `deadline` is the
     /// device's overall deadline, if any.
-    pub fn attempt(
+    fn attempt(
         &self,
         registry: &Registry,
         device: &Device,

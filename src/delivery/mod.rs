@@ -317,38 +317,22 @@ pub trait Delivery: Send + Sync {
     fn shutdown(&self) {}
 }
 
-impl Delivery for http::HttpDelivery {
-    fn attempt(
-        &self,
-        registry: &Registry,
-        device: &Device,
-        payload: &Payload,
-        meter: &mut ByteMeter<'_>,
-        deadline: Option<Instant>,
-    ) -> Result<Delivered, DeliveryError> {
-        http::HttpDelivery::attempt(self, registry, device, payload, meter, deadline)
+/// The last `count` non-empty lines of a command's output, cleaned of control characters, on
+/// one line separated by ` | ` ("no output" when there are none): what a failed install or
+/// delivery command said, for the report's `error`.
+pub(crate) fn last_output_lines(output: &[u8], count: usize) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| line.chars().filter(|c| !c.is_control()).collect::<String>())
+        .map(|line| line.trim().to_string())
+        .filter(|line| !line.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return "no output".to_string();
     }
-
-    fn shutdown(&self) {
-        http::HttpDelivery::shutdown(self);
-    }
-}
-
-impl Delivery for ssh::SshDelivery {
-    fn attempt(
-        &self,
-        registry: &Registry,
-        device: &Device,
-        payload: &Payload,
-        meter: &mut ByteMeter<'_>,
-        deadline: Option<Instant>,
-    ) -> Result<Delivered, DeliveryError> {
-        ssh::SshDelivery::attempt(self, registry, device, payload, meter, deadline)
-    }
-
-    fn shutdown(&self) {
-        ssh::SshDelivery::shutdown(self);
-    }
+    let first = lines.len().saturating_sub(count);
+    format!("last output: {}", lines[first..].join(" | "))
 }
 
 /// Every delivery of a run, chosen per device: the command delivery for devices that have a

@@ -23,7 +23,7 @@ mod transfer;
 
 pub use target::{SshTarget, parse_ssh_url};
 
-use super::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase, Reply};
+use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -178,29 +178,6 @@ impl SshDelivery {
             sockets: Sockets::default(),
             options,
         }
-    }
-
-    /// Closes the TCP connection of every attempt in flight at once: each fails straight away
-    /// (a connect in progress is still bounded by its timeout), and later attempts fail too.
-    /// For the end of a shutdown's grace period.
-    pub fn shutdown(&self) {
-        self.sockets.close_all();
-    }
-
-    /// One attempt: connect, check the host key, log in, upload, verify, rename, run `--exec`.
-    /// `deadline` is the device's overall deadline, if any.
-    pub fn attempt(
-        &self,
-        registry: &Registry,
-        device: &Device,
-        payload: &Payload,
-        meter: &mut ByteMeter<'_>,
-        deadline: Option<Instant>,
-    ) -> Result<Delivered, DeliveryError> {
-        let mut sent = 0;
-        let result = self.run(registry, device, payload, meter, deadline, &mut sent);
-        meter.flush();
-        result.map_err(|error| self.explain(error, sent, deadline))
     }
 
     /// Runs `command` on `device` over a session of its own (connect, host key, log in), for a
@@ -376,6 +353,31 @@ impl SshDelivery {
             error.message = "--device-timeout passed".to_string();
         }
         error
+    }
+}
+
+impl Delivery for SshDelivery {
+    /// Closes the TCP connection of every attempt in flight at once: each fails straight away
+    /// (a connect in progress is still bounded by its timeout), and later attempts fail too.
+    /// For the end of a shutdown's grace period.
+    fn shutdown(&self) {
+        self.sockets.close_all();
+    }
+
+    /// One attempt: connect, check the host key, log in, upload, verify, rename, run `--exec`.
+    /// `deadline` is the device's overall deadline, if any.
+    fn attempt(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliveryError> {
+        let mut sent = 0;
+        let result = self.run(registry, device, payload, meter, deadline, &mut sent);
+        meter.flush();
+        result.map_err(|error| self.explain(error, sent, deadline))
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use update_orchestrator::delivery::ssh::SshDelivery;
-use update_orchestrator::delivery::{ErrorKind, Phase};
+use update_orchestrator::delivery::{Delivery, ErrorKind, Phase};
 
 /// A server that accepts one connection and never says a word; it holds the connection until
 /// the client closes it.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use update_orchestrator::delivery::ssh::{HostKeyPolicy, SshDelivery, SshOptions, Verify};
-use update_orchestrator::delivery::{ByteMeter, Delivered, DeliveryError, ErrorKind, Phase};
+use update_orchestrator::delivery::{
+    ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase,
+};
 use update_orchestrator::digest::Sha256Digest;
 use update_orchestrator::events::Event;
 use update_orchestrator::payload::Payload;

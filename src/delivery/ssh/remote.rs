@@ -69,18 +69,7 @@ impl Output {
 
     /// The last lines of output on one line, separated by ` | `.
     pub(crate) fn tail_text(&self) -> String {
-        let text = String::from_utf8_lossy(&self.tail);
-        let lines: Vec<String> = text
-            .lines()
-            .map(|line| line.chars().filter(|c| !c.is_control()).collect::<String>())
-            .map(|line| line.trim().to_string())
-            .filter(|line| !line.is_empty())
-            .collect();
-        if lines.is_empty() {
-            return "no output".to_string();
-        }
-        let start = lines.len().saturating_sub(TAIL_LINES);
-        format!("last output: {}", lines[start..].join(" | "))
+        crate::delivery::last_output_lines(&self.tail, TAIL_LINES)
     }
 
     pub(crate) fn text(&self) -> String {
