@@ -2,46 +2,9 @@
 //! report's method column, `--exec`, `--target` and the host-key policies at the command line.
 
 use crate::servers::Server;
-use crate::util::sha256_file;
+use crate::util::{push, rows, sha256_file, text};
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn push(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
-        .current_dir(dir)
-        .args([
-            "push",
-            "--progress-interval",
-            "200ms",
-            "--connect-timeout",
-            "5s",
-        ])
-        .args([
-            "--stall-timeout",
-            "10s",
-            "--backoff-base",
-            "10ms",
-            "--backoff-max",
-            "50ms",
-        ])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .expect("run update-orchestrator")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn rows(report: &str) -> Vec<Vec<String>> {
-    let mut reader = csv::Reader::from_reader(report.as_bytes());
-    reader
-        .records()
-        .map(|r| r.expect("report row").iter().map(str::to_string).collect())
-        .collect()
-}
+use std::process::Command;
 
 #[test]
 fn push_over_ssh_with_exec_journal_and_report() {

@@ -3,37 +3,16 @@
 //! new version after a delay, as a rebooting device would), the health wait and `--rollback`.
 
 use crate::servers::Server;
+use crate::util::text;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 fn strs(row: &[String; 6]) -> [&str; 6] {
     row.each_ref().map(String::as_str)
 }
 
 fn push(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
-        .current_dir(dir)
-        .args([
-            "push",
-            "--progress-interval",
-            "200ms",
-            "--connect-timeout",
-            "5s",
-        ])
-        .args([
-            "--stall-timeout",
-            "10s",
-            "--backoff-base",
-            "10ms",
-            "--backoff-max",
-            "50ms",
-        ])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .expect("run update-orchestrator");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let output = crate::util::push(dir, args);
     (
         output.status.code(),
         text(&output.stdout),

@@ -176,3 +176,42 @@ pub fn remote_dir(dir: &Path) -> PathBuf {
     fs::create_dir_all(&remote).expect("remote dir");
     remote
 }
+
+/// Runs the real binary's `push` in `dir` with short timeouts and backoffs, without an agent.
+pub fn push(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .current_dir(dir)
+        .args([
+            "push",
+            "--progress-interval",
+            "200ms",
+            "--connect-timeout",
+            "5s",
+        ])
+        .args([
+            "--stall-timeout",
+            "10s",
+            "--backoff-base",
+            "10ms",
+            "--backoff-max",
+            "50ms",
+        ])
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .expect("run update-orchestrator")
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A report's rows (header excluded), as strings.
+pub fn rows(report: &str) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_reader(report.as_bytes());
+    reader
+        .records()
+        .map(|r| r.expect("report row").iter().map(str::to_string).collect())
+        .collect()
+}
