@@ -86,6 +86,16 @@ fn setup(device_names: &[&str]) -> (Test, TlsServer) {
     (test, server)
 }
 
+/// The fleet's CA and the client certificate it signed: what a correct run gives.
+const TRUSTED: [&str; 6] = [
+    "--cacert",
+    "fleet-ca.pem",
+    "--cert",
+    "client.pem",
+    "--key",
+    "client.key",
+];
+
 fn push(test: &mut Test, flags: &[&str]) -> Output {
     test.args([
         "push",
@@ -117,17 +127,7 @@ fn expect_permanent_failure(output: &Output, message: &str) {
 #[test]
 fn the_right_ca_and_client_certificate_succeed() {
     let (mut test, _server) = setup(&["127.0.0.1"]);
-    let output = push(
-        &mut test,
-        &[
-            "--cacert",
-            "fleet-ca.pem",
-            "--cert",
-            "client.pem",
-            "--key",
-            "client.key",
-        ],
-    );
+    let output = push(&mut test, &TRUSTED);
     output.expect_status(0);
     let rows = parse_report(&output.stdout);
     assert_eq!(
@@ -203,17 +203,7 @@ fn an_unknown_ca_fails_permanently() {
 #[test]
 fn a_certificate_for_another_host_fails_permanently() {
     let (mut test, _server) = setup(&["device.fleet.example"]);
-    let output = push(
-        &mut test,
-        &[
-            "--cacert",
-            "fleet-ca.pem",
-            "--cert",
-            "client.pem",
-            "--key",
-            "client.key",
-        ],
-    );
+    let output = push(&mut test, &TRUSTED);
     expect_permanent_failure(
         &output,
         "the device's certificate is not valid for the host name in its URL",
