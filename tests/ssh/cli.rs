@@ -9,14 +9,7 @@ use std::process::Command;
 #[test]
 fn push_over_ssh_with_exec_journal_and_report() {
     let server = Server::sshd();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    fs::create_dir(&remote).unwrap();
-    fs::write(
-        dir.path().join("known_hosts"),
-        format!("{}\n", server.known_hosts_line()),
-    )
-    .unwrap();
+    let (dir, remote) = crate::util::workspace(&server);
     let payload = dir.path().join("fw.bin");
     fs::write(&payload, crate::util::bytes(300_000, 7)).unwrap();
     let mut csv = String::from("id,url,site\n");
@@ -176,14 +169,7 @@ fn secrets_never_reach_the_output_the_log_or_the_report() {
     const PASSPHRASE: &str = "pass-phrase-7f3c";
     const PASSWORD: &str = "pass-word-91ab";
     let server = Server::sshd();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    fs::create_dir(&remote).unwrap();
-    fs::write(
-        dir.path().join("known_hosts"),
-        format!("{}\n", server.known_hosts_line()),
-    )
-    .unwrap();
+    let (dir, remote) = crate::util::workspace(&server);
     fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
     let locked = dir.path().join("locked_key");
     crate::servers::keygen(&locked, PASSPHRASE);

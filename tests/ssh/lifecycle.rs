@@ -36,14 +36,7 @@ fn rows(report: &str) -> Vec<(String, [String; 6])> {
 #[test]
 fn probe_install_wait_check_and_rollback_over_ssh() {
     let server = Server::sshd();
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote");
-    fs::create_dir(&remote).unwrap();
-    fs::write(
-        dir.path().join("known_hosts"),
-        format!("{}\n", server.known_hosts_line()),
-    )
-    .unwrap();
+    let (dir, remote) = crate::util::workspace(&server);
     fs::write(dir.path().join("fw.bin"), crate::util::bytes(100_000, 5)).unwrap();
     let installer = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/fake-install.sh");
     // id, version now, version the install brings, its delay (s); the good device's version

@@ -215,3 +215,17 @@ pub fn rows(report: &str) -> Vec<Vec<String>> {
         .map(|r| r.expect("report row").iter().map(str::to_string).collect())
         .collect()
 }
+
+/// A test directory for a CLI run against `server`: `DIR/remote/` for the uploads, and
+/// `DIR/known_hosts` trusting the server's host key.
+pub fn workspace(server: &Server) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let remote = dir.path().join("remote");
+    fs::create_dir(&remote).expect("remote dir");
+    fs::write(
+        dir.path().join("known_hosts"),
+        format!("{}\n", server.known_hosts_line()),
+    )
+    .expect("known_hosts");
+    (dir, remote)
+}
