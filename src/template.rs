@@ -157,12 +157,15 @@ impl Template {
     /// Placeholders were checked beforehand, so a missing column fills as empty.
     pub fn fill<'a>(&self, value: impl Fn(&str) -> Option<&'a str>, escape: Escape) -> String {
         let mut out = String::with_capacity(self.text.len() + 16);
-        for part in &self.parts {
+        for (index, part) in self.parts.iter().enumerate() {
             match part {
                 Part::Literal(text) => out.push_str(text),
                 Part::Column(name) => {
                     let raw = value(name).unwrap_or("");
                     match escape {
+                        Escape::Url if is_host_position(&out, self.parts.get(index + 1)) => {
+                            host_into(raw, &mut out);
+                        }
                         Escape::Url => percent_encode_into(raw, &mut out),
                         Escape::None => out.push_str(raw),
                         Escape::Shell => out.push_str(&shell_quote(raw)),
@@ -211,6 +214,49 @@ fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
     )))
 }
 
+/// Whether a placeholder filled after `before` and followed by `next` is a URL's whole host:
+/// right after `scheme://` or `scheme://userinfo@`, and followed by `:PORT`, a path or nothing.
+fn is_host_position(before: &str, next: Option<&Part>) -> bool {
+    let Some((_, authority)) = before.split_once("://") else {
+        return false;
+    };
+    let starts_host = authority.is_empty() || authority.ends_with('@');
+    let ends_host = match next {
+        None | Some(Part::Env(_)) => true,
+        Some(Part::Literal(text)) => text.starts_with([':', '/', '?', '#']),
+        Some(Part::Column(_)) => false,
+    };
+    starts_host && !authority.contains(['/', '[']) && ends_host
+}
+
+/// A host value: an IPv6 literal in brackets (`2001:db8::7` → `[2001:db8::7]`, a zone's `%` as
+/// `%25`; one already in brackets is kept as it is), anything else percent-encoded.
+fn host_into(raw: &str, out: &mut String) {
+    let inner = raw
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(raw);
+    let (address, zone) = match inner.split_once('%') {
+        Some((address, zone)) => (address, Some(zone)),
+        None => (inner, None),
+    };
+    if address.parse::<std::net::Ipv6Addr>().is_err() {
+        percent_encode_into(raw, out);
+        return;
+    }
+    out.push('[');
+    out.push_str(address);
+    if let Some(zone) = zone {
+        let zone = zone
+            .strip_prefix("25")
+            .filter(|_| raw.contains("%25"))
+            .unwrap_or(zone);
+        out.push_str("%25");
+        percent_encode_into(zone, out);
+    }
+    out.push(']');
+}
+
 fn percent_encode_into(raw: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in raw.bytes() {
@@ -250,6 +296,57 @@ mod tests {
         check_fill("{{literal}} {ip}", &row, Escape::None, "{literal} 10.0.0.7");
         check_fill("héllo {ip}", &row, Escape::None, "héllo 10.0.0.7");
         check_fill("no placeholders", &row, Escape::Url, "no placeholders");
+    }
+
+    #[test]
+    fn brackets_ipv6_literals_in_the_host_position() {
+        for (template, ip, expected) in [
+            (
+                "http://{ip}:8080/update",
+                "2001:db8::7",
+                "http://[2001:db8::7]:8080/update",
+            ),
+            (
+                "http://{ip}:8080/update",
+                "10.0.0.7",
+                "http://10.0.0.7:8080/update",
+            ),
+            (
+                "http://{ip}:8080/update",
+                "[::1]",
+                "http://[::1]:8080/update",
+            ),
+            ("http://{ip}/x", "::1", "http://[::1]/x"),
+            ("http://{ip}", "::1", "http://[::1]"),
+            ("https://u@{ip}:1/x", "fe80::1", "https://u@[fe80::1]:1/x"),
+            (
+                "ssh://fleet@{ip}:22/~/fw.bin",
+                "2001:db8::7",
+                "ssh://fleet@[2001:db8::7]:22/~/fw.bin",
+            ),
+            ("ssh://{ip}/x", "fe80::1%eth0", "ssh://[fe80::1%25eth0]/x"),
+            ("ssh://{ip}/x", "fe80::1%25eth0", "ssh://[fe80::1%25eth0]/x"),
+            // Not the whole host, or already bracketed by the template: encoded as before.
+            ("http://[{ip}]:8080/x", "::1", "http://[::1]:8080/x"),
+            ("http://h/{ip}", "::1", "http://h/::1"),
+            ("http://h:8080/?to={ip}", "::1", "http://h:8080/?to=::1"),
+            ("http://{ip}.example/x", "::1", "http://::1.example/x"),
+            (
+                "http://{ip}:8080/",
+                "not:an:address",
+                "http://not:an:address:8080/",
+            ),
+            ("http://{ip}/", "[::1]x", "http://%5B::1%5Dx/"),
+        ] {
+            check_fill(template, &[("ip", ip)], Escape::Url, expected);
+        }
+        // Only URLs: a header or a command keeps the value as it is.
+        check_fill(
+            "http://{ip}/",
+            &[("ip", "::1")],
+            Escape::None,
+            "http://::1/",
+        );
     }
 
     #[test]
