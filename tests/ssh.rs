@@ -22,6 +22,8 @@ mod exec;
 mod failures;
 #[path = "ssh/fallback.rs"]
 mod fallback;
+#[path = "ssh/first_hour.rs"]
+mod first_hour;
 #[path = "ssh/host_keys.rs"]
 mod host_keys;
 #[path = "ssh/lifecycle.rs"]

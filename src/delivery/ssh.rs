@@ -266,11 +266,13 @@ impl SshDelivery {
         user: &str,
         deadline: Option<Instant>,
     ) -> Result<(Session, connect::Registration<'_>), DeliveryError> {
+        let budget = connect::ConnectBudget::start(self.options.connect_timeout, deadline);
         let stream = connect::tcp(target, self.options.connect_timeout, deadline)?;
         let registration = self.sockets.register(&stream)?;
         let mut session = connect::session(stream, &self.options)?;
         let known = self.known_hosts.lookup(&session, target)?;
-        connect::handshake(&mut session, &known.key_types())?;
+        let stall = self.options.stall_timeout;
+        connect::handshake(&mut session, &known.key_types(), &budget, stall)?;
         let policy = self.options.host_key_policy;
         self.known_hosts.check(&session, target, &known, policy)?;
         auth::authenticate(&session, user, &self.options)?;

@@ -179,6 +179,16 @@ pub fn remote_dir(dir: &Path) -> PathBuf {
 
 /// Runs the real binary's `push` in `dir` with short timeouts and backoffs, without an agent.
 pub fn push(dir: &Path, args: &[&str]) -> std::process::Output {
+    push_with_timeouts(dir, "5s", "10s", args)
+}
+
+/// `push` with the given `--connect-timeout` and `--stall-timeout`.
+pub fn push_with_timeouts(
+    dir: &Path,
+    connect_timeout: &str,
+    stall_timeout: &str,
+    args: &[&str],
+) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
         .current_dir(dir)
         .args([
@@ -186,11 +196,11 @@ pub fn push(dir: &Path, args: &[&str]) -> std::process::Output {
             "--progress-interval",
             "200ms",
             "--connect-timeout",
-            "5s",
+            connect_timeout,
         ])
         .args([
             "--stall-timeout",
-            "10s",
+            stall_timeout,
             "--backoff-base",
             "10ms",
             "--backoff-max",

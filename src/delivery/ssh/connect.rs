@@ -1,7 +1,7 @@
 //! Opening an attempt's TCP connection and its SSH session, and keeping a handle on every live
 //! connection so `SshDelivery::shutdown` can close them all at once.
 //!
-//! Owns: the connect timeout, the session's stall timeout (libssh2 waits forever by default),
+//! Owns: the connect timeout (TCP connect, banner and key exchange), the session's stall timeout (libssh2 waits forever by default),
 //! keepalives and algorithm preferences. Must not: authenticate or check host keys.
 
 use super::SshOptions;
@@ -163,11 +163,16 @@ pub(crate) fn session(stream: TcpStream, options: &SshOptions) -> Result<Session
     Ok(session)
 }
 
-/// The SSH handshake, asking first for the host key types known_hosts has for this host (as
-/// OpenSSH does), so a host with several keys presents one we can check.
+/// The SSH handshake (banner and key exchange) within `budget`, what is left of
+/// `--connect-timeout` after the TCP connect: a device that accepts connections but never
+/// speaks SSH costs no more than one that refuses them. Asks first for the host key types
+/// known_hosts has for this host (as OpenSSH does), so a host with several keys presents one
+/// we can check. The session's usual timeout (`stall`) is restored afterwards.
 pub(crate) fn handshake(
     session: &mut Session,
     known_types: &[String],
+    budget: &ConnectBudget,
+    stall: Duration,
 ) -> Result<(), DeliveryError> {
     let mut order: Vec<&str> = Vec::new();
     for known in known_types {
@@ -178,16 +183,67 @@ pub(crate) fn handshake(
     }
     order.extend(HOST_KEYS);
     prefer(session, MethodType::HostKey, &order);
-    session.handshake().map_err(|error| {
+    let left = budget.left()?;
+    session.set_timeout(millis(left));
+    let shaken = session.handshake();
+    session.set_timeout(millis(stall));
+    shaken.map_err(|error| {
         let mut failed = ssh_failure(Phase::Handshake, &error);
         if failed.kind == ErrorKind::Timeout {
-            failed.message =
-                "the device accepted the connection but did not complete the SSH handshake within \
-                 --stall-timeout"
-                    .to_string();
+            failed.message = budget.timed_out("did not complete the SSH handshake");
         }
         failed
     })
+}
+
+/// What bounds connecting: `--connect-timeout` from the start of the TCP connect, cut short by
+/// the device deadline.
+pub(crate) struct ConnectBudget {
+    started: Instant,
+    connect_timeout: Duration,
+    deadline: Option<Instant>,
+}
+
+impl ConnectBudget {
+    /// Starts counting now.
+    pub(crate) fn start(connect_timeout: Duration, deadline: Option<Instant>) -> ConnectBudget {
+        ConnectBudget {
+            started: Instant::now(),
+            connect_timeout,
+            deadline,
+        }
+    }
+
+    /// The time left, or the timeout error when none is.
+    fn left(&self) -> Result<Duration, DeliveryError> {
+        let mut left = self.connect_timeout.saturating_sub(self.started.elapsed());
+        if let Some(deadline) = self.deadline {
+            let until_deadline = deadline.saturating_duration_since(Instant::now());
+            if until_deadline.is_zero() {
+                return Err(failure(
+                    Phase::Connect,
+                    ErrorKind::DeviceTimeout,
+                    "--device-timeout passed",
+                ));
+            }
+            left = left.min(until_deadline);
+        }
+        if left.is_zero() {
+            return Err(failure(
+                Phase::Handshake,
+                ErrorKind::Timeout,
+                self.timed_out("did not complete the SSH handshake"),
+            ));
+        }
+        Ok(left)
+    }
+
+    fn timed_out(&self, what: &str) -> String {
+        format!(
+            "the device accepted the connection but {what} within --connect-timeout ({})",
+            seconds(self.connect_timeout)
+        )
+    }
 }
 
 /// Turns keepalives on. libssh2 then sends one from any blocking wait once the interval has
