@@ -10,12 +10,14 @@
 //! error message.
 //!
 //! Codemap: `target` parses `ssh://` URLs, `connect` opens the socket and the session,
-//! `known_hosts` checks (and learns) host keys, `auth` logs in, `transfer` moves the bytes,
+//! `known_hosts` checks (and learns) host keys, `auth` logs in, `home` resolves `/~/` paths,
+//! `transfer` moves the bytes,
 //! `remote` runs commands (verify, rename by `mv`, `--exec`), `errors` classifies failures.
 
 mod auth;
 mod connect;
 mod errors;
+mod home;
 mod known_hosts;
 mod remote;
 mod target;
@@ -209,9 +211,16 @@ impl SshDelivery {
             .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
         let user = self.user(&target)?;
         let (session, _registration) = self.open(&target, user, until)?;
-        let command = fill_command(command, registry, device, &target.path);
-        let bound =
-            remote::Bound::new(self.options.exec_timeout, self.options.stall_timeout, until);
+        let stall = self.options.stall_timeout;
+        let path = home::absolute_path(
+            &target,
+            &session,
+            None,
+            &remote::Bound::new(stall, stall, until),
+            phase,
+        )?;
+        let command = fill_command(command, registry, device, &path);
+        let bound = remote::Bound::new(self.options.exec_timeout, stall, until);
         let output = remote::run(&session, &command, &bound, phase)?;
         goodbye(&session);
         Ok(Reply {
@@ -242,14 +251,17 @@ impl SshDelivery {
             (session, _registration) = self.open(&target, user, deadline)?;
         }
         let context = self.context(&session, payload, deadline);
+        let stall = self.options.stall_timeout;
+        let bound = remote::Bound::new(stall, stall, deadline);
+        let path = home::absolute_path(&target, &session, sftp.as_ref(), &bound, Phase::Upload)?;
         let verify = self.options.verify;
-        let upload = transfer::upload(&context, sftp, file, &target.path, verify, meter, sent)?;
+        let upload = transfer::upload(&context, sftp, file, &path, verify, meter, sent)?;
         let verify_bound = self.options.stall_timeout
             + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
         upload.verify(&context, self.options.verify, verify_bound)?;
         upload.finish(&context)?;
         if let Some(command) = &self.options.exec {
-            self.install(&session, command, registry, device, &target.path, deadline)?;
+            self.install(&session, command, registry, device, &path, deadline)?;
         }
         goodbye(&session);
         Ok(Delivered {

@@ -304,7 +304,7 @@ fn id(flag: &str) -> String {
 }
 
 /// `user`'s home directory in /etc/passwd.
-fn home_of(user: &str) -> Option<PathBuf> {
+pub fn home_of(user: &str) -> Option<PathBuf> {
     let system = fs::read_to_string("/etc/passwd").ok()?;
     let entry = system
         .lines()

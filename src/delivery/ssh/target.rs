@@ -1,4 +1,5 @@
-//! `ssh://[user@]host[:port]/absolute/path` URLs.
+//! `ssh://[user@]host[:port]/absolute/path` URLs, and `ssh://host/~/path` for a path in the
+//! login user's home (as curl's `sftp://host/~/file` and scp's `host:~/file`).
 //!
 //! Owns: splitting and percent-decoding them, and refusing what could surprise: no path, a
 //! directory, a password in the URL, and encoded `/` or `.`/`..` segments (a `--target`
@@ -14,11 +15,17 @@ pub struct SshTarget {
     pub host: String,
     /// TCP port (22 unless given).
     pub port: u16,
-    /// The absolute remote path of the file, decoded.
+    /// The remote path of the file, decoded: absolute, or `~/...` in the login user's home
+    /// (see `home_relative`), resolved once connected.
     pub path: String,
 }
 
 impl SshTarget {
+    /// For a `/~/...` URL, the path below the login user's home.
+    pub fn home_relative(&self) -> Option<&str> {
+        self.path.strip_prefix("~/")
+    }
+
     /// The host as OpenSSH writes it in known_hosts: `host` on port 22, else `[host]:port`.
     pub fn known_hosts_name(&self) -> String {
         if self.port == 22 {
@@ -117,7 +124,16 @@ fn parse_path(raw: &str, url: &str) -> Result<String, String> {
         ));
     }
     let mut path = String::with_capacity(raw.len());
-    for segment in raw.split('/').skip(1) {
+    let mut segments = raw.split('/').skip(1).peekable();
+    if segments.next_if_eq(&"~").is_some() {
+        if segments.peek().is_none() {
+            return Err(format!(
+                "{url:?} names the home directory: end the path with the file name, e.g. /~/fw.bin"
+            ));
+        }
+        path.push('~');
+    }
+    for segment in segments {
         let decoded = percent_decode(segment)
             .ok_or_else(|| format!("bad %-escape in the path of {url:?}"))?;
         if decoded.contains('/') || decoded == "." || decoded == ".." {
@@ -187,6 +203,29 @@ mod tests {
             "ssh://a%40b@host.example/dir%20x/f%C3%A9.bin",
             (Some("a@b"), "host.example", 22, "/dir x/fé.bin"),
         );
+        check(
+            "ssh://fleet@host:22/~/fw.bin",
+            (Some("fleet"), "host", 22, "~/fw.bin"),
+        );
+        check("ssh://h/~/up/fw.bin", (None, "h", 22, "~/up/fw.bin"));
+        // Only a first segment of exactly `~` means home.
+        check("ssh://h/opt/~/x", (None, "h", 22, "/opt/~/x"));
+        check("ssh://h/~x/y", (None, "h", 22, "/~x/y"));
+        check("ssh://h/%7E/y", (None, "h", 22, "/~/y"));
+    }
+
+    #[test]
+    fn tells_home_relative_paths() {
+        let relative = |url: &str| {
+            parse_ssh_url(url)
+                .unwrap()
+                .home_relative()
+                .map(String::from)
+        };
+        assert_eq!(relative("ssh://h/~/fw.bin").as_deref(), Some("fw.bin"));
+        assert_eq!(relative("ssh://h/~/a/b").as_deref(), Some("a/b"));
+        assert_eq!(relative("ssh://h/opt/fw.bin"), None);
+        assert_eq!(relative("ssh://h/%7E/fw.bin"), None);
     }
 
     #[test]
@@ -195,6 +234,9 @@ mod tests {
         check_error("ssh://h", "no remote path");
         check_error("ssh://h/", "no remote path");
         check_error("ssh://h/opt/", "names a directory");
+        check_error("ssh://h/~", "names the home directory");
+        check_error("ssh://h/~/", "names a directory");
+        check_error("ssh://h/~/../etc/x", "would leave its directory");
         check_error("ssh://u:pw@h/x", "--password-env");
         check_error("ssh:///x", "no host");
         check_error("ssh://h:0/x", "invalid port");
