@@ -15,10 +15,9 @@
 //! stray background process keeps open.
 
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase};
-use crate::payload::{Payload, PayloadError};
+use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Problem, Registry, RegistryError};
 use crate::template::{Escape, Template};
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -134,8 +133,18 @@ impl Delivery for CommandDelivery {
             true => Some(payload.open_for_attempt().map_err(payload_error)?),
             false => None,
         };
+        // Without stdin the command reads the file itself: a handle to it now proves
+        // afterwards that the file it read is still the one that was hashed.
+        let guard = match file {
+            Some(_) => None,
+            None => Some(payload.open_for_attempt().map_err(payload_error)?),
+        };
         let mut running = Running::start(&command, file)?;
-        let result = running.drive(meter, deadline, &self.options);
+        let mut result = running.drive(meter, deadline, &self.options);
+        let read = running.payload.as_ref().or(guard.as_ref());
+        if let Some(Err(error)) = read.map(PayloadReader::check_unchanged) {
+            result = Err(payload_error(error));
+        }
         if result.is_ok() && !self.options.stdin {
             // The command read the payload itself: count it once it says it succeeded, so
             // progress and the report show the bytes moved.
@@ -146,6 +155,7 @@ impl Delivery for CommandDelivery {
             bytes_sent: meter.total(),
             http_status: None,
             method: "command",
+            install_output: None,
         })
     }
 }
@@ -209,7 +219,7 @@ struct Running {
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
-    payload: Option<File>,
+    payload: Option<PayloadReader>,
     /// Payload bytes read from the file and not yet written to stdin: `chunk[written..]`.
     chunk: Vec<u8>,
     written: usize,
@@ -219,7 +229,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(command: &str, payload: Option<File>) -> Result<Running, DeliveryError> {
+    fn start(command: &str, payload: Option<PayloadReader>) -> Result<Running, DeliveryError> {
         let stdin = match payload.is_some() {
             true => Stdio::piped(),
             false => Stdio::null(),
@@ -396,7 +406,7 @@ impl Running {
         self.chunk.truncate(n);
         self.written = 0;
         if n == 0 {
-            self.payload = None;
+            // The reader stays (it answers 0 from now on), for its check after the command.
             return Ok(false);
         }
         meter.add(n as u64);
