@@ -22,12 +22,12 @@ use crate::observe::Outputs;
 use crate::orchestrator::{Run, RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
-use crate::report::{self, Counts};
+use crate::report::{self, Counts, ReportWriter};
 use crate::scheduler::{self, Plan, Selection, SkipReason};
 use crate::{progress, template::Template};
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -123,6 +123,12 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let registry = load_registry(&config.registry, &options)?;
     scheduler::check_filters(&config.selection.filters, &registry.header)
         .map_err(AppError::Input)?;
+    let selection = &config.selection;
+    if let Some(message) =
+        scheduler::empty_selection(&registry, &selection.filters, selection.shard)
+    {
+        return Err(AppError::Input(message));
+    }
     check_exec(config.ssh.exec.as_ref(), &registry)?;
     check_commands(&config.command, &registry)?;
     check_lifecycle(&config.lifecycle, &registry)?;
@@ -131,18 +137,24 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     }
     let journal = open_journal(config.journal.as_ref(), &payload)?;
     let plan = plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
-    let report = open_report(config.report.as_ref())?;
+    let report = open_report(config.report.as_ref(), plan.wave_numbers())?;
     let signals = Signals::install()?;
     let (outputs, server) = outputs::open(&config.observe, config.progress.interval)?;
     let writer = journal.as_ref().map(|(writer, _)| writer);
     let result = execute(
-        &config, &registry, &payload, &plan, writer, &signals, outputs,
+        &config,
+        &registry,
+        &payload,
+        &plan,
+        (writer, report.as_ref()),
+        &signals,
+        outputs,
     );
     if let Some(server) = server {
         server.stop();
     }
     let result = result?;
-    finish(&registry, &plan, &result, report, config.report.as_ref())?;
+    finish(&registry, &result, report)?;
     Ok(outcome(&result, &signals))
 }
 
@@ -327,31 +339,37 @@ fn plan(registry: &Registry, journal: Option<&Journal>, config: &PushConfig) -> 
     for reason in [SkipReason::AlreadyUpdated, SkipReason::NotFailed] {
         let count = plan.count_skipped(reason);
         if count > 0 && !config.dry_run {
+            let left = match plan.len() {
+                0 => "nothing to do".to_string(),
+                n => format!("{n} to push"),
+            };
             eprintln!(
-                "skipping {count} of {} devices ({}, per the journal); {} to push",
+                "skipping {count} of {} devices ({}, per the journal); {left}",
                 registry.devices.len(),
                 reason.text(),
-                plan.len()
             );
         }
     }
     plan
 }
 
-fn open_report(target: Option<&ReportTarget>) -> Result<Option<Box<dyn Write>>, AppError> {
-    Ok(match target {
-        None => None,
-        Some(ReportTarget::Stdout) => Some(Box::new(io::stdout())),
-        Some(ReportTarget::File(path)) => {
-            let file = File::create(path).map_err(|e| {
-                AppError::Input(format!(
-                    "cannot create report {}: {e}: give --report a writable path in an existing \
-                     directory",
-                    path.display()
-                ))
-            })?;
-            Some(Box::new(BufWriter::new(file)))
-        }
+/// Creates the report (its header is on disk before any device starts).
+fn open_report(
+    target: Option<&ReportTarget>,
+    waves: Vec<usize>,
+) -> Result<Option<ReportWriter>, AppError> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    ReportWriter::create(target, waves).map(Some).map_err(|e| {
+        let path = match target {
+            ReportTarget::File(path) => path.display().to_string(),
+            ReportTarget::Stdout => "-".to_string(),
+        };
+        AppError::Input(format!(
+            "cannot create report {path}: {e}: give --report a writable path in an existing \
+             directory"
+        ))
     })
 }
 
@@ -361,7 +379,7 @@ fn execute(
     registry: &Registry,
     payload: &Payload,
     plan: &Plan,
-    journal: Option<&JournalWriter>,
+    (journal, report): (Option<&JournalWriter>, Option<&ReportWriter>),
     signals: &Signals,
     outputs: Outputs,
 ) -> Result<RunResult, AppError> {
@@ -403,6 +421,7 @@ fn execute(
         settings: config.run,
         interrupt: &signals.interrupt,
         journal,
+        report,
     };
     let result = run.execute(&sender);
     drop(sender); // the progress thread ends when every sender is gone
@@ -412,10 +431,8 @@ fn execute(
 
 fn finish(
     registry: &Registry,
-    plan: &Plan,
     result: &RunResult,
-    report: Option<Box<dyn Write>>,
-    target: Option<&ReportTarget>,
+    report: Option<ReportWriter>,
 ) -> Result<(), AppError> {
     let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed);
     match &result.stopped {
@@ -428,12 +445,13 @@ fn finish(
         }
         Some(reason) => summary.push_str(&format!("\nstopped: {reason}")),
     }
-    if let Some(mut out) = report {
-        report::write_report(registry, &result.outcomes, &plan.wave_numbers(), &mut out)
-            .and_then(|()| out.flush())
+    if let Some(report) = report {
+        let path = report.path().map(|path| path.display().to_string());
+        report
+            .finish(registry, &result.outcomes)
             .map_err(|e| AppError::Fatal(format!("cannot write the report: {e}")))?;
-        if let Some(ReportTarget::File(path)) = target {
-            summary.push_str(&format!("\nreport: {}", path.display()));
+        if let Some(path) = path {
+            summary.push_str(&format!("\nreport: {path}"));
         }
     }
     eprintln!("{summary}");

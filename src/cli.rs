@@ -5,14 +5,19 @@
 //! `--version`, usage errors exiting 2). Must not: read files or the environment.
 
 use crate::scheduler::{Filter, Rate, Shard, Threshold, WaveSize, Window};
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod suggest;
+
+pub use suggest::closest;
+
 /// update-orchestrator pushes one update file to thousands of devices at once, over HTTP(S),
 /// with bounded retries, timeouts on every phase, live progress and a per-device report.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
+    help_triggers("-h", "--help", "help"),
     example = "\
     {command_name} demo\n\
     {command_name} push --payload fw-2.1.bin devices.csv\n\
@@ -55,7 +60,7 @@ impl TopLevel {
 }
 
 /// The subcommands.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(subcommand)]
 #[allow(clippy::large_enum_variant)] // built once per process; argh needs the variants unboxed
 pub enum Command {
@@ -71,10 +76,11 @@ pub enum Command {
 
 /// Push a payload to every device listed in REGISTRY (a CSV file, or - for stdin). The whole
 /// registry and the payload are validated before any device is contacted.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
     subcommand,
     name = "push",
+    help_triggers("-h", "--help", "help"),
     example = "\
     {command_name} --payload fw-2.1.bin devices.csv\n\
     {command_name} --payload fw.bin --target 'http://{{ip}}:8080/update' --concurrency 200 hosts.csv\n\
@@ -512,8 +518,8 @@ pub struct PushArgs {
 
 /// Run a real rollout against a simulated fleet on loopback: starts the fleet, pushes a
 /// generated payload with live progress, prints the summary and where the report is.
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "demo")]
+#[derive(FromArgs, ArgsInfo, Debug)]
+#[argh(subcommand, name = "demo", help_triggers("-h", "--help", "help"))]
 pub struct DemoArgs {
     /// simulated devices (default 200)
     #[argh(option, default = "200")]
@@ -538,10 +544,11 @@ pub struct DemoArgs {
 /// version; POST /devices/ID/install installs a verified upload (the device then drops every
 /// connection for --reboot); POST /devices/ID/rollback puts the first version back;
 /// GET /_stats returns the counters.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
     subcommand,
     name = "simulate",
+    help_triggers("-h", "--help", "help"),
     example = "{command_name} --devices 1000 --flaky 5% > fleet.csv"
 )]
 pub struct SimulateArgs {
@@ -617,10 +624,11 @@ pub struct SimulateArgs {
 /// Summarise a journal: counts per state, the payload, first and last activity, errors by
 /// class and the 20 most recent failures. With --failed or --succeeded, print those devices'
 /// registry rows as CSV (their original columns), ready to pipe into 'push -'.
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
     subcommand,
     name = "status",
+    help_triggers("-h", "--help", "help"),
     example = "\
     {command_name} fw-2.1.journal\n\
     {command_name} --failed fw-2.1.journal | update-orchestrator push --payload fw-2.1.bin -",
@@ -685,9 +693,15 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             status: 2,
         },
         Ok(top) => Parsed::Run(top),
-        Err(exit) => Parsed::Exit {
+        Err(exit) if exit.status.is_ok() => Parsed::Exit {
             output: exit.output.trim_end().to_string(),
-            status: if exit.status.is_ok() { 0 } else { 2 },
+            status: 0,
+        },
+        Err(exit) => Parsed::Exit {
+            output: suggest::explain(&exit.output, &args, &suggest::top_level())
+                .map(|message| format!("{program}: {message}"))
+                .unwrap_or_else(|| exit.output.trim_end().to_string()),
+            status: 2,
         },
     }
 }

@@ -21,7 +21,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod files;
+mod paths;
 mod tls;
+
+pub use paths::resolve as resolve_path;
 
 /// Headers the tool sets itself, which a `--header` may not replace.
 const RESERVED_HEADERS: &[&str] = &[
@@ -256,6 +259,7 @@ impl PushConfig {
             tls::client_certificate(args.cert.as_deref(), args.key.as_deref())?;
         let form = form(&args, &headers)?;
         let command = command_options(&args)?;
+        check_paths(&args)?;
         Ok(PushConfig {
             payload: args.payload,
             allow_empty: args.allow_empty,
@@ -321,6 +325,37 @@ impl PushConfig {
             ),
         })
     }
+}
+
+/// No output names an input (the registry, the payload, keys, certificates) or another output.
+fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
+    use paths::Named as named;
+    let mut inputs = vec![named("--payload", &args.payload)];
+    if args.registry != "-" {
+        inputs.push(named("the registry", args.registry.as_ref()));
+    }
+    inputs.extend(args.identity.iter().map(|path| named("--identity", path)));
+    for (flag, path) in [
+        ("--known-hosts", &args.known_hosts),
+        ("--cacert", &args.cacert),
+        ("--cert", &args.cert),
+        ("--key", &args.key),
+    ] {
+        inputs.extend(path.as_deref().map(|path| named(flag, path)));
+    }
+    let mut outputs = Vec::new();
+    for (flag, path) in [("--report", &args.report), ("--events", &args.events)] {
+        if let Some(path) = path.as_deref().filter(|path| *path != "-") {
+            outputs.push(named(flag, path.as_ref()));
+        }
+    }
+    outputs.extend(
+        args.metrics_file
+            .as_deref()
+            .map(|p| named("--metrics-file", p)),
+    );
+    outputs.extend(args.journal.as_deref().map(|p| named("--journal", p)));
+    paths::check_distinct(&inputs, &outputs)
 }
 
 /// The delivery command's flags, checked: the command parses and reads no environment.

@@ -91,6 +91,7 @@
 //!     settings,
 //!     interrupt: &cancel,
 //!     journal: None,
+//!     report: None,
 //! };
 //! let result = run.execute(&events)?;
 //! drop(events);

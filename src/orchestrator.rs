@@ -155,6 +155,8 @@ pub struct Run<'a> {
     pub interrupt: &'a AtomicBool,
     /// The journal to append to; the orchestrator is its only writer during a run.
     pub journal: Option<&'a JournalWriter>,
+    /// The report file, given each device's row when its outcome is final (after the journal).
+    pub report: Option<&'a crate::report::ReportWriter>,
 }
 
 impl Run<'_> {

@@ -4,10 +4,14 @@
 //! is live (the summary is printed after the progress thread has been joined).
 
 use crate::progress::{human_bytes, human_duration};
-use crate::registry::Registry;
+use crate::registry::{Device, Registry};
 use std::fmt;
 use std::io::{self, Write};
 use std::time::Duration;
+
+mod writer;
+
+pub use writer::ReportWriter;
 
 /// The final state of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,33 +201,38 @@ pub fn write_report(
     csv.write_record(REPORT_HEADER)?;
     for (index, (device, outcome)) in registry.devices.iter().zip(outcomes).enumerate() {
         let wave = waves.get(index).copied().unwrap_or(0);
-        let lifecycle = &outcome.lifecycle;
-        let text = |value: &Option<String>| value.clone().unwrap_or_default();
-        csv.write_record([
-            &*device.id,
-            &redact_url(&device.url),
-            &outcome.status.to_string(),
-            &outcome.attempts.to_string(),
-            &outcome.bytes.to_string(),
-            &outcome.duration.as_millis().to_string(),
-            &outcome
-                .http_status
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            &outcome.error,
-            &if wave == 0 {
-                String::new()
-            } else {
-                wave.to_string()
-            },
-            outcome.method,
-            &lifecycle.stage.map(|s| s.to_string()).unwrap_or_default(),
-            &text(&lifecycle.version_before),
-            &text(&lifecycle.version_after),
-            &text(&lifecycle.rollback),
-        ])?;
+        csv.write_record(report_row(device, outcome, wave))?;
     }
     csv.flush()
+}
+
+/// One device's row of the report, its cells in `REPORT_HEADER`'s order.
+pub fn report_row(device: &Device, outcome: &DeviceOutcome, wave: usize) -> [String; 14] {
+    let lifecycle = &outcome.lifecycle;
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    [
+        device.id.to_string(),
+        redact_url(&device.url),
+        outcome.status.to_string(),
+        outcome.attempts.to_string(),
+        outcome.bytes.to_string(),
+        outcome.duration.as_millis().to_string(),
+        outcome
+            .http_status
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        outcome.error.clone(),
+        if wave == 0 {
+            String::new()
+        } else {
+            wave.to_string()
+        },
+        outcome.method.to_string(),
+        lifecycle.stage.map(|s| s.to_string()).unwrap_or_default(),
+        text(&lifecycle.version_before),
+        text(&lifecycle.version_after),
+        text(&lifecycle.rollback),
+    ]
 }
 
 /// Hides a password in a URL's user info (`https://user:secret@host/` → `https://user:***@host/`).

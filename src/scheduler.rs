@@ -16,4 +16,4 @@ pub use rollout::{
     FailurePolicy, Rate, Threshold, TokenBucket, WaveSize, Window, parse_bandwidth, parse_waves,
     wave_sizes,
 };
-pub use select::{Filter, Order, Shard, check_filters, fnv1a};
+pub use select::{Filter, Order, Shard, check_filters, empty_selection, fnv1a};

@@ -41,6 +41,9 @@ impl Shared<'_, '_> {
             outcome.error
         );
         self.journal_outcome(device, &outcome);
+        if let Some(report) = self.run.report {
+            report.record(index, device, &outcome);
+        }
         self.announce(index, device, &outcome);
         self.count_finished(outcome.status);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);

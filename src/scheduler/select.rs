@@ -151,6 +151,73 @@ pub fn check_filters(filters: &[Filter], header: &[String]) -> Result<(), String
     Ok(())
 }
 
+/// Why `--where` and `--shard` select no device of a registry that has some, naming the filter
+/// and the values its column does have (a typo such as `site=eu-wset` otherwise pushes nothing
+/// and succeeds); `None` when some device is selected or the registry is empty.
+pub fn empty_selection(registry: &Registry, filters: &[Filter], shard: Option<Shard>) -> Option<String> {
+    let devices = &registry.devices;
+    let selected = |device: &&Device| passes(registry, device, filters);
+    if devices.is_empty() || devices.iter().filter(selected).any(|d| shard.is_none_or(|s| s.contains(&d.id))) {
+        return None;
+    }
+    let source = &registry.source;
+    let lone = filters.iter().find(|filter| {
+        !devices.iter().any(|d| filter.matches(registry.value(d, filter.column()).unwrap_or("")))
+    });
+    Some(match (lone, shard) {
+        (Some(filter), _) => format!(
+            "--where {filter} selects none of the {} devices in {source}: {}; fix the value",
+            devices.len(),
+            column_values(registry, filter)
+        ),
+        (None, Some(shard)) if devices.iter().any(|d| selected(&d)) => format!(
+            "--shard {shard} selects none of the {} devices that {} leave in {source}: use fewer shards",
+            devices.iter().filter(selected).count(),
+            if filters.is_empty() { "the registry".to_string() } else { where_flags(filters) }
+        ),
+        _ => {
+            let columns: Vec<String> = filters.iter().map(|f| column_values(registry, f)).collect();
+            format!(
+                "{} together select none of the {} devices in {source}: {}",
+                where_flags(filters),
+                devices.len(),
+                columns.join("; ")
+            )
+        }
+    })
+}
+
+/// `--where A --where B`, as typed.
+fn where_flags(filters: &[Filter]) -> String {
+    let flags: Vec<String> = filters.iter().map(|f| format!("--where {f}")).collect();
+    flags.join(" ")
+}
+
+/// `site has: eu-west, us-east` (the first values in registry order, then a count), tags one
+/// by one for `~`.
+fn column_values(registry: &Registry, filter: &Filter) -> String {
+    const SHOWN: usize = 10;
+    let column = filter.column();
+    let mut values: Vec<&str> = Vec::new();
+    for device in &registry.devices {
+        let value = registry.value(device, column).unwrap_or("");
+        let parts: Vec<&str> = match filter {
+            Filter::HasTag(..) => value.split(';').map(str::trim).collect(),
+            _ => vec![value],
+        };
+        for part in parts {
+            if !values.contains(&part) {
+                values.push(part);
+            }
+        }
+    }
+    let mut shown: Vec<String> = values.iter().take(SHOWN).map(|v| if v.is_empty() { "(empty)".to_string() } else { v.to_string() }).collect();
+    if values.len() > SHOWN {
+        shown.push(format!("... ({} values in all)", values.len()));
+    }
+    format!("{column} has: {}", shown.join(", "))
+}
+
 /// Puts `indexes` in `order` (a seeded Fisher-Yates shuffle for `Random`).
 pub fn apply_order(indexes: &mut [usize], order: Order) {
     if let Order::Random(seed) = order {
@@ -193,6 +260,55 @@ mod tests {
             "x",
             Err("invalid --where '=x': use COLUMN=VALUE, COLUMN!=VALUE or COLUMN~TAG"),
         );
+    }
+
+    #[track_caller]
+    fn check_empty(filters: &[&str], shard: Option<&str>, expected: Option<&str>) {
+        let text = "id,url,site,tags\na,http://h/a,eu-west,pos;lab\nb,http://h/b,us-east,kiosk\nc,http://h/c,eu-west,\n";
+        let registry = crate::registry::load("d.csv", text.as_bytes(), None).unwrap();
+        let filters: Vec<Filter> = filters.iter().map(|f| f.parse().unwrap()).collect();
+        let shard = shard.map(|s| s.parse().unwrap());
+        let got = empty_selection(&registry, &filters, shard);
+        assert_eq!(got.as_deref(), expected, "{filters:?} {shard:?}");
+    }
+
+    #[test]
+    fn an_empty_selection_names_the_filter_and_the_values() {
+        check_empty(&["site=eu-west"], None, None);
+        check_empty(&[], Some("0/1"), None);
+        check_empty(
+            &["site=eu-wset"],
+            None,
+            Some("--where site=eu-wset selects none of the 3 devices in d.csv: site has: eu-west, us-east; fix the value"),
+        );
+        check_empty(
+            &["tags~kisok"],
+            None,
+            Some("--where tags~kisok selects none of the 3 devices in d.csv: tags has: pos, lab, kiosk, (empty); fix the value"),
+        );
+        check_empty(
+            &["site=us-east", "tags~pos"],
+            None,
+            Some("--where site=us-east --where tags~pos together select none of the 3 devices in d.csv: site has: eu-west, us-east; tags has: pos, lab, kiosk, (empty)"),
+        );
+        let shard = (0..64u32).find(|&i| !["b"].iter().any(|id| Shard { index: i, count: 64 }.contains(id))).unwrap();
+        let shard = format!("{shard}/64");
+        check_empty(
+            &["site=us-east"],
+            Some(&shard),
+            Some(&format!("--shard {shard} selects none of the 1 devices that --where site=us-east leave in d.csv: use fewer shards")),
+        );
+    }
+
+    #[test]
+    fn a_long_list_of_values_is_capped() {
+        let mut text = String::from("id,url,site\n");
+        for i in 0..25 {
+            text.push_str(&format!("d{i},http://h/{i},s{i}\n"));
+        }
+        let registry = crate::registry::load("d.csv", text.as_bytes(), None).unwrap();
+        let got = empty_selection(&registry, &["site=x".parse().unwrap()], None).unwrap();
+        assert!(got.ends_with("site has: s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, ... (25 values in all); fix the value"), "{got}");
     }
 
     #[track_caller]

@@ -55,10 +55,10 @@ fn help_exits_0_and_documents_exit_codes() {
 #[test]
 fn usage_errors_exit_2() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--bogus"], "Unrecognized argument: --bogus"),
+        (&["--bogus"], "unknown flag --bogus"),
         (&[], "a command is required"),
         (&["-v"], "a command is required"),
-        (&["fly"], "Unrecognized argument: fly"),
+        (&["fly"], "unknown command fly: use one of push, demo, simulate, status"),
         (&["push", "devices.csv"], "--payload"),
         (&["push", "--payload", "fw.bin"], "registry"),
         (
@@ -104,7 +104,7 @@ fn there_is_no_flag_that_turns_verification_off_by_accident() {
             .run();
         output
             .expect_status(2)
-            .expect_stderr(&format!("Unrecognized argument: {flag}"));
+            .expect_stderr(&format!("unknown flag {flag} for push"));
     }
     let output = Test::new()
         .args([
