@@ -648,6 +648,11 @@ pub struct StatusArgs {
     #[argh(switch)]
     pub json: bool,
 
+    /// the registry the journal's runs used: also count its devices the journal never saw
+    /// (never attempted)
+    #[argh(option)]
+    pub registry: Option<PathBuf>,
+
     /// the journal file; several journals of one payload (one per shard) are summarised
     /// together
     #[argh(positional)]

@@ -80,6 +80,9 @@ pub enum Event {
         index: usize,
         /// The stage it entered.
         stage: Stage,
+        /// For `Stage::Install` after an SSH `--exec` that succeeded (sent once it finished):
+        /// the last lines it printed (`last output: a | b`, or `no output`).
+        output: Option<String>,
     },
     /// The device received and acknowledged the whole payload.
     Succeeded {

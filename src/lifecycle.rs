@@ -57,18 +57,21 @@ pub struct VersionCheck {
     pub command: Option<Template>,
     /// `--probe-url TEMPLATE`: for HTTP devices, a URL whose GET answer is the version.
     pub url: Option<Template>,
-    /// `--expect-version V`: the trimmed output must equal V.
+    /// `--expect-version V`: the output's last non-empty line, trimmed, must equal V.
     pub version: Option<String>,
-    /// `--expect-match REGEX`: the output must match (takes the place of the equality test).
+    /// `--expect-match REGEX`: the whole output must match (takes the place of the equality
+    /// test).
     pub pattern: Option<Regex>,
 }
 
 impl VersionCheck {
-    /// Whether `reported` (a probe's raw output) is the expected version.
+    /// Whether `reported` (a probe's raw output) is the expected version. The equality test
+    /// reads the last non-empty line only, so a login banner or a shell's greeting printed
+    /// before the version does not hide it.
     pub fn matches(&self, reported: &str) -> bool {
         match (&self.pattern, &self.version) {
             (Some(pattern), _) => pattern.is_match(reported),
-            (None, Some(version)) => reported.trim() == version,
+            (None, Some(version)) => last_line(reported) == version,
             (None, None) => false,
         }
     }
@@ -83,15 +86,19 @@ impl VersionCheck {
     }
 }
 
-/// How a probe's output is shown and recorded: its first non-empty line, trimmed, without
-/// control characters, at most 100 characters.
+/// How a probe's output is shown and recorded: the line `--expect-version` compares (the
+/// last non-empty one, trimmed), without control characters, at most 100 characters.
 pub fn shown_version(reported: &str) -> String {
-    let line = reported
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or("");
+    let line = last_line(reported);
     line.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+/// The last non-empty line of `text`, trimmed ("" when there is none).
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())
+        .unwrap_or("")
 }
 
 /// A request flag such as `--then-url 'POST http://{ip}:8080/restart'`: a method and a URL
@@ -153,21 +160,36 @@ mod tests {
     #[test]
     fn versions_match_trimmed_or_by_pattern() {
         let exact = check_with(Some("2.1"), None);
-        check_match(&exact, "2.1", true);
-        check_match(&exact, "  2.1\n", true);
-        check_match(&exact, "2.10", false);
-        check_match(&exact, "v2.1", false);
-        check_match(&exact, "", false);
         let pattern = check_with(Some("2.1"), Some(r"^fw 2\.1(\.\d+)?$"));
-        check_match(&pattern, "fw 2.1.7", true);
-        check_match(&pattern, "2.1", false); // the pattern replaces the equality test
+        let banner = check_with(None, Some(r"(?m)^Welcome"));
+        let table: &[(&VersionCheck, &str, bool)] = &[
+            (&exact, "2.1", true),
+            (&exact, "  2.1\n", true),
+            (&exact, "2.10", false),
+            (&exact, "v2.1", false),
+            (&exact, "", false),
+            (&exact, "\n \n", false),
+            // A login banner or a shell's greeting before the version: the last line counts.
+            (&exact, "Welcome to fw-os\nLast login: today\n2.1\n", true),
+            (&exact, "motd\r\n2.1\r\n\r\n", true),
+            (&exact, "2.1\nWelcome", false),
+            (&exact, "2.1\n1.0\n", false),
+            (&pattern, "fw 2.1.7", true),
+            (&pattern, "2.1", false), // the pattern replaces the equality test
+            // --expect-match sees the whole output, banner included.
+            (&banner, "Welcome to fw-os\n2.1\n", true),
+            (&banner, "2.1\n", false),
+        ];
+        for &(check, reported, expected) in table {
+            check_match(check, reported, expected);
+        }
         assert_eq!(pattern.expected(), r"matching /^fw 2\.1(\.\d+)?$/");
         assert_eq!(exact.expected(), "2.1");
     }
 
     #[test]
     fn shown_versions_are_one_clean_line() {
-        assert_eq!(shown_version("\n  2.1  \nbuild 7\n"), "2.1");
+        assert_eq!(shown_version("\n  banner  \n2.1 \n\n"), "2.1");
         assert_eq!(shown_version("a\u{1b}[1mb"), "a[1mb");
         assert_eq!(shown_version(""), "");
         assert_eq!(shown_version(&"x".repeat(300)).len(), 100);

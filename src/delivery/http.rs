@@ -314,6 +314,7 @@ impl Delivery for HttpDelivery {
                 bytes_sent,
                 http_status: Some(status),
                 method: "http",
+                install_output: None,
             });
         }
         Err(status_error(&mut response, status, bytes_sent))

@@ -106,6 +106,10 @@ pub enum ErrorKind {
     Verify,
     /// The install command (`--exec`) failed or timed out.
     Exec,
+    /// The connection was lost after the install command (`--exec`) started: whether it ran
+    /// to the end is unknown (a device that reboots at once does this). Never retried: the
+    /// install must not run twice; a health check, when configured, decides.
+    InstallUnknown,
     /// The device refused to write (permission denied).
     Permission,
     /// The device's disk is full.
@@ -140,7 +144,7 @@ impl DeliveryError {
     /// 408, 429 and 5xx, and a verification mismatch after a clean transfer. Everything else
     /// (other 4xx, TLS verification, bad requests, a changed payload, the device deadline,
     /// SSH authentication and host keys, permission denied, a full disk, a failed install
-    /// command) is permanent.
+    /// command, a connection lost once the install command started) is permanent.
     pub fn is_transient(&self) -> bool {
         match self.kind {
             ErrorKind::Refused
@@ -159,6 +163,7 @@ impl DeliveryError {
             | ErrorKind::Auth
             | ErrorKind::HostKey
             | ErrorKind::Exec
+            | ErrorKind::InstallUnknown
             | ErrorKind::Permission
             | ErrorKind::NoSpace => false,
         }
@@ -182,6 +187,7 @@ impl DeliveryError {
             ErrorKind::HostKey => "host-key",
             ErrorKind::Verify => "verify",
             ErrorKind::Exec => "exec",
+            ErrorKind::InstallUnknown => "install-unknown",
             ErrorKind::Permission => "permission",
             ErrorKind::NoSpace => "no-space",
             ErrorKind::Io => "io",
@@ -272,7 +278,12 @@ impl std::error::Error for DeliveryError {}
 ///             meter.add(n as u64); // counts the bytes, and waits for the bandwidth limits
 ///             out.write_all(&buffer[..n]).map_err(|e| failed(e, meter.total()))?;
 ///         }
-///         Ok(Delivered { bytes_sent: meter.total(), http_status: None, method: "dir" })
+///         Ok(Delivered {
+///             bytes_sent: meter.total(),
+///             http_status: None,
+///             method: "dir",
+///             install_output: None,
+///         })
 ///     }
 /// }
 ///
@@ -470,6 +481,9 @@ pub struct Delivered {
     /// neither SFTP nor scp: `cat > PATH.part` over an exec channel), or `command`; your own
     /// delivery's name for a [`Delivery`] of yours. Shown in the report's `method` column.
     pub method: &'static str,
+    /// What the install command (SSH `--exec`) printed last, when one ran: its last lines on
+    /// one line (`last output: a | b`), for the events file and the log.
+    pub install_output: Option<String>,
 }
 
 /// Counts payload bytes of one attempt and reports them to the progress thread, coalesced to

@@ -260,14 +260,18 @@ impl SshDelivery {
             + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
         upload.verify(&context, self.options.verify, verify_bound)?;
         upload.finish(&context)?;
-        if let Some(command) = &self.options.exec {
-            self.install(&session, command, registry, device, &path, deadline)?;
-        }
+        let install_output = match &self.options.exec {
+            Some(command) => {
+                Some(self.install(&session, command, registry, device, &path, deadline)?)
+            }
+            None => None,
+        };
         goodbye(&session);
         Ok(Delivered {
             bytes_sent: *sent,
             http_status: None,
             method: upload.method(),
+            install_output,
         })
     }
 
@@ -307,6 +311,8 @@ impl SshDelivery {
         }
     }
 
+    /// Runs `--exec`; its last lines when it succeeded. A connection lost once it started is
+    /// `ErrorKind::InstallUnknown`: it must not run again.
     fn install(
         &self,
         session: &Session,
@@ -315,7 +321,7 @@ impl SshDelivery {
         device: &Device,
         path: &str,
         deadline: Option<Instant>,
-    ) -> Result<(), DeliveryError> {
+    ) -> Result<String, DeliveryError> {
         let command = fill_command(command, registry, device, path);
         let bound = remote::Bound::new(
             self.options.exec_timeout,
@@ -324,7 +330,7 @@ impl SshDelivery {
         );
         let output = remote::run(session, &command, &bound, Phase::Exec)?;
         if output.succeeded() {
-            return Ok(());
+            return Ok(output.tail_text());
         }
         Err(failure(
             Phase::Exec,

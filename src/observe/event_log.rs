@@ -83,6 +83,8 @@ enum Body<'a> {
     Stage {
         id: &'a str,
         stage: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<&'a str>,
     },
     Succeeded {
         id: &'a str,
@@ -203,7 +205,11 @@ impl EventLog {
                     error: reason,
                 });
             }
-            Event::Stage { index, stage } => {
+            Event::Stage {
+                index,
+                stage,
+                output,
+            } => {
                 let Some(device) = self.devices.get(index) else {
                     return;
                 };
@@ -211,6 +217,7 @@ impl EventLog {
                 self.line(Body::Stage {
                     id: &id,
                     stage: stage.to_string(),
+                    output: output.as_deref(),
                 });
             }
             Event::Succeeded {

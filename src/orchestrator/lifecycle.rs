@@ -45,12 +45,25 @@ impl Shared<'_, '_> {
             }
         }
         self.enter(index, &mut trail, Stage::Upload);
-        let delivered = match self.upload(index, device, &mut trail.tries) {
-            Ok(delivered) => delivered,
-            Err(ended) => return trail.ended(ended),
-        };
-        trail.delivered(&delivered);
         let mut install_note = String::new();
+        match self.upload(index, device, &mut trail.tries) {
+            Ok(delivered) => {
+                trail.delivered(&delivered);
+                if let Some(output) = delivered.install_output {
+                    self.installed(index, device, &mut trail, output);
+                }
+            }
+            // `--exec` started and the connection dropped (a device rebooting at once): it
+            // never runs twice; the health check tells whether it worked.
+            Err(Ended::Failed(error, _))
+                if error.kind == ErrorKind::InstallUnknown && lifecycle.check.is_some() =>
+            {
+                log::info!("{}: {error}; waiting for health", device.id);
+                trail.lifecycle.stage = Some(Stage::Install);
+                install_note = " (the connection was lost during --exec)".to_string();
+            }
+            Err(ended) => return trail.ended(ended),
+        }
         if let Some(action) = lifecycle.install_url.as_ref().filter(|_| !is_ssh(device)) {
             self.enter(index, &mut trail, Stage::Install);
             if self.interrupted() {
@@ -65,6 +78,10 @@ impl Shared<'_, '_> {
                     if lifecycle.check.is_some() && error.is_transient() =>
                 {
                     install_note = format!(" (the install request got no answer: {error})");
+                }
+                Err(Ended::Failed(error, _)) if error.is_transient() => {
+                    let note = " (outcome unknown; it was sent once)";
+                    return trail.ended(Ended::Failed(error, note));
                 }
                 Err(ended) => return trail.ended(ended),
             }
@@ -88,8 +105,24 @@ impl Shared<'_, '_> {
     fn enter(&self, index: usize, trail: &mut Trail, stage: Stage) {
         trail.lifecycle.stage = Some(stage);
         if self.run.lifecycle.is_active() {
-            let _ = self.events.send(Event::Stage { index, stage });
+            let _ = self.events.send(Event::Stage {
+                index,
+                stage,
+                output: None,
+            });
         }
+    }
+
+    /// An SSH `--exec` that succeeded: what it printed goes to the events file (a `stage`
+    /// line, in any run) and to the log at `-v`.
+    fn installed(&self, index: usize, device: &Device, trail: &mut Trail, output: String) {
+        log::info!("{}: --exec succeeded; {output}", device.id);
+        trail.lifecycle.stage = Some(Stage::Install);
+        let _ = self.events.send(Event::Stage {
+            index,
+            stage: Stage::Install,
+            output: Some(output),
+        });
     }
 
     /// The probe before the upload, retried like any request.

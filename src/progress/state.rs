@@ -101,7 +101,7 @@ impl State {
             Event::AttemptStarted { index, .. } => self.attempt_started(index),
             Event::BytesSent { index, bytes } => self.bytes_sent(index, bytes),
             Event::RetryScheduled { index, .. } => self.retry_scheduled(index),
-            Event::Stage { index, stage } => {
+            Event::Stage { index, stage, .. } => {
                 if stage == Stage::Wait {
                     self.waiting.insert(index);
                 } else {
@@ -401,7 +401,11 @@ mod tests {
 
     #[test]
     fn devices_waiting_for_health_are_counted_until_they_move_on_or_end() {
-        let stage = |index, stage| Event::Stage { index, stage };
+        let stage = |index, stage| Event::Stage {
+            index,
+            stage,
+            output: None,
+        };
         let waiting = |events: &[Event]| {
             let mut state = State::default();
             for event in events {

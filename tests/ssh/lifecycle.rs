@@ -142,3 +142,124 @@ fn probe_install_wait_check_and_rollback_over_ssh() {
         "{slow:?}"
     );
 }
+
+/// Issue 19: `--exec 'fw-install {path} && (sleep 1; reboot) &'` keeps the exec channel open
+/// through the reboot; the dropped session was retried, a fresh upload and the installer again
+/// (it ran 4 times). Once `--exec` has started, a lost connection is "outcome unknown": the
+/// probe decides, or the device fails, and the installer never runs twice.
+#[test]
+fn an_install_that_drops_its_session_runs_once() {
+    let server = Server::sshd();
+    let (dir, remote) = crate::util::workspace(&server);
+    fs::write(dir.path().join("fw.bin"), crate::util::bytes(50_000, 9)).unwrap();
+    let installer = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/reboot-install.sh");
+    let exec = format!(
+        "sh {} {{path}}.runs {{path}}.version 2.0",
+        installer.display()
+    );
+    let key = server.client_key.display().to_string();
+    let run = |id: &str, lifecycle: &[&str]| {
+        let url = server.url(&remote.join(format!("{id}.bin")));
+        fs::write(
+            dir.path().join("devices.csv"),
+            format!("id,url\n{id},{url}\n"),
+        )
+        .unwrap();
+        let common = ["--payload", "fw.bin", "--identity", &key, "--known-hosts"];
+        let retried = [
+            "known_hosts",
+            "--retries",
+            "3",
+            "--exec",
+            &exec,
+            "--report",
+            "-",
+        ];
+        let args = [&common[..], &retried[..], lifecycle, &["devices.csv"]].concat();
+        let (status, stdout, stderr) = push(dir.path(), &args);
+        let runs = fs::read_to_string(remote.join(format!("{id}.bin.runs"))).unwrap_or_default();
+        (status, rows(&stdout), runs, format!("{stderr}\n{stdout}"))
+    };
+
+    // With a probe: the health wait sees 2.0 and the device succeeds.
+    let probe = [
+        "--probe",
+        "cat {path}.version",
+        "--expect-version",
+        "2.0",
+        "--probe-interval",
+        "1s",
+        "--health-timeout",
+        "30s",
+    ];
+    let (status, rows, runs, output) = run("probed", &probe);
+    assert_eq!(status, Some(0), "{output}");
+    assert_eq!(runs, "run\n", "the installer ran once\n{output}");
+    assert_eq!(
+        strs(&rows[0].1),
+        ["succeeded", "", "done", "", "2.0", ""],
+        "{output}"
+    );
+
+    // Without one: failed, outcome unknown, and still one run.
+    let (status, rows, runs, output) = run("blind", &[]);
+    assert_eq!(status, Some(1), "{output}");
+    assert_eq!(runs, "run\n", "the installer ran once\n{output}");
+    let [status, error, stage, ..] = strs(&rows[0].1);
+    assert_eq!([status, stage], ["failed", "install"], "{output}");
+    assert!(
+        error
+            .starts_with("exec: connection lost during the install (outcome unknown; it ran once)"),
+        "{error}"
+    );
+}
+
+/// What a successful `--exec` printed is kept: a `stage` line in `--events` (`output`), and a
+/// log record at `-v`.
+#[test]
+fn a_successful_install_keeps_its_last_lines() {
+    let server = Server::sshd();
+    let (dir, remote) = crate::util::workspace(&server);
+    fs::write(dir.path().join("fw.bin"), crate::util::bytes(10_000, 3)).unwrap();
+    let url = server.url(&remote.join("fw.bin"));
+    fs::write(
+        dir.path().join("devices.csv"),
+        format!("id,url\ndev-1,{url}\n"),
+    )
+    .unwrap();
+    let key = server.client_key.display().to_string();
+    let (status, _, stderr) = push(
+        dir.path(),
+        &[
+            "-v",
+            "--payload",
+            "fw.bin",
+            "--identity",
+            &key,
+            "--known-hosts",
+            "known_hosts",
+            "--exec",
+            "echo installing {path}; echo installer done",
+            "--events",
+            "events.jsonl",
+            "devices.csv",
+        ],
+    );
+    assert_eq!(status, Some(0), "{stderr}");
+    let events = fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let stage: serde_json::Value = events
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|line| line["type"] == "stage")
+        .unwrap_or_else(|| panic!("no stage line\n{events}"));
+    let expected = format!(
+        "last output: installing {} | installer done",
+        remote.join("fw.bin").display()
+    );
+    assert_eq!(stage["stage"], "install", "{stage}");
+    assert_eq!(stage["output"], expected.as_str(), "{stage}");
+    assert!(
+        stderr.contains(&format!("dev-1: --exec succeeded; {expected}")),
+        "{stderr}"
+    );
+}

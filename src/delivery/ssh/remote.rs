@@ -101,6 +101,10 @@ fn run_bounded(
     channel
         .handle_extended_data(ExtendedData::Merge)
         .map_err(ssh)?;
+    // From here on the command may be running: a lost connection no longer means "it did not
+    // run", and for the install that must never lead to running it again.
+    let started = |error: DeliveryError| started_then_lost(phase, error);
+    let ssh = |error: ssh2::Error| started(ssh_failure(phase, &error));
     channel.exec(command).map_err(ssh)?;
     channel.send_eof().map_err(ssh)?;
     session.set_timeout(millis(POLL.min(bound.stall)));
@@ -111,7 +115,7 @@ fn run_bounded(
             Ok(0) => break,
             Ok(n) => keep_tail(&mut tail, &buffer[..n]),
             Err(error) if error.kind() == io::ErrorKind::TimedOut => {}
-            Err(error) => return Err(session_io_failure(session, phase, &error)),
+            Err(error) => return Err(started(session_io_failure(session, phase, &error))),
         }
         if Instant::now() >= bound.until {
             return Err(overran(bound, phase));
@@ -136,6 +140,22 @@ fn run_bounded(
         signal,
         tail,
     })
+}
+
+/// A failure of a command that may have started: for the install (`--exec`), the outcome is
+/// unknown and the error says so by its kind; other commands keep their error.
+fn started_then_lost(phase: Phase, error: DeliveryError) -> DeliveryError {
+    if phase != Phase::Exec {
+        return error;
+    }
+    DeliveryError {
+        kind: ErrorKind::InstallUnknown,
+        message: format!(
+            "connection lost during the install (outcome unknown; it ran once): {}",
+            error.message
+        ),
+        ..error
+    }
 }
 
 fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
