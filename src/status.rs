@@ -38,6 +38,38 @@ pub fn state_counts(journal: &Journal) -> StateCounts {
     counts
 }
 
+/// The devices of the registry given to `status --registry`, against the journal: how many it
+/// lists, and how many of them the journal never saw (never attempted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCounts {
+    /// The registry's name (its path).
+    pub name: String,
+    /// Devices it lists.
+    pub devices: usize,
+    /// Those with no record in the journal.
+    pub never_attempted: usize,
+}
+
+impl RegistryCounts {
+    /// Counts the registry devices `ids` (named `name`) the journal has no record of.
+    pub fn new<'i>(
+        name: &str,
+        journal: &Journal,
+        ids: impl IntoIterator<Item = &'i str>,
+    ) -> RegistryCounts {
+        let (mut devices, mut never_attempted) = (0, 0);
+        for id in ids {
+            devices += 1;
+            never_attempted += usize::from(!journal.devices.contains_key(id));
+        }
+        RegistryCounts {
+            name: name.to_string(),
+            devices,
+            never_attempted,
+        }
+    }
+}
+
 /// Failed devices per error class, by class name.
 pub fn error_classes(journal: &Journal) -> BTreeMap<String, usize> {
     let mut classes = BTreeMap::new();
@@ -68,8 +100,8 @@ pub fn recent_failures(journal: &Journal) -> Vec<(&str, &DeviceEntry)> {
     failed
 }
 
-/// The text summary.
-pub fn render_text(name: &str, journal: &Journal) -> String {
+/// The text summary; with the registry's counts, a line for the devices never attempted.
+pub fn render_text(name: &str, journal: &Journal, registry: Option<&RegistryCounts>) -> String {
     let counts = state_counts(journal);
     let mut text = format!(
         "journal: {name}\npayload: sha256 {}, {}\nruns: {}; first activity {}; last activity {}\n\
@@ -85,6 +117,12 @@ pub fn render_text(name: &str, journal: &Journal) -> String {
         counts.interrupted,
         counts.unfinished,
     );
+    if let Some(registry) = registry {
+        text.push_str(&format!(
+            "\nregistry: {}: {} devices, {} never attempted",
+            registry.name, registry.devices, registry.never_attempted
+        ));
+    }
     let classes = error_classes(journal);
     if !classes.is_empty() {
         let list: Vec<String> = classes
@@ -114,8 +152,9 @@ pub fn render_text(name: &str, journal: &Journal) -> String {
     text
 }
 
-/// The summary as one JSON object.
-pub fn render_json(name: &str, journal: &Journal) -> String {
+/// The summary as one JSON object; with the registry's counts, `registry`,
+/// `registry_devices` and `never_attempted` too.
+pub fn render_json(name: &str, journal: &Journal, registry: Option<&RegistryCounts>) -> String {
     let counts = state_counts(journal);
     let recent: Vec<serde_json::Value> = recent_failures(journal)
         .into_iter()
@@ -126,7 +165,7 @@ pub fn render_json(name: &str, journal: &Journal) -> String {
             })
         })
         .collect();
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "journal": name,
         "payload_sha256": journal.payload_sha256,
         "payload_size": journal.payload_size,
@@ -141,6 +180,11 @@ pub fn render_json(name: &str, journal: &Journal) -> String {
         "errors_by_class": error_classes(journal),
         "recent_failures": recent,
     });
+    if let Some(registry) = registry {
+        value["registry"] = registry.name.clone().into();
+        value["registry_devices"] = registry.devices.into();
+        value["never_attempted"] = registry.never_attempted.into();
+    }
     value.to_string()
 }
 
@@ -214,7 +258,7 @@ mod tests {
     #[test]
     fn text_summary() {
         assert_eq!(
-            render_text("fw.journal", &journal()),
+            render_text("fw.journal", &journal(), None),
             "journal: fw.journal\n\
              payload: sha256 ab12, 4.0 MiB\n\
              runs: 1; first activity 2026-11-28T01:00:00.000Z; last activity 2026-11-28T01:00:04.000Z\n\
@@ -229,13 +273,47 @@ mod tests {
     #[test]
     fn json_summary() {
         let value: serde_json::Value =
-            serde_json::from_str(&render_json("fw.journal", &journal())).unwrap();
+            serde_json::from_str(&render_json("fw.journal", &journal(), None)).unwrap();
         assert_eq!(value["succeeded"], 1);
         assert_eq!(value["failed"], 2);
         assert_eq!(value["unfinished"], 1);
         assert_eq!(value["errors_by_class"]["timeout"], 1);
         assert_eq!(value["recent_failures"][0]["id"], "c");
         assert_eq!(value["payload_sha256"], "ab12");
+        assert!(value.get("never_attempted").is_none());
+    }
+
+    #[track_caller]
+    fn check_registry(ids: &[&str], expected: (usize, usize)) {
+        let counts = RegistryCounts::new("devices.csv", &journal(), ids.iter().copied());
+        assert_eq!(
+            (counts.devices, counts.never_attempted),
+            expected,
+            "{ids:?}"
+        );
+    }
+
+    #[test]
+    fn registry_devices_the_journal_never_saw() {
+        // The journal saw a (succeeded), b and c (failed), d (unfinished).
+        check_registry(&[], (0, 0));
+        check_registry(&["a", "b", "c", "d"], (4, 0));
+        check_registry(&["a", "x", "y"], (3, 2));
+        check_registry(&["x"], (1, 1));
+        let counts = RegistryCounts::new("devices.csv", &journal(), ["a", "e", "f"]);
+        let text = render_text("fw.journal", &journal(), Some(&counts));
+        assert!(
+            text.contains(
+                "\ndevices: 4: 1 succeeded, 2 failed, 0 interrupted, 1 unfinished\n\
+                           registry: devices.csv: 3 devices, 2 never attempted\n"
+            ),
+            "{text}"
+        );
+        let json = render_json("fw.journal", &journal(), Some(&counts));
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["registry"], "devices.csv");
+        assert_eq!(value["registry_devices"], 3);
+        assert_eq!(value["never_attempted"], 2);
     }
 
     #[test]

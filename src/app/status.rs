@@ -5,9 +5,12 @@
 
 use super::{AppError, Outcome};
 use crate::cli::StatusArgs;
-use crate::journal::{self, DeviceState};
+use crate::config::RegistrySource;
+use crate::journal::{self, DeviceState, Journal};
+use crate::registry;
+use crate::status::RegistryCounts;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
     let Some((first, others)) = args.journals.split_first() else {
@@ -41,12 +44,44 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
         (false, true) => Some(DeviceState::Succeeded),
         (false, false) => None,
     };
+    let registry = match &args.registry {
+        Some(path) => Some(registry_counts(path, &journal)?),
+        None => None,
+    };
+    let registry = registry.as_ref();
     let mut out = io::stdout().lock();
     let written = match state {
         Some(state) => crate::status::write_rows(&journal, state, &mut out),
-        None if args.json => writeln!(out, "{}", crate::status::render_json(&name, &journal)),
-        None => writeln!(out, "{}", crate::status::render_text(&name, &journal)),
+        None if args.json => {
+            let json = crate::status::render_json(&name, &journal, registry);
+            writeln!(out, "{json}")
+        }
+        None => {
+            let text = crate::status::render_text(&name, &journal, registry);
+            writeln!(out, "{text}")
+        }
     };
     written.map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
     Ok(Outcome::Succeeded)
+}
+
+/// `--registry FILE`: its devices, and those the journal never saw. Only the `id` column
+/// matters here, so the registry is read as a `--deliver-cmd` run would (URLs not checked): a
+/// registry that needs `--target` reads as well.
+fn registry_counts(path: &Path, journal: &Journal) -> Result<RegistryCounts, AppError> {
+    let options = registry::LoadOptions {
+        command_for_every_device: true,
+        ..registry::LoadOptions::default()
+    };
+    let registry = super::load_registry(&RegistrySource::File(path.to_path_buf()), &options)
+        .map_err(|error| match error {
+            AppError::Input(message) => AppError::Input(format!("status --registry: {message}")),
+            other => other,
+        })?;
+    let ids = registry.devices.iter().map(|device| &*device.id);
+    Ok(RegistryCounts::new(
+        &path.display().to_string(),
+        journal,
+        ids,
+    ))
 }
