@@ -15,7 +15,7 @@ use crate::scheduler::Jitter;
 use crate::timestamp;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 impl Shared<'_, '_> {
     pub(super) fn run_device(&self, index: usize) {
@@ -185,7 +185,12 @@ impl Shared<'_, '_> {
                 return Err(Ended::Failed(error, ""));
             }
             if number >= max_attempts {
-                return Err(Ended::Failed(error, " (retries exhausted)"));
+                // With --retries 0 there were no retries to exhaust.
+                let note = if max_attempts > 1 { " (retries exhausted)" } else { "" };
+                return Err(Ended::Failed(error, note));
+            }
+            if let Some(reason) = self.halts_retries() {
+                return Err(Ended::Interrupted(not_retried(&reason, &error)));
             }
             let delay = run
                 .settings
@@ -208,12 +213,66 @@ impl Shared<'_, '_> {
                 class: error.class(),
                 reason: error.to_string(),
             });
-            if !self.sleep_unless_interrupted(delay) {
-                let why = format!("stopped while waiting to retry; last error: {error}");
-                return Err(Ended::Interrupted(why));
+            match self.sleep_before_retry(delay) {
+                Backoff::Slept => {}
+                Backoff::Halted(reason) => {
+                    return Err(Ended::Interrupted(not_retried(&reason, &error)));
+                }
+                Backoff::Interrupted => {
+                    let why = format!("stopped while waiting to retry; last error: {error}");
+                    return Err(Ended::Interrupted(why));
+                }
             }
         }
     }
+
+    /// The stop, if it also ends the retries of devices in flight: an abort (`--max-failures`,
+    /// a failed canary) or a run that cannot go on safely (the payload changed, the journal
+    /// failed) must end near where it tripped. An interrupt has its own `--grace`, and a
+    /// closing window lets devices already started finish.
+    fn halts_retries(&self) -> Option<StopReason> {
+        self.stop_reason().filter(|reason| {
+            matches!(
+                reason,
+                StopReason::Threshold(_)
+                    | StopReason::CanaryFailed(_)
+                    | StopReason::PayloadChanged(_)
+                    | StopReason::JournalFailed(_)
+            )
+        })
+    }
+
+    /// The backoff before a retry, cut short by an interrupt or a stop that halts retries.
+    fn sleep_before_retry(&self, delay: Duration) -> Backoff {
+        let until = Instant::now() + delay;
+        loop {
+            if self.interrupted() {
+                return Backoff::Interrupted;
+            }
+            if let Some(reason) = self.halts_retries() {
+                return Backoff::Halted(reason);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Backoff::Slept;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+/// Why a device in flight ends unfinished: its next attempt was not made because the run is
+/// stopping. It is recorded as interrupted (a rerun tries it again), not as failed, so
+/// `--max-failures N` ends with about N failed devices.
+fn not_retried(reason: &StopReason, error: &DeliveryError) -> String {
+    format!("not retried, the run is stopping ({reason}); last error: {error}")
+}
+
+/// How a backoff ended.
+enum Backoff {
+    Slept,
+    Interrupted,
+    Halted(StopReason),
 }
 
 /// Which retry rule a stage follows.

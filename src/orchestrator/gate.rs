@@ -79,8 +79,8 @@ impl Shared<'_, '_> {
         if policy.crossed(finished, failed) {
             self.set_stop(StopReason::Threshold(format!(
                 "failure threshold crossed: {failed} of {finished} finished devices failed \
-                 (--max-failures {} allows {} once {} have finished); in-flight devices finished, \
-                 no other device was started",
+                 (--max-failures {} allows {} once {} have finished); devices in flight end \
+                 after their current attempt, no other device was started",
                 policy.max,
                 policy.allowed(finished),
                 policy.min_sample

@@ -728,3 +728,43 @@ fn threshold_counts(output: &Output) -> (usize, usize) {
         _ => panic!("unexpected threshold message\n{output}"),
     }
 }
+
+// Regression: --max-failures overshot about 4x, because the devices in flight when it tripped
+// went on retrying (and then failed too).
+#[test]
+fn the_threshold_ends_the_retries_of_devices_in_flight() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 40,
+        dead_percent: 100.0,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..40));
+    test.payload("fw.bin", 1000);
+    let output = push(
+        &mut test,
+        &[
+            ("--max-failures", "2"),
+            ("--min-sample", "1"),
+            ("--concurrency", "10"),
+            ("--retries", "6"),
+            ("--backoff-base", "200ms"),
+            ("--backoff-max", "1s"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output
+        .expect_status(3)
+        .expect_stderr("failure threshold crossed");
+    let rows = test.report("report.csv");
+    let count = |status: &str| rows.iter().filter(|row| row.status == status).count();
+    // The third failure trips it; a device or two may end their last attempt at that moment.
+    assert!((3..=5).contains(&count("failed")), "{rows:#?}");
+    for row in rows.iter().filter(|row| row.status == "interrupted") {
+        assert!(row.error.contains("not retried, the run is stopping"), "{row:?}");
+        assert!(row.attempts < 7, "{row:?}");
+    }
+    assert_eq!(count("failed") + count("interrupted") + count("not-started"), 40);
+}
