@@ -1,6 +1,6 @@
 //! A device that stops reading must cost one --stall-timeout, not a hung worker.
 
-use crate::servers::{BlackHole, fleet_registry};
+use crate::servers::{BlackHole, Stall, fleet_registry};
 use crate::util::{Test, quick};
 use std::time::Duration;
 use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
@@ -37,6 +37,44 @@ fn a_peer_that_never_reads_fails_after_the_stall_timeout() {
     );
     assert!(rows[0].bytes < PAYLOAD_LEN, "{rows:?}");
     assert_eq!(hole.accepted(), 1);
+}
+
+// Regression: `--stall-timeout 2s` fired after about 6 s (each socket write that moved a few
+// bytes started the clock again), and after about 3 × the value for 3s and 6s.
+#[test]
+fn each_kind_of_stall_ends_within_the_stall_timeout() {
+    const STALL_MS: u64 = 2000;
+    // The device neither answers `Expect: 100-continue` nor refuses: the body follows after
+    // the wait for it, before the stall can start.
+    let expect_wait = update_orchestrator::delivery::http::EXPECT_WAIT.as_millis() as u64;
+    let bound = expect_wait + STALL_MS * 3 / 2;
+    for (stall, status) in [
+        (Stall::NeverReads, "failed"),
+        (Stall::ReadsThenStops(2 << 20), "failed"),
+        (Stall::AnswersThenStops, "succeeded"),
+    ] {
+        let hole = BlackHole::behaving(stall);
+        let mut test = Test::new();
+        test.write("devices.csv", format!("id,url\nd1,{}\n", hole.url("/u")));
+        // Far more than loopback's socket buffers take, so the stall is seen while sending.
+        test.sparse_payload("fw.bin", 64 << 20);
+        let output = test
+            .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+            .args(quick(&[("--stall-timeout", "2s"), ("--retries", "0")]))
+            .arg("devices.csv")
+            .timeout(Duration::from_secs(30))
+            .run();
+        let rows = test.report("report.csv");
+        assert_eq!(rows[0].status, status, "{stall:?}: {rows:?}\n{output}");
+        assert!(
+            rows[0].duration_ms <= bound,
+            "{stall:?}: {} ms for --stall-timeout 2s (bound {bound} ms): {rows:?}",
+            rows[0].duration_ms
+        );
+        if status == "failed" {
+            assert!(rows[0].error.contains("stalled"), "{stall:?}: {rows:?}");
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,206 @@
+//! HTTP's TCP transport, with `--stall-timeout` meant as written: an upload fails once the
+//! device has taken less than [`MIN_PROGRESS`] bytes for the whole timeout, within a few
+//! milliseconds of it.
+//!
+//! ureq's own TCP transport bounds each socket write with `SO_SNDTIMEO` and loops with
+//! `write_all`: a write that moves a few bytes before it expires starts the clock again, and a
+//! device that stops reading still lets a trickle through while the kernel's buffers grow, so
+//! `--stall-timeout 2s` fired after about 6 s. This transport writes with a deadline that only
+//! real progress moves. It takes the place of ureq's `TcpConnector` in the connector chain
+//! (CONNECT proxies before it, TLS after it), so HTTPS gets the same bound.
+//!
+//! Owns: TCP connections of HTTP deliveries and the write side of stall detection. Must not:
+//! change what is sent or read (ureq's per-read timeouts bound the read side, as before).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use ureq::unversioned::transport::{
+    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers,
+    NextTimeout, RustlsConnector, ShutdownHandle, Transport,
+};
+use ureq::{Error, Timeout};
+
+/// Bytes a device must take within one stall window for the upload to count as moving: about
+/// 270 bytes/s at the default 60 s, so a slow link is never mistaken for a stalled one, while a
+/// trickle from the kernel's growing buffers does not hide a device that stopped reading.
+pub(crate) const MIN_PROGRESS: usize = 16 * 1024;
+
+/// The connector chain of every HTTP agent: a CONNECT proxy when configured, our TCP, then
+/// TLS for `https`.
+pub(crate) fn connector(stall: Duration) -> impl Connector<(), Out = Box<dyn Transport>> {
+    ().chain(ConnectProxyConnector::default())
+        .chain(GuardedTcpConnector { stall })
+        .chain(RustlsConnector::default())
+        .chain(Boxed)
+}
+
+/// Erases the chain's transport type, for the connectors after it.
+#[derive(Debug)]
+struct Boxed;
+
+impl<In: Transport> Connector<In> for Boxed {
+    type Out = Box<dyn Transport>;
+
+    fn connect(
+        &self,
+        _details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, Error> {
+        Ok(chained.map(|transport| Box::new(transport) as Box<dyn Transport>))
+    }
+}
+
+/// Opens TCP connections (unless a proxy already made one) as [`GuardedTcp`] transports.
+#[derive(Debug, Clone)]
+pub(crate) struct GuardedTcpConnector {
+    stall: Duration,
+}
+
+impl<In: Transport> Connector<In> for GuardedTcpConnector {
+    type Out = Either<In, GuardedTcp>;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, Error> {
+        if let Some(transport) = chained {
+            return Ok(Some(Either::A(transport)));
+        }
+        let config = details.config;
+        let budget = details.timeout.not_zero().map(|after| *after);
+        let stream = connect_any(&details.addrs, budget)?;
+        if config.no_delay() {
+            stream.set_nodelay(true)?;
+        }
+        let stream = Arc::new(stream);
+        (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
+        Ok(Some(Either::B(GuardedTcp {
+            stream,
+            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+            stall: self.stall,
+        })))
+    }
+}
+
+/// Tries each address in turn, sharing the connect budget between those left.
+fn connect_any(addrs: &[SocketAddr], budget: Option<Duration>) -> Result<TcpStream, Error> {
+    let started = Instant::now();
+    let mut last = None;
+    for (tried, addr) in addrs.iter().enumerate() {
+        let share = budget.map(|total| {
+            let left = total.saturating_sub(started.elapsed());
+            (left / (addrs.len() - tried) as u32).max(Duration::from_millis(10))
+        });
+        let result = match share {
+            Some(share) => TcpStream::connect_timeout(addr, share),
+            None => TcpStream::connect(addr),
+        };
+        match result {
+            Ok(stream) => return Ok(stream),
+            Err(error) if is_timeout(&error) => last = Some(Error::Timeout(Timeout::Connect)),
+            Err(error) => last = Some(Error::Io(error)),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Io(io::Error::other("the host has no address"))))
+}
+
+/// A TCP connection whose writes keep to the stall window.
+#[derive(Debug)]
+pub(crate) struct GuardedTcp {
+    stream: Arc<TcpStream>,
+    buffers: LazyBuffers,
+    stall: Duration,
+}
+
+impl Transport for GuardedTcp {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    /// Sends `amount` bytes of the output buffer. Each write call waits at most what is left
+    /// of the stall window (and of ureq's own budgets); the window starts again only when at
+    /// least [`MIN_PROGRESS`] bytes have gone since it started.
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+        let timeout = timeout.for_write();
+        let call_ends = budget(&timeout)?.map(|after| Instant::now() + after);
+        let mut window_ends = Instant::now() + self.stall;
+        let (mut sent, mut since_window) = (0, 0);
+        while sent < amount {
+            let now = Instant::now();
+            let mut wait = window_ends.saturating_duration_since(now);
+            let mut reason = Timeout::PerWrite;
+            if let Some(ends) = call_ends
+                && ends.saturating_duration_since(now) < wait
+            {
+                (wait, reason) = (ends.saturating_duration_since(now), timeout.reason);
+            }
+            if wait.is_zero() {
+                return Err(Error::Timeout(reason));
+            }
+            self.stream.set_write_timeout(Some(wait))?;
+            let output = &self.buffers.output()[sent..amount];
+            match (&*self.stream).write(output) {
+                Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    sent += n;
+                    since_window += n;
+                    if since_window >= MIN_PROGRESS {
+                        (window_ends, since_window) = (Instant::now() + self.stall, 0);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_timeout(&error) => {} // the loop decides
+                Err(error) => return Err(Error::Io(error)),
+            }
+        }
+        Ok(())
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        let timeout = timeout.for_read();
+        self.stream.set_read_timeout(budget(&timeout)?)?;
+        let input = self.buffers.input_append_buf();
+        let amount = loop {
+            match (&*self.stream).read(input) {
+                Ok(amount) => break amount,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if is_timeout(&error) => return Err(Error::Timeout(timeout.reason)),
+                Err(error) => return Err(Error::Io(error)),
+            }
+        };
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    /// Open when a read would block: no end of stream, no stray bytes.
+    fn is_open(&mut self) -> bool {
+        let probe = || -> io::Result<bool> {
+            self.stream.set_nonblocking(true)?;
+            let result = (&*self.stream).read(&mut [0u8]);
+            self.stream.set_nonblocking(false)?;
+            Ok(matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock))
+        };
+        probe().unwrap_or(false)
+    }
+}
+
+/// What is left of ureq's budget for this call: none set, or an error when it is spent.
+fn budget(timeout: &NextTimeout) -> Result<Option<Duration>, Error> {
+    if timeout.after.is_not_happening() {
+        Ok(None)
+    } else if timeout.after.is_zero() {
+        Err(Error::Timeout(timeout.reason))
+    } else {
+        Ok(Some(*timeout.after))
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
