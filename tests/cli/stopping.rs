@@ -1,6 +1,7 @@
 //! Runs that stop early: SIGINT (once: finish in-flight devices; twice: exit at once) and a
 //! payload file that changes mid-run. The report must still account for every device.
 
+use crate::nginx::Nginx;
 use crate::servers::fleet_registry;
 use crate::util::{Test, quick, wait_until};
 use std::io::Write;
@@ -191,4 +192,81 @@ fn sigterm_lets_in_flight_devices_finish_and_exits_143() {
     assert_eq!(rows[0].status, "succeeded", "{output}");
     assert_eq!(rows[5].status, "not-started", "{output}");
     assert!(fleet.stats()[5].requests == 0);
+}
+
+// Regression: `cp other.bin fw.bin` during a run made the HTTP uploads in flight send a mix of
+// old and new bytes; nginx stored the mixed files, the report called them succeeded, and a
+// rerun with the journal skipped them.
+#[test]
+fn a_payload_overwritten_in_place_never_reaches_a_device_as_a_success() {
+    const LEN: usize = 4 << 20;
+    let nginx = Nginx::start();
+    let mut test = Test::new();
+    let mut registry = String::from("id,url\n");
+    for device in 0..12 {
+        registry.push_str(&format!(
+            "d{device},{}\n",
+            nginx.url(&format!("/upload/d{device}.bin"))
+        ));
+    }
+    test.write("devices.csv", registry);
+    let original: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+    let payload = test.write("fw.bin", &original);
+    // 4 MiB at 2 MiB/s: two seconds per device, four at a time.
+    let flags = [
+        ("--concurrency", "4"),
+        ("--device-bandwidth", "2MiB/s"),
+        ("--journal", "fw.journal"),
+    ];
+    let push = |test: &mut Test| {
+        test.clear()
+            .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+            .args(quick(&flags))
+            .arg("devices.csv")
+            .spawn()
+    };
+    let mut child = push(&mut test);
+    wait_until(Duration::from_secs(20), "the run's start", || {
+        child_started(&test)
+    });
+    thread::sleep(Duration::from_millis(700));
+    // Like `cp other.bin fw.bin`: the same inode and size, other bytes.
+    let other: Vec<u8> = original.iter().map(|byte| byte ^ 0xff).collect();
+    std::fs::File::create(&payload)
+        .unwrap()
+        .write_all(&other)
+        .unwrap();
+    let output = child.wait();
+    output
+        .expect_status(1)
+        .expect_stderr("changed during the run");
+    let rows = test.report("report.csv");
+    let stored = |id: &str| std::fs::read(nginx.uploads().join(format!("{id}.bin"))).ok();
+    let succeeded = rows.iter().filter(|row| row.status == "succeeded").count();
+    assert!(succeeded >= 1, "the uploads in flight finish\n{output}");
+    for row in &rows {
+        match row.status.as_str() {
+            "succeeded" => assert!(stored(&row.id) == Some(original.clone()), "{row:?}"),
+            "failed" => assert!(row.error.contains("changed during the run"), "{row:?}"),
+            _ => assert_eq!(row.status, "not-started", "{row:?}"),
+        }
+    }
+    // Restored, a rerun with the journal completes exactly the devices that did not succeed.
+    std::fs::write(&payload, &original).unwrap();
+    let output = push(&mut test).wait();
+    output.expect_status(0);
+    for row in test.report("report.csv") {
+        assert!(stored(&row.id) == Some(original.clone()), "{row:?}");
+    }
+    assert_eq!(
+        nginx.accesses().iter().filter(|a| a.status < 300).count(),
+        12,
+        "each device stored the payload exactly once"
+    );
+}
+
+/// The run has started its first uploads: nginx logs a request only when it ends, so this
+/// waits for the report's header, written when the run starts.
+fn child_started(test: &Test) -> bool {
+    test.path("report.csv").exists()
 }
