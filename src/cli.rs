@@ -246,6 +246,16 @@ pub struct PushArgs {
     #[argh(switch)]
     pub insecure: bool,
 
+    /// send HTTP(S) device traffic through this proxy (like curl -x; overrides http_proxy,
+    /// https_proxy and all_proxy; '' means no proxy); without a port, 1080
+    #[argh(option)]
+    pub proxy: Option<String>,
+
+    /// hosts, domains, addresses and CIDRs (comma-separated) to reach without a proxy, or '*'
+    /// for all (like curl --noproxy; overrides no_proxy)
+    #[argh(option)]
+    pub noproxy: Option<String>,
+
     /// send the payload as multipart/form-data, as the file part named NAME (like
     /// curl -F NAME=@FILE), e.g. for SWUpdate's /upload or ESP32 web OTA
     #[argh(option)]

@@ -8,6 +8,7 @@ use crate::cli::PushArgs;
 use crate::clock::Zone;
 use crate::delivery::command::CommandOptions;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
+use crate::delivery::proxy::Proxies;
 use crate::delivery::multipart::Form;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::lifecycle::{HttpAction, Lifecycle, VersionCheck};
@@ -295,6 +296,7 @@ impl PushConfig {
                 ca_certificates,
                 client_certificate,
                 insecure: args.insecure,
+                proxies: Proxies::from_env(args.proxy, args.noproxy),
                 connect_timeout: args.connect_timeout,
                 stall_timeout: args.stall_timeout,
                 response_timeout: args.response_timeout,

@@ -116,6 +116,11 @@ pub fn render_plan(
     if let Some(line) = lifecycle_line(&config.lifecycle) {
         lines.push(line);
     }
+    let planned = plan.waves.iter().flat_map(|wave| &wave.devices);
+    let urls = planned.map(|&i| registry.devices[i].url.as_str());
+    if let Some(line) = config.http.proxies.summary(urls) {
+        lines.push(line);
+    }
     if let Some(policy) = run.failures {
         lines.push(format!(
             "  max failures: {} (checked once {} devices have finished)",

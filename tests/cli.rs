@@ -5,6 +5,8 @@
 //! devices; every other module is one area of behaviour. A crate root's `mod` looks beside
 //! it, hence the `#[path]`s into `tests/cli/`.
 
+#[path = "cli/nginx.rs"]
+mod nginx;
 #[path = "cli/servers.rs"]
 mod servers;
 #[path = "cli/util.rs"]
@@ -16,6 +18,8 @@ mod args;
 mod commands;
 #[path = "cli/deliver_cmd.rs"]
 mod deliver_cmd;
+#[path = "cli/expect.rs"]
+mod expect;
 #[path = "cli/headers.rs"]
 mod headers;
 #[path = "cli/input_errors.rs"]
@@ -36,6 +40,8 @@ mod multipart;
 mod observe;
 #[path = "cli/progress.rs"]
 mod progress;
+#[path = "cli/proxy.rs"]
+mod proxy;
 #[path = "cli/push.rs"]
 mod push;
 #[path = "cli/report.rs"]

@@ -3,17 +3,33 @@
 //!
 //! Owns: the shared `ureq::Agent` (one per run, cloned into workers, sharing its pool), its
 //! per-phase timeouts, and turning ureq's errors and non-2xx answers into `DeliveryError`s.
-//! Must not: send `Expect: 100-continue`, follow redirects with a body, or put header values in
-//! error messages (they may hold tokens).
+//! Bodies over [`EXPECT_CONTINUE_OVER`] are announced with `Expect: 100-continue` (as curl does):
+//! a device that refuses (`401`, `413`) before the body gets none of it, one that ignores the
+//! header gets the body after [`EXPECT_WAIT`]; `early.rs` stops the body when a device answers
+//! while it is being sent.
+//! Must not: follow redirects with a body, or put header values in error messages (they may
+//! hold tokens).
+
+mod early;
+mod stall;
 
 use super::multipart::MultipartBody;
+use super::proxy::{Proxies, ProxyChoice};
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
-use crate::payload::{Payload, PayloadError};
+use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
+use early::EarlyAnswer;
 use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime};
 use ureq::tls::{Certificate, ClientCert, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::Connector;
+
+/// Bodies larger than this are sent with `Expect: 100-continue` (curl's threshold, 1 MiB).
+pub const EXPECT_CONTINUE_OVER: u64 = 1024 * 1024;
+/// How long to wait for `100 Continue` (or a refusal) before sending the body anyway (curl's).
+pub const EXPECT_WAIT: Duration = Duration::from_secs(1);
 
 /// The request method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +63,9 @@ pub struct HttpOptions {
     pub client_certificate: Option<ClientCert>,
     /// Skip verifying devices' certificates (`--insecure`; warned about on every run).
     pub insecure: bool,
+    /// Which proxy each device goes through (`--proxy`, `--noproxy` and the environment, read
+    /// the way curl reads them); ureq's own reading of the environment is off.
+    pub proxies: Proxies,
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
     /// Longest time without progress while sending the body or reading the answer's body.
@@ -68,6 +87,7 @@ impl Default for HttpOptions {
             ca_certificates: None,
             client_certificate: None,
             insecure: false,
+            proxies: Proxies::default(),
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             response_timeout: Duration::from_secs(120),
@@ -85,9 +105,15 @@ pub struct HttpDelivery {
     method: Method,
     headers: Vec<HeaderTemplate>,
     multipart: Option<MultipartBody>,
+    proxies: Proxies,
 }
 
 const EXCERPT_BYTES: u64 = 200;
+/// Idle connections the upload agent keeps. Devices are distinct hosts, contacted once per
+/// attempt: a pool the size of `--concurrency` kept thousands of useless sockets open and was
+/// scanned on every request (most of the CPU at 2,000 in flight). A few still let a fleet
+/// behind one address (a test server, a gateway) reuse connections.
+const IDLE_CONNECTIONS: usize = 16;
 
 impl HttpDelivery {
     /// Builds the agent every worker shares.
@@ -106,14 +132,16 @@ impl HttpDelivery {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(None)
             .user_agent(concat!("update-orchestrator/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(options.connect_timeout))
             .timeout_send_request(Some(options.stall_timeout))
             .timeout_per_write(Some(options.stall_timeout))
             .timeout_recv_response(Some(options.response_timeout))
             .timeout_recv_body(Some(options.stall_timeout))
-            .max_idle_connections(options.concurrency.max(1))
-            .max_idle_connections_per_host(options.concurrency.max(1))
+            .timeout_await_100(Some(EXPECT_WAIT))
+            .max_idle_connections(options.concurrency.clamp(1, IDLE_CONNECTIONS))
+            .max_idle_connections_per_host(options.concurrency.clamp(1, IDLE_CONNECTIONS))
             .output_buffer_size(64 * 1024)
             .input_buffer_size(16 * 1024)
             .tls_config(tls.clone())
@@ -123,6 +151,7 @@ impl HttpDelivery {
         let fresh = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .proxy(None)
             .user_agent(concat!("update-orchestrator/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(options.connect_timeout))
             .timeout_send_request(Some(options.stall_timeout))
@@ -133,12 +162,16 @@ impl HttpDelivery {
             .max_idle_connections_per_host(0)
             .tls_config(tls)
             .build();
+        // The upload's connections end with the early-answer layer (see early.rs).
+        // Our TCP transport keeps --stall-timeout to its value (see stall.rs).
+        let connector = stall::connector(options.stall_timeout).chain(early::Early);
         HttpDelivery {
-            agent: config.new_agent(),
+            agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
             fresh: fresh.new_agent(),
             method: options.method,
             headers: options.headers,
             multipart: None,
+            proxies: options.proxies,
         }
     }
 
@@ -170,6 +203,7 @@ impl HttpDelivery {
                 .fill(|column| registry.value(device, column), Escape::None);
             builder = builder.header(header.name.as_str(), value);
         }
+        let proxy = self.proxy_for(device, phase)?;
         let remaining = match until {
             Some(until) => match until.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => Some(left),
@@ -187,10 +221,10 @@ impl HttpDelivery {
         // A GET has no body; other methods send an empty one with `Content-Length: 0`.
         let result = if matches!(method, "GET" | "HEAD" | "DELETE") {
             let request = builder.body(()).map_err(bad_request)?;
-            self.fresh.run(self.bounded(request, remaining))
+            self.fresh.run(self.bounded(request, remaining, proxy))
         } else {
             let request = builder.body("").map_err(bad_request)?;
-            self.fresh.run(self.bounded(request, remaining))
+            self.fresh.run(self.bounded(request, remaining, proxy))
         };
         let mut response = result.map_err(|error| {
             let mut failed = classify(error, 0, 0);
@@ -224,15 +258,49 @@ impl HttpDelivery {
         &self,
         request: ureq::http::Request<S>,
         remaining: Option<Duration>,
+        proxy: Option<ureq::Proxy>,
     ) -> ureq::http::Request<S> {
-        match remaining {
-            Some(left) => self
-                .fresh
-                .configure_request(request)
-                .timeout_global(Some(left))
-                .build(),
-            None => request,
+        if remaining.is_none() && proxy.is_none() {
+            return request;
         }
+        self.fresh
+            .configure_request(request)
+            .timeout_global(remaining)
+            .proxy(proxy)
+            .build()
+    }
+
+    /// The proxy `device` goes through (see `proxy.rs`), logged at `-v`; a proxy URL ureq
+    /// cannot use fails the device in `phase`.
+    fn proxy_for(
+        &self,
+        device: &Device,
+        phase: Phase,
+    ) -> Result<Option<ureq::Proxy>, DeliveryError> {
+        let Some(choice) = self.proxies.for_url(&device.url) else {
+            return Ok(None);
+        };
+        log::info!("{}: through the proxy {choice}", device.id);
+        let unusable = |why: String| DeliveryError {
+            phase,
+            kind: ErrorKind::Request,
+            message: format!("proxy {choice}: {why} (fix it, or bypass it with --noproxy)"),
+            retry_after: None,
+            bytes_sent: 0,
+        };
+        if !(choice.url.starts_with("http://") || choice.url.starts_with("https://")) {
+            return Err(unusable(
+                "only http:// and https:// proxies are supported".to_string(),
+            ));
+        }
+        ureq::Proxy::new(&choice.url)
+            .map(Some)
+            .map_err(|error| unusable(error.to_string()))
+    }
+
+    /// The proxy `url` goes through, for `--dry-run`.
+    pub fn proxy_choice(&self, url: &str) -> Option<ProxyChoice> {
+        self.proxies.for_url(url)
     }
 }
 
@@ -276,6 +344,16 @@ impl Delivery for HttpDelivery {
                 .fill(|column| registry.value(device, column), Escape::None);
             request = request.header(header.name.as_str(), value);
         }
+        let body_len = match &self.multipart {
+            None => payload.len(),
+            Some(multipart) => multipart.len(payload.len()),
+        };
+        if body_len > EXPECT_CONTINUE_OVER {
+            request = request.header("Expect", "100-continue");
+        }
+        if let Some(proxy) = self.proxy_for(device, Phase::Connect)? {
+            request = request.config().proxy(Some(proxy)).build();
+        }
         if let Some(deadline) = deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -292,15 +370,17 @@ impl Delivery for HttpDelivery {
         };
         let bytes_sent = body.meter.total();
         body.meter.flush();
+        // Whatever the device answered, bytes that may differ from the announced hash are no
+        // success (and a payload that changed under us explains a failure better than its
+        // symptom).
+        body.inner.check_unchanged().map_err(|error| {
+            let mut failed = payload_error(error);
+            failed.bytes_sent = bytes_sent;
+            failed
+        })?;
         let mut response = match result {
             Ok(response) => response,
-            Err(error) => {
-                // A payload that changed under us explains a failure better than its symptom.
-                if let Ok(metadata) = body.inner.metadata() {
-                    payload.check_unchanged(&metadata).map_err(payload_error)?;
-                }
-                return Err(classify(error, bytes_sent, payload.len()));
-            }
+            Err(error) => return Err(classify(error, bytes_sent, payload.len())),
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -322,7 +402,7 @@ impl Delivery for HttpDelivery {
 }
 
 struct MeteredReader<'m, 'e> {
-    inner: std::fs::File,
+    inner: PayloadReader,
     meter: &'m mut ByteMeter<'e>,
 }
 
@@ -414,8 +494,31 @@ fn status_error(
     }
 }
 
+/// A device's answer that came while the body was being sent (and stopped it).
+fn early_answer_error(answer: &EarlyAnswer, bytes_sent: u64) -> DeliveryError {
+    let reason = ureq::http::StatusCode::from_u16(answer.status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("");
+    DeliveryError {
+        phase: Phase::Response,
+        kind: ErrorKind::Status(answer.status),
+        message: format!(
+            "HTTP {} {reason} (answered before the body was complete: stopped sending)",
+            answer.status
+        ),
+        retry_after: answer
+            .header("retry-after")
+            .and_then(|value| parse_retry_after(value, SystemTime::now())),
+        bytes_sent,
+    }
+}
+
 /// Classifies a ureq error; `bytes_sent` tells whether the body had started or finished.
 pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> DeliveryError {
+    if let Some(answer) = EarlyAnswer::from_error(&error) {
+        return early_answer_error(answer, bytes_sent);
+    }
     let body_phase = if bytes_sent < payload_len {
         Phase::Upload
     } else {

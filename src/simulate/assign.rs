@@ -34,11 +34,14 @@ enum Fault {
     Multipart,
     Updated,
     BadUpdate,
+    Unauthorized,
+    TooLarge,
+    IgnoresExpect,
 }
 
 /// In this order; new kinds go at the end, so a spec without them gives the same devices the
 /// same faults as before.
-const FAULTS: [Fault; 9] = [
+const FAULTS: [Fault; 12] = [
     Fault::Flaky,
     Fault::Dead,
     Fault::Slow,
@@ -48,6 +51,9 @@ const FAULTS: [Fault; 9] = [
     Fault::Multipart,
     Fault::Updated,
     Fault::BadUpdate,
+    Fault::Unauthorized,
+    Fault::TooLarge,
+    Fault::IgnoresExpect,
 ];
 
 impl Fault {
@@ -62,6 +68,9 @@ impl Fault {
             Fault::Multipart => spec.multipart_percent,
             Fault::Updated => spec.updated_percent,
             Fault::BadUpdate => spec.bad_update_percent,
+            Fault::Unauthorized => spec.unauthorized_percent,
+            Fault::TooLarge => spec.too_large_percent,
+            Fault::IgnoresExpect => spec.ignore_expect_percent,
         }
     }
 
@@ -76,6 +85,9 @@ impl Fault {
             Fault::Multipart => "multipart_percent",
             Fault::Updated => "updated_percent",
             Fault::BadUpdate => "bad_update_percent",
+            Fault::Unauthorized => "unauthorized_percent",
+            Fault::TooLarge => "too_large_percent",
+            Fault::IgnoresExpect => "ignore_expect_percent",
         }
     }
 
@@ -92,6 +104,9 @@ impl Fault {
             Fault::Multipart => Profile::Multipart,
             Fault::Updated => Profile::Updated,
             Fault::BadUpdate => Profile::BadUpdate,
+            Fault::Unauthorized => Profile::Unauthorized,
+            Fault::TooLarge => Profile::TooLarge,
+            Fault::IgnoresExpect => Profile::IgnoresExpect,
         }
     }
 }
@@ -192,6 +207,9 @@ mod tests {
                 Profile::Refuse => panic!("these specs set no refuse percentage"),
                 Profile::Multipart => panic!("these tests give no device a multipart share"),
                 Profile::Updated | Profile::BadUpdate => continue, // see versions_are_faults_too
+                Profile::Unauthorized | Profile::TooLarge | Profile::IgnoresExpect => {
+                    panic!("these specs set no Expect-related percentage")
+                }
             };
             counts[slot] += 1;
         }

@@ -171,6 +171,7 @@ impl<'a> Connection<'a> {
             return self.respond(&response, true);
         };
         match device.profile {
+            Profile::Unauthorized | Profile::TooLarge => self.refuse_early(device.profile),
             Profile::Stall => {
                 self.shared.stop.wait();
                 Ok(Next::Close)
@@ -203,7 +204,9 @@ impl<'a> Connection<'a> {
                 self.respond(&response, !head.keep_alive)
             }
             profile => {
-                self.send_continue(head)?;
+                if profile != Profile::IgnoresExpect {
+                    self.send_continue(head)?;
+                }
                 let rate = (profile == Profile::Slow).then_some(self.shared.slow_bytes_per_sec);
                 let Some(hasher) = self.read_body(device, len, rate, None)? else {
                     return Ok(Next::Close);
@@ -212,6 +215,16 @@ impl<'a> Connection<'a> {
                 self.respond(&response, !head.keep_alive)
             }
         }
+    }
+
+    /// A door that says no: the final answer to the head, no `100 Continue`, the body never
+    /// read (closing with it unread resets the connection, as a device that hangs up does).
+    fn refuse_early(&mut self, profile: Profile) -> io::Result<Next> {
+        let response = match profile {
+            Profile::TooLarge => Response::text(413, "Payload Too Large", "payload too large\n"),
+            _ => Response::text(401, "Unauthorized", "unauthorized\n"),
+        };
+        self.respond(&response, true)
     }
 
     fn send_continue(&mut self, head: &Head) -> io::Result<()> {

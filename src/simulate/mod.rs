@@ -75,6 +75,15 @@ pub struct FleetSpec {
     /// Share (0–100) of devices whose install reboots them back into `version` (a bad
     /// update), to exercise rollbacks.
     pub bad_update_percent: f64,
+    /// Share (0–100) of devices that refuse every upload with `401 Unauthorized` as soon as
+    /// they read its head: no `100 Continue`, the body never read, the connection closed.
+    pub unauthorized_percent: f64,
+    /// Share (0–100) of devices that refuse every upload with `413 Payload Too Large` as soon
+    /// as they read its head, as `unauthorized_percent` does.
+    pub too_large_percent: f64,
+    /// Share (0–100) of devices that ignore `Expect: 100-continue` (never send `100
+    /// Continue`) but read the body all the same and accept it.
+    pub ignore_expect_percent: f64,
     /// The version every other device runs at the start.
     pub version: String,
     /// The version an install switches to (after a verified upload).
@@ -108,6 +117,9 @@ impl Default for FleetSpec {
             multipart_sha256: None,
             updated_percent: 0.0,
             bad_update_percent: 0.0,
+            unauthorized_percent: 0.0,
+            too_large_percent: 0.0,
+            ignore_expect_percent: 0.0,
             version: "1.0".to_string(),
             update_version: "2.0".to_string(),
             reboot: Duration::from_secs(1),
@@ -150,6 +162,12 @@ pub enum Profile {
     Updated,
     /// Its install reboots it back into the old version.
     BadUpdate,
+    /// Answers `401` to an upload's head, before any body.
+    Unauthorized,
+    /// Answers `413` to an upload's head, before any body.
+    TooLarge,
+    /// Never sends `100 Continue`; reads the body anyway and accepts it.
+    IgnoresExpect,
 }
 
 impl fmt::Display for Profile {
@@ -165,6 +183,9 @@ impl fmt::Display for Profile {
             Profile::Multipart => "multipart",
             Profile::Updated => "updated",
             Profile::BadUpdate => "bad-update",
+            Profile::Unauthorized => "unauthorized",
+            Profile::TooLarge => "too-large",
+            Profile::IgnoresExpect => "ignores-expect",
         })
     }
 }

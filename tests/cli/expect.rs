@@ -1,0 +1,217 @@
+//! A door that says no gets no body (issue 19 §3): bodies over 1 MiB go with
+//! `Expect: 100-continue`, so a device that refuses before the body (401, 413) receives none of
+//! it; a device that ignores the header still gets the body after a second; a device answering
+//! while the body streams stops it. Against nginx (the oracle), the simulated fleet, tiny_http
+//! and a raw socket device.
+
+use crate::nginx::Nginx;
+use crate::servers::{HttpServer, Reply, fleet_registry};
+use crate::util::{Test, quick};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
+
+const MIB: u64 = 1024 * 1024;
+const PAYLOAD: u64 = 50 * MIB;
+
+#[test]
+fn nginx_refusing_401_and_413_receives_no_body_and_a_put_stores_it_all() {
+    let nginx = Nginx::start();
+    let mut test = Test::new();
+    test.payload("fw.bin", PAYLOAD);
+    test.write(
+        "devices.csv",
+        format!(
+            "id,url\nlocked,{}\nsmall,{}\nopen,{}\n",
+            nginx.url("/locked/fw.bin"),
+            nginx.url("/small/fw.bin"),
+            nginx.url("/upload/fw.bin"),
+        ),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    test.run().expect_status(1);
+    let rows = test.report("report.csv");
+    let row = |id: &str| rows.iter().find(|row| row.id == id).unwrap().clone();
+    for (id, status) in [("locked", 401), ("small", 413)] {
+        let row = row(id);
+        assert_eq!(
+            (row.status.as_str(), row.http_status),
+            ("failed", Some(status)),
+            "{row:?}"
+        );
+        assert!(row.bytes <= MIB, "{id} was sent {} bytes: {row:?}", row.bytes);
+    }
+    let open = row("open");
+    assert_eq!((open.status.as_str(), open.bytes), ("succeeded", PAYLOAD));
+    let stored = std::fs::read(nginx.uploads().join("fw.bin")).expect("nginx stored the upload");
+    assert!(
+        stored == std::fs::read(test.path("fw.bin")).unwrap(),
+        "stored bytes differ"
+    );
+    // nginx's side: what each request brought it (request line, headers, body bytes read).
+    let accesses = nginx.accesses();
+    for (uri, status) in [("/locked/fw.bin", 401), ("/small/fw.bin", 413)] {
+        let access = accesses.iter().find(|access| access.uri == uri).unwrap();
+        assert_eq!(access.status, status, "{access:?}");
+        assert!(access.request_length <= MIB, "{access:?}");
+    }
+    let put = accesses
+        .iter()
+        .find(|access| access.uri == "/upload/fw.bin")
+        .unwrap_or_else(|| panic!("{accesses:?}\n{}", nginx.error_log()));
+    assert!(put.request_length >= PAYLOAD, "{put:?}");
+}
+
+/// The fleet's devices that refuse before the body, one that ignores Expect, one that honours it.
+#[test]
+fn simulated_refusals_get_no_body_and_a_device_ignoring_expect_gets_it_after_the_wait() {
+    let mut spec = FleetSpec {
+        devices: 4,
+        unauthorized_percent: 25.0,
+        too_large_percent: 25.0,
+        ignore_expect_percent: 25.0,
+        ..FleetSpec::default()
+    };
+    spec.bind = "127.0.0.1:0".parse().unwrap();
+    let fleet = Fleet::start(spec).expect("start the fleet");
+    let mut test = Test::new();
+    test.sparse_payload("fw.bin", PAYLOAD);
+    test.write("devices.csv", fleet_registry(&fleet, 0..4));
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    let started = Instant::now();
+    test.run().expect_status(1);
+    let took = started.elapsed();
+    let rows = test.report("report.csv");
+    for stats in fleet.stats() {
+        let row = rows.iter().find(|row| row.id == stats.id).unwrap();
+        match stats.profile {
+            Profile::Unauthorized | Profile::TooLarge => {
+                let status = if stats.profile == Profile::TooLarge {
+                    413
+                } else {
+                    401
+                };
+                assert_eq!(row.http_status, Some(status), "{row:?}");
+                assert!(row.bytes <= MIB, "{row:?}");
+                assert!(stats.bytes <= MIB, "{stats:?}");
+                assert_eq!(stats.requests, 1, "a refusal is not retried: {stats:?}");
+            }
+            Profile::IgnoresExpect | Profile::Healthy => {
+                assert_eq!((row.status.as_str(), row.bytes), ("succeeded", PAYLOAD));
+                assert_eq!((stats.completed, stats.bytes), (1, PAYLOAD), "{stats:?}");
+            }
+            other => panic!("unexpected profile {other}"),
+        }
+    }
+    // The device ignoring Expect costs the one-second wait, not a timeout.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// ureq 3.5 took a `100 Continue` that carries a header (as tiny_http's does) for a final
+/// answer, never sent the body and waited for an answer that never came.
+#[test]
+fn an_interim_answer_with_headers_does_not_hang_the_upload() {
+    let server = HttpServer::start(|_| Reply::status(204));
+    let mut test = Test::new();
+    test.payload("fw.bin", 2 * MIB);
+    test.write(
+        "devices.csv",
+        format!("id,url\ntiny,{}\n", server.url("/update")),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--response-timeout", "20s")]))
+        .arg("devices.csv")
+        .timeout(Duration::from_secs(30));
+    test.run().expect_status(0);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].header("expect"), Some("100-continue"));
+    assert_eq!(requests[0].body_len, 2 * MIB);
+}
+
+/// A device that ignores Expect, reads 1 MiB, answers `507` and then keeps reading (slowly, as
+/// a device on a slow link, discarding): the upload stops soon after the answer.
+#[test]
+fn an_answer_while_the_body_streams_stops_the_upload() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicU64::new(0));
+    let device = {
+        let received = received.clone();
+        thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buffer = vec![0u8; 64 * 1024];
+            let mut head = Vec::new();
+            // The head, then 1 MiB of body.
+            while received.load(Ordering::SeqCst) < MIB {
+                let Ok(n) = stream.read(&mut buffer) else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                if head.windows(4).all(|w| w != b"\r\n\r\n") {
+                    head.extend_from_slice(&buffer[..n]);
+                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        received.fetch_add((head.len() - end - 4) as u64, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+                received.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            let answer = "HTTP/1.1 507 Insufficient Storage\r\nContent-Length: 5\r\n\
+                          Connection: close\r\n\r\nfull\n";
+            stream.write_all(answer.as_bytes()).unwrap();
+            // Discard what still comes, at about 8 MiB/s, for at most 10 s.
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.fetch_add(n as u64, Ordering::SeqCst),
+                };
+                thread::sleep(Duration::from_millis(8));
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+        })
+    };
+    let mut test = Test::new();
+    test.sparse_payload("fw.bin", PAYLOAD);
+    test.write(
+        "devices.csv",
+        format!("id,url\nfull,http://127.0.0.1:{port}/update\n"),
+    );
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--report",
+        "report.csv",
+        "--retries",
+        "0",
+    ])
+    .args(quick(&[]))
+    .arg("devices.csv");
+    test.run().expect_status(1);
+    device.join().unwrap();
+    let row = test.report("report.csv").remove(0);
+    assert_eq!(row.http_status, Some(507), "{row:?}");
+    assert!(row.error.contains("before the body was complete"), "{row:?}");
+    // Without the early answer, all 50 MiB would have gone (about 6 s at that pace).
+    assert!(row.bytes < PAYLOAD / 2, "{row:?}");
+    assert!(
+        received.load(Ordering::SeqCst) < PAYLOAD / 2,
+        "the device received {} bytes",
+        received.load(Ordering::SeqCst)
+    );
+}

@@ -1,0 +1,134 @@
+//! Proxies, explicit and read the way curl reads them (issue 19 §5): `https_proxy` is not for
+//! http devices, a CIDR in `no_proxy` counts, a real forwarding proxy carries the upload, and
+//! `--proxy` / `--noproxy` override the environment.
+
+use crate::servers::{ForwardProxy, fleet_registry};
+use crate::util::{Test, quick};
+use std::net::TcpListener;
+use update_orchestrator::simulate::{Fleet, FleetSpec};
+
+/// A loopback port where nothing listens (connections are refused).
+fn dead_proxy() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A fleet of two healthy devices and a push to them, the proxy variables cleared.
+fn setup() -> (Fleet, Test) {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        ..FleetSpec::default()
+    })
+    .expect("start the fleet");
+    let mut test = Test::new();
+    test.payload("fw.bin", 200_000);
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    for name in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        test.env_remove(name);
+    }
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "0")]));
+    (fleet, test)
+}
+
+fn completed(fleet: &Fleet) -> u64 {
+    fleet.stats().iter().map(|stats| stats.completed).sum()
+}
+
+#[test]
+fn https_proxy_is_not_for_http_devices() {
+    let (fleet, mut test) = setup();
+    test.env("https_proxy", &dead_proxy())
+        .env("HTTPS_PROXY", &dead_proxy())
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    assert_eq!(completed(&fleet), 2);
+}
+
+#[test]
+fn a_cidr_in_no_proxy_bypasses_http_proxy() {
+    let (fleet, mut test) = setup();
+    test.env("http_proxy", &dead_proxy())
+        .env("no_proxy", "example.com, 127.0.0.0/8")
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    assert_eq!(completed(&fleet), 2);
+}
+
+/// The control of the two tests above: the dead proxy is really used when nothing bypasses it.
+#[test]
+fn http_proxy_to_a_dead_port_fails_http_devices() {
+    let (fleet, mut test) = setup();
+    test.env("http_proxy", &dead_proxy()).arg("devices.csv");
+    test.run().expect_status(1);
+    assert_eq!(completed(&fleet), 0);
+    assert!(
+        test.report("report.csv")
+            .iter()
+            .all(|row| row.status == "failed"),
+        "{}",
+        test.read("report.csv")
+    );
+}
+
+#[test]
+fn http_proxy_carries_the_upload_and_says_so_at_v() {
+    let (fleet, mut test) = setup();
+    let proxy = ForwardProxy::start();
+    test.env("http_proxy", &proxy.url())
+        .args(["-v", "devices.csv"]);
+    let output = test.run();
+    output.expect_status(0);
+    output.expect_stderr(&format!("through the proxy {}", proxy.url()));
+    output.expect_stderr("(from http_proxy)");
+    assert_eq!(completed(&fleet), 2);
+    let target = format!("CONNECT {} HTTP/1.1", fleet.addr());
+    let log = proxy.log();
+    assert_eq!(
+        log.iter().filter(|line| **line == target).count(),
+        2,
+        "{log:?}"
+    );
+}
+
+#[test]
+fn proxy_and_noproxy_flags_override_the_environment() {
+    let (fleet, mut test) = setup();
+    let proxy = ForwardProxy::start();
+    test.env("http_proxy", &dead_proxy())
+        .args(["--proxy", &proxy.url(), "devices.csv"]);
+    test.run().expect_status(0);
+    assert_eq!(proxy.log().len(), 2, "{:?}", proxy.log());
+
+    let (_other_fleet, mut test) = setup();
+    test.env("http_proxy", &dead_proxy())
+        .env("no_proxy", "elsewhere.example")
+        .args(["--noproxy", "*", "devices.csv"]);
+    test.run().expect_status(0);
+
+    let (_third_fleet, mut test) = setup();
+    test.env("all_proxy", &dead_proxy())
+        .args(["--proxy", "", "devices.csv"]);
+    test.run().expect_status(0);
+    assert_eq!(completed(&fleet), 2);
+}
+
+#[test]
+fn dry_run_shows_the_proxy_of_each_device() {
+    let (_fleet, mut test) = setup();
+    test.env("http_proxy", "http://ops:s3cret@proxy.example:3128")
+        .args(["--dry-run", "devices.csv"]);
+    let output = test.run();
+    output.expect_status(0);
+    output.expect_stdout("proxy: http://ops:***@proxy.example:3128 (from http_proxy): 2 devices");
+    assert!(!output.stdout.contains("s3cret"), "{}", output.stdout);
+}
