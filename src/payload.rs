@@ -429,7 +429,10 @@ mod tests {
         let reader = payload.open_for_attempt().unwrap();
         overwrite_in_place(&path, b"new bytes");
         let (bytes, reader) = read_all(reader);
-        assert_eq!(bytes, b"new bytes", "in place, the reader sees the new bytes");
+        assert_eq!(
+            bytes, b"new bytes",
+            "in place, the reader sees the new bytes"
+        );
         let error = reader.check_unchanged().unwrap_err().to_string();
         assert!(error.contains("during this upload"), "{error}");
     }
