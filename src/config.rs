@@ -524,9 +524,13 @@ fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
         Some(path) => path.clone(),
         None => crate::delivery::ssh::default_known_hosts(),
     };
+    let passphrase = secret("--passphrase-env", &args.passphrase_env)?;
+    // Decrypted once here: a missing or wrong passphrase is one usage error, not a refused
+    // login on every device.
+    crate::delivery::ssh::check_identities(&args.identity, passphrase.as_ref()).map_err(usage)?;
     Ok(SshOptions {
         identities: args.identity.clone(),
-        passphrase: secret("--passphrase-env", &args.passphrase_env)?,
+        passphrase,
         password: secret("--password-env", &args.password_env)?,
         use_agent: !args.no_agent,
         user: args.user.clone(),

@@ -18,11 +18,14 @@ mod auth;
 mod connect;
 mod errors;
 mod home;
+mod keys;
 mod known_hosts;
 mod remote;
+mod space;
 mod target;
 mod transfer;
 
+pub use keys::check_identities;
 pub use target::{SshTarget, parse_ssh_url};
 
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
@@ -34,7 +37,7 @@ use errors::failure;
 use known_hosts::KnownHostsFile;
 use ssh2::Session;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What to do with a host whose key is not in the known_hosts file.
@@ -172,8 +175,20 @@ pub struct SshDelivery {
 const VERIFY_BYTES_PER_SECOND: u64 = 2 << 20;
 
 impl SshDelivery {
-    /// A delivery with `options`; the current user is looked up once here.
-    pub fn new(options: SshOptions) -> SshDelivery {
+    /// A delivery with `options`; the current user is looked up once here. Without any
+    /// `identities`, OpenSSH's default ones (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`) that
+    /// exist and can be opened are offered after the agent's keys, as `ssh` does.
+    pub fn new(mut options: SshOptions) -> SshDelivery {
+        if options.identities.is_empty()
+            && let Some(home) = std::env::var_os("HOME")
+        {
+            let passphrase = options.passphrase.as_ref();
+            let (found, skipped) = keys::default_identities(Path::new(&home), passphrase);
+            for note in skipped {
+                log::info!("not offering the default identity {note}");
+            }
+            options.identities = found;
+        }
         SshDelivery {
             default_user: current_user(),
             known_hosts: KnownHostsFile::new(options.known_hosts.clone()),

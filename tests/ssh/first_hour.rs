@@ -3,9 +3,11 @@
 //! messages that fit one report cell.
 
 use crate::servers::Server;
-use crate::util::{push, push_with_timeouts, rows, text, workspace};
+use crate::util::{push, push_command, push_with_timeouts, rows, text, workspace};
 use std::fs;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A device that accepted TCP and never spoke SSH held each attempt for the whole
@@ -122,4 +124,230 @@ fn a_path_under_tilde_is_in_the_login_users_home() {
         let told = fs::read_to_string(&where_file).unwrap();
         assert_eq!(told.trim_end(), stored.display().to_string(), "{method}");
     }
+}
+
+/// An encrypted `--identity` without its passphrase, or with a wrong one, was found on every
+/// device (one refused login each): it is a usage error before anything is contacted.
+#[test]
+fn an_encrypted_key_is_opened_once_before_any_device() {
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let locked = dir.path().join("locked_key");
+    crate::servers::keygen(&locked, "right passphrase");
+    server.authorize(&crate::servers::public(&locked));
+    let target = remote.join("fw.bin");
+    fs::write(
+        dir.path().join("d.csv"),
+        format!("id,url\nd,{}\n", server.url(&target)),
+    )
+    .unwrap();
+    let shown = locked.display().to_string();
+    let run = |passphrase: Option<&str>| {
+        let mut command = push_command(dir.path(), "5s", "10s");
+        command.args(["--payload", "fw.bin", "--identity", &shown]);
+        command.args(["--known-hosts", "known_hosts", "--no-agent"]);
+        if let Some(passphrase) = passphrase {
+            command.args(["--passphrase-env", "UO_TEST_PASSPHRASE"]);
+            command.env("UO_TEST_PASSPHRASE", passphrase);
+        }
+        command
+            .arg("d.csv")
+            .output()
+            .expect("run update-orchestrator")
+    };
+    for (passphrase, expected) in [
+        (
+            None,
+            "the key is encrypted: give its passphrase with --passphrase-env",
+        ),
+        (
+            Some("wrong passphrase"),
+            "the passphrase from --passphrase-env does not decrypt this key",
+        ),
+    ] {
+        let output = run(passphrase);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{passphrase:?}: {stderr}");
+        let message = format!("--identity {shown}: {expected}");
+        assert!(stderr.contains(&message), "{passphrase:?}: {stderr}");
+        assert!(
+            !stderr.contains("wrong passphrase"),
+            "a secret leaked: {stderr}"
+        );
+        assert!(!target.exists(), "a device was contacted");
+    }
+    let output = run(Some("right passphrase"));
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(fs::read(&target).unwrap(), b"firmware");
+}
+
+/// Without `--identity` (and no agent), OpenSSH's default identities are offered, as `ssh` does.
+#[test]
+fn without_identity_the_default_keys_are_offered() {
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    // An encrypted id_ed25519 without a passphrase is passed over; id_rsa (an ed25519 key under
+    // that name is fine for libssh2) logs in.
+    crate::servers::keygen(&home.join(".ssh/id_ed25519"), "locked");
+    fs::copy(&server.client_key, home.join(".ssh/id_rsa")).unwrap();
+    let target = remote.join("fw.bin");
+    fs::write(
+        dir.path().join("d.csv"),
+        format!("id,url\nd,{}\n", server.url(&target)),
+    )
+    .unwrap();
+    let output = push_command(dir.path(), "5s", "10s")
+        .args([
+            "--payload",
+            "fw.bin",
+            "--known-hosts",
+            "known_hosts",
+            "d.csv",
+        ])
+        .env("HOME", &home)
+        .output()
+        .expect("run update-orchestrator");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(fs::read(&target).unwrap(), b"firmware");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` (`512k`) at `dir`; needs root (CI runs as root).
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs needs root (CI runs as root)"
+        );
+        Tmpfs {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// 1 MiB into a 512 KiB file system ended as "upload: failure (retries exhausted)" after 4
+/// attempts, leaving a 512 KiB `fw.bin.part` that kept the device's disk full: the space is
+/// asked for first (SFTP's statvfs on sshd, `df` over dropbear's SCP), the failure is
+/// permanent, and nothing is left behind.
+#[test]
+fn a_full_disk_fails_at_once_and_leaves_nothing_behind() {
+    // Mounted before the servers start: each runs in a mount namespace of its own, a copy of
+    // ours when it starts.
+    let disks = tempfile::tempdir().unwrap();
+    let small_sshd = disks.path().join("sshd");
+    let small_dropbear = disks.path().join("dropbear");
+    let _tmpfs = (
+        Tmpfs::mount(&small_sshd, "512k"),
+        Tmpfs::mount(&small_dropbear, "512k"),
+    );
+    let sshd = Server::sshd();
+    let dropbear = Server::dropbear(true);
+    for (server, small, method) in [
+        (&sshd, &small_sshd, "sftp"),
+        (&dropbear, &small_dropbear, "scp"),
+    ] {
+        let (dir, _) = workspace(server);
+        fs::write(dir.path().join("fw.bin"), crate::util::bytes(1 << 20, 9)).unwrap();
+        fs::write(
+            dir.path().join("d.csv"),
+            format!("id,url\nd,{}\n", server.url(&small.join("fw.bin"))),
+        )
+        .unwrap();
+        let output = push(dir.path(), &with_key(server, &["--report", "-", "d.csv"]));
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{method}: {stderr}");
+        let row = &rows(&stdout)[0];
+        assert_eq!(
+            (row[2].as_str(), row[3].as_str()),
+            ("failed", "1"),
+            "{method}: {row:?}"
+        );
+        let expected = format!(
+            "upload: not enough space on the device: 512 KiB free in {}, the payload needs 1.0 MiB",
+            small.display()
+        );
+        assert_eq!(row[7], expected, "{method} {stderr}");
+        assert_eq!(listing(&small), Vec::<String>::new(), "{method}");
+
+        // Two 400 KiB uploads at once: each fits alone, not both. Whether a device finds out
+        // before writing or when a write fails (both may, racing), it fails once, by name, and
+        // leaves no `.part`.
+        fs::write(dir.path().join("fw.bin"), crate::util::bytes(400 << 10, 4)).unwrap();
+        fs::write(
+            dir.path().join("two.csv"),
+            format!(
+                "id,url\na,{}\nb,{}\n",
+                server.url(&small.join("a.bin")),
+                server.url(&small.join("b.bin"))
+            ),
+        )
+        .unwrap();
+        let args = ["--concurrency", "2", "--report", "-", "two.csv"];
+        let output = push(dir.path(), &with_key(server, &args));
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{method}: {stderr}");
+        let report = rows(&stdout);
+        let succeeded: Vec<&Vec<String>> =
+            report.iter().filter(|row| row[2] == "succeeded").collect();
+        assert!(succeeded.len() <= 1, "{method}: {stdout}");
+        for row in report.iter().filter(|row| row[2] != "succeeded") {
+            assert_eq!(row[2..4], ["failed", "1"], "{method}: {row:?}");
+            assert!(
+                row[7].starts_with("upload: not enough space on the device"),
+                "{method}: {row:?}"
+            );
+        }
+        let stored: Vec<String> = succeeded
+            .iter()
+            .map(|row| format!("{}.bin", row[0]))
+            .collect();
+        assert_eq!(listing(small), stored, "{method}");
+    }
+}
+
+/// `--identity` with the server's key, and its known_hosts.
+fn with_key<'a>(server: &'a Server, args: &[&'a str]) -> Vec<&'a str> {
+    let key = server.client_key.to_str().expect("a UTF-8 key path");
+    [
+        &[
+            "--payload",
+            "fw.bin",
+            "--identity",
+            key,
+            "--known-hosts",
+            "known_hosts",
+        ][..],
+        args,
+    ]
+    .concat()
+}
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }

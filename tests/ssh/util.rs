@@ -189,7 +189,20 @@ pub fn push_with_timeouts(
     stall_timeout: &str,
     args: &[&str],
 ) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+    push_command(dir, connect_timeout, stall_timeout)
+        .args(args)
+        .output()
+        .expect("run update-orchestrator")
+}
+
+/// The command `push_with_timeouts` runs, before its arguments (to add some, or variables).
+pub fn push_command(
+    dir: &Path,
+    connect_timeout: &str,
+    stall_timeout: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_update-orchestrator"));
+    command
         .current_dir(dir)
         .args([
             "push",
@@ -206,10 +219,8 @@ pub fn push_with_timeouts(
             "--backoff-max",
             "50ms",
         ])
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .output()
-        .expect("run update-orchestrator")
+        .env_remove("SSH_AUTH_SOCK");
+    command
 }
 
 /// Output bytes as text.

@@ -11,11 +11,11 @@ use super::Verify;
 use super::connect::millis;
 use super::errors::{failure, io_failure, kind_from_text, session_io_failure, ssh_failure};
 use super::remote::{self, Bound};
+use super::space;
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
-use crate::payload::Payload;
+use crate::payload::{Payload, PayloadReader};
 use crate::template::shell_quote;
 use ssh2::{Channel, ErrorCode, ExtendedData, OpenFlags, OpenType, RenameFlags, Session, Sftp};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ pub(crate) struct Upload {
 pub(crate) fn upload(
     context: &Context<'_>,
     sftp: Option<Sftp>,
-    mut file: File,
+    mut file: PayloadReader,
     path: &str,
     verify: Verify,
     meter: &mut ByteMeter<'_>,
@@ -74,7 +74,11 @@ pub(crate) fn upload(
             let resumed = sftp_upload(context, &sftp, &mut file, &part, resume, meter, sent)?;
             (Route::Sftp(sftp), resumed)
         }
-        None => (exec_upload(context, &mut file, &part, meter, sent)?, false),
+        None => {
+            let route = exec_upload(context, &mut file, &part, meter, sent)
+                .map_err(|error| clean_up_exec(context, error, &part, *sent))?;
+            (route, false)
+        }
     };
     Ok(Upload {
         route,
@@ -87,7 +91,12 @@ pub(crate) fn upload(
 impl Context<'_> {
     /// Bounds the next blocking call by the stall timeout and what is left of the deadline.
     fn arm(&self, phase: Phase) -> Result<(), DeliveryError> {
-        let mut timeout = self.stall;
+        self.arm_within(phase, self.stall)
+    }
+
+    /// Bounds the next blocking call by `limit` and what is left of the deadline.
+    fn arm_within(&self, phase: Phase, limit: Duration) -> Result<(), DeliveryError> {
+        let mut timeout = limit;
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -213,7 +222,7 @@ pub(crate) fn start_sftp(context: &Context<'_>) -> Result<Option<Sftp>, Delivery
 fn sftp_upload(
     context: &Context<'_>,
     sftp: &Sftp,
-    file: &mut File,
+    file: &mut PayloadReader,
     part: &str,
     may_resume: bool,
     meter: &mut ByteMeter<'_>,
@@ -240,16 +249,58 @@ fn sftp_upload(
         file.seek(SeekFrom::Start(offset))
             .map_err(|error| io_failure(Phase::Payload, &error))?;
     }
-    send(context, file, &mut remote, len - offset, meter, sent)?;
-    match remote.fsync() {
-        // fsync@openssh.com is an extension; a server without it answers with an SFTP status.
-        Err(error) if matches!(error.code(), ErrorCode::Session(_)) => {
-            return Err(upload_error(error));
+    let need = len - offset;
+    if let Some(free) = space::sftp_free(&mut remote)
+        && free < need
+    {
+        drop(remote);
+        let _ = sftp.unlink(Path::new(part));
+        let removed = (offset > 0).then_some(part);
+        return Err(space::not_enough(free, need, space::dir_of(part), removed));
+    }
+    let before = *sent;
+    let written = send(context, file, &mut remote, need, meter, sent).and_then(|()| {
+        match remote.fsync() {
+            // fsync@openssh.com is an extension; a server without it answers with an SFTP
+            // status.
+            Err(error) if matches!(error.code(), ErrorCode::Session(_)) => Err(upload_error(error)),
+            _ => Ok(()),
         }
-        _ => {}
+    });
+    if let Err(error) = written {
+        if space::worth_keeping(&error) {
+            return Err(error);
+        }
+        // SFTP version 3 says only "failure" for a full disk: ask again to name the cause, and
+        // take back the space this attempt used.
+        let still = need.saturating_sub(*sent - before);
+        let error =
+            space::explain_failed_write(error, space::sftp_free(&mut remote), still, len, part);
+        drop(remote);
+        let _ = sftp.unlink(Path::new(part));
+        return Err(error);
     }
     remote.close().map_err(upload_error)?;
     Ok(offset > 0)
+}
+
+/// After a failed upload by `scp` or `cat`: names a full disk (by `df`) and removes the
+/// `.part` unless the failure is worth another try with it (neither resumes, but an SFTP
+/// attempt may), so a failed upload never leaves the device's disk full.
+fn clean_up_exec(
+    context: &Context<'_>,
+    error: DeliveryError,
+    part: &str,
+    sent: u64,
+) -> DeliveryError {
+    if space::worth_keeping(&error) {
+        return error;
+    }
+    let bound = Bound::new(context.stall, context.stall, context.deadline);
+    let len = context.payload.len();
+    let free = space::shell_free(context.session, space::dir_of(part), &bound);
+    remote::remove(context.session, part, &bound);
+    space::explain_failed_write(error, free, len.saturating_sub(sent), len, part)
 }
 
 /// The size of a `.part` worth resuming (0 when there is none, or it is longer than the
@@ -266,12 +317,20 @@ fn resumable_size(sftp: &Sftp, part: &str, len: u64) -> Result<u64, DeliveryErro
 /// Uploads through a remote command: `scp -t` (libssh2's SCP), else `cat > PART`.
 fn exec_upload(
     context: &Context<'_>,
-    file: &mut File,
+    file: &mut PayloadReader,
     part: &str,
     meter: &mut ByteMeter<'_>,
     sent: &mut u64,
 ) -> Result<Route, DeliveryError> {
     let len = context.payload.len();
+    // Neither scp nor cat resumes: an old `.part` goes first, so its space counts as free.
+    let bound = Bound::new(context.stall, context.stall, context.deadline);
+    remote::remove(context.session, part, &bound);
+    if let Some(free) = space::shell_free(context.session, space::dir_of(part), &bound)
+        && free < len
+    {
+        return Err(space::not_enough(free, len, space::dir_of(part), None));
+    }
     match context.session.scp_send(Path::new(part), 0o644, len, None) {
         Ok(mut channel) => {
             send(context, file, &mut channel, len, meter, sent)?;
@@ -360,7 +419,7 @@ fn close_channel(
 /// queued from an earlier call.
 fn send(
     context: &Context<'_>,
-    file: &mut File,
+    file: &mut PayloadReader,
     writer: &mut impl Write,
     remaining: u64,
     meter: &mut ByteMeter<'_>,
@@ -370,6 +429,10 @@ fn send(
     let ahead = context.in_flight.max(chunk_size);
     let mut buffer = vec![0u8; ahead + 2 * chunk_size];
     let (mut start, mut end, mut unread) = (0, 0, remaining);
+    // A blocking write that moves a few bytes returns and the next one gets a whole timeout
+    // again: the stall window moves on only when MIN_PROGRESS bytes went within it, so a device
+    // that stops reading fails after --stall-timeout, not a multiple of it.
+    let (mut window_ends, mut since_window) = (Instant::now() + context.stall, 0);
     loop {
         if meter.aborted() {
             let message = "aborted: the shutdown's --grace period expired";
@@ -382,8 +445,7 @@ fn send(
             }
             let chunk = &mut buffer[end..end + (unread.min(chunk_size as u64) as usize)];
             file.read_exact(chunk).map_err(|error| {
-                changed_payload(context.payload, file)
-                    .unwrap_or_else(|| io_failure(Phase::Payload, &error))
+                changed_payload(file).unwrap_or_else(|| io_failure(Phase::Payload, &error))
             })?;
             meter.add(chunk.len() as u64);
             end += chunk.len();
@@ -392,7 +454,16 @@ fn send(
         if start == end {
             break;
         }
-        context.arm(Phase::Upload)?;
+        let window_left = window_ends.saturating_duration_since(Instant::now());
+        if window_left.is_zero() {
+            let message = format!(
+                "stalled: the device took less than {} KiB within --stall-timeout ({})",
+                MIN_PROGRESS >> 10,
+                crate::progress::human_duration(context.stall)
+            );
+            return Err(failure(Phase::Upload, ErrorKind::Timeout, message));
+        }
+        context.arm_within(Phase::Upload, window_left)?;
         let taken = writer
             .write(&buffer[start..end])
             .map_err(|error| session_io_failure(context.session, Phase::Upload, &error))?;
@@ -405,17 +476,23 @@ fn send(
         }
         start += taken;
         *sent += taken as u64;
+        since_window += taken;
+        if since_window >= MIN_PROGRESS {
+            (window_ends, since_window) = (Instant::now() + context.stall, 0);
+        }
     }
-    match changed_payload(context.payload, file) {
+    match changed_payload(file) {
         Some(error) => Err(error),
         None => Ok(()),
     }
 }
 
-/// The payload-changed error, if the file changed since it was hashed.
-fn changed_payload(payload: &Payload, file: &File) -> Option<DeliveryError> {
-    let metadata = file.metadata().ok()?;
-    let error = payload.check_unchanged(&metadata).err()?;
+/// Bytes a device must take within one stall window for the upload to count as moving.
+const MIN_PROGRESS: usize = 16 * 1024;
+
+/// The payload-changed error, if what `file` gave may differ from what was hashed.
+fn changed_payload(file: &PayloadReader) -> Option<DeliveryError> {
+    let error = file.check_unchanged().err()?;
     Some(failure(
         Phase::Payload,
         ErrorKind::PayloadChanged,

@@ -1,0 +1,160 @@
+//! Private key files checked once, before any device is contacted: is the key encrypted, and
+//! does the passphrase open it. A key that cannot be used would otherwise be found on every
+//! device, one refused login each. Also OpenSSH's default identities (`~/.ssh/id_ed25519`,
+//! `id_ecdsa`, `id_rsa`), offered when no `--identity` is given, as `ssh` does.
+//!
+//! OpenSSH's own format (`openssh-key-v1`, what `ssh-keygen` writes) is decrypted with the
+//! `ssh-key` crate: bcrypt-pbkdf and the key's cipher, and its check words tell a wrong
+//! passphrase. The older PEM formats (`-----BEGIN RSA PRIVATE KEY-----` with `Proc-Type:
+//! 4,ENCRYPTED`, and PKCS#8 `ENCRYPTED PRIVATE KEY`) are recognised as encrypted; their
+//! passphrase is left to libssh2 at login. Must not: put a passphrase in a message, or run a
+//! program (`ssh-keygen`) to find out.
+
+use super::Secret;
+use std::path::{Path, PathBuf};
+
+/// What a key file needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyState {
+    /// Not encrypted, or opened by the passphrase.
+    Usable,
+    /// Encrypted, and no passphrase was given.
+    NeedsPassphrase,
+    /// Encrypted, and the passphrase does not open it.
+    WrongPassphrase,
+    /// Encrypted in a PEM format: the passphrase is tried at login.
+    Unchecked,
+}
+
+/// Checks every `--identity` with the `--passphrase-env` passphrase; the error names the key
+/// and the flag to fix.
+pub fn check_identities(identities: &[PathBuf], passphrase: Option<&Secret>) -> Result<(), String> {
+    for path in identities {
+        let shown = path.display();
+        let text = std::fs::read(path)
+            .map_err(|error| format!("--identity {shown}: cannot read it: {error}"))?;
+        match state(&text, passphrase) {
+            KeyState::Usable | KeyState::Unchecked => {}
+            KeyState::NeedsPassphrase => {
+                return Err(format!(
+                    "--identity {shown}: the key is encrypted: give its passphrase with \
+                     --passphrase-env VAR (the name of a variable holding it)"
+                ));
+            }
+            KeyState::WrongPassphrase => {
+                return Err(format!(
+                    "--identity {shown}: the passphrase from --passphrase-env does not decrypt \
+                     this key: check the variable's value"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// OpenSSH's default identities under `home` that exist and can be used with `passphrase`, in
+/// `ssh`'s order, and a note for each one left out.
+pub(crate) fn default_identities(
+    home: &Path,
+    passphrase: Option<&Secret>,
+) -> (Vec<PathBuf>, Vec<String>) {
+    let mut usable = Vec::new();
+    let mut skipped = Vec::new();
+    for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+        let path = home.join(".ssh").join(name);
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        match state(&text, passphrase) {
+            KeyState::Usable | KeyState::Unchecked => usable.push(path),
+            KeyState::NeedsPassphrase => skipped.push(format!(
+                "{} (encrypted: give --passphrase-env or an ssh-agent)",
+                path.display()
+            )),
+            KeyState::WrongPassphrase => skipped.push(format!(
+                "{} (the --passphrase-env passphrase does not decrypt it)",
+                path.display()
+            )),
+        }
+    }
+    (usable, skipped)
+}
+
+/// What the key file `text` needs, given `passphrase`.
+pub(crate) fn state(text: &[u8], passphrase: Option<&Secret>) -> KeyState {
+    let text = String::from_utf8_lossy(text);
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        // A file the crate cannot parse (an algorithm it does not know) is left to libssh2.
+        let Ok(key) = ssh_key::PrivateKey::from_openssh(text.trim()) else {
+            return KeyState::Usable;
+        };
+        if !key.is_encrypted() {
+            return KeyState::Usable;
+        }
+        return match passphrase {
+            None => KeyState::NeedsPassphrase,
+            Some(secret) if key.decrypt(secret.expose()).is_ok() => KeyState::Usable,
+            Some(_) => KeyState::WrongPassphrase,
+        };
+    }
+    let pem_encrypted = text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text
+            .lines()
+            .any(|line| line.trim() == "Proc-Type: 4,ENCRYPTED");
+    match (pem_encrypted, passphrase) {
+        (false, _) => KeyState::Usable,
+        (true, None) => KeyState::NeedsPassphrase,
+        (true, Some(_)) => KeyState::Unchecked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ssh-keygen -t ed25519 -N ''` and the same key type with `-N secret-1` (bcrypt-pbkdf,
+    /// aes256-ctr): fixtures, so the unit tests run no program.
+    const PLAIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACBuMSL1sFGKTlsZgFLEkN6YiIFIjnZZtH31HnmtFhFz5wAAAJCu0DbQrtA2
+0AAAAAtzc2gtZWQyNTUxOQAAACBuMSL1sFGKTlsZgFLEkN6YiIFIjnZZtH31HnmtFhFz5w
+AAAEBiFIlvCpYhxcT2I9ELISXPqCNADVGKajOxkunGdRg9XG4xIvWwUYpOWxmAUsSQ3piI
+gUiOdlm0ffUeea0WEXPnAAAACXVuaXQtdGVzdAECAwQ=
+-----END OPENSSH PRIVATE KEY-----
+";
+    const ENCRYPTED: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABBvba0uG7
+ox9iHgCyfz9Sm+AAAAEAAAAAEAAAAzAAAAC3NzaC1lZDI1NTE5AAAAIGTMLPUeLAt2uzcj
+C8rygpe1CgVsJ8offeAv0MoRbh9rAAAAkA5irUUbxU2MIlFfUndFf5hD5KEILxJaFmk6RP
+92twlpeXRnI1Fs0LxzgKYR3WnG4aTqewweN84FCdug8Jixc2rqjHjylwzWyGKiN+Uo6gSp
+tKIGmxBNQUOsvtzRFxhWIh8yEGJYwHKl4Vm7pvrafAdgJMmkp6cyjC9s7/tBDVQiihxK5i
+ERo288/DykEQabMg==
+-----END OPENSSH PRIVATE KEY-----
+";
+
+    #[track_caller]
+    fn check(text: &str, passphrase: Option<&str>, expected: KeyState) {
+        let secret = passphrase.map(|value| Secret::new(value.to_string()));
+        assert_eq!(state(text.as_bytes(), secret.as_ref()), expected);
+    }
+
+    #[test]
+    fn tells_what_a_key_needs() {
+        check(PLAIN, None, KeyState::Usable);
+        check(PLAIN, Some("ignored"), KeyState::Usable);
+        check(ENCRYPTED, None, KeyState::NeedsPassphrase);
+        check(ENCRYPTED, Some("secret-2"), KeyState::WrongPassphrase);
+        check(ENCRYPTED, Some(""), KeyState::WrongPassphrase);
+        check(ENCRYPTED, Some("secret-1"), KeyState::Usable);
+        let rsa_pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+                       DEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        check(rsa_pem, None, KeyState::NeedsPassphrase);
+        check(rsa_pem, Some("p"), KeyState::Unchecked);
+        let pkcs8 =
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        check(pkcs8, None, KeyState::NeedsPassphrase);
+        let plain_pem = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        check(plain_pem, None, KeyState::Usable);
+        check("not a key", None, KeyState::Usable);
+    }
+}
