@@ -9,7 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::render::{device_counts, human_duration, rate_and_eta};
+use super::render::{bytes_bar_message, devices_bar_message, human_duration};
 use super::state::Snapshot;
 
 /// The bars of the live run, if any: set when `Bars` are created, cleared when they are dropped.
@@ -58,14 +58,13 @@ impl Bars {
     pub(crate) fn draw(&self, snapshot: &Snapshot) {
         let finished =
             snapshot.succeeded + snapshot.failed + snapshot.skipped + snapshot.interrupted;
+        // Read at every draw: a resized terminal gets lines that fit at once.
+        let width = terminal_width();
         self.devices.set_prefix(human_duration(snapshot.elapsed));
-        let counts = device_counts(snapshot);
-        match snapshot.rollout.as_str() {
-            "" => self.devices.set_message(counts),
-            rollout => self.devices.set_message(format!("{counts} [{rollout}]")),
-        }
+        self.devices
+            .set_message(devices_bar_message(snapshot, width));
         set_progress(&self.devices, finished as u64, snapshot.total as u64);
-        self.bytes.set_message(rate_and_eta(snapshot));
+        self.bytes.set_message(bytes_bar_message(snapshot, width));
         set_progress(&self.bytes, snapshot.bytes_done, snapshot.bytes_total);
     }
 
@@ -101,6 +100,18 @@ pub(crate) fn live_bars() -> Option<MultiProgress> {
 
 fn set_live(multi: Option<MultiProgress>) {
     *LIVE_BARS.lock().unwrap_or_else(PoisonError::into_inner) = multi;
+}
+
+/// The width of the terminal on stderr in columns, or 80 when it cannot be told.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ only writes a `winsize` into `size`, which outlives the call.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if read && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
 }
 
 fn set_progress(bar: &ProgressBar, position: u64, length: u64) {

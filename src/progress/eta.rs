@@ -14,6 +14,14 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 /// The shortest span of samples that gives a rate worth showing.
 const MIN_SPAN: Duration = Duration::from_secs(1);
 
+/// The first estimate waits for this much of the run (connection set-up and slow starts
+/// dominate the first seconds)...
+const FIRST_ETA_AFTER: Duration = Duration::from_secs(5);
+/// ...and for this many finished devices...
+const FIRST_ETA_DEVICES: usize = 5;
+/// ...or this share of the bytes (a big payload to a few devices), in percent.
+const FIRST_ETA_BYTES_PERCENT: u64 = 5;
+
 /// Estimates the time left for a run from samples of its progress.
 ///
 /// Two estimates are made when each has a basis: remaining devices over the windowed device
@@ -26,6 +34,8 @@ pub struct EtaEstimator {
     total_devices: usize,
     total_bytes: u64,
     samples: VecDeque<Sample>,
+    /// Whether a sample has shown enough data for a first estimate (it stays so).
+    enough_data: bool,
 }
 
 /// One observation of a run's progress.
@@ -50,6 +60,7 @@ impl EtaEstimator {
             total_devices,
             total_bytes,
             samples: VecDeque::new(),
+            enough_data: false,
         }
     }
 
@@ -69,12 +80,37 @@ impl EtaEstimator {
         {
             return;
         }
-        self.samples.push_back(Sample {
+        let sample = Sample {
             elapsed,
             devices_finished,
             bytes_done,
-        });
+        };
+        self.enough_data |= self.is_enough(&sample);
+        self.samples.push_back(sample);
         self.evict_old_samples();
+    }
+
+    /// The estimate to show: [`EtaEstimator::eta`] once there is enough data for a first one
+    /// (see [`EtaEstimator::has_enough_data`]), else `None`.
+    pub fn shown_eta(&self) -> Option<Duration> {
+        self.eta().filter(|_| self.has_enough_data())
+    }
+
+    /// Whether the run has made enough progress for an estimate worth showing: at least
+    /// [`FIRST_ETA_AFTER`] of it, and [`FIRST_ETA_DEVICES`] devices finished or
+    /// [`FIRST_ETA_BYTES_PERCENT`] of the bytes done; or every device finished. Once true, it
+    /// stays true (retries that send bytes again do not hide the estimate).
+    pub fn has_enough_data(&self) -> bool {
+        self.enough_data
+    }
+
+    fn is_enough(&self, sample: &Sample) -> bool {
+        let finished_all = sample.devices_finished >= self.total_devices;
+        let devices = sample.devices_finished >= FIRST_ETA_DEVICES;
+        let bytes = self.total_bytes > 0
+            && u128::from(sample.bytes_done) * 100
+                >= u128::from(self.total_bytes) * u128::from(FIRST_ETA_BYTES_PERCENT);
+        finished_all || (sample.elapsed >= FIRST_ETA_AFTER && (devices || bytes))
     }
 
     /// The estimated time left: zero once every device finished, `None` while there is no basis
@@ -269,6 +305,42 @@ mod tests {
         estimator.record(Duration::from_secs(2), 2, 200);
         estimator.record(Duration::from_secs(1), 0, 0);
         assert_eq!(estimator.eta(), None);
+    }
+
+    /// Feeds `(seconds, devices finished, bytes done)` samples into an estimator for
+    /// `(devices, bytes)` and checks whether a first ETA is shown.
+    #[track_caller]
+    fn check_first_eta(totals: (usize, u64), samples: &[(u64, usize, u64)], shown: bool) {
+        let mut estimator = EtaEstimator::new(totals.0, totals.1);
+        for &(secs, finished, done) in samples {
+            estimator.record(Duration::from_secs(secs), finished, done);
+        }
+        assert_eq!(estimator.has_enough_data(), shown, "{samples:?}");
+        assert_eq!(estimator.shown_eta().is_some(), shown, "{samples:?}");
+    }
+
+    #[test]
+    fn the_first_eta_waits_for_enough_data() {
+        let fleet = (1000, 1_000_000);
+        // Too early, whatever the progress.
+        check_first_eta(fleet, &[(0, 0, 0), (1, 100, 100_000)], false);
+        check_first_eta(fleet, &[(0, 0, 0), (4, 100, 100_000)], false);
+        // Long enough, but too few devices and too few bytes.
+        check_first_eta(fleet, &[(0, 0, 0), (10, 4, 40_000)], false);
+        // Five devices finished, or 5% of the bytes.
+        check_first_eta(fleet, &[(0, 0, 0), (5, 5, 5_000)], true);
+        check_first_eta(fleet, &[(0, 0, 0), (6, 0, 50_000)], true);
+        // A few big devices: bytes decide.
+        check_first_eta(
+            (4, 4_000_000_000),
+            &[(0, 0, 0), (10, 0, 100_000_000)],
+            false,
+        );
+        check_first_eta((4, 4_000_000_000), &[(0, 0, 0), (10, 0, 200_000_000)], true);
+        // A run that is over has an ETA of zero at once.
+        check_first_eta((3, 300), &[(0, 0, 0), (1, 3, 300)], true);
+        // Once shown, it stays: a retry that takes bytes back does not hide it.
+        check_first_eta(fleet, &[(0, 0, 0), (6, 0, 60_000), (7, 0, 10_000)], true);
     }
 
     #[test]

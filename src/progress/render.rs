@@ -56,19 +56,81 @@ pub(crate) fn devices_summary(s: &Snapshot) -> String {
     format!("{}/{} devices {}", finished(s), s.total, device_counts(s))
 }
 
-/// `ok=1200 failed=4 retrying=30 in-flight=50`: the devices bar's message.
+/// `ok=1200 failed=4 retrying=30 in-flight=50`: the device counts of a plain line.
 pub(crate) fn device_counts(s: &Snapshot) -> String {
-    let mut interrupted = match s.interrupted {
-        0 => String::new(),
-        n => format!(" interrupted={n}"),
-    };
-    if s.waiting_for_health > 0 {
-        interrupted.push_str(&format!(" waiting-for-health={}", s.waiting_for_health));
+    device_fields(s).join(" ")
+}
+
+/// `ok=1200`, `failed=4`, ...: the device counts one field each, those shown only when not
+/// zero last.
+fn device_fields(s: &Snapshot) -> Vec<String> {
+    let mut fields = vec![
+        format!("ok={}", s.succeeded),
+        format!("failed={}", s.failed),
+        format!("retrying={}", s.retrying),
+        format!("in-flight={}", s.in_flight),
+    ];
+    if s.interrupted > 0 {
+        fields.push(format!("interrupted={}", s.interrupted));
     }
-    format!(
-        "ok={} failed={} retrying={} in-flight={}{interrupted}",
-        s.succeeded, s.failed, s.retrying, s.in_flight
-    )
+    if s.waiting_for_health > 0 {
+        fields.push(format!("waiting-for-health={}", s.waiting_for_health));
+    }
+    fields
+}
+
+/// The narrowest devices bar worth drawing, in columns.
+const MIN_BAR: usize = 10;
+
+/// The devices bar's message on a terminal `width` columns wide: the counts, then the rollout
+/// text in brackets, fields dropped from the right so that the whole line
+/// (`[  27s] [BAR] 1234/10000 devices MESSAGE`) leaves [`MIN_BAR`] columns to the bar and one
+/// spare column, and never wraps.
+pub(crate) fn devices_bar_message(s: &Snapshot, width: usize) -> String {
+    let fixed = format!(
+        "[{:>5}] [] {}/{} devices ",
+        human_duration(s.elapsed),
+        finished(s),
+        s.total
+    );
+    let mut fields = device_fields(s);
+    if !s.rollout.is_empty() {
+        fields.push(format!("[{}]", s.rollout));
+    }
+    let budget = width.saturating_sub(columns(&fixed) + MIN_BAR + 1);
+    fit_fields(&fields, budget)
+}
+
+/// The bytes bar's message on a terminal `width` columns wide (`95 MiB/s eta 2m10s`, fields
+/// dropped from the right), after indicatif's `{bytes}/{total_bytes} ` (at most 24 columns).
+pub(crate) fn bytes_bar_message(s: &Snapshot, width: usize) -> String {
+    let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
+    let fields = [
+        format!("{}/s", human_bytes(throughput_bytes(s.throughput))),
+        format!("eta {eta}"),
+    ];
+    fit_fields(&fields, width.saturating_sub(24 + 1))
+}
+
+/// `fields` joined by single spaces, dropping whole fields from the right until the text fits
+/// in `width` columns (one per character); empty when not even the first one fits.
+pub(crate) fn fit_fields(fields: &[String], width: usize) -> String {
+    let mut line = String::new();
+    for field in fields {
+        let separator = usize::from(!line.is_empty());
+        if columns(&line) + separator + columns(field) > width {
+            break;
+        }
+        if separator == 1 {
+            line.push(' ');
+        }
+        line.push_str(field);
+    }
+    line
+}
+
+fn columns(text: &str) -> usize {
+    text.chars().count()
 }
 
 /// `95 MiB/s eta 2m10s`: the bytes bar's message.
@@ -246,6 +308,80 @@ mod tests {
             show,
             "[   0s] 0/0 devices ok=0 failed=0 retrying=0 in-flight=0 300/1000 B 0 B/s eta --",
         );
+    }
+
+    #[track_caller]
+    fn check_fit(fields: &[&str], width: usize, expected: &str) {
+        let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+        let fitted = fit_fields(&fields, width);
+        assert_eq!(fitted, expected, "{fields:?} in {width} columns");
+        assert!(columns(&fitted) <= width);
+    }
+
+    #[test]
+    fn fields_are_dropped_from_the_right_to_fit() {
+        let fields = ["ok=1200", "failed=4", "retrying=30"];
+        check_fit(&fields, 100, "ok=1200 failed=4 retrying=30");
+        check_fit(&fields, 28, "ok=1200 failed=4 retrying=30");
+        check_fit(&fields, 27, "ok=1200 failed=4");
+        check_fit(&fields, 16, "ok=1200 failed=4");
+        check_fit(&fields, 15, "ok=1200");
+        check_fit(&fields, 7, "ok=1200");
+        check_fit(&fields, 6, "");
+        check_fit(&fields, 0, "");
+        check_fit(&[], 80, "");
+        // A wide field stops the line there: later ones never jump ahead of it.
+        check_fit(&["a", "very-long-field", "b"], 10, "a");
+        check_fit(&["é=1", "ü=2"], 7, "é=1 ü=2");
+    }
+
+    /// The devices bar's whole line at `width` columns, with the bar at its narrowest.
+    fn devices_line(s: &Snapshot, width: usize) -> String {
+        format!(
+            "[{:>5}] [{}] {}/{} devices {}",
+            human_duration(s.elapsed),
+            "=".repeat(MIN_BAR),
+            finished(s),
+            s.total,
+            devices_bar_message(s, width)
+        )
+    }
+
+    #[test]
+    fn the_devices_bar_fits_the_terminal() {
+        let busy = Snapshot {
+            interrupted: 3,
+            waiting_for_health: 120,
+            rollout: "wave 2/5 (10%) failures 4/50 start rate 20/s".into(),
+            elapsed: Duration::from_secs(3840),
+            ..snapshot()
+        };
+        let table: &[(&Snapshot, usize, &str)] = &[
+            (
+                &busy,
+                200,
+                "ok=1200 failed=4 retrying=30 in-flight=50 interrupted=3 waiting-for-health=120 [wave 2/5 (10%) failures 4/50 start rate 20/s]",
+            ),
+            (
+                &busy,
+                120,
+                "ok=1200 failed=4 retrying=30 in-flight=50 interrupted=3 waiting-for-health=120",
+            ),
+            (&busy, 80, "ok=1200 failed=4 retrying=30"),
+            (&busy, 60, "ok=1200 failed=4"),
+            (&busy, 40, ""),
+            (&busy, 10, ""),
+        ];
+        for &(s, width, expected) in table {
+            assert_eq!(devices_bar_message(s, width), expected, "{width} columns");
+            if !expected.is_empty() {
+                let line = devices_line(s, width);
+                assert!(columns(&line) < width, "{width}: {line}");
+            }
+        }
+        assert_eq!(bytes_bar_message(&snapshot(), 80), "95 MiB/s eta 2m10s");
+        assert_eq!(bytes_bar_message(&snapshot(), 40), "95 MiB/s");
+        assert_eq!(bytes_bar_message(&snapshot(), 20), "");
     }
 
     #[test]

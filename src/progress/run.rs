@@ -152,7 +152,7 @@ impl Tracker {
         let started = self.state.is_started();
         Snapshot {
             elapsed: now.saturating_duration_since(self.start),
-            eta: self.estimator.eta().filter(|_| started),
+            eta: self.estimator.shown_eta().filter(|_| started),
             throughput: self.estimator.throughput(),
             ..self.state.snapshot()
         }
