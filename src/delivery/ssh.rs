@@ -369,8 +369,9 @@ impl SshDelivery {
         })
     }
 
-    /// Final touches on a failed attempt's error: the bytes sent, the device deadline (a
-    /// timeout once it has passed is that deadline, not a stall), and the run's abort.
+    /// Final touches on a failed attempt's error: the bytes sent, one report cell's worth of
+    /// message, the device deadline (a timeout once it has passed is that deadline, not a
+    /// stall), and the run's abort.
     fn explain(
         &self,
         mut error: DeliveryError,
@@ -378,6 +379,7 @@ impl SshDelivery {
         deadline: Option<Instant>,
     ) -> DeliveryError {
         error.bytes_sent = sent;
+        error.message = errors::one_cell(&error.message);
         if self.sockets.is_closed() {
             error.kind = ErrorKind::Io;
             error.message = "aborted: the shutdown's --grace period expired".to_string();

@@ -351,3 +351,55 @@ fn listing(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// A chatty failing `--exec` put its whole output in the report: every device's message is one
+/// cell, its phase first, a command's output cut to its start and its last words.
+#[test]
+fn every_failure_fits_one_report_cell_phase_first() {
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let refused = format!(
+        "ssh://{}@127.0.0.1:{}/tmp/fw.bin",
+        server.user,
+        crate::servers::free_port()
+    );
+    let stranger = format!(
+        "ssh://nobody-here-uo@127.0.0.1:{}{}",
+        server.port,
+        remote.join("b.bin").display()
+    );
+    fs::write(
+        dir.path().join("d.csv"),
+        format!(
+            "id,url\nchatty,{}\nrefused,{refused}\nstranger,{stranger}\n",
+            server.url(&remote.join("a.bin"))
+        ),
+    )
+    .unwrap();
+    let chatty = "i=0; while [ $i -lt 200 ]; do i=$((i+1)); printf 'step %03d:\\tworking \
+                  \\033[1mhard\\033[0m on it\\r\\n' $i; done; echo 'the last words' >&2; exit 3";
+    let args = ["--exec", chatty, "--retries", "0", "--report", "-", "d.csv"];
+    let output = push(dir.path(), &with_key(&server, &args));
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for row in rows(&stdout) {
+        let phase = match row[0].as_str() {
+            "chatty" => "exec: ",
+            "refused" => "connect: ",
+            _ => "auth: ",
+        };
+        let cell = &row[7];
+        assert!(cell.starts_with(phase), "{row:?}");
+        assert!(!cell.contains(['\n', '\r', '\t', '\u{1b}']), "{cell:?}");
+        assert!(
+            cell.chars().count() <= 320,
+            "{} chars: {cell}",
+            cell.chars().count()
+        );
+        if row[0] == "chatty" {
+            assert!(cell.contains("exited with status 3"), "{cell}");
+            assert!(cell.ends_with("the last words"), "{cell}");
+        }
+    }
+}

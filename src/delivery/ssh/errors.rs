@@ -180,6 +180,31 @@ pub(crate) fn kind_from_text(text: &str) -> Option<ErrorKind> {
     }
 }
 
+/// The longest message a device's failure keeps: one report cell, read at a glance.
+const CELL_CHARS: usize = 300;
+/// How much of the start a shortened message keeps (what failed and how); the rest of the
+/// room goes to the end (a command's last words).
+const CELL_HEAD: usize = 100;
+
+/// `message` on one line (control characters and runs of whitespace become one space), and, when
+/// longer than `CELL_CHARS`, its start and its end around ` … `: a command's output or a
+/// device's words never spread a report row over several lines or screens.
+pub(crate) fn one_cell(message: &str) -> String {
+    let line = message
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let count = line.chars().count();
+    if count <= CELL_CHARS {
+        return line;
+    }
+    let head: String = line.chars().take(CELL_HEAD).collect();
+    let tail_chars = CELL_CHARS - CELL_HEAD - 3;
+    let tail: String = line.chars().skip(count - tail_chars).collect();
+    format!("{} … {}", head.trim_end(), tail.trim_start())
+}
+
 fn describe(kind: ErrorKind, detail: &str) -> String {
     match kind {
         ErrorKind::Timeout => format!("stalled: no progress within --stall-timeout ({detail})"),
@@ -227,6 +252,32 @@ mod tests {
         check(ErrorCode::SFTP(FX_NO_SUCH_FILE), ("request", false));
         check(ErrorCode::SFTP(FX_CONNECTION_LOST), ("reset", true));
         check(ErrorCode::SFTP(4), ("io", true));
+    }
+
+    #[test]
+    fn messages_fit_one_cell() {
+        for (message, expected) in [
+            ("plain", "plain"),
+            ("two\nlines\r\n", "two lines"),
+            ("tab\tand \u{1b}[31mcolour", "tab and [31mcolour"),
+            ("  spaced   out  ", "spaced out"),
+        ] {
+            assert_eq!(one_cell(message), expected, "{message:?}");
+        }
+        let lines: String = (1..=60).map(|n| format!("output line {n:02}\n")).collect();
+        let long = format!("--exec exited with status 3; last output: {lines}");
+        let cell = one_cell(&long);
+        assert!(cell.chars().count() <= CELL_CHARS, "{cell}");
+        assert!(
+            cell.starts_with("--exec exited with status 3; last output: output line 01"),
+            "{cell}"
+        );
+        assert!(cell.contains(" … "), "{cell}");
+        assert!(cell.ends_with("output line 60"), "{cell}");
+        let exact = "x".repeat(CELL_CHARS);
+        assert_eq!(one_cell(&exact), exact);
+        let multibyte = "é".repeat(CELL_CHARS + 1);
+        assert_eq!(one_cell(&multibyte).chars().count(), CELL_CHARS);
     }
 
     #[test]
