@@ -58,7 +58,10 @@ fn usage_errors_exit_2() {
         (&["--bogus"], "unknown flag --bogus"),
         (&[], "a command is required"),
         (&["-v"], "a command is required"),
-        (&["fly"], "unknown command fly: use one of push, demo, simulate, status"),
+        (
+            &["fly"],
+            "unknown command fly: use one of push, demo, simulate, status",
+        ),
         (&["push", "devices.csv"], "--payload"),
         (&["push", "--payload", "fw.bin"], "registry"),
         (
@@ -119,4 +122,18 @@ fn there_is_no_flag_that_turns_verification_off_by_accident() {
     output
         .expect_status(2)
         .expect_stderr("--host-key-policy off: use strict or accept-new");
+}
+
+/// Issue 19: `-h` was an unknown argument; it works like `--help` at the top and for every
+/// command.
+#[test]
+fn dash_h_is_help_everywhere() {
+    for command in [&[][..], &["push"], &["status"], &["demo"], &["simulate"]] {
+        let short = Test::new().args(command).arg("-h").run();
+        let long = Test::new().args(command).arg("--help").run();
+        short
+            .expect_status(0)
+            .expect_stdout("Usage: update-orchestrator");
+        assert_eq!(short.stdout, long.stdout, "{command:?}");
+    }
 }

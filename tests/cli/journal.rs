@@ -653,3 +653,42 @@ fn the_journal_is_created_readable_by_its_owner_only() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "journal mode {mode:o}");
 }
+
+/// Issue 19: `status JOURNAL` counts only the devices the journal saw; with the registry it also
+/// counts those never attempted (here the other shard's).
+#[test]
+fn status_with_the_registry_counts_the_devices_never_attempted() {
+    let fleet = healthy_fleet(8);
+    let mut test = Test::new();
+    test.payload("fw.bin", 1024);
+    test.write("devices.csv", fleet.registry_csv());
+    push(&mut test, &[("--shard", "0/2")])
+        .arg("devices.csv")
+        .run()
+        .expect_status(0);
+    let attempted = read_journal(&test).devices.len();
+    assert!(
+        (1..8).contains(&attempted),
+        "one shard of two: {attempted} of 8"
+    );
+    let never = 8 - attempted;
+
+    let alone = status(&mut test, &[JOURNAL]);
+    alone.expect_status(0);
+    assert!(!alone.stdout.contains("never attempted"), "{alone}");
+    let text = status(&mut test, &["--registry", "devices.csv", JOURNAL]);
+    text.expect_status(0)
+        .expect_stdout(&format!("devices: {attempted}: {attempted} succeeded"))
+        .expect_stdout(&format!(
+            "registry: devices.csv: 8 devices, {never} never attempted"
+        ));
+    let json = status(&mut test, &["--json", "--registry", "devices.csv", JOURNAL]);
+    let value: serde_json::Value = serde_json::from_str(&json.expect_status(0).stdout).unwrap();
+    assert_eq!(
+        (&value["registry_devices"], &value["never_attempted"]),
+        (&serde_json::json!(8), &serde_json::json!(never)),
+        "{json}"
+    );
+    let missing = status(&mut test, &["--registry", "nope.csv", JOURNAL]);
+    missing.expect_status(2).expect_stderr("status --registry");
+}
