@@ -118,3 +118,58 @@ fn abort_flag_stops_an_upload_before_the_next_chunk() {
     assert_eq!(error.bytes_sent, 0);
     assert!(!target.exists());
 }
+
+/// Sends `signal` to every descendant of `pid` (the server's sessions), not to `pid` itself.
+fn signal_sessions(pid: u32, signal: &str) {
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        let output = std::process::Command::new("pgrep")
+            .args(["-P", &parent.to_string()])
+            .output()
+            .expect("pgrep (procps)");
+        for child in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args([&format!("-{signal}"), child])
+                .status();
+            parents.push(child.parse().expect("a pid"));
+        }
+    }
+}
+
+// Regression: a blocking write that moved a few bytes got a whole --stall-timeout again, so a
+// device that stopped reading failed after a multiple of the timeout (HTTP: about 3 x).
+#[test]
+fn a_device_that_stops_reading_fails_within_the_stall_timeout() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 256 << 20);
+    let mut options = options(&server, dir.path());
+    options.stall_timeout = Duration::from_secs(2);
+    let delivery = SshDelivery::new(options);
+    let url = server.url(&remote_dir(dir.path()).join("fw.bin"));
+    let registry = one_device("d", &url);
+    let outcome = std::thread::scope(|scope| {
+        let running = scope.spawn(|| attempt(&delivery, &registry, 0, &payload));
+        // The upload is under way once the device has a partial file; then its session stops.
+        let part = remote_dir(dir.path()).join("fw.bin.part");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&part).map_or(0, |m| m.len()) < 4 << 20 {
+            assert!(Instant::now() < deadline, "the upload never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal_sessions(server.pid(), "STOP");
+        let stopped = Instant::now();
+        let outcome = running.join().unwrap();
+        let waited = stopped.elapsed();
+        signal_sessions(server.pid(), "CONT");
+        (outcome, waited)
+    });
+    let (outcome, waited) = outcome;
+    let error = outcome.result.err().expect("a stalled upload fails");
+    check_error(&error, Phase::Upload, ErrorKind::Timeout, true);
+    assert!(error.message.contains("stalled"), "{error}");
+    assert!(
+        waited <= Duration::from_secs(3),
+        "{waited:?} for --stall-timeout 2s: {error}"
+    );
+}

@@ -206,6 +206,11 @@ impl Server {
     }
 
     /// What the server logged.
+    /// The server's process id (its sessions are its descendants).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
