@@ -148,6 +148,8 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         &plan,
         (writer, report.as_ref()),
         &signals,
+    crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
+        .map_err(|e| AppError::Input(e.to_string()))?;
         outputs,
     );
     if let Some(server) = server {

@@ -631,6 +631,20 @@ pub struct SimulateArgs {
     pub seed: u64,
 }
 
+    /// every device answers this long after the body, like a far device, e.g. 1s (default 0)
+    #[argh(option, default = "Duration::ZERO", from_str_fn(parse_duration))]
+    pub latency: Duration,
+
+    /// every device reads its body at this rate, independently of the others, e.g. 256KiB/s
+    /// (default: as fast as it comes)
+    #[argh(option, from_str_fn(parse_bandwidth_flag))]
+    pub link_rate: Option<u64>,
+
+    /// let a connection carry several requests (default: every answer closes its connection,
+    /// one TCP connection per device as in a real fleet of distinct hosts)
+    #[argh(switch)]
+    pub keep_alive: bool,
+
 /// Summarise a journal: counts per state, the payload, first and last activity, errors by
 /// class and the 20 most recent failures. With --failed or --succeeded, print those devices'
 /// registry rows as CSV (their original columns), ready to pipe into 'push -'.

@@ -36,8 +36,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "host",
     "connection",
 ];
-/// The most workers a run may have.
-pub const MAX_CONCURRENCY: usize = 4096;
+/// The most workers a run may have: devices in flight at once. A worker is a blocked thread
+/// (see `orchestrator/pool.rs`); the open-files and thread limits are checked at start
+/// (`limits.rs`).
+pub const MAX_CONCURRENCY: usize = 16_384;
 
 /// A usage error: a flag's value is unusable. Exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,6 +119,7 @@ pub mod dry_run;
 pub mod events;
 pub mod journal;
 pub mod lifecycle;
+pub mod limits;
 pub mod observe;
 pub mod orchestrator;
 pub mod payload;

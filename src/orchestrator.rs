@@ -1,5 +1,6 @@
-//! Runs a plan: a dedicated rayon pool of exactly `concurrency` workers takes devices in plan
-//! order; each worker runs one device's bounded retry loop and reports through `Event`s.
+//! Runs a plan: a fixed pool of exactly `concurrency` blocking workers (built by rayon) pulls
+//! devices in plan order from one cursor per wave (`pool.rs`); each worker runs one device's
+//! bounded retry loop at a time and reports through `Event`s.
 //!
 //! Owns: the pool, the retry loop, stopping (interrupt, a changed payload) and each device's
 //! outcome. Must not: open sockets itself (that is `delivery`), write to the terminal (that is
@@ -8,6 +9,7 @@
 mod device;
 mod gate;
 mod lifecycle;
+mod pool;
 
 pub use lifecycle::HEALTH_CLASS;
 
@@ -22,12 +24,22 @@ use crate::report::{DeviceOutcome, Status};
 use crate::scheduler::{FailurePolicy, Plan, Rate, RetryPolicy, TokenBucket, Wave, Window};
 use crate::timestamp;
 use crossbeam_channel::Sender;
-use rayon::ThreadPool;
-use rayon::iter::{ParallelBridge, ParallelIterator};
+use pool::Dispatch;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Each worker's stack. A device's deepest path (a TLS handshake in rustls, libssh2 and
+/// OpenSSL, a caught panic) touches far less (see the README's Performance section); the
+/// default 2 MiB would only reserve address space, 16 GiB of it at 8,000 workers.
+pub const WORKER_STACK_SIZE: usize = 256 * 1024;
+
+/// The pool's size: `--concurrency`, but no more than the largest wave has devices.
+pub fn workers(plan: &Plan, settings: &RunSettings) -> usize {
+    let largest = plan.waves.iter().map(|wave| wave.devices.len()).max();
+    largest.unwrap_or(0).clamp(1, settings.concurrency.max(1))
+}
 
 /// How a run behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,12 +196,35 @@ impl Run<'_> {
             payload_len: self.payload.len(),
         });
         let mut shared = Shared::new(self, events);
+        let workers = workers(self.plan, &self.settings);
+        let dispatch = Dispatch::new(workers);
         let pool = std::thread::scope(|scope| {
             let watchdog = scope.spawn(|| shared.watch());
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(self.settings.concurrency.max(1))
+                .num_threads(workers)
+                .stack_size(WORKER_STACK_SIZE)
                 .thread_name(|i| format!("worker-{i}"))
-                .build_scoped(|thread| thread.run(), |pool| shared.run_waves(pool));
+                .spawn_handler(|thread| {
+                    let mut builder = std::thread::Builder::new();
+                    if let Some(name) = thread.name() {
+                        builder = builder.name(name.to_string());
+                    }
+                    if let Some(size) = thread.stack_size() {
+                        builder = builder.stack_size(size);
+                    }
+                    let (shared, dispatch) = (&shared, &dispatch);
+                    builder.spawn_scoped(scope, move || {
+                        dispatch.work(|| !shared.should_stop(), |index| shared.run_device(index));
+                        drop(thread); // never enters rayon's scheduler: see pool.rs
+                    })?;
+                    Ok(())
+                })
+                .build();
+            if pool.is_ok() {
+                shared.run_waves(&dispatch);
+            }
+            // Also after a failed start: the workers that did start are waiting for a wave.
+            dispatch.close();
             shared.done.store(true, Ordering::SeqCst);
             let _ = watchdog.join();
             pool
@@ -348,7 +383,7 @@ impl<'a, 'r> Shared<'a, 'r> {
     }
 
     /// Runs the waves in order; a wave starts when the previous one has finished.
-    fn run_waves(&self, pool: &ThreadPool) {
+    fn run_waves(&self, dispatch: &Dispatch<'r>) {
         let waves = &self.run.plan.waves;
         for (number, wave) in waves.iter().enumerate() {
             if self.should_stop() {
@@ -372,13 +407,7 @@ impl<'a, 'r> Shared<'a, 'r> {
                 canary: wave.canary,
             });
             self.send_status();
-            pool.install(|| {
-                wave.devices
-                    .iter()
-                    .take_while(|_| !self.should_stop())
-                    .par_bridge()
-                    .for_each(|&index| self.run_device(index));
-            });
+            dispatch.run_wave(&wave.devices);
             if wave.canary && self.canary_failed(wave) {
                 break;
             }

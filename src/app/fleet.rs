@@ -196,6 +196,9 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         reboot: args.reboot,
         seed: args.seed,
         retry_after_secs: args.retry_after,
+        latency: args.latency,
+        link_rate: args.link_rate,
+        keep_alive: args.keep_alive,
         bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),
         ..FleetSpec::default()
     };
@@ -220,6 +223,11 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("{}", simulate::summary(&fleet.stats()));
+    eprintln!(
+        "connections: {} accepted, at most {} open at once",
+        fleet.connections(),
+        fleet.peak_connections()
+    );
     fleet.shutdown();
     Ok(Outcome::Succeeded)
 }

@@ -131,8 +131,15 @@ impl<'a> Connection<'a> {
 
     fn route(&mut self, head: &Head) -> io::Result<Next> {
         let shared = self.shared;
-        if (head.method.as_str(), head.path.as_str()) == ("GET", "/_stats") {
-            return self.respond(&Response::csv(stats_csv(shared)), close_after(head));
+        match (head.method.as_str(), head.path.as_str()) {
+            ("GET", "/_stats") => {
+                return self.respond(&Response::csv(stats_csv(shared)), close_after(head));
+            }
+            ("GET", "/_connections") => {
+                let response = Response::text(200, "OK", connections_text(shared));
+                return self.respond(&response, close_after(head));
+            }
+            _ => {}
         }
         let Some((device, action)) = device_path(&head.path)
             .and_then(|(id, action)| Some((&shared.devices[*shared.index.get(id)?], action)))
@@ -194,9 +201,11 @@ impl<'a> Connection<'a> {
                 };
                 self.send_continue(head)?;
                 let mut parser = Parser::new(boundary);
-                let Some(hasher) = self.read_body(device, len, None, Some(&mut parser))? else {
+                let rate = self.shared.link_rate;
+                let Some(hasher) = self.read_body(device, len, rate, Some(&mut parser))? else {
                     return Ok(Next::Close);
                 };
+                self.far_away()?;
                 let response = match verify_form(self.shared, device, parser) {
                     Ok(()) => verify_digest(device, head, hasher),
                     Err(response) => response,
@@ -207,14 +216,27 @@ impl<'a> Connection<'a> {
                 if profile != Profile::IgnoresExpect {
                     self.send_continue(head)?;
                 }
-                let rate = (profile == Profile::Slow).then_some(self.shared.slow_bytes_per_sec);
+                let rate = match profile {
+                    Profile::Slow => Some(self.shared.slow_bytes_per_sec),
+                    _ => self.shared.link_rate,
+                };
                 let Some(hasher) = self.read_body(device, len, rate, None)? else {
                     return Ok(Next::Close);
                 };
+                self.far_away()?;
                 let response = answer(self.shared, device, attempt, head, hasher);
                 self.respond(&response, !head.keep_alive)
             }
         }
+    }
+
+    /// A far device answers `--latency` after the body.
+    fn far_away(&self) -> io::Result<()> {
+        let latency = self.shared.latency;
+        if !latency.is_zero() && !self.shared.stop.sleep(latency) {
+            return Err(io::Error::other("the simulated fleet is shutting down"));
+        }
+        Ok(())
     }
 
     /// A door that says no: the final answer to the head, no `100 Continue`, the body never
@@ -289,6 +311,7 @@ impl<'a> Connection<'a> {
     }
 
     fn respond(&mut self, response: &Response, close: bool) -> io::Result<Next> {
+        let close = close || !self.shared.keep_alive;
         self.stream.write_all(&response.encode(close))?;
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
@@ -407,6 +430,15 @@ fn stats_csv(shared: &Shared) -> String {
         ));
     }
     csv
+}
+
+fn connections_text(shared: &Shared) -> String {
+    format!(
+        "accepted {}\nopen {}\npeak {}\n",
+        shared.connections.load(Ordering::Relaxed),
+        shared.open.load(Ordering::Relaxed),
+        shared.peak_open.load(Ordering::Relaxed)
+    )
 }
 
 /// One read, retried through read timeouts until data, end of stream, an error or shutdown.

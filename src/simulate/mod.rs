@@ -97,12 +97,22 @@ pub struct FleetSpec {
     pub retry_after_secs: u64,
     /// Read rate of slow devices.
     pub slow_bytes_per_sec: u64,
+    /// Every device (but a slow one, which keeps `slow_bytes_per_sec`) reads its body at this
+    /// many bytes per second, independently of the others: a far device on a slow link.
+    pub link_rate: Option<u64>,
+    /// Every device answers this long after it has read the body (a far device, a busy flash).
+    pub latency: Duration,
+    /// Whether a connection may carry more than one request. When false, every answer says
+    /// `Connection: close`: one TCP connection per device and attempt, as in a real fleet,
+    /// whose devices are distinct hosts.
+    pub keep_alive: bool,
     /// Address to listen on; port 0 picks a free port.
     pub bind: SocketAddr,
 }
 
 impl Default for FleetSpec {
-    /// Ten healthy devices `dev-00001`..`dev-00010` on `127.0.0.1:0`, seed 1.
+    /// Ten healthy devices `dev-00001`..`dev-00010` on `127.0.0.1:0`, seed 1, answering at
+    /// once, keeping connections alive.
     fn default() -> Self {
         FleetSpec {
             devices: 10,
@@ -126,6 +136,9 @@ impl Default for FleetSpec {
             seed: 1,
             retry_after_secs: 1,
             slow_bytes_per_sec: 256 * 1024,
+            link_rate: None,
+            latency: Duration::ZERO,
+            keep_alive: true,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
     }
@@ -219,7 +232,8 @@ pub struct DeviceStats {
 }
 
 /// A running simulated fleet: one listener on loopback serving every device under
-/// `/devices/{id}/update`, plus `GET /_stats` (CSV counters). Shuts down on [`Fleet::shutdown`]
+/// `/devices/{id}/update`, plus `GET /_stats` (CSV counters) and `GET /_connections`
+/// (connections accepted, open now, most open at once). Shuts down on [`Fleet::shutdown`]
 /// or when dropped.
 pub struct Fleet {
     shared: Arc<Shared>,
@@ -234,12 +248,13 @@ impl Fleet {
     /// Assigns profiles, binds `spec.bind` and starts serving.
     ///
     /// Fails with `InvalidInput` when a percentage is outside 0–100, the percentages add up to
-    /// more than 100, or `slow_bytes_per_sec` is 0; and with the bind error if binding fails.
+    /// more than 100, or `slow_bytes_per_sec` or `link_rate` is 0; and with the bind error if
+    /// binding fails.
     pub fn start(spec: FleetSpec) -> io::Result<Fleet> {
-        if spec.slow_bytes_per_sec == 0 {
+        if spec.slow_bytes_per_sec == 0 || spec.link_rate == Some(0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "slow_bytes_per_sec must be at least 1",
+                "slow_bytes_per_sec and link_rate must be at least 1",
             ));
         }
         let profiles = assign::assign_profiles(&spec)?;
@@ -249,6 +264,7 @@ impl Fleet {
             None
         };
         let listener = std::net::TcpListener::bind(spec.bind)?;
+        server::raise_backlog(&listener)?;
         let addr = listener.local_addr()?;
         let (stop_sender, stop) = Stop::new();
         let shared = Arc::new(Shared::new(&spec, profiles, stop));
@@ -313,6 +329,11 @@ impl Fleet {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The most TCP connections ever open at once (devices in flight, seen by the fleet).
+    pub fn peak_connections(&self) -> u64 {
+        self.shared.peak_open.load(Ordering::Relaxed)
     }
 
     /// Stops accepting, ends every connection (stalled ones too) and joins all threads. Returns

@@ -6,7 +6,7 @@
 //! wait anywhere without watching the stop signal.
 
 use super::{DeviceStats, FleetSpec, Profile, connection};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::io;
 use std::net::TcpListener;
@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 /// Connection threads only hash and copy; their buffers live on the heap.
 const CONNECTION_STACK_SIZE: usize = 256 * 1024;
+/// Pending connections the kernel queues before the acceptor takes them (capped by
+/// `net.core.somaxconn`). std's 128 made thousands of clients connecting at once wait for SYN
+/// retransmits (1 s, then 3 s) instead of the fleet.
+const LISTEN_BACKLOG: i32 = 16 * 1024;
+/// How often a sleeping connection (a slow link, a far device) looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Everything the acceptor and connection threads share.
 pub(crate) struct Shared {
@@ -24,8 +30,17 @@ pub(crate) struct Shared {
     pub(crate) index: HashMap<String, usize>,
     pub(crate) retry_after_secs: u64,
     pub(crate) slow_bytes_per_sec: u64,
+    /// Every device reads its body at this rate (`--link-rate`), if set.
+    pub(crate) link_rate: Option<u64>,
+    /// Every device answers this long after the body (`--latency`).
+    pub(crate) latency: Duration,
+    /// Whether a connection may carry more than one request.
+    pub(crate) keep_alive: bool,
     pub(crate) multipart_sha256: Option<crate::digest::Sha256Digest>,
     pub(crate) connections: AtomicU64,
+    /// Connections open now, and the most ever open at once.
+    pub(crate) open: AtomicU64,
+    pub(crate) peak_open: AtomicU64,
     pub(crate) stop: Stop,
     pub(crate) version: String,
     pub(crate) update_version: String,
@@ -53,8 +68,13 @@ impl Shared {
             index,
             retry_after_secs: spec.retry_after_secs,
             slow_bytes_per_sec: spec.slow_bytes_per_sec,
+            link_rate: spec.link_rate,
+            latency: spec.latency,
+            keep_alive: spec.keep_alive,
             multipart_sha256: spec.multipart_sha256,
             connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            peak_open: AtomicU64::new(0),
             stop,
             version: spec.version.clone(),
             update_version: spec.update_version.clone(),
@@ -166,10 +186,21 @@ impl Stop {
     }
 
     /// Sleeps for `duration` unless the fleet stops first; false when it is stopping.
+    ///
+    /// Polls the flag rather than waiting on the channel: thousands of connections sleep at
+    /// once (latency, link rate), and every channel wait registers in one list scanned under a
+    /// lock, a cost per sleep that grew with the number of sleepers.
     pub(crate) fn sleep(&self, duration: Duration) -> bool {
-        match self.signal.recv_timeout(duration) {
-            Err(RecvTimeoutError::Timeout) => !self.is_set(),
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => false,
+        let until = Instant::now() + duration;
+        loop {
+            if self.is_set() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            thread::sleep(left.min(STOP_POLL));
         }
     }
 
@@ -191,8 +222,20 @@ pub(crate) fn spawn_acceptor(
         .spawn(move || accept_loop(&listener, &shared))
 }
 
+/// Raises the listen backlog of a bound listener (Linux takes a second `listen` as a change).
+pub(crate) fn raise_backlog(listener: &TcpListener) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `listen` on a file descriptor the listener owns; no memory is passed.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     let mut connections = Vec::new();
+    let mut reap_at = REAP_MIN;
     for incoming in listener.incoming() {
         if shared.stop.is_set() {
             break;
@@ -200,6 +243,8 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
         match incoming {
             Ok(stream) => {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
+                let open = shared.open.fetch_add(1, Ordering::Relaxed) + 1;
+                shared.peak_open.fetch_max(open, Ordering::Relaxed);
                 connections.extend(spawn_connection(stream, Arc::clone(shared)));
             }
             Err(error) => {
@@ -210,21 +255,34 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 }
             }
         }
-        reap_finished(&mut connections);
+        if connections.len() >= reap_at {
+            reap_finished(&mut connections);
+            reap_at = (connections.len() * 2).max(REAP_MIN);
+        }
     }
     for handle in connections {
         join_connection(handle);
     }
 }
 
+/// Finished connection threads are joined when the list of handles has doubled since the last
+/// pass (at least this many): a pass per accept scanned every open connection, a cost per
+/// connection that grew with the number open.
+const REAP_MIN: usize = 64;
+
 fn spawn_connection(stream: std::net::TcpStream, shared: Arc<Shared>) -> Option<JoinHandle<()>> {
+    let closer = Arc::clone(&shared);
     let spawned = thread::Builder::new()
         .name("fleet-connection".to_string())
         .stack_size(CONNECTION_STACK_SIZE)
-        .spawn(move || connection::serve(stream, &shared));
+        .spawn(move || {
+            connection::serve(stream, &shared);
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+        });
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {
+            closer.open.fetch_sub(1, Ordering::Relaxed);
             log::warn!("simulated fleet: could not start a connection thread: {error}");
             None
         }

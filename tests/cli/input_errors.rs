@@ -197,7 +197,7 @@ const CASES: &[Case] = &[
         name: "zero concurrency",
         registry: VALID,
         extra: &["--concurrency", "0"],
-        expect: "update-orchestrator: --concurrency must be between 1 and 4096, not 0",
+        expect: "update-orchestrator: --concurrency must be between 1 and 16384, not 0",
         ..DEFAULT
     },
     Case {
