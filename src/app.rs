@@ -115,12 +115,23 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     }
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
+    log::info!(
+        "payload {}: {} bytes, sha256 {}; attempts read {}",
+        payload.path().display(),
+        payload.len(),
+        payload.digest().hex(),
+        payload.snapshot_kind()
+    );
     let options = registry::LoadOptions {
         target: config.target.as_ref(),
         command_for_every_device: config.command.command.is_some(),
         schemes: &[],
+        delimiter: config.delimiter,
     };
     let registry = load_registry(&config.registry, &options)?;
+    for warning in registry::duplicate_urls(&registry, 10) {
+        log::warn!("{warning}");
+    }
     scheduler::check_filters(&config.selection.filters, &registry.header)
         .map_err(AppError::Input)?;
     let selection = &config.selection;
@@ -137,6 +148,8 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     }
     let journal = open_journal(config.journal.as_ref(), &payload)?;
     let plan = plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
+    crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
+        .map_err(|e| AppError::Input(e.to_string()))?;
     let report = open_report(config.report.as_ref(), plan.wave_numbers())?;
     let signals = Signals::install()?;
     let (outputs, server) = outputs::open(&config.observe, config.progress.interval)?;
@@ -148,15 +161,13 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         &plan,
         (writer, report.as_ref()),
         &signals,
-    crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
-        .map_err(|e| AppError::Input(e.to_string()))?;
         outputs,
     );
     if let Some(server) = server {
         server.stop();
     }
     let result = result?;
-    finish(&registry, &result, report)?;
+    finish(&config, &registry, &result, report)?;
     Ok(outcome(&result, &signals))
 }
 
@@ -432,11 +443,17 @@ fn execute(
 }
 
 fn finish(
+    config: &PushConfig,
     registry: &Registry,
     result: &RunResult,
     report: Option<ReportWriter>,
 ) -> Result<(), AppError> {
-    let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed);
+    let full_list = full_list(config, report.as_ref());
+    let context = report::SummaryContext {
+        failures_shown: config.progress.mode == progress::Mode::Quiet,
+        full_list: &full_list,
+    };
+    let mut summary = report::render_summary(registry, &result.outcomes, result.elapsed, &context);
     match &result.stopped {
         None | Some(StopReason::Interrupted) => {}
         Some(StopReason::WindowClosed(window)) => {
@@ -458,6 +475,23 @@ fn finish(
     }
     eprintln!("{summary}");
     Ok(())
+}
+
+/// Where every device's outcome can be read after the run, for the summary.
+fn full_list(config: &PushConfig, report: Option<&ReportWriter>) -> String {
+    if let Some(path) = report.and_then(ReportWriter::path) {
+        return format!("see the report, {}", path.display());
+    }
+    if config.report == Some(ReportTarget::Stdout) {
+        return "see the report on stdout".to_string();
+    }
+    match &config.journal {
+        Some(journal) => format!(
+            "run update-orchestrator status --failed {}",
+            journal.path.display()
+        ),
+        None => "rerun with --report FILE for every device's outcome".to_string(),
+    }
 }
 
 fn outcome(result: &RunResult, signals: &Signals) -> Outcome {

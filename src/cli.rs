@@ -521,6 +521,11 @@ pub struct PushArgs {
     #[argh(option, from_str_fn(parse_bandwidth_flag))]
     pub estimate_throughput: Option<u64>,
 
+    /// the registry's field separator: one character, e.g. ';' as spreadsheets save CSV in
+    /// many locales, or tab (default ',')
+    #[argh(option, from_str_fn(parse_delimiter))]
+    pub delimiter: Option<u8>,
+
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
     pub registry: String,
@@ -914,6 +919,17 @@ fn parse_window(text: &str) -> Result<Window, String> {
     text.parse()
 }
 
+/// Parses `--delimiter`: one ASCII character other than a quote or a line break, or `tab`.
+pub fn parse_delimiter(text: &str) -> Result<u8, String> {
+    match text.as_bytes() {
+        b"tab" | b"\\t" | b"\t" => Ok(b'\t'),
+        [c] if c.is_ascii() && !matches!(c, b'"' | b'\n' | b'\r') => Ok(*c),
+        _ => Err(format!(
+            "invalid --delimiter '{text}': give one character, e.g. ';' or ',', or tab"
+        )),
+    }
+}
+
 /// Parses a size: bytes, or with a unit `KiB`, `MiB`, `GiB` (1024-based) or `KB`, `MB`, `GB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let invalid = || format!("invalid size '{text}': use e.g. 65536, 64KiB, 4MiB or 1GiB");
@@ -1000,6 +1016,18 @@ mod tests {
     #[track_caller]
     fn check_percent(text: &str, expected: Option<f64>) {
         assert_eq!(parse_percent(text).ok(), expected, "{text}");
+    }
+
+    #[test]
+    fn parses_delimiters() {
+        assert_eq!(parse_delimiter(";"), Ok(b';'));
+        assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
+        assert_eq!(parse_delimiter("\\t"), Ok(b'\t'));
+        assert_eq!(parse_delimiter("|"), Ok(b'|'));
+        assert!(parse_delimiter("").is_err());
+        assert!(parse_delimiter(";;").is_err());
+        assert!(parse_delimiter("\"").is_err());
+        assert!(parse_delimiter("é").is_err());
     }
 
     #[test]

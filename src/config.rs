@@ -100,6 +100,8 @@ pub struct PushConfig {
     pub allow_empty: bool,
     /// The registry.
     pub registry: RegistrySource,
+    /// `--delimiter`: the registry's field separator (`None`: a comma).
+    pub delimiter: Option<u8>,
     /// The URL template, when the registry has no url column.
     pub target: Option<Template>,
     /// Pool, retries and deadlines.
@@ -270,6 +272,7 @@ impl PushConfig {
                 "-" => RegistrySource::Stdin,
                 path => RegistrySource::File(PathBuf::from(path)),
             },
+            delimiter: args.delimiter,
             target,
             run: RunSettings {
                 concurrency: args.concurrency,

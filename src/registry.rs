@@ -112,6 +112,8 @@ pub struct LoadOptions<'o> {
     /// URL schemes accepted besides `http`, `https` and `ssh`: those of the deliveries a
     /// program registers with `Deliveries::with_scheme`.
     pub schemes: &'o [&'o str],
+    /// The field separator (`--delimiter`); `None` is a comma.
+    pub delimiter: Option<u8>,
 }
 
 /// Reads and validates a whole registry. `source` names it in messages; `target` is the
@@ -176,20 +178,23 @@ impl Loader<'_> {
         }
         let mut lines = LineCounter::new(&text);
         let mut csv = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter())
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(text.as_slice());
         let header = self.header(&mut csv)?;
+        if let Some(hint) = delimiter_hint(&header, self.delimiter()) {
+            self.problem(Some(1), None, &hint);
+            return None;
+        }
         let id_column = header.iter().position(|name| name == "id");
         self.command_column = header.iter().position(|name| name == COMMAND_COLUMN);
         let url_source = self.url_source(&header, target);
         if id_column.is_none() {
-            self.problem(
-                Some(1),
-                None,
-                "missing required column 'id' in the header row: add an id column (a unique name \
-                 per device)",
-            );
+            let fix = case_hint(&header, "id")
+                .unwrap_or_else(|| "add an id column (a unique name per device)".to_string());
+            let message = format!("missing required column 'id' in the header row: {fix}");
+            self.problem(Some(1), None, &message);
         }
         let (id_column, url_source) = (id_column?, url_source?);
         let devices = self.rows(&mut csv, &mut lines, &header, id_column, &url_source);
@@ -254,12 +259,13 @@ impl Loader<'_> {
                 Some(UrlSource::None)
             }
             (None, None) => {
-                self.problem(
-                    Some(1),
-                    None,
-                    "missing column 'url' in the header row: add a url column, or give --target \
-                     TEMPLATE such as 'http://{ip}:8080/update'",
-                );
+                let fix = case_hint(header, "url").unwrap_or_else(|| {
+                    "add a url column, or give --target TEMPLATE such as \
+                     'http://{ip}:8080/update'"
+                        .to_string()
+                });
+                let message = format!("missing column 'url' in the header row: {fix}");
+                self.problem(Some(1), None, &message);
                 None
             }
         }
@@ -291,8 +297,8 @@ impl Loader<'_> {
                 }
             }
             let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
-            if record.len() == 1 && record.get(0) == Some("") {
-                continue; // a blank line
+            if record.iter().all(str::is_empty) {
+                continue; // a blank line, or a row of separators only (a spreadsheet's blank row)
             }
             if record.len() != header.len() {
                 let message = format!(
@@ -383,6 +389,10 @@ impl Loader<'_> {
         })
     }
 
+    fn delimiter(&self) -> u8 {
+        self.options.delimiter.unwrap_or(b',')
+    }
+
     fn csv_problem(&mut self, line: Option<u64>, error: &csv::Error) {
         let message = match error.kind() {
             csv::ErrorKind::Utf8 { err, .. } => format!(
@@ -407,6 +417,71 @@ impl Loader<'_> {
             message: message.to_string(),
         });
     }
+}
+
+/// A header read as one column that holds another likely separator (`id;url;site`, as
+/// spreadsheets in many locales save "CSV"): the fix is `--delimiter`.
+fn delimiter_hint(header: &[String], delimiter: u8) -> Option<String> {
+    let [only] = header else { return None };
+    let found = [b';', b'\t', b',', b'|']
+        .into_iter()
+        .find(|&c| c != delimiter && only.as_bytes().contains(&c))?;
+    let flag = match found {
+        b',' => "leave out --delimiter (a comma is the default)".to_string(),
+        b'\t' => "give --delimiter tab".to_string(),
+        c => format!("give --delimiter '{}'", char::from(c)),
+    };
+    Some(format!(
+        "the header row {only:?} is one column: the file looks separated by {:?}, not {:?}: {flag}",
+        char::from(found),
+        char::from(delimiter)
+    ))
+}
+
+/// For a missing `wanted` column that is there in another case (`ID`, `Url`): names it.
+fn case_hint(header: &[String], wanted: &str) -> Option<String> {
+    let found = header
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(wanted))?;
+    Some(format!(
+        "found '{found}': column names are case-sensitive, rename it to '{wanted}'"
+    ))
+}
+
+/// Devices that share a URL with an earlier row (two ids for one device, or a copy-paste
+/// slip): one warning per URL, the first `limit` of them. Devices without a URL (reached by a
+/// command) are left out.
+pub fn duplicate_urls(registry: &Registry, limit: usize) -> Vec<String> {
+    let mut first: HashMap<&str, &Device> = HashMap::new();
+    let mut warnings = Vec::new();
+    let mut count = 0;
+    for device in &registry.devices {
+        if device.url.is_empty() {
+            continue;
+        }
+        match first.get(device.url.as_str()) {
+            Some(earlier) => {
+                count += 1;
+                if warnings.len() < limit {
+                    warnings.push(format!(
+                        "{}:{}: device {} has the same url as {} (line {}): both will be pushed",
+                        registry.source, device.line, device.id, earlier.id, earlier.line
+                    ));
+                }
+            }
+            None => {
+                first.insert(&device.url, device);
+            }
+        }
+    }
+    if count > warnings.len() {
+        warnings.push(format!(
+            "{}: ... and {} more devices whose url an earlier row has",
+            registry.source,
+            count - warnings.len()
+        ));
+    }
+    warnings
 }
 
 /// Maps byte offsets to 1-based line numbers, for offsets asked in increasing order.
@@ -538,6 +613,53 @@ mod tests {
             &[("a", "http://h/a", 2), ("b", "http://h/b", 4)],
         );
         check_ok("id,url\n", None, &[]);
+    }
+
+    #[test]
+    fn reads_what_spreadsheets_write() {
+        // Excel's blank rows are separators only, with or without the full field count.
+        check_ok(
+            "id,url,site\r\na,http://h/a,eu\r\n,,\r\n,\r\nb,http://h/b,us\r\n,,\r\n",
+            None,
+            &[("a", "http://h/a", 2), ("b", "http://h/b", 5)],
+        );
+        check_err(
+            "ID,URL\na,http://h/a\n",
+            None,
+            "devices.csv: 2 problems, nothing was pushed\
+             \n  devices.csv:1: missing column 'url' in the header row: found 'URL': column names are case-sensitive, rename it to 'url'\
+             \n  devices.csv:1: missing required column 'id' in the header row: found 'ID': column names are case-sensitive, rename it to 'id'",
+        );
+        check_err(
+            "id;url;site\na;http://h/a;eu\n",
+            None,
+            "devices.csv: 1 problem, nothing was pushed\
+             \n  devices.csv:1: the header row \"id;url;site\" is one column: the file looks separated by ';', not ',': give --delimiter ';'",
+        );
+        let options = LoadOptions {
+            delimiter: Some(b';'),
+            ..LoadOptions::default()
+        };
+        let text = "id;url;site\na;http://h/a;eu\n;;\n";
+        let registry = load_with("d.csv", text.as_bytes(), &options).unwrap();
+        assert_eq!(registry.value(&registry.devices[0], "site"), Some("eu"));
+        assert_eq!(registry.devices.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_urls_are_named_once_each() {
+        let text = "id,url\na,http://h/1\nb,http://h/2\nc,http://h/1\nd,http://h/1\ne,http://h/2\n";
+        let registry = load_str(text, None).unwrap();
+        assert_eq!(
+            duplicate_urls(&registry, 2),
+            [
+                "devices.csv:4: device c has the same url as a (line 2): both will be pushed",
+                "devices.csv:5: device d has the same url as a (line 2): both will be pushed",
+                "devices.csv: ... and 1 more devices whose url an earlier row has",
+            ]
+        );
+        let unique = load_str("id,url\na,http://h/1\nb,http://h/2\n", None).unwrap();
+        assert!(duplicate_urls(&unique, 5).is_empty());
     }
 
     #[test]

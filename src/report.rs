@@ -257,13 +257,26 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// How many failed devices the summary names.
-pub const SUMMARY_FAILURES: usize = 10;
+pub const SUMMARY_FAILURES: usize = 20;
 
-/// The end-of-run summary: counts, bytes, rate, and the first failures.
+/// What the summary needs to know besides the outcomes.
+#[derive(Debug, Clone, Copy)]
+pub struct SummaryContext<'a> {
+    /// Each failure was already printed as it happened and the user asked for little output
+    /// (`--quiet`): the summary does not name them again.
+    pub failures_shown: bool,
+    /// Where every device's outcome can be read, e.g. `the report, report.csv`, or what to do
+    /// to get one.
+    pub full_list: &'a str,
+}
+
+/// The end-of-run summary: counts, bytes, rate, and the first failures (unless already shown),
+/// then where the rest are.
 pub fn render_summary(
     registry: &Registry,
     outcomes: &[DeviceOutcome],
     elapsed: Duration,
+    context: &SummaryContext<'_>,
 ) -> String {
     let counts = Counts::of(outcomes);
     let bytes: u64 = outcomes.iter().map(|o| o.bytes).sum();
@@ -300,7 +313,12 @@ pub fn render_summary(
         .iter()
         .zip(outcomes)
         .filter(|(_, o)| o.status == Status::Failed);
-    for (device, outcome) in failed.clone().take(SUMMARY_FAILURES) {
+    let listed = if context.failures_shown {
+        0
+    } else {
+        SUMMARY_FAILURES
+    };
+    for (device, outcome) in failed.take(listed) {
         let attempts = if outcome.attempts == 1 {
             "attempt"
         } else {
@@ -311,11 +329,16 @@ pub fn render_summary(
             device.id, outcome.attempts, outcome.error
         ));
     }
-    if counts.failed > SUMMARY_FAILURES {
-        text.push_str(&format!(
-            "\n  ... and {} more failed devices (see the report)",
-            counts.failed - SUMMARY_FAILURES
-        ));
+    match counts.failed.checked_sub(listed) {
+        Some(0) | None => {}
+        Some(left) if left == counts.failed => text.push_str(&format!(
+            "\n  the {left} failed devices are listed above; all of them: {}",
+            context.full_list
+        )),
+        Some(left) => text.push_str(&format!(
+            "\n  ... and {left} more failed devices: {}",
+            context.full_list
+        )),
     }
     text
 }
@@ -403,6 +426,11 @@ mod tests {
         );
     }
 
+    const CONTEXT: SummaryContext<'static> = SummaryContext {
+        failures_shown: false,
+        full_list: "see report.csv",
+    };
+
     #[test]
     fn summary_counts_and_names_failures() {
         let registry = registry(&["a", "b", "c"]);
@@ -412,7 +440,7 @@ mod tests {
             outcome(Status::Succeeded, 2, ""),
         ];
         assert_eq!(
-            render_summary(&registry, &outcomes, Duration::from_secs(2)),
+            render_summary(&registry, &outcomes, Duration::from_secs(2), &CONTEXT),
             "3 devices in 2s: 2 succeeded, 1 failed, 0 skipped; 4.0 KiB sent (2.0 KiB/s)\n  \
              failed b after 1 attempt: response: HTTP 404 Not Found"
         );
@@ -422,20 +450,52 @@ mod tests {
     fn summary_of_one_device_is_singular() {
         let registry = registry(&["a"]);
         let outcomes = [outcome(Status::Succeeded, 1, "")];
-        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1));
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1), &CONTEXT);
         assert!(
             summary.starts_with("1 device in 1s: 1 succeeded"),
             "{summary}"
         );
     }
 
-    #[test]
-    fn summary_caps_the_failure_list() {
-        let ids: Vec<String> = (0..12).map(|i| format!("d{i}")).collect();
+    #[track_caller]
+    fn check_failure_lines(failed: usize, shown: bool, expected_named: usize, expected_end: &str) {
+        let ids: Vec<String> = (0..failed + 1).map(|i| format!("d{i}")).collect();
         let registry = registry(&ids.iter().map(String::as_str).collect::<Vec<_>>());
-        let outcomes: Vec<_> = (0..12).map(|_| outcome(Status::Failed, 4, "x")).collect();
-        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1));
-        assert_eq!(summary.matches("\n  failed ").count(), 10);
-        assert!(summary.ends_with("\n  ... and 2 more failed devices (see the report)"));
+        let mut outcomes: Vec<_> = (0..failed)
+            .map(|_| outcome(Status::Failed, 1, "x"))
+            .collect();
+        outcomes.push(outcome(Status::Succeeded, 1, ""));
+        let context = SummaryContext {
+            failures_shown: shown,
+            ..CONTEXT
+        };
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1), &context);
+        assert_eq!(
+            summary.matches("\n  failed ").count(),
+            expected_named,
+            "{summary}"
+        );
+        assert!(summary.ends_with(expected_end), "{summary}");
+    }
+
+    #[test]
+    fn summary_names_the_first_failures_once_and_says_where_the_rest_are() {
+        check_failure_lines(0, false, 0, "(1.0 KiB/s)");
+        check_failure_lines(0, true, 0, "(1.0 KiB/s)");
+        check_failure_lines(3, false, 3, "failed d2 after 1 attempt: x");
+        check_failure_lines(20, false, 20, "failed d19 after 1 attempt: x");
+        check_failure_lines(
+            25,
+            false,
+            20,
+            "\n  ... and 5 more failed devices: see report.csv",
+        );
+        // --quiet printed each failure as it happened: the summary does not repeat them.
+        check_failure_lines(
+            3,
+            true,
+            0,
+            "\n  the 3 failed devices are listed above; all of them: see report.csv",
+        );
     }
 }

@@ -30,15 +30,21 @@ pub(super) fn explain(output: &str, args: &[String], top: &CommandInfoWithArgs) 
 }
 
 /// The known name closest to `word` (edit distance at most a third of its length, at least 1),
-/// the first one on ties.
+/// the first one on ties; else the one name `word` abbreviates (`--conc` for `--concurrency`).
 pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
-    known
+    let near = known
         .iter()
         .map(|name| (distance(word, name), *name))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, name)| name)
+        .map(|(_, name)| name);
+    let mut longer = known.iter().filter(|name| name.starts_with(word));
+    let abbreviates = match (longer.next(), longer.next()) {
+        (Some(name), None) if word.trim_start_matches('-').len() >= 3 => Some(*name),
+        _ => None,
+    };
+    near.or(abbreviates)
 }
 
 /// `Unrecognized argument: X`, with the closest known name when there is one.
@@ -58,7 +64,12 @@ fn unrecognized(word: &str, known: &[&str], context: &str) -> String {
 /// An extra positional argument: when a positional that does not look like a file follows an
 /// option's value and another positional comes after it, the value was probably split by a
 /// space (`--connect-timeout 10 mins x.csv`), so that value is blamed.
-fn stray_positional(word: &str, args: &[String], command: &CommandInfoWithArgs, name: &str) -> String {
+fn stray_positional(
+    word: &str,
+    args: &[String],
+    command: &CommandInfoWithArgs,
+    name: &str,
+) -> String {
     let takes_value = |arg: &str| {
         command.flags.iter().any(|f| {
             (f.long == arg || f.short.is_some_and(|s| arg == format!("-{s}")))
@@ -86,7 +97,11 @@ fn stray_positional(word: &str, args: &[String], command: &CommandInfoWithArgs, 
     let looks_like_file = |text: &str| text.contains(['.', '/']) || text == "-";
     let split = positionals[..positionals.len().saturating_sub(1)]
         .iter()
-        .find_map(|(text, before)| before.filter(|_| !looks_like_file(text)).map(|b| (*text, b)));
+        .find_map(|(text, before)| {
+            before
+                .filter(|_| !looks_like_file(text))
+                .map(|b| (*text, b))
+        });
     match split {
         Some((next, (flag, value))) => format!(
             "{flag} {value} {next}: '{next}' is not part of {flag}'s value: write the value as \
@@ -119,7 +134,9 @@ fn distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
             diagonal = above;
         }
     }
@@ -132,7 +149,14 @@ mod tests {
 
     #[track_caller]
     fn check_closest(word: &str, expected: Option<&str>) {
-        let known = ["--concurrency", "--payload", "--report", "--retries", "push", "status"];
+        let known = [
+            "--concurrency",
+            "--payload",
+            "--report",
+            "--retries",
+            "push",
+            "status",
+        ];
         assert_eq!(closest(word, &known), expected, "{word}");
     }
 
@@ -141,7 +165,9 @@ mod tests {
         check_closest("--concurency", Some("--concurrency"));
         check_closest("--paylod", Some("--payload"));
         check_closest("--reprot", Some("--report"));
-        check_closest("--retry", Some("--retries"));
+        check_closest("--conc", Some("--concurrency"));
+        check_closest("--retrys", Some("--retries"));
+        check_closest("--re", None);
         check_closest("pusj", Some("push"));
         check_closest("stats", Some("status"));
         check_closest("--xyz", None);
@@ -179,7 +205,15 @@ mod tests {
         );
         check_explain(
             "Unrecognized argument: x.csv",
-            &["push", "--payload", "fw", "--connect-timeout", "10", "mins", "x.csv"],
+            &[
+                "push",
+                "--payload",
+                "fw",
+                "--connect-timeout",
+                "10",
+                "mins",
+                "x.csv",
+            ],
             Some(
                 "--connect-timeout 10 mins: 'mins' is not part of --connect-timeout's value: write \
                  the value as one argument, without spaces (push takes one registry file)",
@@ -190,6 +224,10 @@ mod tests {
             &["push", "--payload", "fw", "a.csv", "b.csv"],
             Some("unexpected argument 'b.csv': push takes one registry file (see push --help)"),
         );
-        check_explain("Error parsing option '--retries' with value 'x'", &["push"], None);
+        check_explain(
+            "Error parsing option '--retries' with value 'x'",
+            &["push"],
+            None,
+        );
     }
 }

@@ -186,7 +186,11 @@ impl Shared<'_, '_> {
             }
             if number >= max_attempts {
                 // With --retries 0 there were no retries to exhaust.
-                let note = if max_attempts > 1 { " (retries exhausted)" } else { "" };
+                let note = if max_attempts > 1 {
+                    " (retries exhausted)"
+                } else {
+                    ""
+                };
                 return Err(Ended::Failed(error, note));
             }
             if let Some(reason) = self.halts_retries() {

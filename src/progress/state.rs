@@ -32,10 +32,11 @@ pub struct Snapshot {
     pub waiting_for_health: usize,
     /// Payload bytes written to sockets, every attempt counted.
     pub bytes_sent: u64,
-    /// Progress in bytes: a full payload per finished device plus the current attempts' bytes of
-    /// in-flight devices, at most `bytes_total`.
+    /// Progress in bytes: a full payload per device that succeeded, the last attempt's bytes of
+    /// each device that failed, plus the current attempts' bytes of in-flight devices, at most
+    /// `bytes_total`.
     pub bytes_done: u64,
-    /// Devices × payload length.
+    /// Devices × payload length, less what failed devices will never be sent.
     pub bytes_total: u64,
     /// Time since the progress thread started.
     pub elapsed: Duration,
@@ -75,6 +76,9 @@ pub(crate) struct State {
     skipped: usize,
     interrupted: usize,
     bytes_sent: u64,
+    /// The bytes of failed devices' last attempts, and what those attempts left unsent.
+    failed_bytes: u64,
+    unsent_bytes: u64,
     /// In-flight devices by index, with the bytes of their current attempt.
     attempt_bytes: HashMap<usize, u64>,
     /// In-flight devices waiting for their next attempt.
@@ -119,7 +123,7 @@ impl State {
                 error,
                 ..
             } => {
-                self.device_ended(index);
+                self.device_failed(index);
                 self.failed += 1;
                 return Some(Notice::Failed {
                     id,
@@ -203,6 +207,16 @@ impl State {
         self.retrying.insert(index);
     }
 
+    /// A failed device counts the bytes its last attempt sent as done, and the rest no longer
+    /// counts at all: the progress never shows bytes that were not sent.
+    fn device_failed(&mut self, index: usize) {
+        let sent = self.attempt_bytes.get(&index).copied().unwrap_or(0);
+        let sent = sent.min(self.payload_len);
+        self.failed_bytes = self.failed_bytes.saturating_add(sent);
+        self.unsent_bytes = self.unsent_bytes.saturating_add(self.payload_len - sent);
+        self.device_ended(index);
+    }
+
     fn device_ended(&mut self, index: usize) {
         self.attempt_bytes.remove(&index);
         self.retrying.remove(&index);
@@ -227,14 +241,16 @@ impl State {
     }
 
     fn bytes_total(&self) -> u64 {
-        (self.total as u64).saturating_mul(self.payload_len)
+        (self.total as u64)
+            .saturating_mul(self.payload_len)
+            .saturating_sub(self.unsent_bytes)
     }
 
     fn bytes_done(&self) -> u64 {
-        let ended = (self.succeeded + self.failed) as u64;
         let in_flight: u64 = self.attempt_bytes.values().sum();
-        ended
+        (self.succeeded as u64)
             .saturating_mul(self.payload_len)
+            .saturating_add(self.failed_bytes)
             .saturating_add(in_flight)
             .min(self.bytes_total())
     }
@@ -378,18 +394,33 @@ mod tests {
             attempts: 1,
             error: "upload: timed out".into(),
         };
-        check(&events, (0, 1, 0, 0, 0, 0, 100), &[notice]);
+        check(&events, (0, 1, 0, 0, 0, 0, 0), &[notice]);
     }
 
+    /// A device refused at SSH auth showed its whole payload as done ("195.3/195.3 KiB") while
+    /// the summary said "0 B sent": a failed device counts what it was sent, and no more.
     #[test]
-    fn failed_device_counts_as_done_bytes() {
+    fn a_failed_device_counts_only_the_bytes_it_was_sent() {
         let events = [RUN, started(1), attempt(1, 1), sent(1, 5), failed(1, 4)];
         let notice = Notice::Failed {
             id: id(1),
             attempts: 4,
             error: "upload: timed out".into(),
         };
-        check(&events, (0, 1, 0, 0, 0, 5, 100), &[notice]);
+        check(&events, (0, 1, 0, 0, 0, 5, 5), &[notice]);
+        let mut state = State::default();
+        for event in [
+            RUN,
+            started(0),
+            failed(0, 1),
+            started(1),
+            attempt(1, 1),
+            sent(1, 40),
+        ] {
+            state.apply(event);
+        }
+        let s = state.snapshot();
+        assert_eq!((s.bytes_done, s.bytes_total), (40, 300), "{s:?}");
     }
 
     #[test]
