@@ -287,7 +287,7 @@ fn a_full_disk_fails_at_once_and_leaves_nothing_behind() {
             small.display()
         );
         assert_eq!(row[7], expected, "{method} {stderr}");
-        assert_eq!(listing(&small), Vec::<String>::new(), "{method}");
+        assert_eq!(listing(small), Vec::<String>::new(), "{method}");
 
         // Two 400 KiB uploads at once: each fits alone, not both. Whether a device finds out
         // before writing or when a write fails (both may, racing), it fails once, by name, and
