@@ -1,7 +1,7 @@
 //! The update lifecycle over HTTP against the simulated fleet's versioned devices: probe before
 //! push, install, wait through the reboot, check, rollback; and the flags' usage errors.
 
-use crate::servers::{HttpServer, Reply, fleet_registry};
+use crate::servers::{BlackHole, HttpServer, Reply, Stall, fleet_registry};
 use crate::util::{Row, Test, parse_report, quick};
 use std::time::Duration;
 use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
@@ -358,4 +358,38 @@ fn dry_run_shows_the_lifecycle_and_contacts_nothing() {
              installed by POST http://127.0.0.1:9/{id}/install; health polled every 5s for up to \
              2m00s; rolled back when unhealthy",
         );
+}
+
+/// Issue 19: an install request that went out and got no answer, without a probe to decide, is
+/// sent once and says its outcome is unknown (it must not read as a plain network failure that
+/// another attempt would fix).
+#[test]
+fn an_unanswered_install_request_is_sent_once_and_its_outcome_is_unknown() {
+    let server = HttpServer::start(|_| Reply::status(200));
+    // Reads the whole request, never answers.
+    let installer = BlackHole::behaving(Stall::ReadsThenStops(usize::MAX));
+    let mut test = Test::new();
+    test.write(
+        "devices.csv",
+        format!("id,url\nd1,{}\n", server.url("/update")),
+    );
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args(["--then-url", &format!("POST {}", installer.url("/install"))])
+        .args(quick(&[("--retries", "3"), ("--response-timeout", "1s")]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(1);
+    let row = &parse_report(&output.stdout)[0];
+    assert_eq!(
+        (row.status.as_str(), row.stage.as_str()),
+        ("failed", "install")
+    );
+    assert!(
+        row.error.starts_with("install: ")
+            && row.error.ends_with("(outcome unknown; it was sent once)"),
+        "{row:?}"
+    );
+    assert_eq!(installer.accepted(), 1, "the install request went out once");
 }
