@@ -17,6 +17,7 @@
 //!   Here, interim answers reach ureq without their header fields.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use ureq::unversioned::transport::time::Duration as UreqDuration;
 use ureq::unversioned::transport::{
@@ -47,6 +48,7 @@ impl Connector<Box<dyn Transport>> for Early {
             input: LazyBuffers::new(16 * 1024, 1),
             staged: Vec::new(),
             final_seen: false,
+            unseen: AtomicBool::new(false),
             last_probe: None,
         }))
     }
@@ -102,6 +104,8 @@ pub(crate) struct Listening {
     staged: Vec<u8>,
     /// The current request's final answer has begun: later bytes pass as they are.
     final_seen: bool,
+    /// Input arrived that ureq has not tried to parse yet (see `can_use_input`).
+    unseen: AtomicBool,
     /// When the current request last listened (or started sending).
     last_probe: Option<Instant>,
 }
@@ -115,6 +119,9 @@ impl Listening {
         if self.final_seen {
             append(&mut self.input, buffers.input());
             buffers.input_consume(arrived);
+            if arrived > 0 {
+                self.unseen.store(true, Ordering::Relaxed);
+            }
             return arrived > 0;
         }
         self.staged.extend_from_slice(buffers.input());
@@ -135,6 +142,9 @@ impl Listening {
                 }
             }
             delivered = true;
+        }
+        if delivered {
+            self.unseen.store(true, Ordering::Relaxed);
         }
         delivered
     }
@@ -219,6 +229,7 @@ impl Buffers for Listening {
     }
 
     fn input_consume(&mut self, amount: usize) {
+        self.unseen.store(false, Ordering::Relaxed);
         self.input.input_consume(amount);
     }
 
@@ -227,8 +238,14 @@ impl Buffers for Listening {
         (tmp, self.inner.buffers().output())
     }
 
+    /// ureq reads more input unless this says yes, which LazyBuffers says only after a parse
+    /// that consumed something. A final answer that came while ureq waited for `100 Continue`
+    /// is left there unconsumed: without `unseen`, ureq would wait for more input (nginx keeps
+    /// the connection open for its 5 s lingering close) before reading the answer it has.
+    /// It says yes once per arrival (so a head ureq cannot parse yet never makes it spin).
     fn can_use_input(&self) -> bool {
-        self.input.can_use_input()
+        let unseen = self.unseen.swap(false, Ordering::Relaxed);
+        self.input.can_use_input() || (unseen && !self.input.input().is_empty())
     }
 }
 
@@ -373,7 +390,10 @@ mod tests {
     fn finds_the_final_answer_after_interim_ones() {
         let input = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 507 Insufficient Storage\r\n\r\n";
         assert_eq!(final_answer(input).map(|answer| answer.status), Some(507));
-        assert_eq!(final_answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 5"), None);
+        assert_eq!(
+            final_answer(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 5"),
+            None
+        );
         assert_eq!(final_answer(b""), None);
     }
 }
