@@ -180,29 +180,37 @@ pub(crate) fn kind_from_text(text: &str) -> Option<ErrorKind> {
     }
 }
 
-/// The longest message a device's failure keeps: one report cell, read at a glance.
-const CELL_CHARS: usize = 300;
-/// How much of the start a shortened message keeps (what failed and how); the rest of the
-/// room goes to the end (a command's last words).
-const CELL_HEAD: usize = 100;
+/// The longest excerpt of what a device or a command said that a message keeps.
+const EXCERPT_CHARS: usize = 200;
 
-/// `message` on one line (control characters and runs of whitespace become one space), and, when
-/// longer than `CELL_CHARS`, its start and its end around ` … `: a command's output or a
-/// device's words never spread a report row over several lines or screens.
+/// `message` on one line (control characters and runs of whitespace become one space), with
+/// a command's output (after `last output: `) cut to an excerpt: one report cell, read at a
+/// glance. Our own words (a host key's fingerprints, the methods tried) are kept whole.
 pub(crate) fn one_cell(message: &str) -> String {
-    let line = message
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|word| !word.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = one_line(message);
+    match line.split_once("last output: ") {
+        Some((before, output)) => format!("{before}last output: {}", excerpt(output)),
+        None => line,
+    }
+}
+
+/// What a device or a command said, on one line, and only its last `EXCERPT_CHARS`
+/// characters (the end of the output says most) after `… ` when it is longer.
+pub(crate) fn excerpt(text: &str) -> String {
+    let line = one_line(text);
     let count = line.chars().count();
-    if count <= CELL_CHARS {
+    if count <= EXCERPT_CHARS {
         return line;
     }
-    let head: String = line.chars().take(CELL_HEAD).collect();
-    let tail_chars = CELL_CHARS - CELL_HEAD - 3;
-    let tail: String = line.chars().skip(count - tail_chars).collect();
-    format!("{} … {}", head.trim_end(), tail.trim_start())
+    let tail: String = line.chars().skip(count - (EXCERPT_CHARS - 2)).collect();
+    format!("… {}", tail.trim_start())
+}
+
+fn one_line(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|word| !word.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn describe(kind: ErrorKind, detail: &str) -> String {
@@ -263,21 +271,27 @@ mod tests {
             ("  spaced   out  ", "spaced out"),
         ] {
             assert_eq!(one_cell(message), expected, "{message:?}");
+            assert_eq!(excerpt(message), expected, "{message:?}");
         }
         let lines: String = (1..=60).map(|n| format!("output line {n:02}\n")).collect();
         let long = format!("--exec exited with status 3; last output: {lines}");
         let cell = one_cell(&long);
-        assert!(cell.chars().count() <= CELL_CHARS, "{cell}");
-        assert!(
-            cell.starts_with("--exec exited with status 3; last output: output line 01"),
-            "{cell}"
+        let shown = cell
+            .strip_prefix("--exec exited with status 3; last output: … ")
+            .unwrap_or_else(|| panic!("{cell}"));
+        assert!(shown.chars().count() < EXCERPT_CHARS, "{cell}");
+        assert!(cell.ends_with("output line 59 output line 60"), "{cell}");
+        // Our own long words stay whole.
+        let ours = format!(
+            "host key CHANGED: {} and {}",
+            "a".repeat(200),
+            "b".repeat(200)
         );
-        assert!(cell.contains(" … "), "{cell}");
-        assert!(cell.ends_with("output line 60"), "{cell}");
-        let exact = "x".repeat(CELL_CHARS);
-        assert_eq!(one_cell(&exact), exact);
-        let multibyte = "é".repeat(CELL_CHARS + 1);
-        assert_eq!(one_cell(&multibyte).chars().count(), CELL_CHARS);
+        assert_eq!(one_cell(&ours), ours);
+        let exact = "x".repeat(EXCERPT_CHARS);
+        assert_eq!(excerpt(&exact), exact);
+        let multibyte = "é".repeat(EXCERPT_CHARS + 1);
+        assert_eq!(excerpt(&multibyte).chars().count(), EXCERPT_CHARS);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 use super::Verify;
 use super::connect::millis;
-use super::errors::{failure, io_failure, kind_from_text, session_io_failure, ssh_failure};
+use super::errors::{
+    excerpt, failure, io_failure, kind_from_text, session_io_failure, ssh_failure,
+};
 use super::remote::{self, Bound};
 use super::space;
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
@@ -371,7 +373,7 @@ fn end_scp_file(channel: &mut Channel) -> Result<(), DeliveryError> {
     }
     let mut message = Vec::new();
     let _ = BufReader::new(Read::by_ref(channel).take(1024)).read_until(b'\n', &mut message);
-    let message = String::from_utf8_lossy(&message).trim().to_string();
+    let message = excerpt(&String::from_utf8_lossy(&message));
     let kind = kind_from_text(&message).unwrap_or(ErrorKind::Io);
     Err(failure(
         Phase::Upload,
@@ -399,15 +401,9 @@ fn close_channel(
     if status == 0 {
         return Ok(());
     }
-    let said: String = String::from_utf8_lossy(&said)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let said = excerpt(&String::from_utf8_lossy(&said));
     let kind = kind_from_text(&said).unwrap_or(ErrorKind::Io);
-    let message = format!(
-        "{tool} on the device exited with status {status}: {}",
-        said.trim()
-    );
+    let message = format!("{tool} on the device exited with status {status}: {said}");
     Err(failure(Phase::Upload, kind, message))
 }
 
@@ -464,9 +460,15 @@ fn send(
             return Err(failure(Phase::Upload, ErrorKind::Timeout, message));
         }
         context.arm_within(Phase::Upload, window_left)?;
-        let taken = writer
-            .write(&buffer[start..end])
-            .map_err(|error| session_io_failure(context.session, Phase::Upload, &error))?;
+        let taken = writer.write(&buffer[start..end]).map_err(|error| {
+            let failed = session_io_failure(context.session, Phase::Upload, &error);
+            if failed.kind == ErrorKind::Timeout {
+                // The device stopped reading: every call left (closing the file, the channel,
+                // the session) would wait the whole timeout again; give them a moment only.
+                context.session.set_timeout(1);
+            }
+            failed
+        })?;
         if taken == 0 {
             return Err(failure(
                 Phase::Upload,
