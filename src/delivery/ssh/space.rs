@@ -25,9 +25,19 @@ pub(crate) fn sftp_free(file: &mut ssh2::File) -> Option<u64> {
     Some(stat.f_bavail.saturating_mul(unit))
 }
 
-/// Bytes free in `dir` by `df -Pk`, if the device has `df` and it answers as POSIX says.
-pub(crate) fn shell_free(session: &Session, dir: &str, bound: &Bound) -> Option<u64> {
-    let command = format!("df -Pk {} 2>/dev/null", shell_quote(dir));
+/// Bytes free in `dir` by `df -Pk`, if the device has `df` and it answers as POSIX says;
+/// first removing `remove` when given (in the same command: one round trip).
+pub(crate) fn shell_free(
+    session: &Session,
+    dir: &str,
+    remove: Option<&str>,
+    bound: &Bound,
+) -> Option<u64> {
+    let mut command = String::new();
+    if let Some(path) = remove {
+        command.push_str(&format!("rm -f {}; ", shell_quote(path)));
+    }
+    command.push_str(&format!("df -Pk {} 2>/dev/null", shell_quote(dir)));
     let output = remote::run(session, &command, bound, Phase::Upload).ok()?;
     if !output.succeeded() {
         return None;

@@ -300,7 +300,7 @@ fn clean_up_exec(
     }
     let bound = Bound::new(context.stall, context.stall, context.deadline);
     let len = context.payload.len();
-    let free = space::shell_free(context.session, space::dir_of(part), &bound);
+    let free = space::shell_free(context.session, space::dir_of(part), None, &bound);
     remote::remove(context.session, part, &bound);
     space::explain_failed_write(error, free, len.saturating_sub(sent), len, part)
 }
@@ -327,11 +327,11 @@ fn exec_upload(
     let len = context.payload.len();
     // Neither scp nor cat resumes: an old `.part` goes first, so its space counts as free.
     let bound = Bound::new(context.stall, context.stall, context.deadline);
-    remote::remove(context.session, part, &bound);
-    if let Some(free) = space::shell_free(context.session, space::dir_of(part), &bound)
+    let dir = space::dir_of(part);
+    if let Some(free) = space::shell_free(context.session, dir, Some(part), &bound)
         && free < len
     {
-        return Err(space::not_enough(free, len, space::dir_of(part), None));
+        return Err(space::not_enough(free, len, dir, None));
     }
     match context.session.scp_send(Path::new(part), 0o644, len, None) {
         Ok(mut channel) => {
