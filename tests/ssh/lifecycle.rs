@@ -11,8 +11,19 @@ fn strs(row: &[String; 6]) -> [&str; 6] {
     row.each_ref().map(String::as_str)
 }
 
-fn push(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = crate::util::push(dir, args);
+/// Pushes `fw.bin` in `dir` to `server` (with its client key, and `dir/known_hosts` trusting it)
+/// with `args`.
+fn push(dir: &Path, server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let key = server.client_key.display().to_string();
+    let login = [
+        "--payload",
+        "fw.bin",
+        "--identity",
+        &key,
+        "--known-hosts",
+        "known_hosts",
+    ];
+    let output = crate::util::push(dir, &[&login[..], args].concat());
     (
         output.status.code(),
         text(&output.stdout),
@@ -58,20 +69,14 @@ fn probe_install_wait_check_and_rollback_over_ssh() {
         csv.push_str(&format!("{id},{url},\"{quoted}\",{new},{delay}\n"));
     }
     fs::write(dir.path().join("devices.csv"), csv).unwrap();
-    let key = server.client_key.display().to_string();
     let exec = format!(
         "sh {} {{path}} {{vfile}} {{new}} {{delay}}",
         installer.display()
     );
     let (status, stdout, stderr) = push(
         dir.path(),
+        &server,
         &[
-            "--payload",
-            "fw.bin",
-            "--identity",
-            &key,
-            "--known-hosts",
-            "known_hosts",
             "--exec",
             &exec,
             "--probe",
@@ -143,6 +148,12 @@ fn probe_install_wait_check_and_rollback_over_ssh() {
     );
 }
 
+/// `devices.csv` in `dir`, listing one device, `id`, whose file is `remote/ID.bin`.
+fn one_device(dir: &Path, server: &Server, remote: &Path, id: &str) {
+    let url = server.url(&remote.join(format!("{id}.bin")));
+    fs::write(dir.join("devices.csv"), format!("id,url\n{id},{url}\n")).unwrap();
+}
+
 /// Issue 19: `--exec 'fw-install {path} && (sleep 1; reboot) &'` keeps the exec channel open
 /// through the reboot; the dropped session was retried, a fresh upload and the installer again
 /// (it ran 4 times). Once `--exec` has started, a lost connection is "outcome unknown": the
@@ -157,26 +168,11 @@ fn an_install_that_drops_its_session_runs_once() {
         "sh {} {{path}}.runs {{path}}.version 2.0",
         installer.display()
     );
-    let key = server.client_key.display().to_string();
     let run = |id: &str, lifecycle: &[&str]| {
-        let url = server.url(&remote.join(format!("{id}.bin")));
-        fs::write(
-            dir.path().join("devices.csv"),
-            format!("id,url\n{id},{url}\n"),
-        )
-        .unwrap();
-        let common = ["--payload", "fw.bin", "--identity", &key, "--known-hosts"];
-        let retried = [
-            "known_hosts",
-            "--retries",
-            "3",
-            "--exec",
-            &exec,
-            "--report",
-            "-",
-        ];
-        let args = [&common[..], &retried[..], lifecycle, &["devices.csv"]].concat();
-        let (status, stdout, stderr) = push(dir.path(), &args);
+        one_device(dir.path(), &server, &remote, id);
+        let retried = ["--retries", "3", "--exec", &exec, "--report", "-"];
+        let args = [&retried[..], lifecycle, &["devices.csv"]].concat();
+        let (status, stdout, stderr) = push(dir.path(), &server, &args);
         let runs = fs::read_to_string(remote.join(format!("{id}.bin.runs"))).unwrap_or_default();
         (status, rows(&stdout), runs, format!("{stderr}\n{stdout}"))
     };
@@ -221,30 +217,16 @@ fn a_successful_install_keeps_its_last_lines() {
     let server = Server::sshd();
     let (dir, remote) = crate::util::workspace(&server);
     fs::write(dir.path().join("fw.bin"), crate::util::bytes(10_000, 3)).unwrap();
-    let url = server.url(&remote.join("fw.bin"));
-    fs::write(
-        dir.path().join("devices.csv"),
-        format!("id,url\ndev-1,{url}\n"),
-    )
-    .unwrap();
-    let key = server.client_key.display().to_string();
-    let (status, _, stderr) = push(
-        dir.path(),
-        &[
-            "-v",
-            "--payload",
-            "fw.bin",
-            "--identity",
-            &key,
-            "--known-hosts",
-            "known_hosts",
-            "--exec",
-            "echo installing {path}; echo installer done",
-            "--events",
-            "events.jsonl",
-            "devices.csv",
-        ],
-    );
+    one_device(dir.path(), &server, &remote, "dev-1");
+    let args = [
+        "-v",
+        "--exec",
+        "echo installing {path}; echo installer done",
+        "--events",
+        "events.jsonl",
+        "devices.csv",
+    ];
+    let (status, _, stderr) = push(dir.path(), &server, &args);
     assert_eq!(status, Some(0), "{stderr}");
     let events = fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     let stage: serde_json::Value = events
@@ -254,7 +236,7 @@ fn a_successful_install_keeps_its_last_lines() {
         .unwrap_or_else(|| panic!("no stage line\n{events}"));
     let expected = format!(
         "last output: installing {} | installer done",
-        remote.join("fw.bin").display()
+        remote.join("dev-1.bin").display()
     );
     assert_eq!(stage["stage"], "install", "{stage}");
     assert_eq!(stage["output"], expected.as_str(), "{stage}");
