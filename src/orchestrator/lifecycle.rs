@@ -79,7 +79,10 @@ impl Shared<'_, '_> {
                 {
                     install_note = format!(" (the install request got no answer: {error})");
                 }
-                Err(Ended::Failed(error, _)) if error.is_transient() => {
+                // Sent, unanswered, and no probe to tell what happened.
+                Err(Ended::Failed(error, _))
+                    if error.is_transient() && error.phase != Phase::Connect =>
+                {
                     let note = " (outcome unknown; it was sent once)";
                     return trail.ended(Ended::Failed(error, note));
                 }
