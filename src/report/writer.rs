@@ -28,7 +28,7 @@ enum Target {
     /// A regular file: rows as they come, then replaced by the final report.
     File { path: PathBuf, resolved: PathBuf },
     /// Something else (a FIFO, `/dev/stdout`): written once, at the end, through `file`.
-    Special { file: Mutex<Option<File>> },
+    Special { file: File },
 }
 
 struct Live {
@@ -59,9 +59,7 @@ impl ReportWriter {
                         resolved: crate::config::resolve_path(path),
                     }
                 } else {
-                    Target::Special {
-                        file: Mutex::new(Some(file)),
-                    }
+                    Target::Special { file }
                 }
             }
         };
@@ -107,8 +105,6 @@ impl ReportWriter {
                 out.flush()
             }
             Target::Special { file } => {
-                let file = file.into_inner().unwrap_or_else(|e| e.into_inner());
-                let Some(file) = file else { return Ok(()) };
                 let mut out = BufWriter::new(file);
                 write_report(registry, outcomes, &self.waves, &mut out)?;
                 out.flush()
@@ -121,16 +117,20 @@ impl ReportWriter {
 }
 
 /// Writes `path`'s new contents to a temporary file beside it, then renames it over `path`: a
-/// kill at any moment leaves either the rows so far or the final report.
-fn replace(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
+/// kill at any moment leaves either the rows so far or the final report. In a directory where
+/// no file can be created (only the report itself is writable), `path` is rewritten in place.
+fn replace(path: &Path, write: impl Fn(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let temporary = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = File::create(&temporary).and_then(|file| {
-        let mut out = BufWriter::new(file);
+    let Ok(file) = File::create(&temporary) else {
+        let mut out = BufWriter::new(File::create(path)?);
         write(&mut out)?;
-        out.flush()?;
-        fs::rename(&temporary, path)
-    });
+        return out.flush();
+    };
+    let mut out = BufWriter::new(file);
+    let result = write(&mut out)
+        .and_then(|()| out.flush())
+        .and_then(|()| fs::rename(&temporary, path));
     if result.is_err() {
         let _ = fs::remove_file(&temporary);
     }
@@ -143,8 +143,12 @@ mod tests {
     use crate::report::Status;
 
     fn registry() -> Registry {
-        crate::registry::load("t.csv", "id,url\na,http://h/a\nb,http://h/b\n".as_bytes(), None)
-            .unwrap()
+        crate::registry::load(
+            "t.csv",
+            "id,url\na,http://h/a\nb,http://h/b\n".as_bytes(),
+            None,
+        )
+        .unwrap()
     }
 
     fn succeeded() -> DeviceOutcome {
@@ -190,8 +194,15 @@ mod tests {
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let registry = registry();
         let writer = ReportWriter::create(&ReportTarget::File(link.clone()), vec![]).unwrap();
-        writer.finish(&registry, &[succeeded(), succeeded()]).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        writer
+            .finish(&registry, &[succeeded(), succeeded()])
+            .unwrap();
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(fs::read_to_string(&real).unwrap().lines().count(), 3);
     }
 }

@@ -5,15 +5,11 @@
 //!
 //! Owns: one test per item. Must not: start servers of its own (`servers`, the simulated fleet).
 
-use crate::journal::{JOURNAL, push, slow_fleet};
+use crate::journal::{JOURNAL, fleet, push, slow_fleet};
 use crate::servers::fleet_registry;
 use crate::util::{Test, parse_report, quick, wait_until};
 use std::time::Duration;
-use update_orchestrator::simulate::{Fleet, FleetSpec};
-
-fn fleet(spec: FleetSpec) -> Fleet {
-    Fleet::start(spec).expect("start the simulated fleet")
-}
+use update_orchestrator::simulate::FleetSpec;
 
 /// `--report devices.csv devices.csv` exited 0 and replaced the device list with the report.
 #[test]
