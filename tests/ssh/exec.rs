@@ -111,3 +111,52 @@ fn csv_values_cannot_inject_commands() {
     }
     assert!(!marker.exists(), "a CSV value ran a command");
 }
+
+/// Issue 19: a session that drops once `--exec` started (a device rebooting with the command's
+/// channel open) is `InstallUnknown`, never transient: the retry loop must not upload and run
+/// the installer again. A successful one hands back its last lines.
+#[test]
+fn a_session_lost_during_exec_is_install_unknown_and_a_finished_one_keeps_its_output() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 10_000);
+    let target = remote_dir(dir.path()).join("fw.bin");
+    let device = one_device("d", &server.url(&target));
+    let installer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/reboot-install.sh")
+        .display()
+        .to_string();
+    let with_exec = |command: &str| {
+        let mut options = options(&server, dir.path());
+        options.exec = Some(Template::parse(command).unwrap());
+        SshDelivery::new(options)
+    };
+
+    let rebooting = with_exec(&format!(
+        "sh {installer} {{path}}.runs {{path}}.version 2.0"
+    ));
+    let error = attempt(&rebooting, &device, 0, &payload).error();
+    check_error(&error, Phase::Exec, ErrorKind::InstallUnknown, false);
+    assert!(
+        error
+            .message
+            .starts_with("connection lost during the install (outcome unknown; it ran once): "),
+        "{error}"
+    );
+    let runs = fs::read_to_string(format!("{}.runs", target.display())).unwrap();
+    assert_eq!(runs, "run\n");
+
+    let chatty = with_exec("echo one; echo two >&2");
+    let delivered = attempt(&chatty, &device, 0, &payload).delivered();
+    assert_eq!(
+        delivered.install_output.as_deref(),
+        Some("last output: one | two")
+    );
+    let plain = SshDelivery::new(options(&server, dir.path()));
+    assert_eq!(
+        attempt(&plain, &device, 0, &payload)
+            .delivered()
+            .install_output,
+        None
+    );
+}
