@@ -341,6 +341,30 @@ mod tests {
     }
 
     #[test]
+    fn only_the_install_becomes_outcome_unknown_once_started() {
+        let lost = |phase| failure(phase, ErrorKind::Reset, "connection closed by the device");
+        for (phase, kind, transient) in [
+            (Phase::Exec, ErrorKind::InstallUnknown, false),
+            (Phase::Verify, ErrorKind::Reset, true),
+            (Phase::Upload, ErrorKind::Reset, true),
+            (Phase::Probe, ErrorKind::Reset, true),
+            (Phase::Rollback, ErrorKind::Reset, true),
+        ] {
+            let error = started_then_lost(phase, lost(phase));
+            assert_eq!(
+                (error.phase, error.kind, error.is_transient()),
+                (phase, kind, transient)
+            );
+        }
+        let error = started_then_lost(Phase::Exec, lost(Phase::Exec));
+        assert_eq!(
+            error.to_string(),
+            "exec: connection lost during the install (outcome unknown; it ran once): \
+             connection closed by the device"
+        );
+    }
+
+    #[test]
     fn bounds_end_at_the_device_deadline() {
         let stall = Duration::from_secs(5);
         let soon = Instant::now() + Duration::from_secs(1);
