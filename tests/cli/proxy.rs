@@ -23,6 +23,14 @@ fn setup() -> (Fleet, Test) {
     let mut test = Test::new();
     test.payload("fw.bin", 200_000);
     test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    clear_proxy_variables(&mut test);
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "0")]));
+    (fleet, test)
+}
+
+/// This process's proxy variables are not the test's.
+fn clear_proxy_variables(test: &mut Test) {
     for name in [
         "http_proxy",
         "HTTP_PROXY",
@@ -35,9 +43,6 @@ fn setup() -> (Fleet, Test) {
     ] {
         test.env_remove(name);
     }
-    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
-        .args(quick(&[("--retries", "0")]));
-    (fleet, test)
 }
 
 fn completed(fleet: &Fleet) -> u64 {
@@ -120,6 +125,29 @@ fn proxy_and_noproxy_flags_override_the_environment() {
         .args(["--proxy", "", "devices.csv"]);
     test.run().expect_status(0);
     assert_eq!(completed(&fleet), 2);
+}
+
+/// The https device goes through https_proxy (a CONNECT tunnel, TLS inside), and the dead
+/// http_proxy is not for it. 20 MiB: `Expect: 100-continue` and the early-answer listening
+/// inside TLS inside the tunnel.
+#[test]
+fn https_proxy_carries_https_devices_through_a_tunnel() {
+    let proxy = ForwardProxy::start();
+    let (mut test, server) = crate::tls::setup();
+    test.payload("fw.bin", 20 * 1024 * 1024);
+    clear_proxy_variables(&mut test);
+    test.env("https_proxy", &proxy.url())
+        .env("http_proxy", &dead_proxy())
+        .args(["push", "--payload", "fw.bin", "--cacert", "fleet-ca.pem"])
+        .args(["--report", "report.csv"])
+        .args(quick(&[("--retries", "0")]))
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    assert_eq!(test.report("report.csv")[0].bytes, 20 * 1024 * 1024);
+    assert_eq!(
+        proxy.log(),
+        vec![format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port)]
+    );
 }
 
 #[test]

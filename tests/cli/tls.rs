@@ -122,7 +122,9 @@ impl Drop for TlsServer {
     }
 }
 
-fn setup() -> (Test, TlsServer) {
+/// A TLS device (certificates by `fleet-ca`, `fleet-ca.pem` to trust) in a registry
+/// `devices.csv`, and a 300,000-byte `fw.bin`.
+pub fn setup() -> (Test, TlsServer) {
     let test = Test::new();
     make_certificates(&test.path(""), "fleet-ca");
     make_certificates(&test.path("other"), "other-ca");
