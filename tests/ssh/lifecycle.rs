@@ -177,10 +177,11 @@ fn an_install_that_drops_its_session_runs_once() {
         (status, rows(&stdout), runs, format!("{stderr}\n{stdout}"))
     };
 
-    // With a probe: the health wait sees 2.0 and the device succeeds.
+    // With a probe: the health wait sees 2.0 and the device succeeds. The probe prints a
+    // greeting first, as a login banner or a shell's rc file would: its last line counts.
     let probe = [
         "--probe",
-        "cat {path}.version",
+        "echo 'Welcome to fw-os'; echo; cat {path}.version",
         "--expect-version",
         "2.0",
         "--probe-interval",
