@@ -5,6 +5,7 @@
 use crate::servers::{ForwardProxy, fleet_registry};
 use crate::util::{Test, quick};
 use std::net::TcpListener;
+use update_orchestrator::delivery::proxy::PROXY_VARIABLES;
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
 /// A loopback port where nothing listens (connections are refused).
@@ -29,18 +30,9 @@ fn setup() -> (Fleet, Test) {
     (fleet, test)
 }
 
-/// This process's proxy variables are not the test's.
+/// This process's proxy variables are not the test's (nor `HTTP_PROXY`, which curl ignores).
 fn clear_proxy_variables(test: &mut Test) {
-    for name in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
+    for name in PROXY_VARIABLES.iter().chain(&["HTTP_PROXY"]) {
         test.env_remove(name);
     }
 }
@@ -49,11 +41,14 @@ fn completed(fleet: &Fleet) -> u64 {
     fleet.stats().iter().map(|stats| stats.completed).sum()
 }
 
+/// Nor is `HTTP_PROXY`: curl reads only the lowercase one (a CGI program sees a request's
+/// `Proxy:` header as `HTTP_PROXY`).
 #[test]
 fn https_proxy_is_not_for_http_devices() {
     let (fleet, mut test) = setup();
     test.env("https_proxy", &dead_proxy())
         .env("HTTPS_PROXY", &dead_proxy())
+        .env("HTTP_PROXY", &dead_proxy())
         .arg("devices.csv");
     test.run().expect_status(0);
     assert_eq!(completed(&fleet), 2);
