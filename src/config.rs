@@ -253,6 +253,9 @@ impl PushConfig {
             .as_deref()
             .map(tls::read_ca_certificates)
             .transpose()?;
+        if let Some(problem) = crate::delivery::proxy::check_proxy_flag(args.proxy.as_deref()) {
+            return usage(problem);
+        }
         if args.insecure && args.cacert.is_some() {
             return usage(
                 "--insecure and --cacert contradict each other: --cacert verifies devices \

@@ -87,12 +87,13 @@ impl Proxies {
     /// connection.
     pub fn for_url(&self, url: &str) -> Option<ProxyChoice> {
         let (scheme, host) = scheme_and_host(url)?;
-        if !matches!(scheme.as_str(), "http" | "https") || no_proxy_matches(&host, self.no_proxy()) {
+        if !matches!(scheme.as_str(), "http" | "https") || no_proxy_matches(&host, self.no_proxy())
+        {
             return None;
         }
         let (source, value) = match &self.proxy_flag {
             Some(flag) => ("--proxy", flag.as_str()),
-            None => self.from_variables(&scheme)?,
+            None => self.by_scheme(&scheme)?,
         };
         let value = value.trim();
         if value.is_empty() {
@@ -147,7 +148,7 @@ impl Proxies {
             .map(|(key, value)| (*key, value.as_str()))
     }
 
-    fn from_variables(&self, scheme: &str) -> Option<(&'static str, &str)> {
+    fn by_scheme(&self, scheme: &str) -> Option<(&'static str, &str)> {
         let own = match scheme {
             "http" => self.var("http_proxy"),
             "https" => self.var("https_proxy").or_else(|| self.var("HTTPS_PROXY")),
@@ -166,6 +167,21 @@ impl Proxies {
                 .map_or("", |(_, value)| value),
         }
     }
+}
+
+/// What is wrong with `--proxy URL`, if anything: only `http://` and `https://` proxies are
+/// supported (a password in the message is shown as `***`).
+pub fn check_proxy_flag(flag: Option<&str>) -> Option<String> {
+    let flag = flag?.trim();
+    let url = complete(flag);
+    if flag.is_empty() || url.starts_with("http://") || url.starts_with("https://") {
+        return None;
+    }
+    Some(format!(
+        "--proxy {}: only http:// and https:// proxies are supported; give one of those, or \
+         --proxy '' for none",
+        redact(flag)
+    ))
 }
 
 /// The lowercase scheme and the host (brackets of an IPv6 address removed) of `url`.
@@ -343,7 +359,9 @@ mod tests {
         expected: Option<(&str, &str)>,
     ) {
         let got = proxies(flags, env).for_url(url);
-        let got = got.as_ref().map(|choice| (choice.url.as_str(), choice.source));
+        let got = got
+            .as_ref()
+            .map(|choice| (choice.url.as_str(), choice.source));
         assert_eq!(got, expected, "{url} with {flags:?} {env:?}");
     }
 
@@ -465,13 +483,28 @@ mod tests {
             &[("http_proxy", "http://ops:pw@p:3128"), ("no_proxy", "b")],
         );
         assert_eq!(
-            some.summary(["http://a/u", "http://b/u", "https://c/u", "ssh://d/u", "http://e/u"])
-                .as_deref(),
+            some.summary([
+                "http://a/u",
+                "http://b/u",
+                "https://c/u",
+                "ssh://d/u",
+                "http://e/u"
+            ])
+            .as_deref(),
             Some("  proxy: http://ops:***@p:3128 (from http_proxy): 2 devices; direct: 2 devices")
         );
         // SSH devices never go through an HTTP proxy, even with all_proxy.
         let all = proxies(NONE, &[("all_proxy", "p:1")]);
         assert_eq!(all.for_url("ssh://root@d/tmp/x"), None);
+    }
+
+    #[test]
+    fn checks_the_proxy_flag() {
+        for fine in [None, Some(""), Some("proxy:3128"), Some("HTTPS://proxy")] {
+            assert_eq!(check_proxy_flag(fine), None, "{fine:?}");
+        }
+        let message = check_proxy_flag(Some("socks5://ops:pw@proxy:1080")).unwrap();
+        assert!(message.starts_with("--proxy socks5://ops:***@proxy:1080: only http://"));
     }
 
     #[test]

@@ -155,3 +155,19 @@ fn dry_run_shows_the_proxy_of_each_device() {
     output.expect_stdout("proxy: http://ops:***@proxy.example:3128 (from http_proxy): 2 devices");
     assert!(!output.stdout.contains("s3cret"), "{}", output.stdout);
 }
+
+#[test]
+fn a_socks_proxy_flag_is_a_usage_error() {
+    let (fleet, mut test) = setup();
+    test.args([
+        "--proxy",
+        "socks5://ops:s3cret@127.0.0.1:1080",
+        "devices.csv",
+    ]);
+    let output = test.run();
+    output
+        .expect_status(2)
+        .expect_stderr("--proxy socks5://ops:***@127.0.0.1:1080: only http:// and https://");
+    assert!(!output.stderr.contains("s3cret"), "{}", output.stderr);
+    assert_eq!(fleet.stats().iter().map(|s| s.requests).sum::<u64>(), 0);
+}
