@@ -17,7 +17,7 @@ fn versioned_fleet(devices: usize, change: impl FnOnce(&mut FleetSpec)) -> Fleet
 }
 
 /// The lifecycle flags against `fleet`'s version, install and rollback paths.
-fn lifecycle_flags(fleet: &Fleet, rollback_action: &str) -> Vec<String> {
+pub fn lifecycle_flags(fleet: &Fleet, rollback_action: &str) -> Vec<String> {
     let base = format!("http://{}/devices/{{id}}", fleet.addr());
     vec![
         "--probe-url".into(),

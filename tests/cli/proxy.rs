@@ -156,6 +156,35 @@ fn dry_run_shows_the_proxy_of_each_device() {
     assert!(!output.stdout.contains("s3cret"), "{}", output.stdout);
 }
 
+/// The lifecycle's requests without payload (probe, install, the health wait's probes) go
+/// through the device's proxy too: one tunnel each, besides the upload's.
+#[test]
+fn the_lifecycle_requests_go_through_the_proxy_too() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 1,
+        reboot: std::time::Duration::from_millis(300),
+        ..FleetSpec::default()
+    })
+    .expect("start the fleet");
+    let proxy = ForwardProxy::start();
+    let mut test = Test::new();
+    test.payload("fw.bin", 64 * 1024);
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    clear_proxy_variables(&mut test);
+    test.env("http_proxy", &proxy.url())
+        .args(["push", "--payload", "fw.bin"])
+        .args(crate::lifecycle::lifecycle_flags(&fleet, "rollback"))
+        .args(quick(&[]))
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    assert_eq!(fleet.stats()[0].version, "2.0");
+    // The probe before, the upload, the install and at least one probe after.
+    let log = proxy.log();
+    assert!(log.len() >= 4, "{log:?}");
+    let target = format!("CONNECT {} HTTP/1.1", fleet.addr());
+    assert!(log.iter().all(|line| *line == target), "{log:?}");
+}
+
 #[test]
 fn a_socks_proxy_flag_is_a_usage_error() {
     let (fleet, mut test) = setup();
