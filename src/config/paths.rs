@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 pub(crate) struct Named<'a>(pub &'a str, pub &'a Path);
 
 /// Refuses the first output that resolves to an input or to an earlier output.
-pub(crate) fn check_distinct(inputs: &[Named<'_>], outputs: &[Named<'_>]) -> Result<(), UsageError> {
+pub(crate) fn check_distinct(
+    inputs: &[Named<'_>],
+    outputs: &[Named<'_>],
+) -> Result<(), UsageError> {
     let resolved_inputs: Vec<PathBuf> = inputs.iter().map(|n| resolve(n.1)).collect();
     let mut resolved_outputs: Vec<PathBuf> = Vec::with_capacity(outputs.len());
     for output in outputs {
@@ -85,16 +88,16 @@ mod tests {
             Named("--payload", &payload),
         ];
         let paths: Vec<(&str, PathBuf)> = outputs.iter().map(|(f, p)| (*f, at(p))).collect();
-        let outputs: Vec<Named<'_>> = paths
-            .iter()
-            .map(|(flag, path)| Named(flag, path))
-            .collect();
+        let outputs: Vec<Named<'_>> = paths.iter().map(|(flag, path)| Named(flag, path)).collect();
         let got = check_distinct(&inputs, &outputs).err().map(|e| e.0);
         match (got, expected) {
             (None, None) => {}
             (Some(got), Some(start)) => {
                 let start = start.replace("DIR", &dir.path().display().to_string());
-                assert!(got.starts_with(&start), "{got:?} does not start with {start:?}");
+                assert!(
+                    got.starts_with(&start),
+                    "{got:?} does not start with {start:?}"
+                );
             }
             (got, expected) => panic!("{outputs:?}: got {got:?}, expected {expected:?}"),
         }
@@ -123,7 +126,10 @@ mod tests {
             &[("--report", "new.csv"), ("--journal", "sub/../new.csv")],
             Some("--journal DIR/sub/../new.csv names the same file as --report DIR/new.csv"),
         );
-        check(&[("--report", "sub/new.csv"), ("--events", "new.csv")], None);
+        check(
+            &[("--report", "sub/new.csv"), ("--events", "new.csv")],
+            None,
+        );
         check(&[("--report", "no/such/dir/r.csv")], None);
     }
 
@@ -131,7 +137,13 @@ mod tests {
     fn a_new_file_resolves_through_its_directory() {
         let dir = fixture();
         let real = dir.path().canonicalize().unwrap();
-        assert_eq!(resolve(&dir.path().join("sub/../x.csv")), real.join("x.csv"));
-        assert_eq!(resolve(&dir.path().join("link.csv")), real.join("devices.csv"));
+        assert_eq!(
+            resolve(&dir.path().join("sub/../x.csv")),
+            real.join("x.csv")
+        );
+        assert_eq!(
+            resolve(&dir.path().join("link.csv")),
+            real.join("devices.csv")
+        );
     }
 }

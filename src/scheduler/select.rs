@@ -154,15 +154,26 @@ pub fn check_filters(filters: &[Filter], header: &[String]) -> Result<(), String
 /// Why `--where` and `--shard` select no device of a registry that has some, naming the filter
 /// and the values its column does have (a typo such as `site=eu-wset` otherwise pushes nothing
 /// and succeeds); `None` when some device is selected or the registry is empty.
-pub fn empty_selection(registry: &Registry, filters: &[Filter], shard: Option<Shard>) -> Option<String> {
+pub fn empty_selection(
+    registry: &Registry,
+    filters: &[Filter],
+    shard: Option<Shard>,
+) -> Option<String> {
     let devices = &registry.devices;
     let selected = |device: &&Device| passes(registry, device, filters);
-    if devices.is_empty() || devices.iter().filter(selected).any(|d| shard.is_none_or(|s| s.contains(&d.id))) {
+    if devices.is_empty()
+        || devices
+            .iter()
+            .filter(selected)
+            .any(|d| shard.is_none_or(|s| s.contains(&d.id)))
+    {
         return None;
     }
     let source = &registry.source;
     let lone = filters.iter().find(|filter| {
-        !devices.iter().any(|d| filter.matches(registry.value(d, filter.column()).unwrap_or("")))
+        !devices
+            .iter()
+            .any(|d| filter.matches(registry.value(d, filter.column()).unwrap_or("")))
     });
     Some(match (lone, shard) {
         (Some(filter), _) => format!(
@@ -173,7 +184,11 @@ pub fn empty_selection(registry: &Registry, filters: &[Filter], shard: Option<Sh
         (None, Some(shard)) if devices.iter().any(|d| selected(&d)) => format!(
             "--shard {shard} selects none of the {} devices that {} leave in {source}: use fewer shards",
             devices.iter().filter(selected).count(),
-            if filters.is_empty() { "the registry".to_string() } else { where_flags(filters) }
+            if filters.is_empty() {
+                "the registry".to_string()
+            } else {
+                where_flags(filters)
+            }
         ),
         _ => {
             let columns: Vec<String> = filters.iter().map(|f| column_values(registry, f)).collect();
@@ -211,7 +226,17 @@ fn column_values(registry: &Registry, filter: &Filter) -> String {
             }
         }
     }
-    let mut shown: Vec<String> = values.iter().take(SHOWN).map(|v| if v.is_empty() { "(empty)".to_string() } else { v.to_string() }).collect();
+    let mut shown: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|v| {
+            if v.is_empty() {
+                "(empty)".to_string()
+            } else {
+                v.to_string()
+            }
+        })
+        .collect();
     if values.len() > SHOWN {
         shown.push(format!("... ({} values in all)", values.len()));
     }
@@ -279,24 +304,42 @@ mod tests {
         check_empty(
             &["site=eu-wset"],
             None,
-            Some("--where site=eu-wset selects none of the 3 devices in d.csv: site has: eu-west, us-east; fix the value"),
+            Some(
+                "--where site=eu-wset selects none of the 3 devices in d.csv: site has: eu-west, us-east; fix the value",
+            ),
         );
         check_empty(
             &["tags~kisok"],
             None,
-            Some("--where tags~kisok selects none of the 3 devices in d.csv: tags has: pos, lab, kiosk, (empty); fix the value"),
+            Some(
+                "--where tags~kisok selects none of the 3 devices in d.csv: tags has: pos, lab, kiosk, (empty); fix the value",
+            ),
         );
         check_empty(
             &["site=us-east", "tags~pos"],
             None,
-            Some("--where site=us-east --where tags~pos together select none of the 3 devices in d.csv: site has: eu-west, us-east; tags has: pos, lab, kiosk, (empty)"),
+            Some(
+                "--where site=us-east --where tags~pos together select none of the 3 devices in d.csv: site has: eu-west, us-east; tags has: pos, lab, kiosk, (empty)",
+            ),
         );
-        let shard = (0..64u32).find(|&i| !["b"].iter().any(|id| Shard { index: i, count: 64 }.contains(id))).unwrap();
+        let shard = (0..64u32)
+            .find(|&i| {
+                !["b"].iter().any(|id| {
+                    Shard {
+                        index: i,
+                        count: 64,
+                    }
+                    .contains(id)
+                })
+            })
+            .unwrap();
         let shard = format!("{shard}/64");
         check_empty(
             &["site=us-east"],
             Some(&shard),
-            Some(&format!("--shard {shard} selects none of the 1 devices that --where site=us-east leave in d.csv: use fewer shards")),
+            Some(&format!(
+                "--shard {shard} selects none of the 1 devices that --where site=us-east leave in d.csv: use fewer shards"
+            )),
         );
     }
 
