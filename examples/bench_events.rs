@@ -43,6 +43,7 @@ fn round(devices: usize, producers: usize, metered: bool) {
         mode: Mode::Plain,
         interval: Duration::from_secs(1),
         color: false,
+        width: None,
     };
     let progress = progress::spawn(config, receiver).expect("spawn the progress thread");
     sender

@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::render::{bytes_bar_message, devices_bar_message, human_duration};
 use super::state::Snapshot;
+use super::terminal_width;
 
 /// The bars of the live run, if any: set when `Bars` are created, cleared when they are dropped.
 static LIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
@@ -100,18 +101,6 @@ pub(crate) fn live_bars() -> Option<MultiProgress> {
 
 fn set_live(multi: Option<MultiProgress>) {
     *LIVE_BARS.lock().unwrap_or_else(PoisonError::into_inner) = multi;
-}
-
-/// The width of the terminal on stderr in columns, or 80 when it cannot be told.
-fn terminal_width() -> usize {
-    // SAFETY: TIOCGWINSZ only writes a `winsize` into `size`, which outlives the call.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    if read && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
-    }
 }
 
 fn set_progress(bar: &ProgressBar, position: u64, length: u64) {

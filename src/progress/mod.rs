@@ -53,6 +53,9 @@ pub struct ProgressConfig {
     pub interval: Duration,
     /// Whether the bars may use color.
     pub color: bool,
+    /// The terminal's width in columns when stderr is one: plain lines on a `TERM=dumb`
+    /// terminal are fitted to it. `None` for files and pipes, whose lines are never cut.
+    pub width: Option<usize>,
 }
 
 impl ProgressConfig {
@@ -63,7 +66,10 @@ impl ProgressConfig {
         let term = std::env::var_os("TERM");
         let no_color = std::env::var_os("NO_COLOR");
         let tty = io::stderr().is_terminal();
-        ProgressConfig::choose(quiet, interval, tty, term.as_deref(), no_color.as_deref())
+        let mut config =
+            ProgressConfig::choose(quiet, interval, tty, term.as_deref(), no_color.as_deref());
+        config.width = tty.then(terminal_width);
+        config
     }
 
     fn choose(
@@ -84,7 +90,21 @@ impl ProgressConfig {
             mode,
             interval,
             color,
+            width: None,
         }
+    }
+}
+
+/// The width of the terminal on stderr in columns (read each time: terminals get resized), or
+/// 80 when it cannot be told.
+pub(crate) fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ only writes a `winsize` into `size`, which outlives the call.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    if read && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
     }
 }
 
@@ -160,6 +180,7 @@ mod tests {
             mode,
             interval: Duration::from_millis(interval_ms),
             color: false,
+            width: None,
         }
     }
 
@@ -240,6 +261,22 @@ mod tests {
     }
 
     const FAILURE: &str = "failed dev-00001 after 4 attempts: upload: connection reset";
+
+    /// Plain lines on a terminal (`TERM=dumb`) fit its width; notices are not progress lines.
+    #[test]
+    fn plain_lines_on_a_terminal_fit_its_width() {
+        let fitted = ProgressConfig {
+            width: Some(50),
+            ..config(Mode::Plain, 60_000)
+        };
+        let (_, out) = run_with_sink(&fitted, run_events(), Duration::ZERO);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], FAILURE);
+        assert!(
+            lines[1].ends_with("] 3/3 devices ok=1 failed=1 retrying=0"),
+            "{out}"
+        );
+    }
 
     #[test]
     fn plain_run_prints_failures_and_a_final_line() {

@@ -14,18 +14,27 @@ const BINARY_UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
 /// `[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s eta 2m10s`.
 /// The first count is every device that finished, skipped ones included; `eta --` when unknown.
 pub fn format_plain_line(s: &Snapshot) -> String {
-    let rollout = if s.rollout.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", s.rollout)
-    };
-    format!(
-        "[{:>5}] {} {} {}{rollout}",
-        human_duration(s.elapsed),
-        devices_summary(s),
-        bytes_pair(s.bytes_done, s.bytes_total),
-        rate_and_eta(s)
-    )
+    plain_fields(s).join(" ")
+}
+
+/// A plain line for a terminal `width` columns wide (`TERM=dumb`): fields dropped from the
+/// right, one column spare, so it never wraps.
+pub(crate) fn fit_plain_line(s: &Snapshot, width: usize) -> String {
+    fit_fields(&plain_fields(s), width.saturating_sub(1))
+}
+
+fn plain_fields(s: &Snapshot) -> Vec<String> {
+    let mut fields = vec![
+        format!("[{:>5}]", human_duration(s.elapsed)),
+        format!("{}/{} devices", finished(s), s.total),
+    ];
+    fields.extend(device_fields(s));
+    fields.push(bytes_pair(s.bytes_done, s.bytes_total));
+    fields.extend(rate_and_eta_fields(s));
+    if !s.rollout.is_empty() {
+        fields.push(format!("[{}]", s.rollout));
+    }
+    fields
 }
 
 /// A byte count in binary units: `512 B`, `1.2 GiB`, `95 MiB` (one decimal below 10).
@@ -48,17 +57,6 @@ pub fn human_duration(d: Duration) -> String {
         (0, m, s) => format!("{m}m{s:02}s"),
         (h, m, _) => format!("{h}h{m:02}m"),
     }
-}
-
-/// `1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50`: the device part of a plain
-/// line, and the devices bar's counts.
-pub(crate) fn devices_summary(s: &Snapshot) -> String {
-    format!("{}/{} devices {}", finished(s), s.total, device_counts(s))
-}
-
-/// `ok=1200 failed=4 retrying=30 in-flight=50`: the device counts of a plain line.
-pub(crate) fn device_counts(s: &Snapshot) -> String {
-    device_fields(s).join(" ")
 }
 
 /// `ok=1200`, `failed=4`, ...: the device counts one field each, those shown only when not
@@ -104,12 +102,7 @@ pub(crate) fn devices_bar_message(s: &Snapshot, width: usize) -> String {
 /// The bytes bar's message on a terminal `width` columns wide (`95 MiB/s eta 2m10s`, fields
 /// dropped from the right), after indicatif's `{bytes}/{total_bytes} ` (at most 24 columns).
 pub(crate) fn bytes_bar_message(s: &Snapshot, width: usize) -> String {
-    let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
-    let fields = [
-        format!("{}/s", human_bytes(throughput_bytes(s.throughput))),
-        format!("eta {eta}"),
-    ];
-    fit_fields(&fields, width.saturating_sub(24 + 1))
+    fit_fields(&rate_and_eta_fields(s), width.saturating_sub(24 + 1))
 }
 
 /// `fields` joined by single spaces, dropping whole fields from the right until the text fits
@@ -133,13 +126,13 @@ fn columns(text: &str) -> usize {
     text.chars().count()
 }
 
-/// `95 MiB/s eta 2m10s`: the bytes bar's message.
-pub(crate) fn rate_and_eta(s: &Snapshot) -> String {
+/// `95 MiB/s` and `eta 2m10s` (`eta --` when unknown).
+fn rate_and_eta_fields(s: &Snapshot) -> [String; 2] {
     let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
-    format!(
-        "{}/s eta {eta}",
-        human_bytes(throughput_bytes(s.throughput))
-    )
+    [
+        format!("{}/s", human_bytes(throughput_bytes(s.throughput))),
+        format!("eta {eta}"),
+    ]
 }
 
 /// The line shown for a notice, or `None` if this mode does not show it. Failures are errors and
@@ -382,6 +375,30 @@ mod tests {
         assert_eq!(bytes_bar_message(&snapshot(), 80), "95 MiB/s eta 2m10s");
         assert_eq!(bytes_bar_message(&snapshot(), 40), "95 MiB/s");
         assert_eq!(bytes_bar_message(&snapshot(), 20), "");
+    }
+
+    #[test]
+    fn plain_lines_fit_a_dumb_terminal() {
+        let full = format_plain_line(&snapshot());
+        let table: &[(usize, &str)] = &[
+            (200, &full),
+            (101, &full),
+            (
+                100,
+                "[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s",
+            ),
+            (
+                80,
+                "[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50",
+            ),
+            (40, "[  27s] 1234/10000 devices ok=1200"),
+            (5, ""),
+        ];
+        for &(width, expected) in table {
+            let line = fit_plain_line(&snapshot(), width);
+            assert_eq!(line, expected, "{width} columns");
+            assert!(columns(&line) < width.max(1), "{width}: {line}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::bars::Bars;
 use super::eta::EtaEstimator;
-use super::render::{format_plain_line, notice_line};
+use super::render::{fit_plain_line, format_plain_line, notice_line};
 use super::state::{Notice, Snapshot, State};
 use super::{Mode, ProgressConfig};
 use crate::events::Event;
@@ -204,7 +204,8 @@ impl Timer {
 /// Where progress goes in each mode.
 enum Screen<'a> {
     Bars(Bars),
-    Plain(&'a mut dyn Write),
+    /// Plain lines, fitted to the terminal's width when stderr is one.
+    Plain(&'a mut dyn Write, Option<usize>),
     Quiet(&'a mut dyn Write),
 }
 
@@ -212,7 +213,7 @@ impl<'a> Screen<'a> {
     fn new(config: &ProgressConfig, sink: &'a mut dyn Write) -> Screen<'a> {
         match config.mode {
             Mode::Bars => Screen::Bars(Bars::start(config.color)),
-            Mode::Plain => Screen::Plain(sink),
+            Mode::Plain => Screen::Plain(sink, config.width),
             Mode::Quiet => Screen::Quiet(sink),
         }
     }
@@ -220,7 +221,7 @@ impl<'a> Screen<'a> {
     fn draw_interval(&self, config: &ProgressConfig) -> Option<Duration> {
         match self {
             Screen::Bars(_) => Some(TICK),
-            Screen::Plain(_) => Some(config.interval.max(MIN_INTERVAL)),
+            Screen::Plain(..) => Some(config.interval.max(MIN_INTERVAL)),
             Screen::Quiet(_) => None,
         }
     }
@@ -232,14 +233,14 @@ impl<'a> Screen<'a> {
         };
         match self {
             Screen::Bars(bars) => bars.println(&line),
-            Screen::Plain(sink) | Screen::Quiet(sink) => write_line(*sink, &line),
+            Screen::Plain(sink, _) | Screen::Quiet(sink) => write_line(*sink, &line),
         }
     }
 
     fn draw(&mut self, snapshot: &Snapshot) {
         match self {
             Screen::Bars(bars) => bars.draw(snapshot),
-            Screen::Plain(sink) => write_line(*sink, &format_plain_line(snapshot)),
+            Screen::Plain(sink, width) => write_line(*sink, &plain_line(snapshot, *width)),
             Screen::Quiet(_) => {}
         }
     }
@@ -248,9 +249,17 @@ impl<'a> Screen<'a> {
     fn finish(self, snapshot: &Snapshot) {
         match self {
             Screen::Bars(bars) => bars.finish(),
-            Screen::Plain(sink) => write_line(sink, &format_plain_line(snapshot)),
+            Screen::Plain(sink, width) => write_line(sink, &plain_line(snapshot, width)),
             Screen::Quiet(_) => {}
         }
+    }
+}
+
+/// A plain line, fitted to `width` columns when given (a terminal's).
+fn plain_line(snapshot: &Snapshot, width: Option<usize>) -> String {
+    match width {
+        Some(width) => fit_plain_line(snapshot, width),
+        None => format_plain_line(snapshot),
     }
 }
 
