@@ -611,6 +611,18 @@ pub struct SimulateArgs {
     #[argh(option, default = "0.0", from_str_fn(parse_percent))]
     pub bad_update: f64,
 
+    /// share of devices that answer 401 to an upload's head, before any body (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub unauthorized: f64,
+
+    /// share of devices that answer 413 to an upload's head, before any body (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub too_large: f64,
+
+    /// share of devices that never send 100 Continue but read the body anyway (default 0%)
+    #[argh(option, default = "0.0", from_str_fn(parse_percent))]
+    pub ignore_expect: f64,
+
     /// the version devices run at the start (default 1.0)
     #[argh(option, default = "String::from(\"1.0\")")]
     pub initial_version: String,

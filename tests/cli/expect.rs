@@ -225,3 +225,38 @@ fn an_answer_while_the_body_streams_stops_the_upload() {
         received.load(Ordering::SeqCst)
     );
 }
+
+/// `simulate` serves the same profiles: a refusal gets no body, a device ignoring Expect gets it.
+#[test]
+fn the_simulate_command_serves_refusing_and_expect_ignoring_devices() {
+    let mut simulator = Test::new();
+    let mut fleet = simulator
+        .args(["simulate", "--devices", "3", "--unauthorized", "34%"])
+        .args(["--too-large", "33%", "--ignore-expect", "33%"])
+        .spawn();
+    let registry = fleet.wait_for_stdout(Duration::from_secs(20), |text| text.lines().count() >= 4);
+    let mut push = Test::new();
+    push.write("devices.csv", &registry);
+    push.payload("fw.bin", 2 * MIB);
+    push.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    push.run().expect_status(1);
+    fleet.signal("INT");
+    fleet.wait().expect_status(0);
+    let rows = push.report("report.csv");
+    for line in registry.lines().skip(1) {
+        let (id, profile) = (
+            line.split(',').next().unwrap(),
+            line.rsplit(',').next().unwrap(),
+        );
+        let row = rows.iter().find(|row| row.id == id).unwrap();
+        let expected = match profile {
+            "unauthorized" => (Some(401), 0),
+            "too-large" => (Some(413), 0),
+            "ignores-expect" => (Some(204), 2 * MIB),
+            other => panic!("unexpected profile {other}"),
+        };
+        assert_eq!((row.http_status, row.bytes), expected, "{line}: {row:?}");
+    }
+}
