@@ -3,7 +3,7 @@
 //! messages that fit one report cell.
 
 use crate::servers::Server;
-use crate::util::{push, push_command, push_with_timeouts, rows, text, workspace};
+use crate::util::{push, push_command, push_with_timeouts, rows, text, with_key, workspace};
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,26 +23,9 @@ fn a_silent_device_costs_no_more_than_the_connect_timeout() {
     let port = listener.local_addr().unwrap().port();
     let url = format!("ssh://{}@127.0.0.1:{port}/tmp/fw.bin", server.user);
     fs::write(dir.path().join("d.csv"), format!("id,url\nsilent,{url}\n")).unwrap();
-    let key = server.client_key.display().to_string();
     let started = Instant::now();
-    let output = push_with_timeouts(
-        dir.path(),
-        "2s",
-        "120s",
-        &[
-            "--payload",
-            "fw.bin",
-            "--identity",
-            &key,
-            "--known-hosts",
-            "known_hosts",
-            "--retries",
-            "0",
-            "--report",
-            "-",
-            "d.csv",
-        ],
-    );
+    let args = ["--retries", "0", "--report", "-", "d.csv"];
+    let output = push_with_timeouts(dir.path(), "2s", "120s", &with_key(&server, &args));
     let elapsed = started.elapsed();
     let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -89,23 +72,14 @@ fn a_path_under_tilde_is_in_the_login_users_home() {
             server.user, server.port
         );
         fs::write(dir.path().join("d.csv"), format!("id,url\nd,{url}\n")).unwrap();
-        let key = server.client_key.display().to_string();
-        let output = push(
-            dir.path(),
-            &[
-                "--payload",
-                "fw.bin",
-                "--identity",
-                &key,
-                "--known-hosts",
-                "known_hosts",
-                "--exec",
-                "echo {path} > {path}.where",
-                "--report",
-                "-",
-                "d.csv",
-            ],
-        );
+        let exec = [
+            "--exec",
+            "echo {path} > {path}.where",
+            "--report",
+            "-",
+            "d.csv",
+        ];
+        let output = push(dir.path(), &with_key(server, &exec));
         let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
         assert_eq!(
             output.status.code(),
@@ -321,25 +295,8 @@ fn a_full_disk_fails_at_once_and_leaves_nothing_behind() {
             .iter()
             .map(|row| format!("{}.bin", row[0]))
             .collect();
-        assert_eq!(listing(small), stored, "{method}");
+        assert_eq!(listing(small), stored, "{method}: {stdout} {stderr}");
     }
-}
-
-/// `--identity` with the server's key, and its known_hosts.
-fn with_key<'a>(server: &'a Server, args: &[&'a str]) -> Vec<&'a str> {
-    let key = server.client_key.to_str().expect("a UTF-8 key path");
-    [
-        &[
-            "--payload",
-            "fw.bin",
-            "--identity",
-            key,
-            "--known-hosts",
-            "known_hosts",
-        ][..],
-        args,
-    ]
-    .concat()
 }
 
 /// The names in `dir`, sorted.

@@ -223,6 +223,23 @@ pub fn push_command(
     command
 }
 
+/// `--identity` with the server's key, and its known_hosts.
+pub fn with_key<'a>(server: &'a Server, args: &[&'a str]) -> Vec<&'a str> {
+    let key = server.client_key.to_str().expect("a UTF-8 key path");
+    [
+        &[
+            "--payload",
+            "fw.bin",
+            "--identity",
+            key,
+            "--known-hosts",
+            "known_hosts",
+        ][..],
+        args,
+    ]
+    .concat()
+}
+
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -335,8 +335,11 @@ fn exec_upload(
     }
     match context.session.scp_send(Path::new(part), 0o644, len, None) {
         Ok(mut channel) => {
-            send(context, file, &mut channel, len, meter, sent)?;
-            end_scp_file(&mut channel)?;
+            let sent_all = send(context, file, &mut channel, len, meter, sent)
+                .and_then(|()| end_scp_file(&mut channel));
+            if let Err(error) = sent_all {
+                return Err(settle(context, channel, error));
+            }
             close_channel(context, channel, "scp")?;
             Ok(Route::Scp)
         }
@@ -354,11 +357,26 @@ fn exec_upload(
             channel
                 .exec(&format!("cat > {}", shell_quote(part)))
                 .map_err(ssh)?;
-            send(context, file, &mut channel, len, meter, sent)?;
+            if let Err(error) = send(context, file, &mut channel, len, meter, sent) {
+                return Err(settle(context, channel, error));
+            }
             close_channel(context, channel, "cat")?;
             Ok(Route::Cat)
         }
     }
+}
+
+/// Closes the channel of a failed `scp` or `cat` and waits until the device has closed it
+/// too, when the session will be used to clean up (dropbear refused the next command at times
+/// while the failed one was still open); after a broken connection or a timeout it is only
+/// dropped, so no time is spent waiting on a dead device.
+fn settle(context: &Context<'_>, mut channel: Channel, error: DeliveryError) -> DeliveryError {
+    if !space::worth_keeping(&error) && context.arm(Phase::Upload).is_ok() {
+        let _ = channel.send_eof();
+        let _ = channel.close();
+        let _ = channel.wait_close();
+    }
+    error
 }
 
 /// Ends the file as the SCP protocol wants (libssh2 leaves it to us): a zero byte after the
