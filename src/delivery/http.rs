@@ -298,9 +298,49 @@ impl HttpDelivery {
             .map_err(|error| unusable(error.to_string()))
     }
 
-    /// The proxy `url` goes through, for `--dry-run`.
-    pub fn proxy_choice(&self, url: &str) -> Option<ProxyChoice> {
-        self.proxies.for_url(url)
+    /// The upload's request to `device`: its headers and per-request settings (proxy, what is
+    /// left of the deadline); `expect`: with `Expect: 100-continue`.
+    fn upload_request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        deadline: Option<Instant>,
+        expect: bool,
+    ) -> Result<ureq::RequestBuilder<ureq::typestate::WithBody>, DeliveryError> {
+        let mut request = match self.method {
+            Method::Put => self.agent.put(&device.url),
+            Method::Post => self.agent.post(&device.url),
+        };
+        request = match &self.multipart {
+            None => request
+                .header("Content-Length", payload.len().to_string())
+                .header("Content-Digest", payload.digest().content_digest()),
+            Some(multipart) => request
+                .header("Content-Type", multipart.content_type())
+                .header("Content-Length", multipart.len(payload.len()).to_string())
+                .header("Content-Digest", multipart.content_digest()),
+        };
+        for header in &self.headers {
+            let value = header
+                .value
+                .fill(|column| registry.value(device, column), Escape::None);
+            request = request.header(header.name.as_str(), value);
+        }
+        if expect {
+            request = request.header("Expect", "100-continue");
+        }
+        if let Some(proxy) = self.proxy_for(device, Phase::Connect)? {
+            request = request.config().proxy(Some(proxy)).build();
+        }
+        if let Some(deadline) = deadline {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(device_timeout(0));
+            }
+            request = request.config().timeout_global(Some(remaining)).build();
+        }
+        Ok(request)
     }
 }
 
@@ -325,49 +365,27 @@ impl Delivery for HttpDelivery {
     ) -> Result<Delivered, DeliveryError> {
         let file = payload.open_for_attempt().map_err(payload_error)?;
         let mut body = MeteredReader { inner: file, meter };
-        let mut request = match self.method {
-            Method::Put => self.agent.put(&device.url),
-            Method::Post => self.agent.post(&device.url),
-        };
-        request = match &self.multipart {
-            None => request
-                .header("Content-Length", payload.len().to_string())
-                .header("Content-Digest", payload.digest().content_digest()),
-            Some(multipart) => request
-                .header("Content-Type", multipart.content_type())
-                .header("Content-Length", multipart.len(payload.len()).to_string())
-                .header("Content-Digest", multipart.content_digest()),
-        };
-        for header in &self.headers {
-            let value = header
-                .value
-                .fill(|column| registry.value(device, column), Escape::None);
-            request = request.header(header.name.as_str(), value);
-        }
         let body_len = match &self.multipart {
             None => payload.len(),
             Some(multipart) => multipart.len(payload.len()),
         };
-        if body_len > EXPECT_CONTINUE_OVER {
-            request = request.header("Expect", "100-continue");
-        }
-        if let Some(proxy) = self.proxy_for(device, Phase::Connect)? {
-            request = request.config().proxy(Some(proxy)).build();
-        }
-        if let Some(deadline) = deadline {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(device_timeout(0));
-            }
-            request = request.config().timeout_global(Some(remaining)).build();
-        }
+        let expect = body_len > EXPECT_CONTINUE_OVER;
+        let request = self.upload_request(registry, device, payload, deadline, expect)?;
         // Only payload bytes go through the meter: the multipart framing is a few hundred bytes.
-        let result = match &self.multipart {
-            None => request.send(ureq::SendBody::from_reader(&mut body)),
-            Some(multipart) => request.send(ureq::SendBody::from_reader(
-                &mut multipart.head().chain(&mut body).chain(multipart.tail()),
-            )),
-        };
+        let mut send =
+            |request: ureq::RequestBuilder<ureq::typestate::WithBody>| match &self.multipart {
+                None => request.send(ureq::SendBody::from_reader(&mut body)),
+                Some(multipart) => request.send(ureq::SendBody::from_reader(
+                    &mut multipart.head().chain(&mut body).chain(multipart.tail()),
+                )),
+            };
+        let mut result = send(request);
+        // RFC 9110: a 417 to our expectation asks for the request again without it (as curl
+        // does); no body went with the first.
+        if expect && matches!(&result, Ok(response) if response.status() == 417) {
+            let request = self.upload_request(registry, device, payload, deadline, false)?;
+            result = send(request);
+        }
         let bytes_sent = body.meter.total();
         body.meter.flush();
         // Whatever the device answered, bytes that may differ from the announced hash are no

@@ -143,7 +143,8 @@ fn run_bounded(
 }
 
 /// A failure of a command that may have started: for the install (`--exec`), the outcome is
-/// unknown and the error says so by its kind; other commands keep their error.
+/// unknown and the error says so by its kind, so that it never runs twice; other commands keep
+/// their error.
 fn started_then_lost(phase: Phase, error: DeliveryError) -> DeliveryError {
     if phase != Phase::Exec {
         return error;
