@@ -14,7 +14,7 @@ mod early;
 mod stall;
 
 use super::multipart::MultipartBody;
-use super::proxy::{Proxies, ProxyChoice};
+use super::proxy::Proxies;
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Registry};

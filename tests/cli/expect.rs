@@ -260,3 +260,75 @@ fn the_simulate_command_serves_refusing_and_expect_ignoring_devices() {
         assert_eq!((row.http_status, row.bytes), expected, "{line}: {row:?}");
     }
 }
+
+/// A device that answers `417 Expectation Failed` to `Expect: 100-continue` (some old servers
+/// do) gets the request again without it, as curl does, and the body with it.
+#[test]
+fn a_417_to_the_expectation_sends_the_request_again_without_it() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let device = thread::spawn(move || {
+        let mut heads = Vec::new();
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let (head, mut body) = read_head(&mut stream);
+            if head.to_ascii_lowercase().contains("expect: 100-continue") {
+                let answer = "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\
+                              Connection: close\r\n\r\n";
+                stream.write_all(answer.as_bytes()).unwrap();
+                heads.push((head, 0));
+                continue;
+            }
+            let mut buffer = vec![0u8; 64 * 1024];
+            while (body as u64) < 2 * MIB {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body += n,
+                }
+            }
+            let answer = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+            stream.write_all(answer.as_bytes()).unwrap();
+            heads.push((head, body));
+            break;
+        }
+        heads
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 2 * MIB);
+    test.write(
+        "devices.csv",
+        format!("id,url\nold,http://127.0.0.1:{port}/update\n"),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "0")]))
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    let heads = device.join().unwrap();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert_eq!(heads[1].1 as u64, 2 * MIB);
+    assert!(
+        !heads[1].0.to_ascii_lowercase().contains("expect:"),
+        "{heads:?}"
+    );
+    let row = test.report("report.csv").remove(0);
+    assert_eq!((row.attempts, row.bytes), (1, 2 * MIB), "{row:?}");
+}
+
+/// Reads a request head; returns it and how many body bytes came with it.
+fn read_head(stream: &mut std::net::TcpStream) -> (String, usize) {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buffer).unwrap();
+        assert!(n > 0, "the client closed before its head");
+        head.extend_from_slice(&buffer[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let extra = head.len() - end - 4;
+            head.truncate(end);
+            return (String::from_utf8_lossy(&head).into_owned(), extra);
+        }
+    }
+}
