@@ -96,10 +96,10 @@ impl EtaEstimator {
         self.eta().filter(|_| self.has_enough_data())
     }
 
-    /// Whether the run has made enough progress for an estimate worth showing: at least
-    /// [`FIRST_ETA_AFTER`] of it, and [`FIRST_ETA_DEVICES`] devices finished or
-    /// [`FIRST_ETA_BYTES_PERCENT`] of the bytes done; or every device finished. Once true, it
-    /// stays true (retries that send bytes again do not hide the estimate).
+    /// Whether the run has made enough progress for an estimate worth showing: at least 5 s of
+    /// it, and 5 devices finished or 5% of the bytes done (`FIRST_ETA_*`); or every device
+    /// finished. Once true, it stays true (retries that send bytes again do not hide the
+    /// estimate).
     pub fn has_enough_data(&self) -> bool {
         self.enough_data
     }
