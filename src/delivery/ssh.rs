@@ -165,6 +165,7 @@ pub fn in_flight_for(concurrency: usize) -> usize {
 #[derive(Debug)]
 pub struct SshDelivery {
     options: SshOptions,
+    identities: Vec<keys::Identity>,
     default_user: Option<String>,
     known_hosts: KnownHostsFile,
     sockets: Sockets,
@@ -190,6 +191,7 @@ impl SshDelivery {
             options.identities = found;
         }
         SshDelivery {
+            identities: keys::prepare(&options.identities, options.passphrase.as_ref()),
             default_user: current_user(),
             known_hosts: KnownHostsFile::new(options.known_hosts.clone()),
             sockets: Sockets::default(),
@@ -306,7 +308,7 @@ impl SshDelivery {
         connect::handshake(&mut session, &known.key_types(), &budget, stall)?;
         let policy = self.options.host_key_policy;
         self.known_hosts.check(&session, target, &known, policy)?;
-        auth::authenticate(&session, user, &self.options)?;
+        auth::authenticate(&session, user, &self.options, &self.identities)?;
         connect::keep_alive(&session);
         Ok((session, registration))
     }

@@ -6,6 +6,7 @@
 
 use super::SshOptions;
 use super::errors::{failure, is_transport, ssh_failure};
+use super::keys::Identity;
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
 use ssh2::Session;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub(crate) fn authenticate(
     session: &Session,
     user: &str,
     options: &SshOptions,
+    identities: &[Identity],
 ) -> Result<(), DeliveryError> {
     // Asking for the methods sends the "none" method, which some devices accept outright.
     let offered = match session.auth_methods(user) {
@@ -31,7 +33,7 @@ pub(crate) fn authenticate(
     if publickey && options.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
         login.agent()?;
     }
-    for identity in options.identities.iter().filter(|_| publickey) {
+    for identity in identities.iter().filter(|_| publickey) {
         let passphrase = options.passphrase.as_ref().map(|secret| secret.expose());
         login.identity(identity, passphrase)?;
     }
@@ -86,11 +88,23 @@ impl Login<'_> {
         Ok(())
     }
 
-    fn identity(&mut self, path: &Path, passphrase: Option<&str>) -> Result<(), DeliveryError> {
+    fn identity(
+        &mut self,
+        identity: &Identity,
+        passphrase: Option<&str>,
+    ) -> Result<(), DeliveryError> {
         if self.session.authenticated() {
             return Ok(());
         }
+        let path = identity.path.as_path();
         let shown = path.display().to_string();
+        if let Some(key) = &identity.decrypted {
+            // Decrypted once at start (see `keys::Identity`).
+            let outcome = self
+                .session
+                .userauth_pubkey_memory(self.user, None, key, None);
+            return self.record(outcome, || format!("identity {shown}"));
+        }
         if !path.is_file() {
             self.tried.push(format!("identity {shown} (no such file)"));
             return Ok(());

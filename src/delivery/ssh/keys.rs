@@ -11,7 +11,51 @@
 //! program (`ssh-keygen`) to find out.
 
 use super::Secret;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// A private key to offer: its file, and for an encrypted key in OpenSSH's format the key
+/// decrypted once at start. libssh2 would decrypt the file again at every login: bcrypt-pbkdf's
+/// 16 rounds took about 110 ms of CPU per login here, 40 logins 4.5 s against 0.04 s.
+pub(crate) struct Identity {
+    /// The key file, as given (named in messages).
+    pub(crate) path: PathBuf,
+    /// The decrypted key in OpenSSH's format, wiped from memory when dropped.
+    pub(crate) decrypted: Option<Zeroizing<String>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("path", &self.path)
+            .field("decrypted", &self.decrypted.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The identities to offer, each encrypted OpenSSH key that `passphrase` opens decrypted once.
+pub(crate) fn prepare(paths: &[PathBuf], passphrase: Option<&Secret>) -> Vec<Identity> {
+    paths
+        .iter()
+        .map(|path| Identity {
+            path: path.clone(),
+            decrypted: passphrase.and_then(|secret| decrypted(path, secret)),
+        })
+        .collect()
+}
+
+/// The key in `path` decrypted with `passphrase`, if it is an encrypted OpenSSH key it opens.
+fn decrypted(path: &Path, passphrase: &Secret) -> Option<Zeroizing<String>> {
+    let text = Zeroizing::new(std::fs::read_to_string(path).ok()?);
+    let key = ssh_key::PrivateKey::from_openssh(text.trim()).ok()?;
+    if !key.is_encrypted() {
+        return None;
+    }
+    let open = key.decrypt(passphrase.expose()).ok()?;
+    let pem = open.to_openssh(ssh_key::LineEnding::LF).ok()?;
+    Some(Zeroizing::new(pem.to_string()))
+}
 
 /// What a key file needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +180,28 @@ ERo288/DykEQabMg==
     fn check(text: &str, passphrase: Option<&str>, expected: KeyState) {
         let secret = passphrase.map(|value| Secret::new(value.to_string()));
         assert_eq!(state(text.as_bytes(), secret.as_ref()), expected);
+    }
+
+    #[test]
+    fn decrypts_an_encrypted_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, encrypted) = (dir.path().join("plain"), dir.path().join("encrypted"));
+        std::fs::write(&plain, PLAIN).unwrap();
+        std::fs::write(&encrypted, ENCRYPTED).unwrap();
+        let paths = [plain.clone(), encrypted.clone()];
+        let right = Secret::new("secret-1".to_string());
+        let prepared = prepare(&paths, Some(&right));
+        assert_eq!(prepared[0].path, plain);
+        assert!(
+            prepared[0].decrypted.is_none(),
+            "plain keys are read by libssh2"
+        );
+        let pem = prepared[1].decrypted.as_deref().expect("decrypted");
+        assert_eq!(state(pem.as_bytes(), None), KeyState::Usable);
+        assert!(!format!("{prepared:?}").contains("PRIVATE KEY"));
+        let wrong = Secret::new("secret-2".to_string());
+        assert!(prepare(&paths, Some(&wrong))[1].decrypted.is_none());
+        assert!(prepare(&paths, None)[1].decrypted.is_none());
     }
 
     #[test]
