@@ -165,7 +165,7 @@ fn a_device_that_stops_reading_fails_within_the_stall_timeout() {
         (outcome, waited)
     });
     let (outcome, waited) = outcome;
-    let error = outcome.result.err().expect("a stalled upload fails");
+    let error = outcome.result.expect_err("a stalled upload fails");
     check_error(&error, Phase::Upload, ErrorKind::Timeout, true);
     assert!(error.message.contains("stalled"), "{error}");
     assert!(
