@@ -123,13 +123,13 @@ fn proxy_and_noproxy_flags_override_the_environment() {
 }
 
 /// The https device goes through https_proxy (a CONNECT tunnel, TLS inside), and the dead
-/// http_proxy is not for it. 20 MiB: `Expect: 100-continue` and the early-answer listening
+/// http_proxy is not for it. 48 MiB: `Expect: 100-continue` and the early-answer listening
 /// inside TLS inside the tunnel.
 #[test]
 fn https_proxy_carries_https_devices_through_a_tunnel() {
     let proxy = ForwardProxy::start();
     let (mut test, server) = crate::tls::setup();
-    test.payload("fw.bin", 20 * 1024 * 1024);
+    test.payload("fw.bin", 48 * 1024 * 1024);
     clear_proxy_variables(&mut test);
     test.env("https_proxy", &proxy.url())
         .env("http_proxy", &dead_proxy())
@@ -138,7 +138,7 @@ fn https_proxy_carries_https_devices_through_a_tunnel() {
         .args(quick(&[("--retries", "0")]))
         .arg("devices.csv");
     test.run().expect_status(0);
-    assert_eq!(test.report("report.csv")[0].bytes, 20 * 1024 * 1024);
+    assert_eq!(test.report("report.csv")[0].bytes, 48 * 1024 * 1024);
     assert_eq!(
         proxy.log(),
         vec![format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port)]
