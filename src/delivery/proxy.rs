@@ -20,8 +20,9 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The proxy settings of a run: the flags and the environment variables, read once.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The proxy settings of a run: the flags and the environment variables, read once. Its
+/// `Debug` hides proxy passwords.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Proxies {
     /// `--proxy` (`Some("")`: no proxy).
     pub proxy_flag: Option<String>,
@@ -55,6 +56,21 @@ impl fmt::Display for ProxyChoice {
     /// `http://proxy:3128 (from https_proxy)`, a password shown as `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (from {})", redact(&self.url), self.source)
+    }
+}
+
+impl fmt::Debug for Proxies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: Vec<(&str, String)> = self
+            .env
+            .iter()
+            .map(|(name, value)| (*name, redact(value)))
+            .collect();
+        f.debug_struct("Proxies")
+            .field("proxy_flag", &self.proxy_flag.as_deref().map(redact))
+            .field("noproxy_flag", &self.noproxy_flag)
+            .field("env", &env)
+            .finish()
     }
 }
 
@@ -537,6 +553,16 @@ mod tests {
         assert_eq!(
             choice.to_string(),
             "http://ops:***@proxy:3128 (from https_proxy)"
+        );
+        let settings = proxies(
+            (Some("http://a:flagpw@p:1"), None),
+            &[("all_proxy", "http://b:envpw@p:2")],
+        );
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("pw"), "{debug}");
+        assert!(
+            debug.contains("a:***@p:1") && debug.contains("b:***@p:2"),
+            "{debug}"
         );
     }
 }
