@@ -11,8 +11,6 @@ use std::time::Duration;
 
 mod suggest;
 
-pub use suggest::closest;
-
 /// update-orchestrator pushes one update file to thousands of devices at once, over HTTP(S),
 /// with bounded retries, timeouts on every phase, live progress and a per-device report.
 #[derive(FromArgs, ArgsInfo, Debug)]

@@ -31,7 +31,7 @@ pub(super) fn explain(output: &str, args: &[String], top: &CommandInfoWithArgs) 
 
 /// The known name closest to `word` (edit distance at most a third of its length, at least 1),
 /// the first one on ties; else the one name `word` abbreviates (`--conc` for `--concurrency`).
-pub fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     let near = known
         .iter()
