@@ -230,7 +230,8 @@ fn is_host_position(before: &str, next: Option<&Part>) -> bool {
 }
 
 /// A host value: an IPv6 literal in brackets (`2001:db8::7` → `[2001:db8::7]`, a zone's `%` as
-/// `%25`; one already in brackets is kept as it is), anything else percent-encoded.
+/// `%25`; one already in brackets is kept as it is), anything else percent-encoded, `:`
+/// included (a value cannot choose the port).
 fn host_into(raw: &str, out: &mut String) {
     let inner = raw
         .strip_prefix('[')
@@ -241,7 +242,8 @@ fn host_into(raw: &str, out: &mut String) {
         None => (inner, None),
     };
     if address.parse::<std::net::Ipv6Addr>().is_err() {
-        percent_encode_into(raw, out);
+        // Not an address with colons: a `:` here would start a port the value chose.
+        percent_encode_keeping(raw, b"-._~", out);
         return;
     }
     out.push('[');
@@ -258,9 +260,14 @@ fn host_into(raw: &str, out: &mut String) {
 }
 
 fn percent_encode_into(raw: &str, out: &mut String) {
+    percent_encode_keeping(raw, b"-._~:", out);
+}
+
+/// Percent-encodes all but ASCII letters, digits and `keep`.
+fn percent_encode_keeping(raw: &str, keep: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~:".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
             out.push(byte as char);
         } else {
             out.push('%');
@@ -334,9 +341,14 @@ mod tests {
             (
                 "http://{ip}:8080/",
                 "not:an:address",
-                "http://not:an:address:8080/",
+                "http://not%3Aan%3Aaddress:8080/",
             ),
-            ("http://{ip}/", "[::1]x", "http://%5B::1%5Dx/"),
+            (
+                "http://{ip}:8080/",
+                "evil.example:80",
+                "http://evil.example%3A80:8080/",
+            ),
+            ("http://{ip}/", "[::1]x", "http://%5B%3A%3A1%5Dx/"),
         ] {
             check_fill(template, &[("ip", ip)], Escape::Url, expected);
         }
