@@ -113,7 +113,7 @@ pub enum Command {
     allows that many failed devices; a percentage allows that share of the finished devices, \
     rounded down. Past it, no new device starts, in-flight devices finish, and the run exits 3. \
     Only devices that failed for good count; skipped and interrupted ones count neither way.\n\n\
-    SSH: ssh://[USER@]HOST[:PORT]/PATH URLs. Auth: the ssh-agent, then each --identity (a key \
+    SSH: ssh://[USER@]HOST[:PORT]/PATH URLs (/~/PATH: in the login user's home). Auth: the ssh-agent, then each --identity (a key \
     file must be readable by its owner only), then the password from --password-env. Secrets \
     never go on the command line, in logs or in reports. There is no flag that turns TLS or \
     host-key checking off. Host keys are checked against --known-hosts (strict by \
@@ -190,7 +190,7 @@ pub struct PushArgs {
     )]
     pub backoff_max: Duration,
 
-    /// TCP connect plus TLS handshake (default 10s)
+    /// TCP connect plus the TLS or SSH handshake (default 10s)
     #[argh(
         option,
         default = "Duration::from_secs(10)",
@@ -330,7 +330,8 @@ pub struct PushArgs {
     pub grace: Duration,
 
     /// SSH: a private key to offer (repeatable; OpenSSH or PEM format), after the ssh-agent's;
-    /// refused if group or others may read it (chmod 600), as OpenSSH does
+    /// refused if group or others may read it (chmod 600), as OpenSSH does; an encrypted one is
+    /// opened at start with --passphrase-env (default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa)
     #[argh(option)]
     pub identity: Vec<PathBuf>,
 
