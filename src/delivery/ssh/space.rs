@@ -3,8 +3,9 @@
 //!
 //! Owns: asking (SFTP's `fstatvfs@openssh.com` on the open `.part`; without SFTP, `df -Pk DIR`,
 //! which busybox's `df` understands too), reading the answer, and the "not enough space"
-//! error, which is permanent. Must not: fail an upload because the device could not say (an
-//! unanswered question is no answer), or remove anything.
+//! error, which is permanent; which failures leave a `.part` worth keeping. Must not: fail an
+//! upload because the device could not say (an unanswered question is no answer), or remove
+//! anything but the `.part` it is handed.
 
 use super::errors::failure;
 use super::remote::{self, Bound};
