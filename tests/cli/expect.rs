@@ -332,3 +332,47 @@ fn read_head(stream: &mut std::net::TcpStream) -> (String, usize) {
         }
     }
 }
+
+/// A device whose answer's head trickles in (a byte every 100 ms, never complete) is bounded by
+/// --response-timeout: the layer that holds back incomplete heads once waited anew per piece.
+#[test]
+fn a_trickling_answer_head_is_bounded_by_the_response_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let device = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (_head, mut body) = read_head(&mut stream);
+        let mut buffer = vec![0u8; 64 * 1024];
+        while body < 10_000 {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body += n,
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nX-Slow: ");
+        // At most 30 s; ends as soon as the client has hung up.
+        for _ in 0..300 {
+            thread::sleep(Duration::from_millis(100));
+            if stream.write_all(b"a").is_err() {
+                return;
+            }
+        }
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 10_000);
+    test.write(
+        "devices.csv",
+        format!("id,url\nslow,http://127.0.0.1:{port}/update\n"),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "0"), ("--response-timeout", "2s")]))
+        .arg("devices.csv");
+    test.run().expect_status(1);
+    let row = test.report("report.csv").remove(0);
+    assert!(row.error.contains("--response-timeout"), "{row:?}");
+    assert!(row.duration_ms < 15_000, "{row:?}");
+    device.join().unwrap();
+}

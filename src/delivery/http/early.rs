@@ -191,13 +191,24 @@ impl Transport for Listening {
         self.inner.transmit_output(amount, timeout)
     }
 
+    /// Reads until something reaches ureq's input: a head arriving in pieces is waited for
+    /// within the one `timeout`, not a new one per piece.
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let started = Instant::now();
+        let mut left = timeout;
         loop {
-            if !self.inner.await_input(timeout)? {
+            if !self.inner.await_input(left)? {
                 return Ok(false);
             }
             if self.stage() {
                 return Ok(true);
+            }
+            if let UreqDuration::Exact(after) = timeout.after {
+                let after = after.saturating_sub(started.elapsed());
+                if after.is_zero() {
+                    return Err(ureq::Error::Timeout(timeout.reason));
+                }
+                left.after = UreqDuration::Exact(after);
             }
         }
     }
