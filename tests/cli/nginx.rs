@@ -90,14 +90,19 @@ impl Nginx {
         let text = fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         text.lines()
             .map(|line| {
-                let fields: Vec<&str> = line.split(' ').collect();
-                assert_eq!(fields.len(), 4, "access log line {line:?}");
-                Access {
-                    method: fields[0].to_string(),
-                    uri: fields[1].to_string(),
-                    status: fields[2].parse().expect("status"),
-                    request_length: fields[3].parse().expect("request length"),
-                }
+                // `$uri` is decoded and may hold spaces: the other fields are at the ends.
+                let parse = || {
+                    let (method, rest) = line.split_once(' ')?;
+                    let (rest, length) = rest.rsplit_once(' ')?;
+                    let (uri, status) = rest.rsplit_once(' ')?;
+                    Some(Access {
+                        method: method.to_string(),
+                        uri: uri.to_string(),
+                        status: status.parse().ok()?,
+                        request_length: length.parse().ok()?,
+                    })
+                };
+                parse().unwrap_or_else(|| panic!("access log line {line:?}"))
             })
             .collect()
     }
