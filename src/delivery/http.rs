@@ -270,8 +270,8 @@ impl HttpDelivery {
             .build()
     }
 
-    /// The proxy `device` goes through (see `proxy.rs`), logged at `-v`; a proxy URL ureq
-    /// cannot use fails the device in `phase`.
+    /// The proxy `device` goes through (see `proxy.rs`), logged; a proxy URL ureq cannot use
+    /// fails the device in `phase` (`Connect` for the upload).
     fn proxy_for(
         &self,
         device: &Device,
@@ -280,7 +280,12 @@ impl HttpDelivery {
         let Some(choice) = self.proxies.for_url(&device.url) else {
             return Ok(None);
         };
-        log::info!("{}: through the proxy {choice}", device.id);
+        // At -v once per upload attempt; the lifecycle's requests (health polls) at -vv.
+        if phase == Phase::Connect {
+            log::info!("{}: through the proxy {choice}", device.id);
+        } else {
+            log::debug!("{}: through the proxy {choice}", device.id);
+        }
         let unusable = |why: String| DeliveryError {
             phase,
             kind: ErrorKind::Request,
