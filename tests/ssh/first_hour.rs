@@ -101,59 +101,90 @@ fn a_path_under_tilde_is_in_the_login_users_home() {
 }
 
 /// An encrypted `--identity` without its passphrase, or with a wrong one, was found on every
-/// device (one refused login each): it is a usage error before anything is contacted.
+/// device (one refused login each): it is a usage error before anything is contacted, in
+/// OpenSSH's key format and in the legacy PEM one alike.
 #[test]
 fn an_encrypted_key_is_opened_once_before_any_device() {
     let server = Server::sshd();
     let (dir, remote) = workspace(&server);
     fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
-    let locked = dir.path().join("locked_key");
-    crate::servers::keygen(&locked, "right passphrase");
-    server.authorize(&crate::servers::public(&locked));
-    let target = remote.join("fw.bin");
-    fs::write(
-        dir.path().join("d.csv"),
-        format!("id,url\nd,{}\n", server.url(&target)),
-    )
-    .unwrap();
-    let shown = locked.display().to_string();
-    let run = |passphrase: Option<&str>| {
-        let mut command = push_command(dir.path(), "5s", "10s");
-        command.args(["--payload", "fw.bin", "--identity", &shown]);
-        command.args(["--known-hosts", "known_hosts", "--no-agent"]);
-        if let Some(passphrase) = passphrase {
-            command.args(["--passphrase-env", "UO_TEST_PASSPHRASE"]);
-            command.env("UO_TEST_PASSPHRASE", passphrase);
+    let openssh = dir.path().join("openssh_key");
+    crate::servers::keygen(&openssh, "right passphrase");
+    // What older provisioning scripts made: `-----BEGIN EC PRIVATE KEY-----`, Proc-Type.
+    let pem = dir.path().join("pem_key");
+    let made = Command::new(crate::servers::require("/usr/bin/ssh-keygen"))
+        .args([
+            "-q",
+            "-t",
+            "ecdsa",
+            "-b",
+            "256",
+            "-m",
+            "PEM",
+            "-N",
+            "right passphrase",
+        ])
+        .arg("-f")
+        .arg(&pem)
+        .status()
+        .expect("run ssh-keygen");
+    assert!(made.success());
+    for (key, name) in [(&openssh, "openssh.bin"), (&pem, "pem.bin")] {
+        server.authorize(&crate::servers::public(key));
+        let target = remote.join(name);
+        fs::write(
+            dir.path().join("d.csv"),
+            format!("id,url\nd,{}\n", server.url(&target)),
+        )
+        .unwrap();
+        let shown = key.display().to_string();
+        let run = |passphrase: Option<&str>| {
+            let mut command = push_command(dir.path(), "5s", "10s");
+            command.args(["--payload", "fw.bin", "--identity", &shown]);
+            command.args(["--known-hosts", "known_hosts", "--no-agent"]);
+            if let Some(passphrase) = passphrase {
+                command.args(["--passphrase-env", "UO_TEST_PASSPHRASE"]);
+                command.env("UO_TEST_PASSPHRASE", passphrase);
+            }
+            command
+                .arg("d.csv")
+                .output()
+                .expect("run update-orchestrator")
+        };
+        for (passphrase, expected) in [
+            (
+                None,
+                "the key is encrypted: give its passphrase with --passphrase-env",
+            ),
+            (
+                Some("wrong passphrase"),
+                "the passphrase from --passphrase-env does not decrypt this key",
+            ),
+        ] {
+            let output = run(passphrase);
+            let stderr = text(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{name} {passphrase:?}: {stderr}"
+            );
+            let message = format!("--identity {shown}: {expected}");
+            assert!(stderr.contains(&message), "{name} {passphrase:?}: {stderr}");
+            assert!(
+                !stderr.contains("wrong passphrase"),
+                "a secret leaked: {stderr}"
+            );
+            assert!(!target.exists(), "{name}: a device was contacted");
         }
-        command
-            .arg("d.csv")
-            .output()
-            .expect("run update-orchestrator")
-    };
-    for (passphrase, expected) in [
-        (
-            None,
-            "the key is encrypted: give its passphrase with --passphrase-env",
-        ),
-        (
-            Some("wrong passphrase"),
-            "the passphrase from --passphrase-env does not decrypt this key",
-        ),
-    ] {
-        let output = run(passphrase);
-        let stderr = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{passphrase:?}: {stderr}");
-        let message = format!("--identity {shown}: {expected}");
-        assert!(stderr.contains(&message), "{passphrase:?}: {stderr}");
-        assert!(
-            !stderr.contains("wrong passphrase"),
-            "a secret leaked: {stderr}"
+        let output = run(Some("right passphrase"));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{name}: {}",
+            text(&output.stderr)
         );
-        assert!(!target.exists(), "a device was contacted");
+        assert_eq!(fs::read(&target).unwrap(), b"firmware", "{name}");
     }
-    let output = run(Some("right passphrase"));
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    assert_eq!(fs::read(&target).unwrap(), b"firmware");
 }
 
 /// Without `--identity` (and no agent), OpenSSH's default identities are offered, as `ssh` does.

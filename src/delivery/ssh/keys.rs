@@ -5,10 +5,10 @@
 //!
 //! OpenSSH's own format (`openssh-key-v1`, what `ssh-keygen` writes) is decrypted with the
 //! `ssh-key` crate: bcrypt-pbkdf and the key's cipher, and its check words tell a wrong
-//! passphrase. The older PEM formats (`-----BEGIN RSA PRIVATE KEY-----` with `Proc-Type:
-//! 4,ENCRYPTED`, and PKCS#8 `ENCRYPTED PRIVATE KEY`) are recognised as encrypted; their
-//! passphrase is left to libssh2 at login. Must not: put a passphrase in a message, or run a
-//! program (`ssh-keygen`) to find out.
+//! passphrase. The older PEM formats (`-----BEGIN RSA PRIVATE KEY-----` or `EC` with
+//! `Proc-Type: 4,ENCRYPTED`, and PKCS#8 `ENCRYPTED PRIVATE KEY`) are opened with OpenSSL, as
+//! libssh2 does at login. Must not: put a passphrase in a message, or run a program
+//! (`ssh-keygen`) to find out.
 
 use super::Secret;
 use std::fmt;
@@ -66,7 +66,7 @@ pub(crate) enum KeyState {
     NeedsPassphrase,
     /// Encrypted, and the passphrase does not open it.
     WrongPassphrase,
-    /// Encrypted in a PEM format: the passphrase is tried at login.
+    /// Encrypted in a PEM format OpenSSL does not read here: the passphrase is tried at login.
     Unchecked,
 }
 
@@ -148,8 +148,28 @@ pub(crate) fn state(text: &[u8], passphrase: Option<&Secret>) -> KeyState {
     match (pem_encrypted, passphrase) {
         (false, _) => KeyState::Usable,
         (true, None) => KeyState::NeedsPassphrase,
-        (true, Some(_)) => KeyState::Unchecked,
+        // The same OpenSSL call libssh2 makes at login.
+        (true, Some(secret)) => {
+            let pem = text.as_bytes();
+            match openssl::pkey::PKey::private_key_from_pem_passphrase(
+                pem,
+                secret.expose().as_bytes(),
+            ) {
+                Ok(_) => KeyState::Usable,
+                Err(_) if openssl_knows_no_such_key(pem) => KeyState::Unchecked,
+                Err(_) => KeyState::WrongPassphrase,
+            }
+        }
     }
+}
+
+/// Whether OpenSSL cannot read the key whatever the passphrase (a PEM type it does not know,
+/// such as `DSA` in a build without it): then the passphrase is left to libssh2 at login.
+fn openssl_knows_no_such_key(pem: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    !["RSA", "EC", "ENCRYPTED"]
+        .iter()
+        .any(|kind| text.contains(&format!("-----BEGIN {kind} PRIVATE KEY-----")))
 }
 
 #[cfg(test)]
@@ -174,6 +194,17 @@ C8rygpe1CgVsJ8offeAv0MoRbh9rAAAAkA5irUUbxU2MIlFfUndFf5hD5KEILxJaFmk6RP
 tKIGmxBNQUOsvtzRFxhWIh8yEGJYwHKl4Vm7pvrafAdgJMmkp6cyjC9s7/tBDVQiihxK5i
 ERo288/DykEQabMg==
 -----END OPENSSH PRIVATE KEY-----
+";
+
+    /// `ssh-keygen -t ecdsa -b 256 -m PEM -N secret-1`: the legacy PEM format, encrypted.
+    const PEM_ENCRYPTED: &str = "-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-128-CBC,9B54ACC8CDA9EE0CB3E7EC6921CC5B6A
+
+IBDmE+9s4CJiGJXiflJt3t9Glw0Cj7FUdi5dk8MmCa7sevS33vvfW6I/AEPipEaC
+Uv5zOLEaWHtdQkwnJLctTC0p5n0MhJhCYECChy4ExY2SP+eqRY+AnyEYXrMw2rs/
+c1q+0H0fQ48hp8r2BtYbXSbFMExeiOa0RqOvBsYmj8g=
+-----END EC PRIVATE KEY-----
 ";
 
     #[track_caller]
@@ -214,8 +245,15 @@ ERo288/DykEQabMg==
         check(ENCRYPTED, Some("secret-1"), KeyState::Usable);
         let rsa_pem = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
                        DEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        check(PEM_ENCRYPTED, None, KeyState::NeedsPassphrase);
+        check(PEM_ENCRYPTED, Some("secret-2"), KeyState::WrongPassphrase);
+        check(PEM_ENCRYPTED, Some("secret-1"), KeyState::Usable);
+        // Cut short: not a key OpenSSL can read with any passphrase; RSA, EC and PKCS#8 are
+        // its types, so that is a wrong passphrase too (libssh2 would fail the same way).
         check(rsa_pem, None, KeyState::NeedsPassphrase);
-        check(rsa_pem, Some("p"), KeyState::Unchecked);
+        check(rsa_pem, Some("p"), KeyState::WrongPassphrase);
+        let dsa_pem = rsa_pem.replace("RSA", "DSA");
+        check(&dsa_pem, Some("p"), KeyState::Unchecked);
         let pkcs8 =
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
         check(pkcs8, None, KeyState::NeedsPassphrase);
