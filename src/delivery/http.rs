@@ -574,6 +574,7 @@ pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> Delive
             explain_tls(&error.to_string()),
         ),
         ureq::Error::Pem(error) => (Phase::Connect, ErrorKind::Tls, format!("TLS: {error:?}")),
+        ureq::Error::ConnectProxyFailed(reason) => classify_proxy_refusal(&reason),
         other => (body_phase, ErrorKind::Io, other.to_string()),
     };
     DeliveryError {
@@ -583,6 +584,29 @@ pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> Delive
         retry_after: None,
         bytes_sent,
     }
+}
+
+/// The proxy's answer to `CONNECT`: a refusal (4xx) is permanent, 407 wanting credentials;
+/// a proxy in trouble (5xx, no answer) is transient.
+fn classify_proxy_refusal(reason: &str) -> (Phase, ErrorKind, String) {
+    let status = reason
+        .strip_prefix("proxy server responded ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    let (kind, advice) = match status {
+        Some(407) => (
+            ErrorKind::Auth,
+            "the proxy wants credentials: put them in the proxy variable's URL \
+             (http://user:password@proxy:port), or bypass it with --noproxy",
+        ),
+        Some(400..=499) => (
+            ErrorKind::Request,
+            "the proxy refused to open a tunnel to the device: bypass it with --noproxy, or \
+             choose another with --proxy",
+        ),
+        _ => (ErrorKind::Refused, "the proxy failed to reach the device"),
+    };
+    (Phase::Connect, kind, format!("{advice} ({reason})"))
 }
 
 fn classify_timeout(timeout: ureq::Timeout, body_phase: Phase) -> (Phase, ErrorKind, String) {
@@ -821,6 +845,27 @@ mod tests {
             ("device-timeout", Phase::Upload, false),
         );
         check_class(ureq::Error::HostNotFound, 0, ("dns", Phase::Connect, true));
+        let proxy = |reason: &str| ureq::Error::ConnectProxyFailed(reason.to_string());
+        check_class(
+            proxy("proxy server responded 407/Proxy Authentication Required"),
+            0,
+            ("auth", Phase::Connect, false),
+        );
+        check_class(
+            proxy("proxy server responded 403/Forbidden"),
+            0,
+            ("request", Phase::Connect, false),
+        );
+        check_class(
+            proxy("proxy server responded 502/Bad Gateway"),
+            0,
+            ("refused", Phase::Connect, true),
+        );
+        check_class(
+            proxy("proxy server did not respond"),
+            0,
+            ("refused", Phase::Connect, true),
+        );
         check_class(
             ureq::Error::Tls("bad cert"),
             0,

@@ -200,3 +200,26 @@ fn a_socks_proxy_flag_is_a_usage_error() {
     assert!(!output.stderr.contains("s3cret"), "{}", output.stderr);
     assert_eq!(fleet.stats().iter().map(|s| s.requests).sum::<u64>(), 0);
 }
+
+/// A proxy that refuses the tunnel (403) fails the device at once, saying what to do; the
+/// device's address (TEST-NET, never contacted: only the loopback proxy is) is never retried.
+#[test]
+fn a_proxy_refusing_the_tunnel_fails_the_device_at_once() {
+    let proxy = ForwardProxy::start();
+    let mut test = Test::new();
+    test.payload("fw.bin", 1000);
+    test.write("devices.csv", "id,url\nfar,http://192.0.2.7/update\n");
+    clear_proxy_variables(&mut test);
+    test.env("http_proxy", &proxy.url())
+        .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    test.run().expect_status(1);
+    let row = test.report("report.csv").remove(0);
+    assert_eq!(row.attempts, 1, "{row:?}");
+    assert!(
+        row.error.contains("the proxy refused to open a tunnel") && row.error.contains("403"),
+        "{row:?}"
+    );
+    assert_eq!(proxy.log(), ["CONNECT 192.0.2.7:80 HTTP/1.1"]);
+}
