@@ -642,11 +642,6 @@ pub struct SimulateArgs {
     #[argh(option, default = "1")]
     pub retry_after: u64,
 
-    /// seed for assigning faults to devices (default 1)
-    #[argh(option, default = "1")]
-    pub seed: u64,
-}
-
     /// every device answers this long after the body, like a far device, e.g. 1s (default 0)
     #[argh(option, default = "Duration::ZERO", from_str_fn(parse_duration))]
     pub latency: Duration,
@@ -660,6 +655,11 @@ pub struct SimulateArgs {
     /// one TCP connection per device as in a real fleet of distinct hosts)
     #[argh(switch)]
     pub keep_alive: bool,
+
+    /// seed for assigning faults to devices (default 1)
+    #[argh(option, default = "1")]
+    pub seed: u64,
+}
 
 /// Summarise a journal: counts per state, the payload, first and last activity, errors by
 /// class and the 20 most recent failures. With --failed or --succeeded, print those devices'
