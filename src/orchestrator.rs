@@ -252,6 +252,9 @@ struct Shared<'a, 'r> {
     outcomes: Vec<OnceLock<DeviceOutcome>>,
     in_flight: AtomicUsize,
     stopped: Mutex<Option<(StopReason, Instant)>>,
+    /// Set with `stopped`: every worker asks before each device, and at thousands of workers
+    /// a lock there was contended.
+    stopping: AtomicBool,
     /// Set when `--grace` has expired after an interrupt: in-flight transfers give up.
     abort: AtomicBool,
     /// Set when the pool is done, to end the watchdog.
@@ -291,6 +294,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             outcomes,
             in_flight: AtomicUsize::new(0),
             stopped: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             abort: AtomicBool::new(false),
             done: AtomicBool::new(false),
             clock: WallClock::new(settings.zone),
@@ -309,10 +313,13 @@ impl<'a, 'r> Shared<'a, 'r> {
     }
 
     fn should_stop(&self) -> bool {
+        if self.stopping.load(Ordering::SeqCst) {
+            return true;
+        }
         if self.run.interrupt.load(Ordering::SeqCst) {
             self.set_stop(StopReason::Interrupted);
         }
-        self.lock_stopped().is_some()
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn set_stop(&self, reason: StopReason) {
@@ -321,6 +328,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             return;
         }
         *stopped = Some((reason.clone(), Instant::now()));
+        self.stopping.store(true, Ordering::SeqCst);
         drop(stopped);
         let wait = (reason == StopReason::Interrupted).then_some(self.run.settings.grace);
         let in_flight = self.in_flight.load(Ordering::SeqCst);

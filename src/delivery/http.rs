@@ -122,6 +122,10 @@ impl HttpDelivery {
         if let Some(certificates) = &options.ca_certificates {
             tls = tls.root_certs(RootCerts::new_with_certs(certificates));
         }
+/// Each connection's send buffer (ureq zero-fills it: every byte is resident while the device is
+/// in flight). 16 KiB instead of 64 KiB saves 48 KiB per device in flight (375 MiB at 8,000)
+/// and cost about 8% on 10 × 1 GiB over loopback (7.7 s against 7.2 s, a noisy 2-core machine).
+const OUTPUT_BUFFER: usize = 16 * 1024;
         if let Some(certificate) = &options.client_certificate {
             tls = tls.client_cert(Some(certificate.clone()));
         }
@@ -142,7 +146,7 @@ impl HttpDelivery {
             .timeout_await_100(Some(EXPECT_WAIT))
             .max_idle_connections(options.concurrency.clamp(1, IDLE_CONNECTIONS))
             .max_idle_connections_per_host(options.concurrency.clamp(1, IDLE_CONNECTIONS))
-            .output_buffer_size(64 * 1024)
+            .output_buffer_size(OUTPUT_BUFFER)
             .input_buffer_size(16 * 1024)
             .tls_config(tls.clone())
             .build();

@@ -133,9 +133,8 @@ impl Tracker {
 
     fn apply(&mut self, event: Event) -> Option<Notice> {
         let notice = self.state.apply(event);
-        let snapshot = self.state.snapshot();
-        self.estimator
-            .set_totals(snapshot.total, snapshot.bytes_total);
+        let (devices, bytes) = self.state.totals();
+        self.estimator.set_totals(devices, bytes);
         notice
     }
 

@@ -81,6 +81,9 @@ pub(crate) struct State {
     unsent_bytes: u64,
     /// In-flight devices by index, with the bytes of their current attempt.
     attempt_bytes: HashMap<usize, u64>,
+    /// The sum of `attempt_bytes`, kept as it changes: summing them for every event cost time
+    /// in proportion to the devices in flight (thousands).
+    attempt_bytes_sum: u64,
     /// In-flight devices waiting for their next attempt.
     retrying: HashSet<usize>,
     /// In-flight devices waiting for health after their install.
@@ -191,20 +194,29 @@ impl State {
     }
 
     fn attempt_started(&mut self, index: usize) {
-        self.attempt_bytes.insert(index, 0);
+        self.restart_attempt(index);
         self.retrying.remove(&index);
     }
 
     fn bytes_sent(&mut self, index: usize, bytes: u64) {
         self.bytes_sent = self.bytes_sent.saturating_add(bytes);
         if let Some(current) = self.attempt_bytes.get_mut(&index) {
+            let before = *current;
             *current = current.saturating_add(bytes);
+            self.attempt_bytes_sum += *current - before;
         }
     }
 
     fn retry_scheduled(&mut self, index: usize) {
-        self.attempt_bytes.insert(index, 0);
+        self.restart_attempt(index);
         self.retrying.insert(index);
+    }
+
+    /// The device's current attempt starts from zero bytes.
+    fn restart_attempt(&mut self, index: usize) {
+        if let Some(before) = self.attempt_bytes.insert(index, 0) {
+            self.attempt_bytes_sum -= before;
+        }
     }
 
     /// A failed device counts the bytes its last attempt sent as done, and the rest no longer
@@ -218,7 +230,9 @@ impl State {
     }
 
     fn device_ended(&mut self, index: usize) {
-        self.attempt_bytes.remove(&index);
+        if let Some(before) = self.attempt_bytes.remove(&index) {
+            self.attempt_bytes_sum -= before;
+        }
         self.retrying.remove(&index);
         self.waiting.remove(&index);
     }
@@ -240,6 +254,12 @@ impl State {
         })
     }
 
+    /// Devices in the run and their bytes (what the ETA estimator needs after every event),
+    /// without the cost of a whole snapshot.
+    pub(crate) fn totals(&self) -> (usize, u64) {
+        (self.total, self.bytes_total())
+    }
+
     fn bytes_total(&self) -> u64 {
         (self.total as u64)
             .saturating_mul(self.payload_len)
@@ -247,11 +267,10 @@ impl State {
     }
 
     fn bytes_done(&self) -> u64 {
-        let in_flight: u64 = self.attempt_bytes.values().sum();
         (self.succeeded as u64)
             .saturating_mul(self.payload_len)
             .saturating_add(self.failed_bytes)
-            .saturating_add(in_flight)
+            .saturating_add(self.attempt_bytes_sum)
             .min(self.bytes_total())
     }
 }
