@@ -244,6 +244,12 @@ pub struct PushArgs {
     #[argh(switch)]
     pub insecure: bool,
 
+    /// accept only HTTPS devices whose public key has one of these SHA-256 hashes,
+    /// 'sha256//BASE64[;sha256//BASE64...]' (like curl --pinnedpubkey; a registry pinnedpubkey
+    /// column pins a device's own key instead); checked with --insecure too
+    #[argh(option)]
+    pub pinnedpubkey: Option<String>,
+
     /// send HTTP(S) device traffic through this proxy (like curl -x; overrides http_proxy,
     /// https_proxy and all_proxy; '' means no proxy); without a port, 1080
     #[argh(option)]

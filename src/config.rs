@@ -8,8 +8,8 @@ use crate::cli::PushArgs;
 use crate::clock::Zone;
 use crate::delivery::command::CommandOptions;
 use crate::delivery::http::{HeaderTemplate, HttpOptions, Method};
-use crate::delivery::proxy::Proxies;
 use crate::delivery::multipart::Form;
+use crate::delivery::proxy::Proxies;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::lifecycle::{HttpAction, Lifecycle, VersionCheck};
 use crate::orchestrator::RunSettings;
@@ -265,6 +265,7 @@ impl PushConfig {
         }
         let client_certificate =
             tls::client_certificate(args.cert.as_deref(), args.key.as_deref())?;
+        let pinned_keys = tls::pinned_keys(args.pinnedpubkey.as_deref())?;
         let form = form(&args, &headers)?;
         let command = command_options(&args)?;
         check_paths(&args)?;
@@ -304,6 +305,7 @@ impl PushConfig {
                 ca_certificates,
                 client_certificate,
                 insecure: args.insecure,
+                pinned_keys,
                 proxies: Proxies::from_env(args.proxy, args.noproxy),
                 connect_timeout: args.connect_timeout,
                 stall_timeout: args.stall_timeout,

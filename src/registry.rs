@@ -5,6 +5,7 @@
 //! line and column, so a user fixes them all in one go. Must not: contact any device, or accept a
 //! registry with any problem (a half-valid fleet is never pushed).
 
+use crate::delivery::pin::{PIN_COLUMN, Pins};
 use crate::template::{Escape, Template};
 use std::collections::HashMap;
 use std::fmt;
@@ -381,12 +382,38 @@ impl Loader<'_> {
             self.problem(Some(line), url_column, &message);
             ok = false;
         }
+        if !has_command && !self.pin_checked(line, header, &fields, &url) {
+            ok = false;
+        }
         ok.then_some(Device {
             id,
             url,
             line,
             fields,
         })
+    }
+
+    /// A device's `pinnedpubkey`, when given, reads as pins and goes with an `https://` URL.
+    fn pin_checked(&mut self, line: u64, header: &[String], fields: &[String], url: &str) -> bool {
+        let Some(index) = header.iter().position(|name| name == PIN_COLUMN) else {
+            return true;
+        };
+        let pin = fields.get(index).map_or("", String::as_str);
+        let https = url
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        let problem = match Pins::parse(pin) {
+            _ if pin.is_empty() => return true,
+            Err(why) => why,
+            Ok(_) if !https => {
+                "a pinned key is checked on https:// devices only: give this device an https:// \
+                 URL, or leave its pinnedpubkey empty"
+                    .to_string()
+            }
+            Ok(_) => return true,
+        };
+        self.problem(Some(line), Some((index, PIN_COLUMN)), &problem);
+        false
     }
 
     fn delimiter(&self) -> u8 {
@@ -670,6 +697,35 @@ mod tests {
             Some("canary")
         );
         assert_eq!(registry.value(&registry.devices[0], "nope"), None);
+    }
+
+    #[test]
+    fn checks_pinned_keys() {
+        let pin = "sha256//YhKJKSzoTt2b5FP18fvpHo7fJYqQCjAa3HWY3tvRMwE=";
+        check_ok(
+            &format!("id,url,pinnedpubkey\na,https://h/a,{pin}\nb,http://h/b,\n"),
+            None,
+            &[("a", "https://h/a", 2), ("b", "http://h/b", 3)],
+        );
+        let error = load_str(
+            &format!("id,url,pinnedpubkey\na,https://h/a,sha256//AAAA\nb,ssh://h/b,{pin}\n"),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        let problems: Vec<&str> = error.lines().skip(1).collect();
+        assert_eq!(problems.len(), 2, "{error}");
+        assert!(
+            problems[0].starts_with(
+                "  devices.csv:2: column 3 (pinnedpubkey): \"sha256//AAAA\" is not a pin (3 bytes"
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            problems[1],
+            "  devices.csv:3: column 3 (pinnedpubkey): a pinned key is checked on https:// devices \
+             only: give this device an https:// URL, or leave its pinnedpubkey empty"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod commands;
 mod day_one;
 #[path = "cli/deliver_cmd.rs"]
 mod deliver_cmd;
+#[path = "cli/device_certs.rs"]
+mod device_certs;
 #[path = "cli/expect.rs"]
 mod expect;
 #[path = "cli/headers.rs"]
@@ -54,6 +56,8 @@ mod resume;
 mod retries;
 #[path = "cli/rollout.rs"]
 mod rollout;
+#[path = "cli/scale.rs"]
+mod scale;
 #[path = "cli/stall.rs"]
 mod stall;
 #[path = "cli/status_page.rs"]

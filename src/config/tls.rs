@@ -1,10 +1,11 @@
-//! The TLS flags as used: `--cacert` read once, and the mutual-TLS pair `--cert`/`--key` read
-//! and checked to belong together before anything is contacted.
+//! The TLS flags as used: `--cacert` read once, the mutual-TLS pair `--cert`/`--key` read
+//! and checked to belong together, and `--pinnedpubkey` parsed, before anything is contacted.
 //!
 //! Owns: reading PEM files and saying what is wrong with them, naming the flag. Must not: open
 //! sockets.
 
 use super::UsageError;
+use crate::delivery::pin::Pins;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
@@ -70,6 +71,13 @@ pub(super) fn client_certificate(
         ))
     })?;
     Ok(Some(ClientCert::new_with_certs(&chain, private_key)))
+}
+
+/// The pins of `--pinnedpubkey`, checked now so a typo is one usage error.
+pub(super) fn pinned_keys(pins: Option<&str>) -> Result<Option<Pins>, UsageError> {
+    pins.map(Pins::parse)
+        .transpose()
+        .map_err(|why| UsageError(format!("--pinnedpubkey: {why}")))
 }
 
 /// Certificates and private keys of a PEM file, in order.

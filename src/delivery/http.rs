@@ -12,17 +12,21 @@
 
 mod early;
 mod stall;
+mod tls;
 
 use super::multipart::MultipartBody;
+use super::pin::{PIN_COLUMN, Pins};
 use super::proxy::Proxies;
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
+use crate::timestamp::days_from_civil;
 use early::EarlyAnswer;
 use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime};
-use ureq::tls::{Certificate, ClientCert, RootCerts, TlsConfig};
+pub use tls::TlsRefusal;
+use ureq::tls::{Certificate, ClientCert};
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::Connector;
 
@@ -63,6 +67,9 @@ pub struct HttpOptions {
     pub client_certificate: Option<ClientCert>,
     /// Skip verifying devices' certificates (`--insecure`; warned about on every run).
     pub insecure: bool,
+    /// Accept only devices whose key is one of these (`--pinnedpubkey`), unless a device's
+    /// `pinnedpubkey` column pins its own; checked with `--insecure` too.
+    pub pinned_keys: Option<Pins>,
     /// Which proxy each device goes through (`--proxy`, `--noproxy` and the environment, read
     /// the way curl reads them); ureq's own reading of the environment is off.
     pub proxies: Proxies,
@@ -87,6 +94,7 @@ impl Default for HttpOptions {
             ca_certificates: None,
             client_certificate: None,
             insecure: false,
+            pinned_keys: None,
             proxies: Proxies::default(),
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
@@ -114,25 +122,22 @@ const EXCERPT_BYTES: u64 = 200;
 /// scanned on every request (most of the CPU at 2,000 in flight). A few still let a fleet
 /// behind one address (a test server, a gateway) reuse connections.
 const IDLE_CONNECTIONS: usize = 16;
-
-impl HttpDelivery {
-    /// Builds the agent every worker shares.
-    pub fn new(options: HttpOptions) -> HttpDelivery {
-        let mut tls = TlsConfig::builder();
-        if let Some(certificates) = &options.ca_certificates {
-            tls = tls.root_certs(RootCerts::new_with_certs(certificates));
-        }
 /// Each connection's send buffer (ureq zero-fills it: every byte is resident while the device is
 /// in flight). 16 KiB instead of 64 KiB saves 48 KiB per device in flight (375 MiB at 8,000)
 /// and cost about 8% on 10 × 1 GiB over loopback (7.7 s against 7.2 s, a noisy 2-core machine).
 const OUTPUT_BUFFER: usize = 16 * 1024;
-        if let Some(certificate) = &options.client_certificate {
-            tls = tls.client_cert(Some(certificate.clone()));
-        }
-        if options.insecure {
-            tls = tls.disable_verification(true);
-        }
-        let tls = tls.build();
+
+impl HttpDelivery {
+    /// Builds the agent every worker shares.
+    pub fn new(options: HttpOptions) -> HttpDelivery {
+        // Our own TLS layer: ureq's TlsConfig cannot take a self-signed device certificate or
+        // a pinned key (see tls.rs).
+        let tls = tls::DeviceTls::new(&tls::TlsSettings {
+            cacert: options.ca_certificates.clone(),
+            client_certificate: options.client_certificate.clone(),
+            insecure: options.insecure,
+            pins: options.pinned_keys.clone(),
+        });
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -148,7 +153,6 @@ const OUTPUT_BUFFER: usize = 16 * 1024;
             .max_idle_connections_per_host(options.concurrency.clamp(1, IDLE_CONNECTIONS))
             .output_buffer_size(OUTPUT_BUFFER)
             .input_buffer_size(16 * 1024)
-            .tls_config(tls.clone())
             .build();
         // Probes poll devices that reboot: a kept-alive connection would be dead by the next
         // poll, so these requests never reuse one.
@@ -164,14 +168,17 @@ const OUTPUT_BUFFER: usize = 16 * 1024;
             .timeout_recv_body(Some(options.stall_timeout))
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
-            .tls_config(tls)
             .build();
         // The upload's connections end with the early-answer layer (see early.rs).
         // Our TCP transport keeps --stall-timeout to its value (see stall.rs).
-        let connector = stall::connector(options.stall_timeout).chain(early::Early);
+        let connector = stall::connector(options.stall_timeout, tls.clone()).chain(early::Early);
         HttpDelivery {
             agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
-            fresh: fresh.new_agent(),
+            fresh: ureq::Agent::with_parts(
+                fresh,
+                stall::plain_connector(tls),
+                DefaultResolver::default(),
+            ),
             method: options.method,
             headers: options.headers,
             multipart: None,
@@ -200,6 +207,7 @@ const OUTPUT_BUFFER: usize = 16 * 1024;
         until: Option<Instant>,
     ) -> Result<Reply, DeliveryError> {
         let url = url.fill(|column| registry.value(device, column), Escape::Url);
+        let _device = for_device(registry, device, &url, phase)?;
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
         for header in &self.headers {
             let value = header
@@ -372,6 +380,7 @@ impl Delivery for HttpDelivery {
         meter: &mut ByteMeter<'_>,
         deadline: Option<Instant>,
     ) -> Result<Delivered, DeliveryError> {
+        let _device = for_device(registry, device, &device.url, Phase::Connect)?;
         let file = payload.open_for_attempt().map_err(payload_error)?;
         let mut body = MeteredReader { inner: file, meter };
         let body_len = match &self.multipart {
@@ -426,6 +435,39 @@ impl Delivery for HttpDelivery {
         }
         Err(status_error(&mut response, status, bytes_sent))
     }
+}
+
+/// This thread's TLS connections are for `device` until the guard is dropped: those to the host
+/// of `url` check the device's pins (see tls.rs).
+fn for_device(
+    registry: &Registry,
+    device: &Device,
+    url: &str,
+    phase: Phase,
+) -> Result<tls::DeviceGuard, DeliveryError> {
+    let failed = |kind, message| DeliveryError {
+        phase,
+        kind,
+        message,
+        retry_after: None,
+        bytes_sent: 0,
+    };
+    let host = url
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|uri| Some(uri.host()?.to_string()))
+        .ok_or_else(|| failed(ErrorKind::Request, format!("bad URL: {url}")))?;
+    let pins = match registry
+        .value(device, PIN_COLUMN)
+        .filter(|pin| !pin.is_empty())
+    {
+        Some(pin) => Some(
+            Pins::parse(pin)
+                .map_err(|why| failed(ErrorKind::Tls, format!("the {PIN_COLUMN} column: {why}")))?,
+        ),
+        None => None,
+    };
+    Ok(tls::for_device(&host, pins))
 }
 
 struct MeteredReader<'m, 'e> {
@@ -545,6 +587,15 @@ fn early_answer_error(answer: &EarlyAnswer, bytes_sent: u64) -> DeliveryError {
 pub fn classify(error: ureq::Error, bytes_sent: u64, payload_len: u64) -> DeliveryError {
     if let Some(answer) = EarlyAnswer::from_error(&error) {
         return early_answer_error(answer, bytes_sent);
+    }
+    if let Some(refusal) = TlsRefusal::from_error(&error) {
+        return DeliveryError {
+            phase: Phase::Connect,
+            kind: ErrorKind::Tls,
+            message: refusal.to_string(),
+            retry_after: None,
+            bytes_sent,
+        };
     }
     let body_phase = if bytes_sent < payload_len {
         Phase::Upload
@@ -744,18 +795,6 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     let days = days_from_civil(year, month, day);
     let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year =
-        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// Collapses a response excerpt to one printable line.

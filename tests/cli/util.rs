@@ -30,6 +30,8 @@ pub struct Test {
     stdin: Option<Vec<u8>>,
     env: Vec<(OsString, Option<OsString>)>,
     timeout: Duration,
+    /// `RLIMIT_NOFILE` (soft, hard) for the child, as `ulimit -n` in its shell would set.
+    open_files: Option<(u64, u64)>,
 }
 
 impl Test {
@@ -43,6 +45,7 @@ impl Test {
             stdin: None,
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            open_files: None,
         }
     }
 
@@ -137,6 +140,12 @@ impl Test {
         self
     }
 
+    /// Starts the child with these open-files limits (soft, hard), like `ulimit -n` before it.
+    pub fn open_files_limit(&mut self, soft: u64, hard: u64) -> &mut Test {
+        self.open_files = Some((soft, hard));
+        self
+    }
+
     /// Runs the binary to its end (or the timeout, which fails the test).
     #[track_caller]
     pub fn run(&self) -> Output {
@@ -163,6 +172,23 @@ impl Test {
                 Some(value) => command.env(name, value),
                 None => command.env_remove(name),
             };
+        }
+        if let Some((soft, hard)) = self.open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let started = Instant::now();
         let mut child = command.spawn().expect("start update-orchestrator");

@@ -12,13 +12,14 @@
 //! Owns: TCP connections of HTTP deliveries and the write side of stall detection. Must not:
 //! change what is sent or read (ureq's per-read timeouts bound the read side, as before).
 
+use super::tls::DeviceTls;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
-    RustlsConnector, ShutdownHandle, Transport,
+    ShutdownHandle, TcpConnector, Transport,
 };
 use ureq::{Error, Timeout};
 
@@ -27,12 +28,23 @@ use ureq::{Error, Timeout};
 /// trickle from the kernel's growing buffers does not hide a device that stopped reading.
 pub(crate) const MIN_PROGRESS: usize = 16 * 1024;
 
-/// The connector chain of every HTTP agent: a CONNECT proxy when configured, our TCP, then
-/// TLS for `https`.
-pub(crate) fn connector(stall: Duration) -> impl Connector<(), Out = Box<dyn Transport>> {
+/// The connector chain of the upload agent: a CONNECT proxy when configured, our TCP, then
+/// our TLS for `https` (see tls.rs).
+pub(crate) fn connector(
+    stall: Duration,
+    tls: DeviceTls,
+) -> impl Connector<(), Out = Box<dyn Transport>> {
     ().chain(ConnectProxyConnector::default())
         .chain(GuardedTcpConnector { stall })
-        .chain(RustlsConnector::default())
+        .chain(tls)
+        .chain(Boxed)
+}
+
+/// The chain of requests without payload: ureq's own TCP (nothing to stall on), our TLS.
+pub(crate) fn plain_connector(tls: DeviceTls) -> impl Connector<(), Out = Box<dyn Transport>> {
+    ().chain(ConnectProxyConnector::default())
+        .chain(TcpConnector::default())
+        .chain(tls)
         .chain(Boxed)
 }
 
