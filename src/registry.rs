@@ -399,17 +399,17 @@ impl Loader<'_> {
             return true;
         };
         let pin = fields.get(index).map_or("", String::as_str);
+        if pin.is_empty() {
+            return true;
+        }
         let https = url
             .get(..8)
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
         let problem = match Pins::parse(pin) {
-            _ if pin.is_empty() => return true,
             Err(why) => why,
-            Ok(_) if !https => {
-                "a pinned key is checked on https:// devices only: give this device an https:// \
-                 URL, or leave its pinnedpubkey empty"
-                    .to_string()
-            }
+            Ok(_) if !https => "a pinned key is checked on https:// devices only: give this \
+                                device an https:// URL, or leave its pinnedpubkey empty"
+                .to_string(),
             Ok(_) => return true,
         };
         self.problem(Some(line), Some((index, PIN_COLUMN)), &problem);

@@ -6,7 +6,8 @@
 //! Bodies over [`EXPECT_CONTINUE_OVER`] are announced with `Expect: 100-continue` (as curl does):
 //! a device that refuses (`401`, `413`) before the body gets none of it, one that ignores the
 //! header gets the body after [`EXPECT_WAIT`]; `early.rs` stops the body when a device answers
-//! while it is being sent.
+//! while it is being sent. `tls.rs` is the TLS of both agents: self-signed device certificates
+//! given with `--cacert`, pinned keys, refusals in words.
 //! Must not: follow redirects with a body, or put header values in error messages (they may
 //! hold tokens).
 

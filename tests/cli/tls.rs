@@ -203,3 +203,33 @@ fn an_untrusted_certificate_fails_at_once_without_retries() {
         );
     }
 }
+
+/// A device that accepts TCP and never answers the TLS handshake costs `--connect-timeout`
+/// (TCP and TLS share it), not the much longer stall or response timeouts.
+#[test]
+fn a_silent_tls_handshake_ends_within_the_connect_timeout() {
+    let hole = crate::servers::BlackHole::start();
+    let mut test = Test::new();
+    let url = hole.url("/update").replacen("http://", "https://", 1);
+    test.write("devices.csv", format!("id,url\ngw-1,{url}\n"));
+    test.payload("fw.bin", 1000);
+    let slow = [
+        ("--connect-timeout", "1s"),
+        ("--stall-timeout", "60s"),
+        ("--response-timeout", "60s"),
+        ("--retries", "0"),
+    ];
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args(quick(&slow))
+        .arg("devices.csv")
+        .run();
+    output
+        .expect_status(1)
+        .expect_stderr("connect: connect timed out (--connect-timeout)");
+    assert!(
+        output.elapsed < std::time::Duration::from_secs(20),
+        "{output}"
+    );
+    assert_eq!(hole.accepted(), 1, "{output}");
+}
