@@ -123,7 +123,9 @@ pub enum Command {
     multipart/form-data body, exactly as curl -F KEY=VALUE -F NAME=@FILE (the --form parts \
     first). --cert and --key offer a client certificate to devices that require mutual TLS. \
     TLS failures (untrusted CA, wrong host name, a refused or missing client certificate) are \
-    permanent. --insecure turns verification off and warns on every run.\n\n\
+    permanent. A device's own self-signed certificate can be given with --cacert (as curl takes \
+    it); --pinnedpubkey, or a registry pinnedpubkey column, pins devices' keys. --insecure \
+    turns verification off and warns on every run.\n\n\
     Commands: --deliver-cmd runs a local command per device (sh -c, its own process group) \
     instead of HTTP or SSH; a registry 'cmd' column gives devices their own. Placeholders \
     {{payload}}, {{sha256}}, {{size}} and {{column}} are shell-quoted. Exit 0 is success; \
