@@ -387,6 +387,76 @@ mod tests {
         assert_eq!(time(UTC_TIME, b"2612050800+0Z"), None);
     }
 
+    /// A self-signed CA:TRUE certificate for 127.0.0.1 valid during 2026, as a device makes it.
+    fn device_certificate() -> CertificateDer<'static> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress(localhost));
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2027, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[track_caller]
+    fn check_verified(
+        verifier: &DeviceVerifier,
+        certificate: &CertificateDer<'_>,
+        (host, date): (&str, u64),
+        expected: Result<(), &str>,
+    ) {
+        let name = ServerName::try_from(host).unwrap();
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(date));
+        let got = verifier.verify_server_cert(certificate, &[], &name, &[], now);
+        match (got, expected) {
+            (Ok(_), Ok(())) => {}
+            (Err(error), Err(part)) => {
+                let message = explain(&error, Given::default());
+                assert!(message.contains(part), "{host} at {date}: {message}");
+            }
+            (got, _) => panic!("{host} at {date}: {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn trusts_a_cacert_certificate_as_the_devices_own_within_its_dates_and_names() {
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let device = device_certificate();
+        let other = device_certificate();
+        let trusted =
+            DeviceVerifier::new(Some(&[other.clone(), device.clone()]), false, provider());
+        let mid_2026 = 1_782_864_000;
+        check_verified(&trusted, &device, ("127.0.0.1", mid_2026), Ok(()));
+        check_verified(&trusted, &other, ("127.0.0.1", mid_2026), Ok(()));
+        check_verified(
+            &trusted,
+            &device,
+            ("127.0.0.1", 1_798_761_600 + 1),
+            Err("expired on 2027-01-01T00:00:00Z"),
+        );
+        check_verified(
+            &trusted,
+            &device,
+            ("127.0.0.1", 1_767_225_600 - 1),
+            Err("is not valid before 2026-01-01T00:00:00Z"),
+        );
+        check_verified(
+            &trusted,
+            &device,
+            ("127.0.0.2", mid_2026),
+            Err("names 127.0.0.1, not 127.0.0.2"),
+        );
+        let elsewhere = DeviceVerifier::new(Some(&[other]), false, provider());
+        check_verified(&elsewhere, &device, ("127.0.0.1", mid_2026), Err("CA:TRUE"));
+        let roots = DeviceVerifier::new(None, false, provider());
+        check_verified(&roots, &device, ("127.0.0.1", mid_2026), Err("CA:TRUE"));
+        let insecure = DeviceVerifier::new(None, true, provider());
+        check_verified(&insecure, &device, ("127.0.0.2", 0), Ok(()));
+    }
+
     #[track_caller]
     fn check_explained(error: Error, given: Given, expected: &str) {
         let message = explain(&error, given);
