@@ -210,6 +210,15 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;
     }
+    // Every device may hold a connection (and a thread) at once: a fleet of thousands needs
+    // more than a default soft limit of 1024 open files.
+    if let Err(error) = crate::limits::ensure(args.devices) {
+        eprintln!(
+            "simulate: {} devices at once may run out of open files or threads (the same \
+             limits as push {error})",
+            args.devices
+        );
+    }
     let fleet = Fleet::start(spec).map_err(|e| AppError::Input(format!("simulate: {e}")))?;
     let mut stdout = io::stdout().lock();
     stdout
