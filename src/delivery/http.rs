@@ -457,7 +457,7 @@ fn for_device(
         .parse::<ureq::http::Uri>()
         .ok()
         .and_then(|uri| Some(uri.host()?.to_string()))
-        .ok_or_else(|| failed(ErrorKind::Request, format!("bad URL: {url}")))?;
+        .ok_or_else(|| failed(ErrorKind::Request, "bad URL: no host in it".to_string()))?;
     let pins = match registry
         .value(device, PIN_COLUMN)
         .filter(|pin| !pin.is_empty())
