@@ -204,13 +204,7 @@ impl<In: Transport> Connector<In> for DeviceTls {
             .config
             .clone()
             .map_err(|why| TlsRefusal(why).into_error())?;
-        let host = details
-            .uri
-            .host()
-            .ok_or_else(|| ureq::Error::BadUri(details.uri.to_string()))?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(bare.to_string())
-            .map_err(|_| ureq::Error::BadUri(format!("{host} is not a host name for TLS")))?;
+        let (host, name) = server_name(details)?;
         let mut connection = ClientConnection::new(config, name)?;
         let mut socket = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         socket.set_timeout(connect_budget_left(details));
@@ -218,7 +212,7 @@ impl<In: Transport> Connector<In> for DeviceTls {
             .complete_io(&mut socket)
             .map_err(|error| tls_error(error, self.given))?;
         let key = peer_key(&connection)?;
-        check_pin(self.pins_for(host), &key)?;
+        check_pin(self.pins_for(&host), &key)?;
         Ok(Some(Either::B(DeviceTlsTransport {
             buffers: LazyBuffers::new(
                 details.config.input_buffer_size(),
@@ -226,10 +220,19 @@ impl<In: Transport> Connector<In> for DeviceTls {
             ),
             stream: StreamOwned::new(connection, socket),
             connector: self.clone(),
-            host: host.to_string(),
+            host,
             key,
         })))
     }
+}
+
+/// The URL's host as written (IPv6 in brackets), and as TLS names it.
+fn server_name(details: &ConnectionDetails) -> Result<(String, ServerName<'static>), ureq::Error> {
+    let no_host = || ureq::Error::BadUri("no host for TLS".to_string());
+    let host = details.uri.host().ok_or_else(no_host)?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_string()).map_err(|_| no_host())?;
+    Ok((host.to_string(), name))
 }
 
 /// What is left of the connect budget (TCP already took some of it).
