@@ -326,3 +326,44 @@ impl fmt::Debug for DeviceTlsTransport {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAG: &str = "sha256//YhKJKSzoTt2b5FP18fvpHo7fJYqQCjAa3HWY3tvRMwE=";
+    const ROW: &str = "sha256//t62CeU2tQiqkexU74Gxa2eg7fRbEgoChTociMee9wno=";
+
+    #[track_caller]
+    fn check(tls: &DeviceTls, host: &str, expected: Option<(&str, &str)>) {
+        let got = tls.pins_for(host);
+        let got = got
+            .as_ref()
+            .map(|(pins, source)| (pins.to_string(), *source));
+        let expected = expected.map(|(pins, source)| (pins.to_string(), source));
+        assert_eq!(got, expected, "{host}");
+    }
+
+    #[test]
+    fn a_devices_pins_hold_for_its_host_only() {
+        let tls = DeviceTls::new(&TlsSettings {
+            pins: Some(Pins::parse(FLAG).unwrap()),
+            ..TlsSettings::default()
+        });
+        let flag = Some((FLAG, "--pinnedpubkey"));
+        let row = Some((ROW, "the device's pinnedpubkey column"));
+        check(&tls, "gw-1.example", flag);
+        {
+            let _device = for_device("[2001:db8::7]", Some(Pins::parse(ROW).unwrap()));
+            check(&tls, "[2001:db8::7]", row);
+            check(&tls, "2001:DB8::7", row);
+            check(&tls, "proxy.example", None);
+            {
+                let _device = for_device("GW-1.example", None);
+                check(&tls, "gw-1.example", flag);
+            }
+            check(&tls, "[2001:db8::7]", row);
+        }
+        check(&tls, "[2001:db8::7]", flag);
+    }
+}
