@@ -233,3 +233,50 @@ fn a_silent_tls_handshake_ends_within_the_connect_timeout() {
     );
     assert_eq!(hole.accepted(), 1, "{output}");
 }
+
+/// An https:// URL to a plain HTTP port: said in words, once (retrying cannot help). The port
+/// answers whatever it gets with `400`, as web servers answer a TLS hello.
+#[test]
+fn https_to_a_plain_http_port_says_so() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/update", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let plain = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("no connection in 20 s: {error}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        let _ = std::io::Read::read(&mut stream, &mut [0u8; 4096]);
+        let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = std::io::Write::write_all(&mut stream, answer);
+    });
+    let mut test = Test::new();
+    test.write("devices.csv", format!("id,url\ngw-1,{url}\n"));
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--report",
+            "-",
+            "--retries",
+            "3",
+        ])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    plain.join().unwrap();
+    output.expect_status(1).expect_stderr(
+        "connect: TLS: the device did not answer in TLS: is this port plain HTTP (an http:// URL)?",
+    );
+    let rows = crate::util::parse_report(&output.stdout);
+    assert_eq!((rows[0].attempts, rows[0].bytes), (1, 0), "{output}");
+}

@@ -242,6 +242,14 @@ pub(crate) fn explain(error: &Error, given: Given) -> String {
         Error::InvalidCertificate(certificate) => explain_certificate(certificate, given),
         Error::AlertReceived(alert) => explain_alert(*alert, given),
         Error::NoCertificatesPresented => "the device sent no certificate".to_string(),
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => {
+            "the device did not answer in TLS: is this port plain HTTP (an http:// URL)?"
+                .to_string()
+        }
+        Error::PeerIncompatible(why) => format!(
+            "the device's TLS cannot work with ours ({why:?}): it needs TLS 1.2 or 1.3 with \
+             current cipher suites"
+        ),
         Error::General(message) => message.clone(),
         other => format!("the handshake failed ({other})"),
     };
@@ -516,6 +524,11 @@ mod tests {
             }),
             cacert,
             "names no host in subjectAltName (TLS ignores the CN), not gw-1.example",
+        );
+        check_explained(
+            Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            cacert,
+            "the device did not answer in TLS: is this port plain HTTP (an http:// URL)?",
         );
         check_explained(
             Error::AlertReceived(AlertDescription::CertificateRequired),
