@@ -158,7 +158,7 @@ impl Resource {
                     let error = std::io::Error::last_os_error();
                     return Err(LimitError(format!(
                         "--concurrency {workers} needs {need} {}, and raising the soft limit \
-                         from {soft} failed ({error}): raise it with {} or lower --concurrency \
+                         from {soft} failed ({error}): raise it ({}) or lower --concurrency \
                          to {}",
                         self.what,
                         self.fix,
@@ -173,7 +173,7 @@ impl Resource {
             }
             Raise::TooLow => Err(LimitError(format!(
                 "--concurrency {workers} needs {need} {} but the hard limit is {hard}: raise it \
-                 with {} or lower --concurrency to {}",
+                 ({}) or lower --concurrency to {}",
                 self.what,
                 self.fix,
                 max_workers(hard, self.per_worker, self.reserved)
