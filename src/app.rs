@@ -423,7 +423,8 @@ fn execute(
     }
 
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
-    let progress = progress::spawn_with_outputs(config.progress.clone(), receiver, outputs)
+    let shape = run_shape(&config.run, plan, payload.len());
+    let progress = progress::spawn_with_outputs(config.progress.clone(), shape, receiver, outputs)
         .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
     let run = Run {
         registry,
@@ -440,6 +441,23 @@ fn execute(
     drop(sender); // the progress thread ends when every sender is gone
     progress.join();
     result.map_err(|e| AppError::Fatal(e.to_string()))
+}
+
+/// What bounds the run, for the progress thread's ETA.
+fn run_shape(
+    settings: &crate::orchestrator::RunSettings,
+    plan: &Plan,
+    payload_len: u64,
+) -> progress::RunShape {
+    progress::RunShape {
+        concurrency: settings.concurrency,
+        payload_len,
+        bandwidth: settings.bandwidth,
+        rate: settings.rate.map(|rate| rate.per_second),
+        waves: plan.waves.iter().map(|wave| wave.devices.len()).collect(),
+        wave_pause: settings.wave_pause,
+        attempts: settings.retry.max_attempts(),
+    }
 }
 
 fn finish(

@@ -1,15 +1,28 @@
-//! Time-remaining and throughput estimates from a sliding window of progress samples.
+//! Time-remaining and throughput estimates for a run.
 //!
-//! Owns: `EtaEstimator`, a moving-average estimate over the last `window` of samples, so the first
-//! seconds of a run (connection set-up, slow starts) stop counting once they leave the window and
-//! a change of rate shows within one window. Must not: read a clock, print, or know about events;
-//! the caller passes the elapsed time of every sample.
+//! Owns: `EtaEstimator`. It is fed what the progress thread sees, each with the time since the
+//! run's start: `Observation`s of devices (started, bytes sent, a new attempt, ended, a wave
+//! begun) and periodic samples of the counters. The estimate comes from the model in `model`
+//! (what bounds the rest of the run: the `--bandwidth` budget, the workers and the typical
+//! device's time, the start rate, the waves and their pause; see `RunShape`); a moving average
+//! over the last `window` of samples is the fallback while the model has no basis, and gives the
+//! throughput. Must not: read a clock, print, or know about the event channel; the caller passes
+//! the elapsed time of everything.
+
+mod model;
+#[cfg(test)]
+mod replay;
+
+pub use model::RunShape;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// How far back the estimate looks by default.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
+/// How far back the send rate looks to tell whether the run uses its bandwidth budget.
+const SEND_RATE_SPAN: Duration = Duration::from_secs(5);
 
 /// The shortest span of samples that gives a rate worth showing.
 const MIN_SPAN: Duration = Duration::from_secs(1);
@@ -22,12 +35,12 @@ const FIRST_ETA_DEVICES: usize = 5;
 /// ...or this share of the bytes (a big payload to a few devices), in percent.
 const FIRST_ETA_BYTES_PERCENT: u64 = 5;
 
-/// Estimates the time left for a run from samples of its progress.
+/// Estimates the time left for a run from what its devices do.
 ///
-/// Two estimates are made when each has a basis: remaining devices over the windowed device
-/// completion rate, and remaining bytes over the windowed byte rate. The larger one wins, because
-/// a transfer that is almost done can still wait for slow installs, and a few finished devices say
-/// little about a big payload still moving.
+/// With observations of devices, the run's model (see the module's documentation and
+/// `RunShape`) decides. Without them, two windowed estimates are made when each has a basis:
+/// remaining devices over the device completion rate, and remaining bytes over the byte rate,
+/// and the larger one wins.
 #[derive(Debug, Clone)]
 pub struct EtaEstimator {
     window: Duration,
@@ -36,6 +49,27 @@ pub struct EtaEstimator {
     samples: VecDeque<Sample>,
     /// Whether a sample has shown enough data for a first estimate (it stays so).
     enough_data: bool,
+    shape: RunShape,
+    fleet: model::Fleet,
+    /// The latest time seen, in a sample or an observation.
+    now: Duration,
+}
+
+/// What the estimator is told about one device (by its index in the plan) or the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Wave number `0` (1-based) began.
+    WaveStarted(usize),
+    /// A worker took the device.
+    Started(usize),
+    /// A new attempt of the device began: the earlier attempt's bytes no longer count.
+    Attempt(usize),
+    /// An attempt failed; the next one starts after this backoff.
+    Retrying(usize, Duration),
+    /// Bytes of the device's payload were sent.
+    Bytes(usize, u64),
+    /// The device is done with, whatever the outcome (or will not start at all).
+    Ended(usize),
 }
 
 /// One observation of a run's progress.
@@ -44,6 +78,8 @@ struct Sample {
     elapsed: Duration,
     devices_finished: usize,
     bytes_done: u64,
+    /// Bytes sent by every attempt, as observed.
+    sent: u64,
 }
 
 impl EtaEstimator {
@@ -61,6 +97,30 @@ impl EtaEstimator {
             total_bytes,
             samples: VecDeque::new(),
             enough_data: false,
+            shape: RunShape::default(),
+            fleet: model::Fleet::default(),
+            now: Duration::ZERO,
+        }
+    }
+
+    /// The run's shape: its workers, bandwidth budget, start rate, waves and pause.
+    pub fn with_shape(mut self, shape: RunShape) -> EtaEstimator {
+        self.shape = shape;
+        self
+    }
+
+    /// Takes note of what a device (or the run) did `elapsed` after the start of the run.
+    pub fn observe(&mut self, elapsed: Duration, observation: Observation) {
+        self.now = self.now.max(elapsed);
+        let now = elapsed.as_secs_f64();
+        let fleet = &mut self.fleet;
+        match observation {
+            Observation::WaveStarted(wave) => fleet.wave_started(wave),
+            Observation::Started(index) => fleet.device_started(now, index),
+            Observation::Attempt(index) => fleet.attempt(index),
+            Observation::Retrying(index, delay) => fleet.retrying(now, index, delay.as_secs_f64()),
+            Observation::Bytes(index, bytes) => fleet.bytes(now, index, bytes),
+            Observation::Ended(index) => fleet.device_ended(now, index),
         }
     }
 
@@ -80,10 +140,12 @@ impl EtaEstimator {
         {
             return;
         }
+        self.now = self.now.max(elapsed);
         let sample = Sample {
             elapsed,
             devices_finished,
             bytes_done,
+            sent: self.fleet.sent,
         };
         self.enough_data |= self.is_enough(&sample);
         self.samples.push_back(sample);
@@ -120,6 +182,9 @@ impl EtaEstimator {
         if newest.devices_finished >= self.total_devices {
             return Some(Duration::ZERO);
         }
+        if let Some(left) = self.modelled() {
+            return seconds(left);
+        }
         let by_devices = self.device_rate().and_then(|rate| {
             let remaining = self.total_devices - newest.devices_finished;
             seconds(remaining as f64 / rate)
@@ -134,6 +199,35 @@ impl EtaEstimator {
     /// The windowed byte throughput in bytes per second; zero while there is no basis.
     pub fn throughput(&self) -> f64 {
         self.byte_rate().unwrap_or(0.0)
+    }
+
+    /// The model's estimate, when it has a basis.
+    fn modelled(&self) -> Option<f64> {
+        let mut shape = self.shape.clone();
+        if shape.payload_len == 0 && self.total_devices > 0 {
+            shape.payload_len = self.total_bytes / self.total_devices as u64;
+        }
+        let now = self.now.as_secs_f64();
+        self.fleet
+            .remaining(now, &shape, self.total_devices, self.send_rate())
+    }
+
+    /// Bytes sent per second (every attempt) over the last [`SEND_RATE_SPAN`] of samples.
+    fn send_rate(&self) -> f64 {
+        let Some(newest) = self.samples.back() else {
+            return 0.0;
+        };
+        let start = newest.elapsed.saturating_sub(SEND_RATE_SPAN);
+        let oldest = self
+            .samples
+            .iter()
+            .rev()
+            .find(|sample| sample.elapsed <= start)
+            .or(self.samples.front())
+            .unwrap_or(newest);
+        let span = (newest.elapsed - oldest.elapsed).as_secs_f64();
+        let sent = newest.sent.saturating_sub(oldest.sent) as f64;
+        if span > 0.0 { sent / span } else { 0.0 }
     }
 
     /// Devices finished per second over the window, when positive.

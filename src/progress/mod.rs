@@ -25,7 +25,7 @@ use crossbeam_channel::Receiver;
 use crate::events::Event;
 use crate::observe::Outputs;
 
-pub use eta::EtaEstimator;
+pub use eta::{EtaEstimator, RunShape};
 pub use logger::install_logger;
 pub use render::{format_plain_line, human_bytes, human_duration};
 pub use state::Snapshot;
@@ -117,19 +117,20 @@ pub struct Progress {
 /// Starts the progress thread, named `progress`, writing to stderr as `config` says. It ends when
 /// `RunFinished` arrives or every sender of `events` is dropped.
 pub fn spawn(config: ProgressConfig, events: Receiver<Event>) -> io::Result<Progress> {
-    spawn_with_outputs(config, events, Outputs::default())
+    spawn_with_outputs(config, RunShape::default(), events, Outputs::default())
 }
 
-/// `spawn`, also feeding `outputs` (the events file, the metrics file, the status server's
-/// documents) from the same events.
+/// `spawn` for a run of `shape` (what bounds it, for the ETA), also feeding `outputs` (the
+/// events file, the metrics file, the status server's documents) from the same events.
 pub fn spawn_with_outputs(
     config: ProgressConfig,
+    shape: RunShape,
     events: Receiver<Event>,
     mut outputs: Outputs,
 ) -> io::Result<Progress> {
     let handle = thread::Builder::new()
         .name("progress".to_string())
-        .spawn(move || run::run_loop(&config, &events, &mut io::stderr(), &mut outputs))?;
+        .spawn(move || run::run_loop(&config, shape, &events, &mut io::stderr(), &mut outputs))?;
     Ok(Progress { handle })
 }
 
@@ -246,8 +247,15 @@ mod tests {
         let (sender, receiver) = crossbeam_channel::unbounded();
         let mut sink = Vec::new();
         let snapshot = thread::scope(|scope| {
-            let looper = scope
-                .spawn(|| run::run_loop(config, &receiver, &mut sink, &mut Outputs::default()));
+            let looper = scope.spawn(|| {
+                run::run_loop(
+                    config,
+                    RunShape::default(),
+                    &receiver,
+                    &mut sink,
+                    &mut Outputs::default(),
+                )
+            });
             let last = events.len().saturating_sub(1);
             for (position, event) in events.into_iter().enumerate() {
                 if position == last {

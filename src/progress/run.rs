@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::bars::Bars;
-use super::eta::EtaEstimator;
+use super::eta::{EtaEstimator, Observation, RunShape};
 use super::render::{fit_plain_line, format_plain_line, notice_line};
 use super::state::{Notice, Snapshot, State};
 use super::{Mode, ProgressConfig};
@@ -31,11 +31,12 @@ const MAX_BATCH: usize = 10_000;
 /// metrics, status server) from the same events, and returns the final counters.
 pub(crate) fn run_loop(
     config: &ProgressConfig,
+    shape: RunShape,
     events: &Receiver<Event>,
     sink: &mut dyn Write,
     outputs: &mut Outputs,
 ) -> Snapshot {
-    let mut tracker = Tracker::new(Instant::now());
+    let mut tracker = Tracker::new(Instant::now(), shape);
     let mut screen = Screen::new(config, sink);
     let mut timer = Timer::new(tracker.start, screen.draw_interval(config));
     loop {
@@ -123,15 +124,19 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(start: Instant) -> Tracker {
+    fn new(start: Instant, shape: RunShape) -> Tracker {
         Tracker {
             state: State::default(),
-            estimator: EtaEstimator::new(0, 0),
+            estimator: EtaEstimator::new(0, 0).with_shape(shape),
             start,
         }
     }
 
     fn apply(&mut self, event: Event) -> Option<Notice> {
+        if let Some(observation) = observation(&event) {
+            let elapsed = self.start.elapsed();
+            self.estimator.observe(elapsed, observation);
+        }
         let notice = self.state.apply(event);
         let (devices, bytes) = self.state.totals();
         self.estimator.set_totals(devices, bytes);
@@ -156,6 +161,22 @@ impl Tracker {
             ..self.state.snapshot()
         }
     }
+}
+
+/// What the ETA estimator needs to know of an event.
+fn observation(event: &Event) -> Option<Observation> {
+    Some(match *event {
+        Event::WaveStarted { wave, .. } => Observation::WaveStarted(wave),
+        Event::DeviceStarted { index, .. } => Observation::Started(index),
+        Event::AttemptStarted { index, .. } => Observation::Attempt(index),
+        Event::RetryScheduled { index, delay, .. } => Observation::Retrying(index, delay),
+        Event::BytesSent { index, bytes } => Observation::Bytes(index, bytes),
+        Event::Succeeded { index, .. }
+        | Event::Failed { index, .. }
+        | Event::Skipped { index, .. }
+        | Event::Interrupted { index, .. } => Observation::Ended(index),
+        _ => return None,
+    })
 }
 
 /// When to sample next and when to draw next.
