@@ -158,29 +158,88 @@ pub fn render_plan(
         lines.push(format!("  window: {window} ({zone})"));
     }
     if let Some(throughput) = config.estimate_throughput {
-        let estimate = estimate(plan, config, payload_len, throughput);
+        let estimate = estimate(plan, config, payload_len, Some(throughput));
         lines.push(format!(
             "  estimated duration: {} at {}/s (not counting retries or waiting for the window)",
             human_duration(estimate),
             human_bytes(throughput)
         ));
+    } else if run.bandwidth.is_some() || run.device_bandwidth.is_some() || run.rate.is_some() {
+        let estimate = estimate(plan, config, payload_len, None);
+        lines.push(format!(
+            "  estimated duration: at least {} (the limits alone; --estimate-throughput SIZE/s \
+             for an estimate)",
+            human_duration(estimate)
+        ));
     }
     lines.join("\n")
 }
 
-/// The longer of the byte time and the start-rate time, plus the pauses between waves.
-pub fn estimate(plan: &Plan, config: &PushConfig, payload_len: u64, throughput: u64) -> Duration {
+/// How long the plan takes at `throughput` bytes per second in all (`None`: as fast as the
+/// limits allow): each wave takes the longer of its bytes at the throughput the limits leave
+/// and its starts at `--rate` (then the last device's own transfer), and a `--wave-pause`
+/// separates the waves.
+pub fn estimate(
+    plan: &Plan,
+    config: &PushConfig,
+    payload_len: u64,
+    throughput: Option<u64>,
+) -> Duration {
     let run = &config.run;
-    let devices = plan.len() as f64;
-    let mut seconds = devices * payload_len as f64 / throughput.max(1) as f64;
-    if let Some(bandwidth) = run.bandwidth {
-        seconds = seconds.max(devices * payload_len as f64 / bandwidth as f64);
+    let limits = Limits {
+        throughput: throughput.map(|bytes| bytes.max(1) as f64),
+        bandwidth: run.bandwidth.map(|bytes| bytes as f64),
+        device_bandwidth: run.device_bandwidth.map(|bytes| bytes as f64),
+        concurrency: run.concurrency,
+        rate: run.rate.map(|rate| rate.per_second),
+    };
+    let waves: Vec<usize> = plan.waves.iter().map(|wave| wave.devices.len()).collect();
+    limits.plan(&waves, payload_len, run.wave_pause)
+}
+
+/// What bounds the dry run's estimate, in bytes and starts per second.
+struct Limits {
+    throughput: Option<f64>,
+    bandwidth: Option<f64>,
+    device_bandwidth: Option<f64>,
+    concurrency: usize,
+    rate: Option<f64>,
+}
+
+impl Limits {
+    /// How long waves of `waves` devices take, `pause` apart.
+    fn plan(&self, waves: &[usize], payload_len: u64, pause: Duration) -> Duration {
+        let seconds: f64 = waves
+            .iter()
+            .map(|&devices| self.wave(devices, payload_len as f64))
+            .sum();
+        let pauses = u32::try_from(waves.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        Duration::try_from_secs_f64(seconds)
+            .unwrap_or(Duration::MAX)
+            .saturating_add(pause.saturating_mul(pauses))
     }
-    if let Some(rate) = run.rate {
-        seconds = seconds.max((devices - 1.0).max(0.0) / rate.per_second);
+
+    /// Seconds a wave of `devices` takes to receive `payload_len` bytes each.
+    fn wave(&self, devices: usize, payload_len: f64) -> f64 {
+        if devices == 0 {
+            return 0.0;
+        }
+        let per_device = self.device_bandwidth;
+        let workers = devices.min(self.concurrency.max(1)) as f64;
+        let in_all = [
+            self.throughput,
+            self.bandwidth,
+            per_device.map(|bytes| bytes * workers),
+        ];
+        let in_all = in_all.into_iter().flatten().fold(f64::INFINITY, f64::min);
+        let bytes = devices as f64 * payload_len / in_all;
+        let Some(rate) = self.rate else {
+            return bytes;
+        };
+        let one = payload_len / per_device.map_or(in_all, |bytes| bytes.min(in_all));
+        let starts = (devices - 1) as f64 / rate + one;
+        bytes.max(starts)
     }
-    let pauses = plan.waves.len().saturating_sub(1) as u32;
-    Duration::from_secs_f64(seconds) + run.wave_pause * pauses
 }
 
 /// The update lifecycle in one line: what is skipped, installed, waited for and rolled back.
@@ -201,4 +260,79 @@ fn lifecycle_line(lifecycle: &crate::lifecycle::Lifecycle) -> Option<String> {
         human_duration(lifecycle.probe_interval),
         human_duration(lifecycle.health_timeout),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    /// The seconds a wave of `devices` × 1 MiB takes under `limits`: (throughput, bandwidth,
+    /// per-device bandwidth, concurrency, rate), MiB/s and starts/s.
+    #[track_caller]
+    fn check(
+        devices: usize,
+        (throughput, bandwidth, device_bandwidth, concurrency, rate): (
+            Option<f64>,
+            Option<f64>,
+            Option<f64>,
+            usize,
+            Option<f64>,
+        ),
+        expected: f64,
+    ) {
+        let limits = Limits {
+            throughput: throughput.map(|mib| mib * MIB),
+            bandwidth: bandwidth.map(|mib| mib * MIB),
+            device_bandwidth: device_bandwidth.map(|mib| mib * MIB),
+            concurrency,
+            rate,
+        };
+        let seconds = limits.wave(devices, MIB);
+        assert!((seconds - expected).abs() < 1e-9, "{seconds} != {expected}");
+    }
+
+    #[test]
+    fn a_wave_takes_its_bytes_at_the_tightest_limit_or_its_starts_at_the_rate() {
+        // 20 MiB at 10 MiB/s; a 1 MiB/s budget is tighter.
+        check(20, (Some(10.0), None, None, 50, None), 2.0);
+        check(20, (Some(10.0), Some(1.0), None, 50, None), 20.0);
+        // 1 MiB/s per transfer, 4 workers: 4 MiB/s in all.
+        check(20, (Some(10.0), None, Some(1.0), 4, None), 5.0);
+        // A wave smaller than the workers uses only its own devices' transfers.
+        check(2, (Some(10.0), None, Some(1.0), 4, None), 1.0);
+        // 2 starts/s: the 20th starts at 9.5 s, then takes 0.1 s at 10 MiB/s.
+        check(20, (Some(10.0), None, None, 50, Some(2.0)), 9.6);
+        // ... or 1 s at 1 MiB/s per transfer.
+        check(20, (Some(10.0), None, Some(1.0), 50, Some(2.0)), 10.5);
+        // Limits alone: no throughput, no limit on bytes, only the rate.
+        check(20, (None, None, None, 50, Some(2.0)), 9.5);
+        check(1, (None, None, None, 50, Some(2.0)), 0.0);
+        check(0, (Some(10.0), None, None, 50, Some(2.0)), 0.0);
+    }
+
+    #[test]
+    fn waves_add_up_with_a_pause_between_them() {
+        // At 1 MiB/s and 10 starts/s: waves of 2, 1, 9 and 8 MiB, whichever the rate says
+        // (1.1 s for 2 devices, 1.0 for one), and three pauses of 1 s.
+        let limits = Limits {
+            throughput: Some(10.0 * MIB),
+            bandwidth: Some(MIB),
+            device_bandwidth: None,
+            concurrency: 50,
+            rate: Some(10.0),
+        };
+        let pause = Duration::from_secs(1);
+        let plan = limits.plan(&[2, 1, 9, 8], MIB as u64, pause);
+        assert_eq!(plan, Duration::from_secs(23));
+        // The rate decides each small wave of quick devices: 0.1 s between starts, 0.1 s each.
+        let quick = Limits {
+            bandwidth: None,
+            ..limits
+        };
+        let plan = quick.plan(&[1, 1, 11], MIB as u64, pause);
+        assert_eq!(plan.as_millis(), 100 + 100 + 1100 + 2000);
+        assert_eq!(quick.plan(&[], 1, pause), Duration::ZERO);
+    }
 }

@@ -531,6 +531,36 @@ fn dry_run_prints_the_plan_and_opens_no_socket() {
     );
 }
 
+/// Without --estimate-throughput, the dry run still says how long the limits alone make the
+/// run: per wave, its starts at --rate or its bytes at --bandwidth, plus the pauses.
+#[test]
+fn dry_run_estimates_at_least_what_the_limits_allow() {
+    let fleet = healthy_fleet(20);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..20));
+    test.payload("fw.bin", MIB);
+    let limits = |extra: (&'static str, &'static str)| {
+        [
+            ("--waves", "10,10"),
+            ("--wave-pause", "5s"),
+            ("--rate", "1/s"),
+            extra,
+        ]
+    };
+    // 1 start/s: 9 s per wave of 10 (the last device's bytes take no time without a limit).
+    let output = push(&mut test, &limits(("--concurrency", "50")))
+        .args(["--dry-run", "devices.csv"])
+        .run();
+    output.expect_status(0);
+    output.expect_stdout("  estimated duration: at least 23s (the limits alone; --estimate-throughput SIZE/s for an estimate)");
+    // A 512 KiB/s budget: 20 s of bytes per wave of 10 MiB.
+    let output = push(&mut test, &limits(("--bandwidth", "512KiB/s")))
+        .args(["--dry-run", "devices.csv"])
+        .run();
+    output.expect_stdout("  estimated duration: at least 45s");
+    assert_eq!(fleet.connections(), 0, "a dry run contacted the fleet");
+}
+
 #[test]
 fn random_order_is_stable_for_a_seed() {
     let server = HttpServer::start(|_| Reply::status(204));
@@ -763,8 +793,14 @@ fn the_threshold_ends_the_retries_of_devices_in_flight() {
     // The third failure trips it; a device or two may end their last attempt at that moment.
     assert!((3..=5).contains(&count("failed")), "{rows:#?}");
     for row in rows.iter().filter(|row| row.status == "interrupted") {
-        assert!(row.error.contains("not retried, the run is stopping"), "{row:?}");
+        assert!(
+            row.error.contains("not retried, the run is stopping"),
+            "{row:?}"
+        );
         assert!(row.attempts < 7, "{row:?}");
     }
-    assert_eq!(count("failed") + count("interrupted") + count("not-started"), 40);
+    assert_eq!(
+        count("failed") + count("interrupted") + count("not-started"),
+        40
+    );
 }
