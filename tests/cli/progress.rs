@@ -58,3 +58,54 @@ fn quiet_prints_only_failures_and_the_summary() {
     let output = run(true);
     assert_eq!(progress_lines(&output.stderr), 0, "{output}");
 }
+
+/// `[  9s] ... eta 31s` as (9, Some(31)); `eta --` as None.
+fn elapsed_and_eta(line: &str) -> Option<(u64, Option<u64>)> {
+    let seconds = |text: &str| -> Option<u64> {
+        let (minutes, rest) = text.split_once('m').unwrap_or(("0", text));
+        let secs: u64 = rest.trim_end_matches('s').parse().ok()?;
+        Some(minutes.parse::<u64>().ok()? * 60 + secs)
+    };
+    let elapsed = seconds(line.strip_prefix('[')?.split(']').next()?.trim())?;
+    let eta = line.split_once(" eta ")?.1.split(' ').next()?;
+    Some((elapsed, if eta == "--" { None } else { seconds(eta) }))
+}
+
+/// A bandwidth-bound run (40 × 8 MiB at 8 MiB/s, concurrency 10) showed `eta 3m04s` at 9 s
+/// with 31 s left: the devices finished in rounds, and their completion rate said so. Here,
+/// 24 × 1 MiB at 2 MiB/s, concurrency 6 (about 12 s): once the first estimate may show (5 s)
+/// and from a fifth of the run on, every estimate is within 2× of the time that was really left
+/// (2 s of slack for whole seconds on both sides).
+#[test]
+fn the_eta_of_a_bandwidth_bound_run_is_within_twice_the_time_left() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 24,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..24));
+    test.payload("fw.bin", 1024 * 1024);
+    test.args(["push", "--payload", "fw.bin"])
+        .args(quick(&[("--stall-timeout", "30s")]))
+        .args(["--bandwidth", "2MiB/s", "--concurrency", "6", "devices.csv"]);
+    let output = test.run();
+    output.expect_status(0).expect_stderr("24 succeeded");
+    let lines: Vec<(u64, Option<u64>)> =
+        output.stderr.lines().filter_map(elapsed_and_eta).collect();
+    let end = lines.last().expect("a final progress line").0;
+    assert!(end >= 10, "24 MiB at 2 MiB/s in {end} s\n{output}");
+    let judged: Vec<(u64, u64)> = lines
+        .iter()
+        .filter(|(at, _)| *at >= 6 && *at * 5 >= end && *at < end)
+        .map(|&(at, eta)| (at, eta.unwrap_or(u64::MAX)))
+        .collect();
+    assert!(judged.len() >= 5, "{output}");
+    for (at, eta) in judged {
+        let left = end - at;
+        assert!(
+            eta <= 2 * left + 2 && 2 * eta + 4 >= left,
+            "at {at} s the eta was {eta} s with {left} s left\n{output}"
+        );
+    }
+}
