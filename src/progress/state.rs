@@ -474,6 +474,22 @@ mod tests {
         assert_eq!(waiting(&[&base[..], &[failed(0, 1)]].concat()), 0);
     }
 
+    /// bytes_done is a running sum of the current attempts' bytes (summing them on every event
+    /// cost time in proportion to the devices in flight): a retry and an end take theirs out.
+    #[test]
+    fn in_flight_bytes_follow_retries_and_ends() {
+        let retried = [RUN, started(0), attempt(0, 1), sent(0, 60), retry(0, 1)];
+        check(&retried, (0, 0, 0, 1, 1, 60, 0), &[]);
+        let again = [&retried[..], &[attempt(0, 2), sent(0, 30)]].concat();
+        check(&again, (0, 0, 0, 0, 1, 90, 30), &[]);
+        let two = [&again[..], &[started(1), attempt(1, 1), sent(1, 50)]].concat();
+        check(&two, (0, 0, 0, 0, 2, 140, 80), &[]);
+        let ended = [&two[..], &[succeeded(1)]].concat();
+        check(&ended, (1, 0, 0, 0, 1, 140, 130), &[]);
+        let skipped_too = [&ended[..], &[skipped(0)]].concat();
+        check(&skipped_too, (1, 0, 1, 0, 0, 140, 100), &[]);
+    }
+
     #[test]
     fn bytes_done_is_clamped_to_total() {
         let events = [
