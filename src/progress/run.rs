@@ -42,6 +42,7 @@ pub(crate) fn run_loop(
     loop {
         let ended = match events.recv_deadline(timer.deadline()) {
             Ok(event) => {
+                tracker.stamp(Instant::now());
                 let ended = handle(event, &mut tracker, &mut screen, outputs)
                     || drain(events, &mut tracker, &mut screen, outputs);
                 outputs.flush();
@@ -121,6 +122,9 @@ struct Tracker {
     state: State,
     estimator: EtaEstimator,
     start: Instant,
+    /// When the batch of events being handled arrived, since `start`: one clock reading per
+    /// batch (a batch is handled within milliseconds).
+    arrived: Duration,
 }
 
 impl Tracker {
@@ -129,13 +133,17 @@ impl Tracker {
             state: State::default(),
             estimator: EtaEstimator::new(0, 0).with_shape(shape),
             start,
+            arrived: Duration::ZERO,
         }
+    }
+
+    fn stamp(&mut self, now: Instant) {
+        self.arrived = now.saturating_duration_since(self.start);
     }
 
     fn apply(&mut self, event: Event) -> Option<Notice> {
         if let Some(observation) = observation(&event) {
-            let elapsed = self.start.elapsed();
-            self.estimator.observe(elapsed, observation);
+            self.estimator.observe(self.arrived, observation);
         }
         let notice = self.state.apply(event);
         let (devices, bytes) = self.state.totals();
