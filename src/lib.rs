@@ -139,3 +139,24 @@ pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Sleeps `delay` in steps of at most `step`, asking `stop` before each; false when it said
+/// stop. For sleeps that many threads take at once (a shared channel or condvar to wake them
+/// would cost each sleeper in proportion to the others).
+pub(crate) fn sleep_unless(
+    delay: std::time::Duration,
+    step: std::time::Duration,
+    stop: impl Fn() -> bool,
+) -> bool {
+    let until = std::time::Instant::now() + delay;
+    loop {
+        if stop() {
+            return false;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(step));
+    }
+}

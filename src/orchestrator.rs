@@ -469,17 +469,7 @@ impl<'a, 'r> Shared<'a, 'r> {
 
     /// Sleeps `delay` in short steps; false if the run was told to stop meanwhile.
     fn sleep_unless_stopped(&self, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
-        loop {
-            if self.should_stop() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
+        crate::sleep_unless(delay, Duration::from_millis(50), || self.should_stop())
     }
 
     /// Whether SIGINT or SIGTERM stopped the run (not a threshold or the window, which let
@@ -492,17 +482,7 @@ impl<'a, 'r> Shared<'a, 'r> {
     /// backoffs: a run stopped by its threshold or window lets in-flight devices finish, retries
     /// included; only an interrupt cuts them short.
     fn sleep_unless_interrupted(&self, delay: Duration) -> bool {
-        let until = Instant::now() + delay;
-        loop {
-            if self.interrupted() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
+        crate::sleep_unless(delay, Duration::from_millis(50), || self.interrupted())
     }
 
     fn finish_outcomes(&mut self, stopped: &Option<StopReason>) -> Vec<DeviceOutcome> {

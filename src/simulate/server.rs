@@ -191,17 +191,7 @@ impl Stop {
     /// once (latency, link rate), and every channel wait registers in one list scanned under a
     /// lock, a cost per sleep that grew with the number of sleepers.
     pub(crate) fn sleep(&self, duration: Duration) -> bool {
-        let until = Instant::now() + duration;
-        loop {
-            if self.is_set() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            thread::sleep(left.min(STOP_POLL));
-        }
+        crate::sleep_unless(duration, STOP_POLL, || self.is_set())
     }
 
     /// Returns once the fleet is stopping.
