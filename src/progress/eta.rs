@@ -9,6 +9,7 @@
 //! throughput. Must not: read a clock, print, or know about the event channel; the caller passes
 //! the elapsed time of everything.
 
+mod ends;
 mod model;
 #[cfg(test)]
 mod replay;
