@@ -36,6 +36,16 @@ pub(super) fn schedule(
 /// run's end is usually a straggler's. E[max] is the integral of P(max > t), and P(max <= t)
 /// is the product of each device's chance of being done by t.
 pub(super) fn expected_last(ends: &[(f64, f64)], extras: &[f64]) -> f64 {
+    // Until the latest plain end, some device is surely not done; after it, only the devices
+    // that can still end later matter (few of thousands in flight).
+    let latest = ends.iter().map(|end| end.0).fold(0.0, f64::max);
+    let reach = extras.iter().copied().fold(0.0, f64::max);
+    let ends: Vec<(f64, f64)> = ends
+        .iter()
+        .copied()
+        .filter(|&(time, chance)| chance > 0.0 && time + reach > latest)
+        .chain([(latest, 0.0)])
+        .collect();
     let share = 1.0 / extras.len().max(1) as f64;
     // Each device's chance of being done steps up at `time` (to 1 - chance), then by
     // chance / extras at each `time + extra`: sweep the steps in time order.
@@ -108,6 +118,10 @@ mod tests {
         // A flaky device that would still end before the other changes nothing.
         check_expected_last(&[(2.0, 0.5), (10.0, 0.0)], &[4.0], 10.0);
         check_expected_last(&[(8.0, 0.5), (10.0, 0.0)], &[4.0], 11.0);
+        // Of a thousand devices, only those that may still end last count.
+        let mut many: Vec<(f64, f64)> = (1..=1000).map(|t| (f64::from(t), 0.0)).collect();
+        many.push((999.0, 0.5));
+        check_expected_last(&many, &[5.0], 1002.0);
         // Flaky devices are 2 or 6 s late, equally often.
         check_expected_last(&[(10.0, 0.5)], &[2.0, 6.0], 12.0);
     }

@@ -52,8 +52,8 @@ const RATE_SPAN: f64 = 0.5;
 pub(super) struct Fleet {
     in_flight: HashMap<usize, Device>,
     recent: VecDeque<Finished>,
-    /// Devices of the current wave that started (or ended without starting).
-    wave_started: usize,
+    /// Devices of the current wave taken (started, or ended without starting).
+    wave_taken: usize,
     /// The current wave, 1-based; 0 before the first.
     wave: usize,
     /// When the current wave's last device ended.
@@ -122,12 +122,12 @@ const EXTRA_QUANTILES: usize = 8;
 impl Fleet {
     pub(super) fn wave_started(&mut self, wave: usize) {
         self.wave = wave;
-        self.wave_started = 0;
+        self.wave_taken = 0;
         self.wave_ended_at = None;
     }
 
     pub(super) fn device_started(&mut self, now: f64, index: usize) {
-        self.wave_started += 1;
+        self.wave_taken += 1;
         self.last_start = now;
         let device = Device {
             started: now,
@@ -203,7 +203,7 @@ impl Fleet {
                     self.recent.pop_front();
                 }
             }
-            None => self.wave_started += 1, // never started: it will not start now
+            None => self.wave_taken += 1, // never started: it will not start now
         }
         if self.in_flight.is_empty() {
             self.wave_ended_at = Some(now);
@@ -248,7 +248,7 @@ impl Fleet {
         };
         let current = self.wave.max(1);
         let size = waves.get(current - 1).copied().unwrap_or(0);
-        let unstarted = size.saturating_sub(self.wave_started);
+        let unstarted = size.saturating_sub(self.wave_taken);
         let pause = shape.wave_pause.as_secs_f64();
         // Between waves, the pause under way replaces the next wave's.
         let (mut left, mut next_pause) = match self.wave_ended_at {
