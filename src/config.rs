@@ -629,8 +629,8 @@ fn lifecycle_options(args: &PushArgs) -> Result<Lifecycle, UsageError> {
     if probes && args.probe_interval >= args.health_timeout {
         return Err(usage(format!(
             "--probe-interval ({}) must be shorter than --health-timeout ({}): the device would never be probed",
-            crate::progress::human_duration(args.probe_interval),
-            crate::progress::human_duration(args.health_timeout)
+            crate::units::human_duration(args.probe_interval),
+            crate::units::human_duration(args.health_timeout)
         )));
     }
     Ok(Lifecycle {

@@ -4,7 +4,7 @@
 //! Owns: rendering a `Plan`. Must not: do IO or contact anything; the caller prints the text.
 
 use crate::config::PushConfig;
-use crate::progress::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration};
 use crate::registry::Registry;
 use crate::scheduler::{Plan, SkipReason};
 use std::time::Duration;

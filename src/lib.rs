@@ -109,6 +109,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -131,6 +132,7 @@ pub mod simulate;
 pub mod status;
 pub mod template;
 pub mod timestamp;
+pub mod units;
 
 /// Locks `mutex`, taking the value even if a thread panicked while holding it: every mutex here
 /// guards plain counters or state that a panic cannot leave half-written.

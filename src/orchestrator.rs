@@ -457,7 +457,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             }
             let note = format!(
                 "wave {next} starts in {}",
-                crate::progress::human_duration(left + Duration::from_millis(999))
+                crate::units::human_duration(left + Duration::from_millis(999))
             );
             self.set_waiting(Some(note));
             if !self.sleep_unless_stopped(left.min(Duration::from_secs(1))) {

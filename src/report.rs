@@ -3,7 +3,7 @@
 //! Owns: the outcome types and rendering them. Must not: decide outcomes, or print while a run
 //! is live (the summary is printed after the progress thread has been joined).
 
-use crate::progress::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration};
 use crate::registry::{Device, Registry};
 use std::fmt;
 use std::io::{self, Write};

@@ -4,7 +4,7 @@
 //! devices; every function here is pure rendering over the journal's data.
 
 use crate::journal::{DeviceEntry, DeviceState, Journal};
-use crate::progress::human_bytes;
+use crate::units::human_bytes;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 

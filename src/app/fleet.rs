@@ -6,7 +6,6 @@
 
 use super::{AppError, Outcome, push};
 use crate::cli::{DemoArgs, PushArgs, SimulateArgs};
-use crate::progress;
 use crate::report::Status;
 use crate::simulate::{self, Fleet, FleetSpec, Profile};
 use std::fs::File;
@@ -52,7 +51,7 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
          pushing a {} payload at concurrency {}",
         args.devices,
         fleet.addr(),
-        progress::human_bytes(args.payload_size),
+        crate::units::human_bytes(args.payload_size),
         args.concurrency
     );
     let push_args = demo_push_args(

@@ -311,7 +311,7 @@ impl Running {
                 "--device-timeout passed".to_string(),
             )
         } else if now.duration_since(self.started) >= options.timeout {
-            let limit = crate::progress::human_duration(options.timeout);
+            let limit = crate::units::human_duration(options.timeout);
             (
                 ErrorKind::Timeout,
                 format!("still running after --deliver-timeout ({limit})"),

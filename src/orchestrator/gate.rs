@@ -6,7 +6,7 @@
 
 use super::{Shared, StopReason};
 use crate::events::Event;
-use crate::progress::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration};
 use crate::report::Status;
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use super::device::{Ended, Retried, Tries};
 use crate::delivery::{Delivered, DeliveryError, ErrorKind, Phase, Reply};
 use crate::events::Event;
 use crate::lifecycle::{HttpAction, VersionCheck, shown_version};
-use crate::progress::human_duration;
+use crate::units::human_duration;
 use crate::registry::Device;
 use crate::report::{DeviceOutcome, Lifecycle, Stage, Status};
 use crate::template::Template;

@@ -9,7 +9,8 @@ use std::sync::{Mutex, PoisonError};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::render::{bytes_bar_message, devices_bar_message, human_duration};
+use super::render::{bytes_bar_message, devices_bar_message};
+use crate::units::human_duration;
 use super::state::Snapshot;
 use super::terminal_width;
 

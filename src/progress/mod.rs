@@ -27,7 +27,7 @@ use crate::observe::Outputs;
 
 pub use eta::{EtaEstimator, RunShape};
 pub use logger::install_logger;
-pub use render::{format_plain_line, human_bytes, human_duration};
+pub use render::format_plain_line;
 pub use state::Snapshot;
 
 /// The interval between plain progress lines unless configured otherwise.

@@ -10,7 +10,7 @@
 use super::errors::failure;
 use super::remote::{self, Bound};
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
-use crate::progress::human_bytes;
+use crate::units::human_bytes;
 use crate::template::shell_quote;
 use ssh2::Session;
 

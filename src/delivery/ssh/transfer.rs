@@ -473,7 +473,7 @@ fn send(
             let message = format!(
                 "stalled: the device took less than {} KiB within --stall-timeout ({})",
                 MIN_PROGRESS >> 10,
-                crate::progress::human_duration(context.stall)
+                crate::units::human_duration(context.stall)
             );
             return Err(failure(Phase::Upload, ErrorKind::Timeout, message));
         }
