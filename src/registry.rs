@@ -5,7 +5,7 @@
 //! line and column, so a user fixes them all in one go. Must not: contact any device, or accept a
 //! registry with any problem (a half-valid fleet is never pushed).
 
-use crate::delivery::pin::{PIN_COLUMN, Pins};
+use crate::address::pin::{PIN_COLUMN, Pins};
 use crate::template::{Escape, Template};
 use std::collections::HashMap;
 use std::fmt;
@@ -565,7 +565,7 @@ pub fn check_url_with(url: &str, extra: &[&str]) -> Result<(), String> {
         return Err("empty url".to_string());
     }
     if url.starts_with("ssh://") {
-        return crate::delivery::ssh::parse_ssh_url(url).map(|_| ());
+        return crate::address::ssh::parse_ssh_url(url).map(|_| ());
     }
     let uri: ureq::http::Uri = url.parse().map_err(|error| {
         format!("invalid URL {url:?}: {error} (expected e.g. http://10.0.0.5:8080/update)")

@@ -5,7 +5,7 @@
 //! sockets.
 
 use super::UsageError;
-use crate::delivery::pin::Pins;
+use crate::address::pin::Pins;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;

@@ -16,7 +16,7 @@ mod stall;
 mod tls;
 
 use super::multipart::MultipartBody;
-use super::pin::{PIN_COLUMN, Pins};
+use crate::address::pin::{PIN_COLUMN, Pins};
 use super::proxy::Proxies;
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError, PayloadReader};

@@ -11,7 +11,7 @@
 pub mod command;
 pub mod http;
 pub mod multipart;
-pub mod pin;
+pub use crate::address::pin;
 pub mod proxy;
 pub mod ssh;
 

@@ -9,7 +9,7 @@
 //! leave a truncated file at the final path, or ever put a secret (password, passphrase) in an
 //! error message.
 //!
-//! Codemap: `target` parses `ssh://` URLs, `connect` opens the socket and the session,
+//! Codemap: `crate::address::ssh` parses `ssh://` URLs, `connect` opens the socket and the session,
 //! `known_hosts` checks (and learns) host keys, `auth` logs in, `home` resolves `/~/` paths,
 //! `transfer` moves the bytes,
 //! `remote` runs commands (verify, rename by `mv`, `--exec`), `errors` classifies failures.
@@ -22,11 +22,10 @@ mod keys;
 mod known_hosts;
 mod remote;
 mod space;
-mod target;
 mod transfer;
 
 pub use keys::check_identities;
-pub use target::{SshTarget, parse_ssh_url};
+pub use crate::address::ssh::{SshTarget, parse_ssh_url};
 
 use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
 use crate::payload::{Payload, PayloadError};
