@@ -1,9 +1,11 @@
 //! The closed set of messages that flow from the orchestrator's workers to the progress thread.
 //!
-//! Owns: the `Event` enum and nothing else. Must not: carry callbacks, trait objects or secrets
-//! (header values, passwords); an event names a device by its index in the plan and its id.
+//! Owns: the `Event` enum and the vocabulary it shares with reports (`Stage`). It is a leaf: it
+//! imports nothing from this crate, so every layer may use it. Must not: carry callbacks, trait
+//! objects or secrets (header values, passwords); an event names a device by its index in the
+//! plan and its id.
 
-use crate::report::Stage;
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,4 +145,41 @@ pub enum Event {
     },
     /// Every worker has finished; no event follows.
     RunFinished,
+}
+
+/// How far along the update lifecycle a device got: probe → upload → verify → install → wait →
+/// check → (rollback), or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Asking the device its version before anything is sent (`--probe`, `--probe-url`).
+    Probe,
+    /// Sending the payload.
+    Upload,
+    /// Checking what the device stored (SSH).
+    Verify,
+    /// The install command (`--exec`) or request (`--then-url`).
+    Install,
+    /// Waiting for the device to answer the probe again after the install (a reboot).
+    Wait,
+    /// The device answers the probe, but not with the expected version.
+    Check,
+    /// The rollback command or request ran after a failed check.
+    Rollback,
+    /// Every stage went through.
+    Done,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Probe => "probe",
+            Stage::Upload => "upload",
+            Stage::Verify => "verify",
+            Stage::Install => "install",
+            Stage::Wait => "wait",
+            Stage::Check => "check",
+            Stage::Rollback => "rollback",
+            Stage::Done => "done",
+        })
+    }
 }

@@ -110,7 +110,7 @@ impl Payload {
         }
         let plan = match snapshot {
             true => snapshot::begin(&source, path, metadata.len()),
-            false => snapshot::Plan::InPlace("no snapshot asked for".into()),
+            false => snapshot::CopyPlan::InPlace("no snapshot asked for".into()),
         };
         let (digest, len, snapshot, kind) = hash(&source, plan).map_err(io_error)?;
         let payload = Payload {
@@ -312,18 +312,18 @@ impl Identity {
 /// that fails (the disk filled up) falls back to reading in place.
 fn hash(
     source: &File,
-    plan: snapshot::Plan,
+    plan: snapshot::CopyPlan,
 ) -> io::Result<(Sha256Digest, u64, Option<File>, SnapshotKind)> {
     match plan {
-        snapshot::Plan::Reflinked(clone) => {
+        snapshot::CopyPlan::Reflinked(clone) => {
             let (digest, len) = Sha256Digest::of_reader(&clone)?;
             Ok((digest, len, Some(clone), SnapshotKind::Reflink))
         }
-        snapshot::Plan::InPlace(why) => {
+        snapshot::CopyPlan::InPlace(why) => {
             let (digest, len) = Sha256Digest::of_reader(source)?;
             Ok((digest, len, None, SnapshotKind::InPlace(why)))
         }
-        snapshot::Plan::CopyInto(copy) => {
+        snapshot::CopyPlan::CopyInto(copy) => {
             let (digest, len, copied) = hash_and_copy(source, &copy)?;
             Ok(match copied {
                 Ok(()) => (digest, len, Some(copy), SnapshotKind::Copy),

@@ -3,8 +3,10 @@
 //! Owns: the outcome types and rendering them. Must not: decide outcomes, or print while a run
 //! is live (the summary is printed after the progress thread has been joined).
 
-use crate::units::{human_bytes, human_duration};
 use crate::registry::{Device, Registry};
+use crate::units::{human_bytes, human_duration};
+
+use crate::events::Stage;
 use std::fmt;
 use std::io::{self, Write};
 use std::time::Duration;
@@ -40,47 +42,10 @@ impl fmt::Display for Status {
     }
 }
 
-/// How far along the update lifecycle a device got: probe → upload → verify → install → wait →
-/// check → (rollback), or done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Asking the device its version before anything is sent (`--probe`, `--probe-url`).
-    Probe,
-    /// Sending the payload.
-    Upload,
-    /// Checking what the device stored (SSH).
-    Verify,
-    /// The install command (`--exec`) or request (`--then-url`).
-    Install,
-    /// Waiting for the device to answer the probe again after the install (a reboot).
-    Wait,
-    /// The device answers the probe, but not with the expected version.
-    Check,
-    /// The rollback command or request ran after a failed check.
-    Rollback,
-    /// Every stage went through.
-    Done,
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::Probe => "probe",
-            Stage::Upload => "upload",
-            Stage::Verify => "verify",
-            Stage::Install => "install",
-            Stage::Wait => "wait",
-            Stage::Check => "check",
-            Stage::Rollback => "rollback",
-            Stage::Done => "done",
-        })
-    }
-}
-
 /// What the lifecycle learned about one device: the stage it reached, the versions its probe
 /// reported, and what a rollback did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lifecycle {
+pub struct LifecycleOutcome {
     /// The stage reached (where it failed, or `Done`); `None` when it never started.
     pub stage: Option<Stage>,
     /// What the probe reported before the upload.
@@ -111,7 +76,7 @@ pub struct DeviceOutcome {
     /// How the payload went (`http`, `sftp`, `sftp-resumed`, `scp`), when it succeeded.
     pub method: &'static str,
     /// The stage reached and the versions seen.
-    pub lifecycle: Lifecycle,
+    pub lifecycle: LifecycleOutcome,
 }
 
 impl DeviceOutcome {
@@ -126,7 +91,7 @@ impl DeviceOutcome {
             error: reason.into(),
             error_class: None,
             method: "",
-            lifecycle: Lifecycle::default(),
+            lifecycle: LifecycleOutcome::default(),
         }
     }
 
@@ -373,9 +338,9 @@ mod tests {
             } else {
                 ""
             },
-            lifecycle: Lifecycle {
+            lifecycle: LifecycleOutcome {
                 stage: (status != Status::Skipped).then_some(Stage::Done),
-                ..Lifecycle::default()
+                ..LifecycleOutcome::default()
             },
         }
     }
@@ -409,7 +374,7 @@ mod tests {
             DeviceOutcome::not_started("not started: interrupted"),
         ];
         let mut outcomes = outcomes.to_vec();
-        outcomes[1].lifecycle = Lifecycle {
+        outcomes[1].lifecycle = LifecycleOutcome {
             stage: Some(Stage::Rollback),
             version_before: Some("1.0".into()),
             version_after: Some("1.0".into()),

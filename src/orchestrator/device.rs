@@ -10,7 +10,7 @@ use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
 use crate::events::Event;
 use crate::journal::{LifecycleRecord, Record};
 use crate::registry::Device;
-use crate::report::{DeviceOutcome, Lifecycle, Status};
+use crate::report::{DeviceOutcome, LifecycleOutcome, Status};
 use crate::scheduler::Jitter;
 use crate::timestamp;
 use std::panic::{self, AssertUnwindSafe};
@@ -337,12 +337,12 @@ fn panicked(panic: &(dyn std::any::Any + Send), started: Instant) -> DeviceOutco
         error: format!("internal error (a bug, please report it): {message}"),
         error_class: Some("internal"),
         method: "",
-        lifecycle: Lifecycle::default(),
+        lifecycle: LifecycleOutcome::default(),
     }
 }
 
 /// The journal's copy of an outcome's lifecycle; `None` for a device that never reached a stage.
-fn lifecycle_record(lifecycle: &Lifecycle) -> Option<LifecycleRecord> {
+fn lifecycle_record(lifecycle: &LifecycleOutcome) -> Option<LifecycleRecord> {
     let stage = lifecycle.stage?;
     Some(LifecycleRecord {
         stage: stage.to_string(),

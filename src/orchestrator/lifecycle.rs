@@ -9,12 +9,12 @@
 use super::Shared;
 use super::device::{Ended, Retried, Tries};
 use crate::delivery::{Delivered, DeliveryError, ErrorKind, Phase, Reply};
-use crate::events::Event;
+use crate::events::{Event, Stage};
 use crate::lifecycle::{HttpAction, VersionCheck, shown_version};
-use crate::units::human_duration;
 use crate::registry::Device;
-use crate::report::{DeviceOutcome, Lifecycle, Stage, Status};
+use crate::report::{DeviceOutcome, LifecycleOutcome, Status};
 use crate::template::Template;
+use crate::units::human_duration;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -343,7 +343,7 @@ enum Poll {
 /// A device's outcome in the making: what its stages spent, and where it got.
 struct Trail {
     tries: Tries,
-    lifecycle: Lifecycle,
+    lifecycle: LifecycleOutcome,
     http_status: Option<u16>,
     method: &'static str,
 }
@@ -352,7 +352,7 @@ impl Trail {
     fn new(tries: Tries) -> Trail {
         Trail {
             tries,
-            lifecycle: Lifecycle::default(),
+            lifecycle: LifecycleOutcome::default(),
             http_status: None,
             method: "",
         }

@@ -44,7 +44,7 @@ impl std::fmt::Display for SnapshotKind {
 
 /// What `begin` settled on: a reflinked file ready to hash, an empty file to copy into while
 /// hashing, or nothing.
-pub(crate) enum Plan {
+pub(crate) enum CopyPlan {
     Reflinked(File),
     CopyInto(File),
     InPlace(String),
@@ -52,20 +52,20 @@ pub(crate) enum Plan {
 
 /// Prepares the snapshot of `source` (`len` bytes, at `path`): an unnamed file on the payload's
 /// own filesystem (so a reflink can work), else in the temporary directory.
-pub(crate) fn begin(source: &File, path: &Path, len: u64) -> Plan {
+pub(crate) fn begin(source: &File, path: &Path, len: u64) -> CopyPlan {
     let folder = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let near = match unnamed_file(folder) {
         Ok(file) => match reflink(source, &file) {
-            Ok(()) => return Plan::Reflinked(file),
+            Ok(()) => return CopyPlan::Reflinked(file),
             Err(_) => Some(file),
         },
         Err(_) => None,
     };
     if len > COPY_LIMIT {
-        return Plan::InPlace(format!(
+        return CopyPlan::InPlace(format!(
             "larger than {} GiB and the filesystem cannot reflink",
             COPY_LIMIT >> 30
         ));
@@ -73,10 +73,10 @@ pub(crate) fn begin(source: &File, path: &Path, len: u64) -> Plan {
     let candidates = [near, unnamed_file(&std::env::temp_dir()).ok()];
     for file in candidates.into_iter().flatten() {
         if free_space(&file).is_some_and(|free| free >= len.saturating_add(COPY_MARGIN)) {
-            return Plan::CopyInto(file);
+            return CopyPlan::CopyInto(file);
         }
     }
-    Plan::InPlace("no room for a private copy".into())
+    CopyPlan::InPlace("no room for a private copy".into())
 }
 
 /// An open file with no name (`O_TMPFILE`): nobody else can open it, and it disappears with

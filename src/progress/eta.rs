@@ -51,7 +51,7 @@ pub struct EtaEstimator {
     /// Whether a sample has shown enough data for a first estimate (it stays so).
     enough_data: bool,
     shape: RunShape,
-    fleet: model::Fleet,
+    fleet: model::DevicesSeen,
     /// The latest time seen, in a sample or an observation.
     now: Duration,
 }
@@ -99,7 +99,7 @@ impl EtaEstimator {
             samples: VecDeque::new(),
             enough_data: false,
             shape: RunShape::default(),
-            fleet: model::Fleet::default(),
+            fleet: model::DevicesSeen::default(),
             now: Duration::ZERO,
         }
     }

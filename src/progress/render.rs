@@ -5,7 +5,7 @@
 //! stream, read a clock or the environment.
 
 use super::state::{Notice, Snapshot};
-use crate::units::{human_bytes, human_duration, scale, BINARY_UNITS};
+use crate::units::{BINARY_UNITS, human_bytes, human_duration, scale};
 
 /// One plain progress line, for logs and cron mail:
 /// `[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s eta 2m10s`.

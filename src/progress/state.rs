@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::events::Event;
-use crate::report::Stage;
+use crate::events::Stage;
 
 /// The counters of a run at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]

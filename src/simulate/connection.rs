@@ -8,7 +8,7 @@
 use super::Profile;
 use super::http::{self, Head, Response};
 use super::multipart::{self, Parser};
-use super::server::{DeviceState, Shared, Stop};
+use super::server::{Shared, SimulatedDevice, Stop};
 use crate::digest::Sha256Digest;
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
@@ -171,7 +171,7 @@ impl<'a> Connection<'a> {
         }
     }
 
-    fn device_request(&mut self, device: &DeviceState, head: &Head) -> io::Result<Next> {
+    fn device_request(&mut self, device: &SimulatedDevice, head: &Head) -> io::Result<Next> {
         let attempt = device.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let Some(len) = head.content_length.filter(|_| !head.chunked) else {
             let response = Response::text(411, "Length Required", "content-length required\n");
@@ -261,7 +261,7 @@ impl<'a> Connection<'a> {
     /// closed before the end.
     fn read_body(
         &mut self,
-        device: &DeviceState,
+        device: &SimulatedDevice,
         len: u64,
         rate: Option<u64>,
         mut parser: Option<&mut Parser>,
@@ -320,7 +320,7 @@ impl<'a> Connection<'a> {
 /// The device's answer to a fully read body.
 fn answer(
     shared: &Shared,
-    device: &DeviceState,
+    device: &SimulatedDevice,
     attempt: u64,
     head: &Head,
     hasher: Sha256,
@@ -335,7 +335,7 @@ fn answer(
     }
 }
 
-fn verify_digest(device: &DeviceState, head: &Head, hasher: Sha256) -> Response {
+fn verify_digest(device: &SimulatedDevice, head: &Head, hasher: Sha256) -> Response {
     if let Some(expected) = head.sha256_digest()
         && Sha256Digest::from_hasher(hasher).content_digest() != expected
     {
@@ -349,7 +349,7 @@ fn verify_digest(device: &DeviceState, head: &Head, hasher: Sha256) -> Response 
 
 /// A multipart device's check of a fully read body: well-formed, one file part, the expected
 /// SHA-256 if the fleet knows one. The accepted upload is recorded in `last_form`.
-fn verify_form(shared: &Shared, device: &DeviceState, parser: Parser) -> Result<(), Response> {
+fn verify_form(shared: &Shared, device: &SimulatedDevice, parser: Parser) -> Result<(), Response> {
     let bad = |why: String| Response::text(400, "Bad Request", format!("{why}\n"));
     let parts = parser
         .finish()
@@ -386,7 +386,7 @@ fn verify_form(shared: &Shared, device: &DeviceState, parser: Parser) -> Result<
 
 /// Installs the staged upload: the device reboots (drops every connection for the fleet's
 /// reboot time) into the update's version, or, with the bad-update profile, the old one.
-fn install(shared: &Shared, device: &DeviceState) -> Response {
+fn install(shared: &Shared, device: &SimulatedDevice) -> Response {
     if !device.staged.swap(false, Ordering::AcqRel) {
         return Response::text(409, "Conflict", "no verified upload to install\n");
     }

@@ -26,7 +26,7 @@ const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// Everything the acceptor and connection threads share.
 pub(crate) struct Shared {
-    pub(crate) devices: Vec<DeviceState>,
+    pub(crate) devices: Vec<SimulatedDevice>,
     pub(crate) index: HashMap<String, usize>,
     pub(crate) retry_after_secs: u64,
     pub(crate) slow_bytes_per_sec: u64,
@@ -51,11 +51,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(spec: &FleetSpec, profiles: Vec<Profile>, stop: Stop) -> Shared {
-        let devices: Vec<DeviceState> = profiles
+        let devices: Vec<SimulatedDevice> = profiles
             .into_iter()
             .enumerate()
             .map(|(i, profile)| {
-                DeviceState::new(format!("{}{:05}", spec.id_prefix, i + 1), profile)
+                SimulatedDevice::new(format!("{}{:05}", spec.id_prefix, i + 1), profile)
             })
             .collect();
         let index = devices
@@ -93,7 +93,7 @@ impl Shared {
     }
 
     /// The version `device` runs now.
-    pub(crate) fn version_of(&self, device: &DeviceState) -> &str {
+    pub(crate) fn version_of(&self, device: &SimulatedDevice) -> &str {
         if device.updated.load(Ordering::Acquire) {
             &self.update_version
         } else {
@@ -103,7 +103,7 @@ impl Shared {
 }
 
 /// One device: its identity and its counters.
-pub(crate) struct DeviceState {
+pub(crate) struct SimulatedDevice {
     pub(crate) id: String,
     pub(crate) profile: Profile,
     pub(crate) requests: AtomicU64,
@@ -121,9 +121,9 @@ pub(crate) struct DeviceState {
     pub(crate) rollbacks: AtomicU64,
 }
 
-impl DeviceState {
-    fn new(id: String, profile: Profile) -> DeviceState {
-        DeviceState {
+impl SimulatedDevice {
+    fn new(id: String, profile: Profile) -> SimulatedDevice {
+        SimulatedDevice {
             id,
             profile,
             requests: AtomicU64::new(0),

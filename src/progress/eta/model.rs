@@ -1,9 +1,9 @@
 //! The model behind the ETA: what bounds the rest of a run.
 //!
 //! Owns: `RunShape` (what bounds a run, known before it starts: workers, the shared bandwidth
-//! budget, the start rate, the waves and their pause) and `Fleet` (what has been seen of each
-//! device: in flight with its bytes, or finished with its duration), and `Fleet::remaining`, the
-//! time the rest of the run should take. Must not: read a clock or know about events; times are
+//! budget, the start rate, the waves and their pause) and `DevicesSeen` (what has been seen of
+//! each device: in flight with its bytes, or finished with its duration), and
+//! `DevicesSeen::remaining`, the time the rest of the run should take. Must not: read a clock or know about events; times are
 //! seconds since the run's start, given by the caller.
 //!
 //! The rest of the current wave is the longest of three bounds: the bytes still to send over the
@@ -49,7 +49,7 @@ const RATE_SPAN: f64 = 0.5;
 
 /// What the estimator has seen of the run's devices.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Fleet {
+pub(super) struct DevicesSeen {
     in_flight: HashMap<usize, Device>,
     recent: VecDeque<Finished>,
     /// Devices of the current wave taken (started, or ended without starting).
@@ -119,7 +119,7 @@ struct Typical {
 /// How many quantiles of the flaky devices' extra time are kept.
 const EXTRA_QUANTILES: usize = 8;
 
-impl Fleet {
+impl DevicesSeen {
     pub(super) fn wave_started(&mut self, wave: usize) {
         self.wave = wave;
         self.wave_taken = 0;
@@ -446,7 +446,7 @@ mod tests {
     /// A fleet fed `(seconds, event)` pairs, asked at `now` for the time left.
     #[track_caller]
     fn check(shape: &RunShape, feed: &[(f64, Feed)], now: f64, send_rate: f64, expected: f64) {
-        let mut fleet = Fleet::default();
+        let mut fleet = DevicesSeen::default();
         for &(at, event) in feed {
             match event {
                 Feed::Wave(wave) => fleet.wave_started(wave),
@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn nothing_known_gives_none() {
-        let fleet = Fleet::default();
+        let fleet = DevicesSeen::default();
         assert_eq!(fleet.remaining(1.0, &shape(2, &[4]), 4, 0.0), None);
     }
 }
