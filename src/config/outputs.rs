@@ -1,0 +1,102 @@
+//! The output flags, checked: the report, the journal, the events file, the metrics file, the
+//! status server, progress, and the dry run's estimate.
+
+use super::{EventsTarget, JournalOptions, ObserveOptions, ReportTarget, UsageError};
+use crate::cli::PushArgs;
+use crate::progress::ProgressConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--report`: stdout for `-`, else a file.
+pub(super) fn report_target(args: &PushArgs) -> Option<ReportTarget> {
+    args.report.as_deref().map(|report| match report {
+        "-" => ReportTarget::Stdout,
+        path => ReportTarget::File(PathBuf::from(path)),
+    })
+}
+
+/// How progress is shown: detected once, with `--progress-interval` at least 100 ms.
+pub(super) fn progress(args: &PushArgs) -> ProgressConfig {
+    ProgressConfig::detect(
+        args.quiet,
+        args.progress_interval.max(Duration::from_millis(100)),
+    )
+}
+
+/// `--estimate-throughput`, which only a dry run uses.
+pub(super) fn estimate_throughput(args: &PushArgs) -> Result<Option<u64>, UsageError> {
+    if args.estimate_throughput.is_some() && !args.dry_run {
+        return Err(UsageError(
+            "--estimate-throughput only works with --dry-run: add --dry-run, or leave it out"
+                .into(),
+        ));
+    }
+    Ok(args.estimate_throughput)
+}
+
+/// `--journal`, `--journal-reset` and `--only-failed`, checked together.
+pub(super) fn journal(args: &PushArgs) -> Result<Option<JournalOptions>, UsageError> {
+    let usage = |message: &str| Err(UsageError(message.into()));
+    match (&args.journal, args.journal_reset, args.only_failed) {
+        (Some(_), true, true) => usage(
+            "--only-failed reads the journal that --journal-reset would empty: use one of them",
+        ),
+        (Some(path), reset, only_failed) => Ok(Some(JournalOptions {
+            path: path.clone(),
+            reset,
+            only_failed,
+        })),
+        (None, true, _) => usage("--journal-reset needs --journal FILE"),
+        (None, _, true) => {
+            usage("--only-failed needs --journal FILE: it reads which devices failed")
+        }
+        (None, false, false) => Ok(None),
+    }
+}
+
+/// `--events`, `--metrics-file` and `--status-addr`, checked: stdout is not shared with the
+/// report, and the status server binds loopback unless `--status-allow-remote`.
+pub(super) fn observe_options(args: &PushArgs) -> Result<ObserveOptions, UsageError> {
+    let events = args.events.as_deref().map(|events| match events {
+        "-" => EventsTarget::Stdout,
+        path => EventsTarget::File(PathBuf::from(path)),
+    });
+    if events == Some(EventsTarget::Stdout) && args.report.as_deref() == Some("-") {
+        return Err(UsageError(
+            "--events - and --report - both want stdout: send one of them to a file".into(),
+        ));
+    }
+    let status_addr = args
+        .status_addr
+        .as_deref()
+        .map(|text| parse_status_addr(text, args.status_allow_remote))
+        .transpose()?;
+    if args.status_allow_remote && status_addr.is_none() {
+        return Err(UsageError(
+            "--status-allow-remote goes with --status-addr".into(),
+        ));
+    }
+    Ok(ObserveOptions {
+        events,
+        metrics_file: args.metrics_file.clone(),
+        status_addr,
+    })
+}
+
+/// Parses `IP:PORT` (`[IPv6]:PORT`); an address other than loopback needs `allow_remote`.
+pub fn parse_status_addr(text: &str, allow_remote: bool) -> Result<SocketAddr, UsageError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        UsageError(format!(
+            "--status-addr {text}: not an IP:PORT address: use e.g. 127.0.0.1:9100 (port 0 picks a free port)"
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(UsageError(format!(
+            "--status-addr {text} is not a loopback address: the status page has no \
+             authentication; add --status-allow-remote to serve it there, or use 127.0.0.1:{}",
+            addr.port()
+        )));
+    }
+    Ok(addr)
+}

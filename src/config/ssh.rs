@@ -1,0 +1,94 @@
+//! The SSH flags, checked: key files private, `--known-hosts` readable, secrets read from the
+//! variables named and the identities opened once, the install command parsed.
+
+use super::{UsageError, files};
+use crate::cli::PushArgs;
+use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
+use crate::template::Template;
+
+/// The SSH flags, checked: key files exist and are private, `--known-hosts` is readable,
+/// secrets are read from the variables named, the install command parses.
+pub(super) fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
+    for identity in &args.identity {
+        files::check_identity(identity)?;
+    }
+    if let Some(path) = &args.known_hosts {
+        files::check_known_hosts(path)?;
+    }
+    let host_key_policy = host_key_policy(&args.host_key_policy)?;
+    let verify = verify(&args.verify)?;
+    let exec = exec(args.exec.as_deref())?;
+    let known_hosts = match &args.known_hosts {
+        Some(path) => path.clone(),
+        None => crate::delivery::ssh::default_known_hosts(),
+    };
+    let passphrase = secret("--passphrase-env", &args.passphrase_env)?;
+    // Decrypted once here: a missing or wrong passphrase is one usage error, not a refused
+    // login on every device.
+    crate::delivery::ssh::check_identities(&args.identity, passphrase.as_ref())
+        .map_err(UsageError)?;
+    Ok(SshOptions {
+        identities: args.identity.clone(),
+        passphrase,
+        password: secret("--password-env", &args.password_env)?,
+        use_agent: !args.no_agent,
+        user: args.user.clone(),
+        known_hosts,
+        host_key_policy,
+        verify,
+        exec,
+        exec_timeout: args.exec_timeout,
+        connect_timeout: args.connect_timeout,
+        stall_timeout: args.stall_timeout,
+        in_flight: crate::delivery::ssh::in_flight_for(args.concurrency),
+    })
+}
+
+/// The secret in the environment variable `name` names, if a name was given.
+fn secret(flag: &str, name: &Option<String>) -> Result<Option<Secret>, UsageError> {
+    let Some(name) = name else { return Ok(None) };
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(Secret::new(value))),
+        Err(_) => Err(UsageError(format!(
+            "{flag} {name}: the environment variable {name} is not set; export it before running"
+        ))),
+    }
+}
+
+/// `--host-key-policy`: strict or accept-new.
+fn host_key_policy(text: &str) -> Result<HostKeyPolicy, UsageError> {
+    match text {
+        "strict" => Ok(HostKeyPolicy::Strict),
+        "accept-new" => Ok(HostKeyPolicy::AcceptNew),
+        other => Err(UsageError(format!(
+            "--host-key-policy {other}: use strict or accept-new"
+        ))),
+    }
+}
+
+/// `--verify`: sha256, size or none.
+fn verify(text: &str) -> Result<Verify, UsageError> {
+    match text {
+        "sha256" => Ok(Verify::Sha256),
+        "size" => Ok(Verify::Size),
+        "none" => Ok(Verify::None),
+        other => Err(UsageError(format!(
+            "--verify {other}: use sha256, size or none"
+        ))),
+    }
+}
+
+/// `--exec`: a template that reads no environment (the command line is visible on the device).
+fn exec(text: Option<&str>) -> Result<Option<Template>, UsageError> {
+    let exec = text
+        .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--exec: {e}"))))
+        .transpose()?;
+    if exec.as_ref().is_some_and(Template::uses_env) {
+        return Err(UsageError(
+            "--exec cannot use {env:NAME}: the command line is visible on the device; let the \
+             command read the secret from a file on the device instead"
+                .into(),
+        ));
+    }
+    Ok(exec)
+}
