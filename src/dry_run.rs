@@ -4,9 +4,9 @@
 //! Owns: rendering a `Plan`. Must not: do IO or contact anything; the caller prints the text.
 
 use crate::config::PushConfig;
-use crate::units::{human_bytes, human_duration};
 use crate::registry::Registry;
 use crate::scheduler::{Plan, SkipReason};
+use crate::units::{human_bytes, human_duration};
 use std::time::Duration;
 
 /// How many ids a wave line names.

@@ -130,6 +130,7 @@ pub mod report;
 pub mod scheduler;
 pub mod simulate;
 pub mod status;
+pub mod tally;
 pub mod template;
 pub mod timestamp;
 pub mod units;

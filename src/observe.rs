@@ -6,21 +6,20 @@
 //! documents they write. Must not: write to the terminal, block the progress thread (files are
 //! written in small buffered pieces; the server reads documents the progress thread rendered),
 //! or show a secret: every document is built from `Event`s, which carry none.
-//! Submodules: `counters` (what metrics need beyond progress), `event_log` (JSON lines),
+//! The counters they render come from `crate::tally`, the one tally of the events.
+//! Submodules: `event_log` (JSON lines),
 //! `metrics` (Prometheus text and the atomic file), `status` (the status JSON), `server` (HTTP).
 
-pub mod counters;
 pub mod event_log;
 pub mod metrics;
 pub mod server;
 pub mod status;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::events::Event;
-use crate::progress::Snapshot;
-pub use counters::Counters;
+use crate::tally::{Counters, Snapshot};
 pub use event_log::EventLog;
 pub use metrics::MetricsFile;
 pub use server::StatusServer;
@@ -39,7 +38,6 @@ pub struct Outputs {
     pub board: Option<Arc<StatusBoard>>,
     /// The time between rewrites of the metrics file (`--progress-interval`).
     pub metrics_interval: Duration,
-    counters: Counters,
     next_metrics: Option<Instant>,
     next_publish: Option<Instant>,
 }
@@ -50,9 +48,8 @@ impl Outputs {
         self.event_log.is_none() && self.metrics_file.is_none() && self.board.is_none()
     }
 
-    /// Takes one event, before the progress counters do.
+    /// Takes one event, before the tally does.
     pub(crate) fn record(&mut self, event: &Event) {
-        self.counters.apply(event, SystemTime::now());
         if let Some(log) = &mut self.event_log {
             log.record(event);
         }
@@ -67,7 +64,12 @@ impl Outputs {
 
     /// On the progress thread's timer: coalesced byte lines, the metrics file and the status
     /// documents when they are due.
-    pub(crate) fn tick(&mut self, now: Instant, snapshot: impl FnOnce() -> Snapshot) {
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        counters: &Counters,
+        snapshot: impl FnOnce() -> Snapshot,
+    ) {
         if let Some(log) = &mut self.event_log {
             log.tick(now);
         }
@@ -79,34 +81,33 @@ impl Outputs {
         }
         let snapshot = snapshot();
         if metrics_due {
-            self.write_metrics(&snapshot);
+            self.write_metrics(&snapshot, counters);
         }
         if publish_due {
-            self.publish(&snapshot);
+            self.publish(&snapshot, counters);
         }
     }
 
     /// At the end of the run: the last lines, the final metrics file and status documents.
-    pub(crate) fn finish(&mut self, snapshot: &Snapshot) {
-        self.counters.finish(SystemTime::now());
+    pub(crate) fn finish(&mut self, snapshot: &Snapshot, counters: &Counters) {
         if let Some(log) = &mut self.event_log {
             log.finish(snapshot);
         }
-        self.write_metrics(snapshot);
-        self.publish(snapshot);
+        self.write_metrics(snapshot, counters);
+        self.publish(snapshot, counters);
     }
 
-    fn write_metrics(&mut self, snapshot: &Snapshot) {
+    fn write_metrics(&mut self, snapshot: &Snapshot, counters: &Counters) {
         if let Some(file) = &mut self.metrics_file {
-            file.write(&metrics::render(snapshot, &self.counters));
+            file.write(&metrics::render(snapshot, counters));
         }
     }
 
-    fn publish(&self, snapshot: &Snapshot) {
+    fn publish(&self, snapshot: &Snapshot, counters: &Counters) {
         if let Some(board) = &self.board {
             board.publish(Documents {
-                metrics: metrics::render(snapshot, &self.counters).into(),
-                status_json: status::render(snapshot, &self.counters).into(),
+                metrics: metrics::render(snapshot, counters).into(),
+                status_json: status::render(snapshot, counters).into(),
             });
         }
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::AppError;
 use crate::config::{EventsTarget, ObserveOptions};
 use crate::observe::{self, EventLog, MetricsFile, Outputs, StatusBoard, StatusServer};
-use crate::progress::Snapshot;
+use crate::tally::Snapshot;
 
 /// The outputs for the progress thread, and the status server (stop it after the run).
 pub(super) fn open(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::events::Event;
-use crate::progress::Snapshot;
+use crate::tally::Snapshot;
 use crate::timestamp;
 
 /// The longest a device's byte progress waits before it is written as a line.

@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use super::counters::Counters;
-use crate::progress::Snapshot;
+use crate::tally::Counters;
+use crate::tally::Snapshot;
 use crate::timestamp;
 
 /// Renders the status document.

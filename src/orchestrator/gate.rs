@@ -6,8 +6,8 @@
 
 use super::{Shared, StopReason};
 use crate::events::Event;
-use crate::units::{human_bytes, human_duration};
 use crate::report::Status;
+use crate::units::{human_bytes, human_duration};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

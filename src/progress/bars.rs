@@ -10,8 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::render::{bytes_bar_message, devices_bar_message};
-use super::state::Snapshot;
 use super::terminal_width;
+use crate::tally::Snapshot;
 use crate::units::human_duration;
 
 /// The bars of the live run, if any: set when `Bars` are created, cleared when they are dropped.

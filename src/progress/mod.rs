@@ -5,7 +5,7 @@
 //! of progress lines, and feeding `observe::Outputs` from the events it receives (it is the
 //! channel's one receiver). Must not: be written to by anyone else during a run (workers send `Event`s;
 //! the final summary is printed by the caller after `join`), block workers, or print retries per
-//! device. Submodules: `state` (counters), `eta` (estimates), `render` (text), `bars`
+//! device. Submodules: `eta` (estimates), `render` (text), `bars`
 //! (indicatif), `logger`, `run` (the loop).
 
 mod bars;
@@ -13,7 +13,6 @@ pub mod eta;
 mod logger;
 mod render;
 mod run;
-mod state;
 
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal};
@@ -24,11 +23,11 @@ use crossbeam_channel::Receiver;
 
 use crate::events::Event;
 use crate::observe::Outputs;
+use crate::tally::Snapshot;
 
 pub use eta::{EtaEstimator, RunShape};
 pub use logger::install_logger;
 pub use render::format_plain_line;
-pub use state::Snapshot;
 
 /// The interval between plain progress lines unless configured otherwise.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);

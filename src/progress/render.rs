@@ -4,7 +4,7 @@
 //! Owns: pure formatting from a `Snapshot` or a `Notice` to a `String`. Must not: write to any
 //! stream, read a clock or the environment.
 
-use super::state::{Notice, Snapshot};
+use crate::tally::{Notice, Snapshot};
 use crate::units::{BINARY_UNITS, human_bytes, human_duration, scale};
 
 /// One plain progress line, for logs and cron mail:

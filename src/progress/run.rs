@@ -5,17 +5,17 @@
 //! so a flood of byte events costs one draw per tick).
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 
 use super::bars::Bars;
 use super::eta::{EtaEstimator, Observation, RunShape};
 use super::render::{fit_plain_line, format_plain_line, notice_line};
-use super::state::{Notice, Snapshot, State};
 use super::{Mode, ProgressConfig};
 use crate::events::Event;
 use crate::observe::Outputs;
+use crate::tally::{Notice, Snapshot, Tally};
 
 /// How often the ETA is sampled and the bars are redrawn.
 const TICK: Duration = Duration::from_millis(100);
@@ -59,7 +59,8 @@ pub(crate) fn run_loop(
     let now = Instant::now();
     tracker.sample(now);
     let snapshot = tracker.snapshot(now);
-    outputs.finish(&snapshot);
+    tracker.tally.finish(SystemTime::now());
+    outputs.finish(&snapshot, &tracker.tally.counters);
     screen.finish(&snapshot);
     snapshot
 }
@@ -76,7 +77,7 @@ fn handle(
     if let Some(notice) = tracker.apply(event) {
         screen.notice(&notice);
     }
-    tracker.state.is_finished()
+    tracker.tally.state.is_finished()
 }
 
 /// Handles the events already waiting, up to `MAX_BATCH`; true if the run ended.
@@ -110,16 +111,16 @@ fn on_timer(
     let now = Instant::now();
     if timer.sample_due(now) {
         tracker.sample(now);
-        outputs.tick(now, || tracker.snapshot(now));
+        outputs.tick(now, &tracker.tally.counters, || tracker.snapshot(now));
     }
     if timer.draw_due(now) {
         screen.draw(&tracker.snapshot(now));
     }
 }
 
-/// The counters, the ETA estimator and the start time.
+/// The tally, the ETA estimator and the start time.
 struct Tracker {
-    state: State,
+    tally: Tally,
     estimator: EtaEstimator,
     start: Instant,
     /// When the batch of events being handled arrived, since `start`: one clock reading per
@@ -130,7 +131,7 @@ struct Tracker {
 impl Tracker {
     fn new(start: Instant, shape: RunShape) -> Tracker {
         Tracker {
-            state: State::default(),
+            tally: Tally::default(),
             estimator: EtaEstimator::new(0, 0).with_shape(shape),
             start,
             arrived: Duration::ZERO,
@@ -145,28 +146,28 @@ impl Tracker {
         if let Some(observation) = observation(&event) {
             self.estimator.observe(self.arrived, observation);
         }
-        let notice = self.state.apply(event);
-        let (devices, bytes) = self.state.totals();
+        let notice = self.tally.apply(event, SystemTime::now());
+        let (devices, bytes) = self.tally.state.totals();
         self.estimator.set_totals(devices, bytes);
         notice
     }
 
     fn sample(&mut self, now: Instant) {
-        if self.state.is_started() {
-            let bytes_done = self.state.snapshot().bytes_done;
+        if self.tally.state.is_started() {
+            let bytes_done = self.tally.state.snapshot().bytes_done;
             let elapsed = now.saturating_duration_since(self.start);
             self.estimator
-                .record(elapsed, self.state.devices_finished(), bytes_done);
+                .record(elapsed, self.tally.state.devices_finished(), bytes_done);
         }
     }
 
     fn snapshot(&self, now: Instant) -> Snapshot {
-        let started = self.state.is_started();
+        let started = self.tally.state.is_started();
         Snapshot {
             elapsed: now.saturating_duration_since(self.start),
             eta: self.estimator.shown_eta().filter(|_| started),
             throughput: self.estimator.throughput(),
-            ..self.state.snapshot()
+            ..self.tally.state.snapshot()
         }
     }
 }

@@ -10,8 +10,8 @@
 use super::errors::failure;
 use super::remote::{self, Bound};
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
-use crate::units::human_bytes;
 use crate::template::shell_quote;
+use crate::units::human_bytes;
 use ssh2::Session;
 
 /// Bytes free to an unprivileged writer on the file system of the open SFTP file `file`, if

@@ -1,8 +1,8 @@
-//! The run's counters as the progress thread sees them, updated one `Event` at a time.
+//! The run's device and byte counters, updated one `Event` at a time.
 //!
 //! Owns: `State` (the counters and the per-device bytes of current attempts) and `Snapshot` (the
-//! counters at one moment). Must not: print, read a clock or estimate time; the thread adds the
-//! elapsed time, ETA and throughput to a snapshot.
+//! counters at one moment). Must not: print, read a clock or estimate time; the progress thread
+//! adds the elapsed time, ETA and throughput to a snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

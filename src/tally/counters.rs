@@ -1,6 +1,6 @@
-//! What the metrics and the status page need beyond the progress counters: attempts, retries and
-//! failures by error class, the current wave, when the run started and ended, and the most recent
-//! failures.
+//! What the metrics and the status page need beyond the device and byte counters: attempts,
+//! retries and failures by error class, the current wave, when the run started and ended, and the
+//! most recent failures.
 //!
 //! Owns: `Counters`, fed one `Event` at a time. Must not: read a clock (times come in as
 //! arguments) or do IO.
@@ -15,7 +15,7 @@ use crate::timestamp;
 /// How many failures the status page lists.
 pub const RECENT_FAILURES: usize = 20;
 
-/// The run's counters beyond `progress::Snapshot`.
+/// The run's counters beyond `Snapshot`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
     /// Attempts started, over every device.

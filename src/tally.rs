@@ -1,0 +1,42 @@
+//! The one tally of a run's event stream: the terminal (`progress`) and the published outputs
+//! (`observe`) both render from it, so an event is counted once and the two cannot disagree.
+//!
+//! Owns: `Tally` (fed each `Event` once, in the order they arrive), `Snapshot` (the device and
+//! byte counters at one moment), `Counters` (what metrics and the status page need beyond them:
+//! attempts, retries and failures by class, waves, start and end times, recent failures) and the
+//! `Notice`s an event may give. Must not: print, read a clock (times come in as arguments) or do
+//! IO; it imports only `events` and `timestamp`, so `progress` and `observe` both build on it and
+//! neither imports the other's counters.
+
+mod counters;
+mod state;
+
+use std::time::SystemTime;
+
+use crate::events::Event;
+
+pub use counters::{Counters, Failure, RECENT_FAILURES};
+pub use state::Snapshot;
+pub(crate) use state::{Notice, State};
+
+/// Every counter kept from the event stream.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// The device and byte counters, in flight and finished.
+    pub(crate) state: State,
+    /// The counters beyond them, for the metrics and the status page.
+    pub(crate) counters: Counters,
+}
+
+impl Tally {
+    /// Applies `event`, which arrived at `now`, returning what the terminal may show for it.
+    pub(crate) fn apply(&mut self, event: Event, now: SystemTime) -> Option<Notice> {
+        self.counters.apply(&event, now);
+        self.state.apply(event)
+    }
+
+    /// Marks the end of the run at `now`.
+    pub(crate) fn finish(&mut self, now: SystemTime) {
+        self.counters.finish(now);
+    }
+}
