@@ -176,8 +176,9 @@ impl EtaEstimator {
         finished_all || (sample.elapsed >= FIRST_ETA_AFTER && (devices || bytes))
     }
 
-    /// The estimated time left: zero once every device finished, `None` while there is no basis
-    /// (fewer than two samples, a window shorter than a second, or no progress in the window).
+    /// The estimated time left: zero once every device finished; the model's estimate once an
+    /// observed device says how long a device takes; else the windowed one, `None` while there is
+    /// no basis (fewer than two samples, a window shorter than a second, or no progress in it).
     pub fn eta(&self) -> Option<Duration> {
         let newest = self.samples.back()?;
         if newest.devices_finished >= self.total_devices {
