@@ -10,7 +10,9 @@
 use argh::{ArgsInfo, FromArgs};
 
 mod demo;
+mod manual;
 mod push;
+mod push_help;
 mod simulate;
 mod status;
 mod suggest;
@@ -26,12 +28,13 @@ pub use values::{parse_delimiter, parse_duration, parse_exit_codes, parse_percen
 /// with bounded retries, timeouts on every phase, live progress and a per-device report.
 #[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
-    help_triggers("-h", "--help", "help"),
+    help_triggers("-h", "--help"),
     example = "\
     {command_name} demo\n\
     {command_name} push --payload fw-2.1.bin devices.csv\n\
     sqlite3 -csv -header fleet.db 'select id, url from devices' | {command_name} push --payload fw.bin -",
-    note = "Run '{command_name} <command> --help' for a command's flags. Log detail: -v, -vv, or \
+    note = "Run '{command_name} <command> --help' for a command's flags, '{command_name} help' for \
+    the manual's chapters and '{command_name} help TOPIC' to read one. Log detail: -v, -vv, or \
     RUST_LOG=debug.",
     error_code(0, "every device succeeded"),
     error_code(1, "the run finished and some devices failed"),
@@ -100,6 +103,9 @@ pub enum Parsed {
 /// Parses argv (without the program name), accepting `--opt=value`, a lone `-` (stdin) and
 /// clustered `-vv` as argh does not.
 pub fn parse(program: &str, args: &[String]) -> Parsed {
+    if let Some(exit) = help_command(program, args) {
+        return exit;
+    }
     let args = split_equals(args);
     let mut parsed = parse_with_dash(program, &args);
     if parsed.is_err() {
@@ -123,7 +129,7 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
         },
         Ok(top) => Parsed::Run(top),
         Err(exit) if exit.status.is_ok() => Parsed::Exit {
-            output: exit.output.trim_end().to_string(),
+            output: help_text(program, exit.output.trim_end()),
             status: 0,
         },
         Err(exit) => Parsed::Exit {
@@ -133,6 +139,54 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             status: 2,
         },
     }
+}
+
+/// argh's help text, with `push --help`'s flags grouped by topic.
+fn help_text(program: &str, output: &str) -> String {
+    if output.starts_with(&format!("Usage: {program} push ")) {
+        push_help::group(output)
+    } else {
+        output.to_string()
+    }
+}
+
+/// `help [TOPIC]` (after any `-v`s): the manual's topic list, or one chapter; an unknown topic
+/// or a second argument is a usage error that lists the topics. argh cannot have a `help`
+/// subcommand, so it is read here, before argh.
+fn help_command(program: &str, args: &[String]) -> Option<Parsed> {
+    let rest = args
+        .iter()
+        .skip_while(|arg| is_verbose(arg))
+        .collect::<Vec<_>>();
+    if rest.first().map(|arg| arg.as_str()) != Some("help") {
+        return None;
+    }
+    let list = manual::topic_list(program);
+    Some(match rest[1..] {
+        [] => Parsed::Exit {
+            output: list,
+            status: 0,
+        },
+        [topic] => match manual::find(topic) {
+            Some(chapter) => Parsed::Exit {
+                output: chapter.text.trim_end().to_string(),
+                status: 0,
+            },
+            None => Parsed::Exit {
+                output: format!("{program}: no help topic '{topic}'\n\n{list}"),
+                status: 2,
+            },
+        },
+        _ => Parsed::Exit {
+            output: format!("{program}: help takes one topic\n\n{list}"),
+            status: 2,
+        },
+    })
+}
+
+fn is_verbose(arg: &str) -> bool {
+    arg == "--verbose"
+        || (arg.len() >= 2 && arg.starts_with('-') && arg[1..].chars().all(|c| c == 'v'))
 }
 
 /// Parses `args`, retrying with a lone `-` moved behind `--` when argh rejects it.

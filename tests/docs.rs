@@ -1,0 +1,190 @@
+//! The docs' examples, run: every ```` ```sh runnable ```` block of `README.md` and `docs/*.md`
+//! runs with `sh -e` against a simulated fleet on 127.0.0.1, so a renamed flag or a changed
+//! exit code fails here instead of misleading a reader.
+//!
+//! What a block may assume, as the README's tour says: the binary on `PATH` as
+//! `update-orchestrator`, and in the working directory `fleet.csv`, the registry of a running
+//! simulated fleet of 20 fault-free devices. The blocks of one file share one directory and
+//! run in order, so a later block may use what an earlier one wrote (a journal, a report).
+//! Blocks fenced ```` ```sh ```` without `runnable` are shown, never run (they need a real
+//! fleet, sshd or a second terminal).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use update_orchestrator::simulate::{Fleet, FleetSpec};
+
+const MARKER: &str = "```sh runnable";
+
+/// One runnable block: where it starts (1-based line of its fence) and its script.
+struct Block {
+    line: usize,
+    script: String,
+}
+
+fn runnable_blocks(markdown: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Block> = None;
+    for (index, line) in markdown.lines().enumerate() {
+        match current.as_mut() {
+            None if line.trim_end() == MARKER => {
+                current = Some(Block {
+                    line: index + 1,
+                    script: String::new(),
+                });
+            }
+            None => {}
+            Some(_) if line.starts_with("```") => blocks.extend(current.take()),
+            Some(block) => {
+                block.script.push_str(line);
+                block.script.push('\n');
+            }
+        }
+    }
+    assert!(current.is_none(), "a runnable block is not closed");
+    blocks
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// README.md and every chapter of docs/.
+fn documents() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("a docs/ entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    paths.sort();
+    paths.insert(0, manifest_dir().join("README.md"));
+    paths
+}
+
+fn path_with_binary() -> String {
+    let binary = Path::new(env!("CARGO_BIN_EXE_update-orchestrator"));
+    let dir = binary
+        .parent()
+        .expect("the binary's directory")
+        .display()
+        .to_string();
+    match std::env::var("PATH") {
+        Ok(path) => format!("{dir}:{path}"),
+        Err(_) => dir,
+    }
+}
+
+#[track_caller]
+fn run_block(document: &Path, dir: &Path, block: &Block) {
+    let output = Command::new("sh")
+        .args(["-e", "-c", &block.script])
+        .current_dir(dir)
+        .env("PATH", path_with_binary())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    assert!(
+        output.status.success(),
+        "{}:{}: the example exited {:?}\n--- script\n{}--- stdout\n{}--- stderr\n{}",
+        document.display(),
+        block.line,
+        output.status.code(),
+        block.script,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+}
+
+fn run_document(document: &Path, blocks: &[Block]) {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 20,
+        ..FleetSpec::default()
+    })
+    .expect("start the simulated fleet");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("fleet.csv"), fleet.registry_csv()).expect("write fleet.csv");
+    for block in blocks {
+        run_block(document, dir.path(), block);
+    }
+}
+
+#[test]
+fn every_runnable_example_in_the_docs_succeeds() {
+    let mut count = 0;
+    for document in documents() {
+        let text = std::fs::read_to_string(&document).expect("read a document");
+        let blocks = runnable_blocks(&text);
+        if !blocks.is_empty() {
+            run_document(&document, &blocks);
+        }
+        count += blocks.len();
+    }
+    // The marker is easy to lose in an edit: the README's tour alone has several.
+    assert!(count >= 3, "only {count} runnable blocks found");
+}
+
+#[test]
+fn every_chapter_is_in_the_readme_table() {
+    let readme = std::fs::read_to_string(manifest_dir().join("README.md")).expect("README.md");
+    for document in documents().iter().skip(1) {
+        let name = document.file_stem().unwrap().to_str().unwrap();
+        let row = format!("| `{name}` | [");
+        let link = format!("(docs/{name}.md)");
+        assert!(
+            readme
+                .lines()
+                .any(|line| line.starts_with(&row) && line.contains(&link)),
+            "README.md's table of chapters has no row for docs/{name}.md"
+        );
+    }
+}
+
+#[test]
+fn help_prints_every_chapter_and_lists_the_topics() {
+    let binary = env!("CARGO_BIN_EXE_update-orchestrator");
+    let list = Command::new(binary).arg("help").output().expect("run help");
+    assert!(list.status.success());
+    let list = String::from_utf8(list.stdout).unwrap();
+    for document in documents().iter().skip(1) {
+        let name = document.file_stem().unwrap().to_str().unwrap();
+        assert!(
+            list.contains(&format!("  {name}  ")),
+            "help does not list {name}:\n{list}"
+        );
+        let chapter = Command::new(binary)
+            .args(["help", name])
+            .output()
+            .expect("run help TOPIC");
+        assert!(chapter.status.success(), "help {name}");
+        let text = std::fs::read_to_string(document).unwrap();
+        assert_eq!(
+            String::from_utf8(chapter.stdout).unwrap().trim_end(),
+            text.trim_end()
+        );
+    }
+}
+
+#[test]
+fn help_with_an_unknown_topic_lists_the_topics_and_exits_2() {
+    let binary = env!("CARGO_BIN_EXE_update-orchestrator");
+    let output = Command::new(binary)
+        .args(["help", "nonsense"])
+        .output()
+        .expect("run help");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("update-orchestrator: no help topic 'nonsense'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("  rollout  "), "{stderr}");
+}
+
+#[test]
+fn runnable_blocks_are_found_between_their_fences() {
+    let text = "a\n```sh runnable\necho one\necho two\n```\n```sh\nnot run\n```\n";
+    let blocks = runnable_blocks(text);
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].line, 2);
+    assert_eq!(blocks[0].script, "echo one\necho two\n");
+}
