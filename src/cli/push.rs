@@ -66,10 +66,10 @@ use std::time::Duration;
     {{payload}}, {{sha256}}, {{size}} and {{column}} are shell-quoted. Exit 0 is success; \
     --transient-exit-codes are retried. --deliver-stdin streams the payload to its stdin. \
     Past --deliver-timeout, --device-timeout or the --grace period the group is killed.\n\n\
-    Watching: --events writes every event as a JSON line (ts, type, id, ...; see the README's \
-    schema); --metrics-file keeps Prometheus metrics (update_orchestrator_*) for node_exporter's \
-    textfile collector; --status-addr serves a live page, /status.json and /metrics, on \
-    loopback unless --status-allow-remote. None of them, nor any log level, shows a secret.\n\n\
+    Watching: --events writes every event as a JSON line (ts, type, id, ...; \
+    'update-orchestrator help watching' has the schema); --metrics-file keeps Prometheus \
+    metrics (update_orchestrator_*) for node_exporter's textfile collector; --status-addr \
+    serves a live page, /status.json and /metrics, on loopback unless --status-allow-remote. None of them, nor any log level, shows a secret.\n\n\
     Logging: warnings by default, errors only with -q; -v info, -vv debug, -vvv trace (before \
     or after the command); RUST_LOG overrides, e.g. RUST_LOG=update_orchestrator=debug.\n\n\
     Lifecycle: with --probe (SSH) or --probe-url (HTTP) and --expect-version (or \
