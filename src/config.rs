@@ -28,9 +28,10 @@ mod rollout;
 mod ssh;
 mod tls;
 
+pub use crate::paths::resolve as resolve_path;
+pub use crate::report::ReportTarget;
 pub use http::parse_header;
 pub use outputs::parse_status_addr;
-pub use paths::resolve as resolve_path;
 
 /// The most workers a run may have: devices in flight at once. A worker is a blocked thread
 /// (see `orchestrator/pool.rs`); the open-files and thread limits are checked at start
@@ -55,15 +56,6 @@ pub enum RegistrySource {
     /// Standard input (`-`).
     Stdin,
     /// A file.
-    File(PathBuf),
-}
-
-/// Where the report goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportTarget {
-    /// Standard output (`-`).
-    Stdout,
-    /// A file, created before the run starts.
     File(PathBuf),
 }
 

@@ -123,6 +123,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod observe;
 pub mod orchestrator;
+pub mod paths;
 pub mod payload;
 pub mod progress;
 pub mod registry;

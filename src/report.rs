@@ -9,11 +9,21 @@ use crate::units::{human_bytes, human_duration};
 use crate::events::Stage;
 use std::fmt;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 mod writer;
 
 pub use writer::ReportWriter;
+
+/// Where the report goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, created before the run starts.
+    File(PathBuf),
+}
 
 /// The final state of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,10 @@
 //! devices.csv` would replace the device list with the report. Checked before anything is
 //! written, on resolved paths (symlinks followed, `./` and `..` gone), never on strings.
 //!
-//! Owns: resolving paths and finding the first clash. Must not: create, open or write a file.
+//! Owns: finding the first clash (paths are resolved by `crate::paths`). Must not: create, open or write a file.
 
 use super::UsageError;
+use crate::paths::resolve;
 use std::path::{Path, PathBuf};
 
 /// A file the run reads or writes: the flag that names it (`the registry` for the positional
@@ -43,23 +44,6 @@ fn clash_message(output: &Named<'_>, other: &Named<'_>) -> String {
         other.1.display(),
         output.0
     )
-}
-
-/// The path with symlinks, `.` and `..` resolved: the file itself when it exists, else its
-/// resolved directory joined with its name (the file is about to be created there). Falls back
-/// to the path made absolute when not even the directory exists (creating it will fail anyway).
-pub fn resolve(path: &Path) -> PathBuf {
-    if let Ok(resolved) = path.canonicalize() {
-        return resolved;
-    }
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    match (parent.canonicalize(), path.file_name()) {
-        (Ok(directory), Some(name)) => directory.join(name),
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    }
 }
 
 #[cfg(test)]

@@ -6,8 +6,7 @@
 //! Owns: the report file. Must not: decide outcomes, or be written during a run by anything but
 //! the orchestrator, where outcomes become final (beside the journal).
 
-use super::{DeviceOutcome, REPORT_HEADER, report_row, write_report};
-use crate::config::ReportTarget;
+use super::{DeviceOutcome, REPORT_HEADER, ReportTarget, report_row, write_report};
 use crate::registry::{Device, Registry};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -56,7 +55,7 @@ impl ReportWriter {
                     live.csv = Some(csv);
                     Target::File {
                         path: path.clone(),
-                        resolved: crate::config::resolve_path(path),
+                        resolved: crate::paths::resolve(path),
                     }
                 } else {
                     Target::Special { file }
