@@ -173,7 +173,7 @@ impl fmt::Display for Rate {
 pub fn parse_bandwidth(text: &str) -> Result<u64, String> {
     let invalid = || format!("invalid bandwidth '{text}': use SIZE/s, e.g. 40MiB/s or 500KB/s");
     let size = text.trim().strip_suffix("/s").ok_or_else(invalid)?;
-    match crate::cli::parse_size(size) {
+    match crate::units::parse_size(size) {
         Ok(bytes) if bytes > 0 => Ok(bytes),
         _ => Err(invalid()),
     }
