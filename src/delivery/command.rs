@@ -14,7 +14,8 @@
 //! command cannot fill a pipe and stall, and no helper thread can be left blocked on a pipe a
 //! stray background process keeps open.
 
-use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase};
+use super::{Action, ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase};
+use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Problem, Registry, RegistryError};
 use crate::template::{Escape, Template};
@@ -118,6 +119,15 @@ impl CommandDelivery {
 }
 
 impl Delivery for CommandDelivery {
+    /// A delivery command only uploads: it has no probe, install or rollback, and the device's
+    /// lifecycle requests go through it like its upload (never over the protocol of its URL).
+    fn configured(&self, action: Action, _lifecycle: &Lifecycle) -> Result<(), String> {
+        Err(format!(
+            "it is delivered by a command (--deliver-cmd or its {COMMAND_COLUMN} value), which \
+             has no {action} request: push it without the lifecycle flags"
+        ))
+    }
+
     fn attempt(
         &self,
         registry: &Registry,

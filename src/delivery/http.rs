@@ -16,9 +16,10 @@ mod stall;
 mod tls;
 
 use super::multipart::MultipartBody;
-use crate::address::pin::{PIN_COLUMN, Pins};
 use super::proxy::Proxies;
-use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
+use super::{Action, ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
+use crate::address::pin::{PIN_COLUMN, Pins};
+use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -366,6 +367,42 @@ impl HttpDelivery {
 }
 
 impl Delivery for HttpDelivery {
+    fn schemes(&self) -> &[&str] {
+        &["http", "https"]
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        crate::registry::check_url(url)
+    }
+
+    /// `--probe-url` (GET), `--then-url` and `--rollback-url`.
+    fn configured(&self, action: Action, lifecycle: &Lifecycle) -> Result<(), String> {
+        match http_action(action, lifecycle) {
+            Some(_) => Ok(()),
+            None => Err(match action {
+                Action::Probe => "give --probe-url URL (its version is asked over HTTP)",
+                Action::Install => "give --then-url URL",
+                Action::Rollback => "give --rollback-url URL",
+            }
+            .to_string()),
+        }
+    }
+
+    fn request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        action: Action,
+        lifecycle: &Lifecycle,
+        until: Option<Instant>,
+    ) -> Option<Result<Reply, DeliveryError>> {
+        let (method, url) = http_action(action, lifecycle)?;
+        let phase = action.phase();
+        Some(HttpDelivery::request(
+            self, registry, device, method, url, phase, until,
+        ))
+    }
+
     /// Closes every connection of the run at once, idle or in use: requests blocked on a
     /// socket fail straight away (a connect in progress is still bounded by its timeout). For
     /// the end of a shutdown's grace period; later requests fail too.
@@ -808,6 +845,21 @@ fn one_line(text: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The method and URL `lifecycle` gives HTTP devices for `action`, if any.
+fn http_action(action: Action, lifecycle: &Lifecycle) -> Option<(&str, &Template)> {
+    match action {
+        Action::Probe => Some(("GET", lifecycle.check.as_ref()?.url.as_ref()?)),
+        Action::Install => lifecycle
+            .install_url
+            .as_ref()
+            .map(|a| (a.method.as_str(), &a.url)),
+        Action::Rollback => lifecycle
+            .rollback_url
+            .as_ref()
+            .map(|a| (a.method.as_str(), &a.url)),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod ssh;
 
 use crate::events::Event;
+use crate::lifecycle::Lifecycle;
 use crate::payload::Payload;
 use crate::registry::{Device, Registry};
 use crate::scheduler::TokenBucket;
@@ -328,6 +329,72 @@ pub trait Delivery: Send + Sync {
     /// connections, kill processes. The default does nothing, for deliveries whose attempts
     /// watch [`ByteMeter::aborted`] closely enough.
     fn shutdown(&self) {}
+
+    /// The URL schemes this delivery serves, lower case (`["http", "https"]`): what
+    /// [`Deliveries::register`] files it under. Empty (the default) for a delivery chosen
+    /// otherwise, such as the command delivery.
+    fn schemes(&self) -> &[&str] {
+        &[]
+    }
+
+    /// Checks a device's URL (one of [`Delivery::schemes`]); the error says what is wrong. The
+    /// default accepts any URL.
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        let _ = url;
+        Ok(())
+    }
+
+    /// Whether `lifecycle` configures `action` for this protocol: `Err` says what to give (for
+    /// a usage error before the run), e.g. `give --probe CMD (it is reached over SSH)`. The
+    /// default has no lifecycle requests.
+    fn configured(&self, action: Action, lifecycle: &Lifecycle) -> Result<(), String> {
+        let _ = lifecycle;
+        Err(format!("this delivery has no {action} request"))
+    }
+
+    /// Sends the lifecycle's `action` to `device` (a request without payload: a version probe,
+    /// an install trigger, a rollback), bounded by `until`; `None` when `lifecycle` configures
+    /// none for this protocol (see [`Delivery::configured`]). The default sends none.
+    fn request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        action: Action,
+        lifecycle: &Lifecycle,
+        until: Option<Instant>,
+    ) -> Option<Result<Reply, DeliveryError>> {
+        let _ = (registry, device, action, lifecycle, until);
+        None
+    }
+}
+
+/// A request of the update lifecycle, sent without payload through the device's delivery (the
+/// one that uploads to it): [`Delivery::request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Asking the device its version (before the upload, and while waiting for health).
+    Probe,
+    /// Telling the device to install what it received.
+    Install,
+    /// Rolling the device back after a failed health check.
+    Rollback,
+}
+
+impl Action {
+    /// The phase its failures name.
+    pub fn phase(self) -> Phase {
+        match self {
+            Action::Probe => Phase::Probe,
+            Action::Install => Phase::Install,
+            Action::Rollback => Phase::Rollback,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.phase().fmt(f)
+    }
 }
 
 /// The last `count` non-empty lines of a command's output, cleaned of control characters, on
@@ -349,33 +416,53 @@ pub(crate) fn last_output_lines(output: &[u8], count: usize) -> String {
 }
 
 /// Every delivery of a run, chosen per device: the command delivery for devices that have a
-/// command (`--deliver-cmd`, or a non-empty `cmd` column), else by the URL's scheme: `http`
-/// and `https`, `ssh`, then the schemes registered with [`Deliveries::with_scheme`].
+/// command (`--deliver-cmd`, or a non-empty `cmd` column), else the delivery registered for the
+/// URL's scheme (a table: `http` and `https`, `ssh`, then the ones a program registers). The
+/// upload and the lifecycle's requests of a device go through the same choice
+/// ([`Deliveries::pick`]).
 pub struct Deliveries {
-    /// `http://` and `https://`.
-    pub http: http::HttpDelivery,
-    /// `ssh://`.
-    pub ssh: ssh::SshDelivery,
-    schemes: Vec<(String, Box<dyn Delivery>)>,
+    deliveries: Vec<Box<dyn Delivery>>,
+    /// Scheme (lower case) → index in `deliveries`.
+    schemes: Vec<(String, usize)>,
     command: Option<command::CommandDelivery>,
 }
 
 impl Deliveries {
-    /// The built-in deliveries.
+    /// The built-in deliveries: `http`, `https` and `ssh`.
     pub fn new(http: http::HttpDelivery, ssh: ssh::SshDelivery) -> Deliveries {
-        Deliveries {
-            http,
-            ssh,
+        let empty = Deliveries {
+            deliveries: Vec::new(),
             schemes: Vec::new(),
             command: None,
-        }
+        };
+        empty.register(Box::new(http)).register(Box::new(ssh))
+    }
+
+    /// Adds `delivery` for each of its [`Delivery::schemes`] (compared without case). A scheme
+    /// already registered keeps its delivery: the built-in schemes cannot be replaced.
+    pub fn register(self, delivery: Box<dyn Delivery>) -> Deliveries {
+        let schemes: Vec<String> = delivery.schemes().iter().map(|s| s.to_string()).collect();
+        self.add(&schemes, delivery)
     }
 
     /// Devices whose URL has `scheme` (`adb` for `adb://...`; compared without case) go
-    /// through `delivery`. The registry must accept the scheme too (see
-    /// [`crate::registry::LoadOptions::schemes`]). The built-in schemes cannot be replaced.
-    pub fn with_scheme(mut self, scheme: &str, delivery: Box<dyn Delivery>) -> Deliveries {
-        self.schemes.push((scheme.to_ascii_lowercase(), delivery));
+    /// through `delivery` (and so do its own [`Delivery::schemes`]). The registry must accept
+    /// the scheme too (see [`crate::registry::LoadOptions::schemes`]).
+    pub fn with_scheme(self, scheme: &str, delivery: Box<dyn Delivery>) -> Deliveries {
+        let mut schemes: Vec<String> = delivery.schemes().iter().map(|s| s.to_string()).collect();
+        schemes.push(scheme.to_string());
+        self.add(&schemes, delivery)
+    }
+
+    fn add(mut self, schemes: &[String], delivery: Box<dyn Delivery>) -> Deliveries {
+        let index = self.deliveries.len();
+        self.deliveries.push(delivery);
+        for scheme in schemes {
+            let scheme = scheme.to_ascii_lowercase();
+            if self.by_scheme(&scheme).is_none() {
+                self.schemes.push((scheme, index));
+            }
+        }
         self
     }
 
@@ -385,6 +472,17 @@ impl Deliveries {
         self
     }
 
+    /// The schemes registered, in order.
+    pub fn schemes(&self) -> impl Iterator<Item = &str> {
+        self.schemes.iter().map(|(scheme, _)| scheme.as_str())
+    }
+
+    fn by_scheme(&self, scheme: &str) -> Option<&dyn Delivery> {
+        let scheme = scheme.to_ascii_lowercase();
+        let (_, index) = self.schemes.iter().find(|(name, _)| *name == scheme)?;
+        Some(self.deliveries[*index].as_ref())
+    }
+
     /// The delivery for `device`, or why there is none.
     pub fn pick(&self, registry: &Registry, device: &Device) -> Result<&dyn Delivery, String> {
         if let Some(command) = &self.command
@@ -392,24 +490,24 @@ impl Deliveries {
         {
             return Ok(command);
         }
-        let scheme = device
-            .url
-            .split_once("://")
-            .map_or("", |(scheme, _)| scheme);
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" | "https" => Ok(&self.http),
-            "ssh" => Ok(&self.ssh),
-            other => self
-                .schemes
-                .iter()
-                .find(|(name, _)| name == other)
-                .map(|(_, delivery)| delivery.as_ref())
-                .ok_or_else(|| {
-                    format!(
-                        "no delivery for the URL scheme '{other}' of {:?}",
-                        device.url
-                    )
-                }),
+        let scheme = crate::address::scheme(&device.url).unwrap_or("");
+        self.by_scheme(scheme).ok_or_else(|| {
+            format!(
+                "no delivery for the URL scheme '{}' of {:?}",
+                scheme.to_ascii_lowercase(),
+                device.url
+            )
+        })
+    }
+
+    /// Checks `url` with the delivery registered for its scheme.
+    pub fn check_url(&self, url: &str) -> Result<(), String> {
+        let scheme = crate::address::scheme(url).unwrap_or("");
+        match self.by_scheme(scheme) {
+            Some(delivery) => delivery.check_url(url),
+            None => Err(format!(
+                "no delivery for the URL scheme '{scheme}' of {url:?}"
+            )),
         }
     }
 
@@ -424,21 +522,41 @@ impl Deliveries {
     ) -> Result<Delivered, DeliveryError> {
         let delivery = self
             .pick(registry, device)
-            .map_err(|message| DeliveryError {
-                phase: Phase::Connect,
-                kind: ErrorKind::Request,
-                message,
-                retry_after: None,
-                bytes_sent: 0,
-            })?;
+            .map_err(|message| unreachable_device(Phase::Connect, message))?;
         delivery.attempt(registry, device, payload, meter, deadline)
+    }
+
+    /// Whether `device`'s delivery (the one [`Deliveries::pick`] chooses) has the lifecycle's
+    /// `action`; `Err` says what to give.
+    pub fn configured(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        action: Action,
+        lifecycle: &Lifecycle,
+    ) -> Result<(), String> {
+        self.pick(registry, device)?.configured(action, lifecycle)
+    }
+
+    /// The lifecycle's `action` to `device`, through the delivery that uploads to it; `None`
+    /// when that delivery has none configured.
+    pub fn request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        action: Action,
+        lifecycle: &Lifecycle,
+        until: Option<Instant>,
+    ) -> Option<Result<Reply, DeliveryError>> {
+        match self.pick(registry, device) {
+            Ok(delivery) => delivery.request(registry, device, action, lifecycle, until),
+            Err(message) => Some(Err(unreachable_device(action.phase(), message))),
+        }
     }
 
     /// Ends every attempt in flight at once (the end of a shutdown's grace period).
     pub fn shutdown(&self) {
-        Delivery::shutdown(&self.http);
-        Delivery::shutdown(&self.ssh);
-        for (_, delivery) in &self.schemes {
+        for delivery in &self.deliveries {
             delivery.shutdown();
         }
         if let Some(command) = &self.command {
@@ -447,12 +565,21 @@ impl Deliveries {
     }
 }
 
+/// A device no delivery serves (a URL scheme nobody registered).
+fn unreachable_device(phase: Phase, message: String) -> DeliveryError {
+    DeliveryError {
+        phase,
+        kind: ErrorKind::Request,
+        message,
+        retry_after: None,
+        bytes_sent: 0,
+    }
+}
+
 impl fmt::Debug for Deliveries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let schemes: Vec<&str> = self.schemes.iter().map(|(name, _)| name.as_str()).collect();
+        let schemes: Vec<&str> = self.schemes().collect();
         f.debug_struct("Deliveries")
-            .field("http", &self.http)
-            .field("ssh", &self.ssh)
             .field("schemes", &schemes)
             .field("command", &self.command)
             .finish()

@@ -24,10 +24,11 @@ mod remote;
 mod space;
 mod transfer;
 
-pub use keys::check_identities;
 pub use crate::address::ssh::{SshTarget, parse_ssh_url};
+pub use keys::check_identities;
 
-use super::{ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
+use super::{Action, ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
+use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
@@ -395,6 +396,39 @@ impl SshDelivery {
 }
 
 impl Delivery for SshDelivery {
+    fn schemes(&self) -> &[&str] {
+        &["ssh"]
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        parse_ssh_url(url).map(|_| ())
+    }
+
+    /// `--probe` and `--rollback`; the install is `--exec`, part of the upload.
+    fn configured(&self, action: Action, lifecycle: &Lifecycle) -> Result<(), String> {
+        match ssh_command(action, lifecycle) {
+            Some(_) => Ok(()),
+            None => Err(match action {
+                Action::Probe => "give --probe CMD (it is reached over SSH)",
+                Action::Install => "SSH devices install with --exec, as part of the upload",
+                Action::Rollback => "give --rollback CMD",
+            }
+            .to_string()),
+        }
+    }
+
+    fn request(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        action: Action,
+        lifecycle: &Lifecycle,
+        until: Option<Instant>,
+    ) -> Option<Result<Reply, DeliveryError>> {
+        let command = ssh_command(action, lifecycle)?;
+        Some(self.command(registry, device, command, action.phase(), until))
+    }
+
     /// Closes the TCP connection of every attempt in flight at once: each fails straight away
     /// (a connect in progress is still bounded by its timeout), and later attempts fail too.
     /// For the end of a shutdown's grace period.
@@ -474,6 +508,15 @@ fn user_of_uid() -> Option<String> {
 #[cfg(not(unix))]
 fn user_of_uid() -> Option<String> {
     None
+}
+
+/// The command `lifecycle` gives SSH devices for `action`, if any.
+fn ssh_command(action: Action, lifecycle: &Lifecycle) -> Option<&Template> {
+    match action {
+        Action::Probe => lifecycle.check.as_ref()?.command.as_ref(),
+        Action::Install => None,
+        Action::Rollback => lifecycle.rollback_command.as_ref(),
+    }
 }
 
 #[cfg(test)]

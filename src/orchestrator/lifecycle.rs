@@ -8,12 +8,11 @@
 
 use super::Shared;
 use super::device::{Ended, Retried, Tries};
-use crate::delivery::{Delivered, DeliveryError, ErrorKind, Phase, Reply};
+use crate::delivery::{Action, Delivered, DeliveryError, ErrorKind, Phase, Reply};
 use crate::events::{Event, Stage};
-use crate::lifecycle::{HttpAction, VersionCheck, shown_version};
+use crate::lifecycle::{VersionCheck, shown_version};
 use crate::registry::Device;
 use crate::report::{DeviceOutcome, LifecycleOutcome, Status};
-use crate::template::Template;
 use crate::units::human_duration;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -28,7 +27,7 @@ impl Shared<'_, '_> {
         let mut trail = Trail::new(Tries::new(self.run.settings.device_timeout));
         if let Some(check) = &lifecycle.check {
             self.enter(index, &mut trail, Stage::Probe);
-            match self.probe_before(index, device, check, &mut trail.tries) {
+            match self.probe_before(index, device, &mut trail.tries) {
                 Err(ended) => return trail.ended(ended),
                 Ok(reply) if reply.ok => {
                     let version = shown_version(&reply.text);
@@ -64,13 +63,13 @@ impl Shared<'_, '_> {
             }
             Err(ended) => return trail.ended(ended),
         }
-        if let Some(action) = lifecycle.install_url.as_ref().filter(|_| !is_ssh(device)) {
+        if self.has(device, Action::Install) {
             self.enter(index, &mut trail, Stage::Install);
             if self.interrupted() {
                 let why = "stopped before the install (the update is uploaded, not installed)";
                 return trail.ended(Ended::Interrupted(why.into()));
             }
-            match self.install(index, device, action, &mut trail.tries) {
+            match self.install(index, device, &mut trail.tries) {
                 Ok(()) => {}
                 // The request went out and the answer was lost: the device may be rebooting
                 // into the update already. The health check tells.
@@ -133,12 +132,11 @@ impl Shared<'_, '_> {
         &self,
         index: usize,
         device: &Device,
-        check: &VersionCheck,
         tries: &mut Tries,
     ) -> Result<Reply, Ended> {
         let deadline = tries.deadline;
         self.retrying(index, device, tries, Retried::Request, |_| {
-            self.probe(device, check, deadline)
+            self.probe(device, deadline)
         })
     }
 
@@ -154,16 +152,10 @@ impl Shared<'_, '_> {
 
     /// `--then-url`, retried only when it surely never reached the device. An answer other than
     /// 2xx is a permanent failure.
-    fn install(
-        &self,
-        index: usize,
-        device: &Device,
-        action: &HttpAction,
-        tries: &mut Tries,
-    ) -> Result<(), Ended> {
+    fn install(&self, index: usize, device: &Device, tries: &mut Tries) -> Result<(), Ended> {
         let deadline = tries.deadline;
         let reply = self.retrying(index, device, tries, Retried::UnsentRequest, |_| {
-            self.request(device, action, Phase::Install, deadline)
+            self.request(device, Action::Install, deadline)
         })?;
         if reply.ok {
             return Ok(());
@@ -196,7 +188,7 @@ impl Shared<'_, '_> {
             if Instant::now() >= until {
                 break;
             }
-            match self.probe(device, check, Some(until)) {
+            match self.probe(device, Some(until)) {
                 Ok(reply) if reply.ok => {
                     let version = shown_version(&reply.text);
                     trail.lifecycle.version_after = Some(version.clone());
@@ -246,21 +238,14 @@ impl Shared<'_, '_> {
     /// `--rollback` or `--rollback-url` after a failed health check, retried like any request;
     /// `None` when none is configured for the device's protocol.
     fn rollback(&self, index: usize, device: &Device, trail: &mut Trail) -> Option<String> {
-        let lifecycle = self.run.lifecycle;
         let deadline = trail.tries.deadline;
-        let result = if is_ssh(device) {
-            let command = lifecycle.rollback_command.as_ref()?;
-            self.enter(index, trail, Stage::Rollback);
-            self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
-                self.command(device, command, Phase::Rollback, deadline)
-            })
-        } else {
-            let action = lifecycle.rollback_url.as_ref()?;
-            self.enter(index, trail, Stage::Rollback);
-            self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
-                self.request(device, action, Phase::Rollback, deadline)
-            })
-        };
+        if !self.has(device, Action::Rollback) {
+            return None;
+        }
+        self.enter(index, trail, Stage::Rollback);
+        let result = self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
+            self.request(device, Action::Rollback, deadline)
+        });
         Some(match result {
             Ok(reply) if reply.ok => "rolled back".to_string(),
             Ok(reply) => format!(
@@ -272,50 +257,31 @@ impl Shared<'_, '_> {
         })
     }
 
-    /// One version probe, over the device's protocol.
-    fn probe(
-        &self,
-        device: &Device,
-        check: &VersionCheck,
-        until: Option<Instant>,
-    ) -> Result<Reply, DeliveryError> {
-        if is_ssh(device) {
-            let command = check.command.as_ref().ok_or_else(|| missing("--probe"))?;
-            self.command(device, command, Phase::Probe, until)
-        } else {
-            let url = check.url.as_ref().ok_or_else(|| missing("--probe-url"))?;
-            let http = &self.run.delivery.http;
-            http.request(self.run.registry, device, "GET", url, Phase::Probe, until)
-        }
+    /// One version probe, through the device's delivery.
+    fn probe(&self, device: &Device, until: Option<Instant>) -> Result<Reply, DeliveryError> {
+        self.request(device, Action::Probe, until)
     }
 
-    fn command(
-        &self,
-        device: &Device,
-        command: &Template,
-        phase: Phase,
-        until: Option<Instant>,
-    ) -> Result<Reply, DeliveryError> {
-        let ssh = &self.run.delivery.ssh;
-        ssh.command(self.run.registry, device, command, phase, until)
+    /// Whether the device's delivery (the one that uploads to it) has `action` configured.
+    fn has(&self, device: &Device, action: Action) -> bool {
+        let run = self.run;
+        let delivery = run.delivery;
+        delivery
+            .configured(run.registry, device, action, run.lifecycle)
+            .is_ok()
     }
 
+    /// The lifecycle's `action`, through the device's delivery (the one that uploads to it).
     fn request(
         &self,
         device: &Device,
-        action: &HttpAction,
-        phase: Phase,
+        action: Action,
         until: Option<Instant>,
     ) -> Result<Reply, DeliveryError> {
-        let http = &self.run.delivery.http;
-        http.request(
-            self.run.registry,
-            device,
-            &action.method,
-            &action.url,
-            phase,
-            until,
-        )
+        let run = self.run;
+        run.delivery
+            .request(run.registry, device, action, run.lifecycle, until)
+            .unwrap_or_else(|| Err(missing(action)))
     }
 }
 
@@ -423,10 +389,6 @@ impl Trail {
     }
 }
 
-fn is_ssh(device: &Device) -> bool {
-    device.url.starts_with("ssh://")
-}
-
 /// Whether a failed poll is what a rebooting device does: nothing listening, connections reset
 /// or timing out, SSH handshakes failing, TLS not up yet.
 fn keeps_waiting(error: &DeliveryError) -> bool {
@@ -451,12 +413,13 @@ fn refused(phase: Phase, what: &str, reply: &Reply) -> DeliveryError {
     }
 }
 
-/// A device whose protocol has no probe configured (the app checks this before the run).
-fn missing(flag: &str) -> DeliveryError {
+/// A device whose delivery has no such request configured (the app checks the probe before
+/// the run).
+fn missing(action: Action) -> DeliveryError {
     DeliveryError {
-        phase: Phase::Probe,
+        phase: action.phase(),
         kind: ErrorKind::Request,
-        message: format!("no {flag} for this device's protocol"),
+        message: format!("no {action} request for this device's delivery"),
         retry_after: None,
         bytes_sent: 0,
     }

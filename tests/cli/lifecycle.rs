@@ -331,6 +331,28 @@ fn lifecycle_flags_are_checked_before_anything_is_contacted() {
         );
 }
 
+/// A device with a `cmd` value and an `ssh://` URL was delivered by its command but probed,
+/// installed and rolled back over SSH: the lifecycle now goes through the same delivery as the
+/// upload, and a delivery command has no probe.
+#[test]
+fn a_command_device_with_an_ssh_url_is_never_probed_over_ssh() {
+    let mut test = Test::new();
+    test.write(
+        "devices.csv",
+        "id,url,cmd\nd1,ssh://127.0.0.1:9/tmp/fw,true\n",
+    );
+    test.payload("fw.bin", 10);
+    test.args(["push", "--payload", "fw.bin"])
+        .args(["--probe", "cat /etc/version", "--expect-version", "2"])
+        .arg("devices.csv")
+        .run()
+        .expect_status(2)
+        .expect_stderr(
+            "devices.csv:2: device d1 has no way to report its version: it is delivered by a \
+             command (--deliver-cmd or its cmd value), which has no probe request",
+        );
+}
+
 #[test]
 fn dry_run_shows_the_lifecycle_and_contacts_nothing() {
     let mut test = Test::new();
