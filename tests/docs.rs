@@ -2,9 +2,10 @@
 //! runs with `sh -e` against a simulated fleet on 127.0.0.1, so a renamed flag or a changed
 //! exit code fails here instead of misleading a reader.
 //!
-//! What a block may assume, as the README's tour says: the binary on `PATH` as
-//! `update-orchestrator`, and in the working directory `fleet.csv`, the registry of a running
-//! simulated fleet of 20 fault-free devices. The blocks of one file share one directory and
+//! What a block may assume (`docs/architecture.md`, "The manual and its examples"): the binary
+//! on `PATH` as `update-orchestrator`; in the working directory `fleet.csv`, the registry of a
+//! running simulated fleet of 20 fault-free devices, and `fw.bin`, a 64 KiB payload; and
+//! `$FLEET`, the fleet's address (`127.0.0.1:PORT`) for its version, install and rollback URLs. The blocks of one file share one directory and
 //! run in order, so a later block may use what an earlier one wrote (a journal, a report).
 //! Blocks fenced ```` ```sh ```` without `runnable` are shown, never run (they need a real
 //! fleet, sshd or a second terminal).
@@ -73,13 +74,19 @@ fn path_with_binary() -> String {
     }
 }
 
+/// 64 KiB that are not all alike.
+fn payload() -> Vec<u8> {
+    (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect()
+}
+
 #[track_caller]
-fn run_block(document: &Path, dir: &Path, block: &Block) {
+fn run_block(document: &Path, dir: &Path, fleet: &str, block: &Block) {
     let output = Command::new("sh")
         .args(["-e", "-c", &block.script])
         .current_dir(dir)
         .env("PATH", path_with_binary())
         .env("NO_COLOR", "1")
+        .env("FLEET", fleet)
         .stdin(Stdio::null())
         .output()
         .expect("run sh");
@@ -103,8 +110,9 @@ fn run_document(document: &Path, blocks: &[Block]) {
     .expect("start the simulated fleet");
     let dir = tempfile::tempdir().expect("a temporary directory");
     std::fs::write(dir.path().join("fleet.csv"), fleet.registry_csv()).expect("write fleet.csv");
+    std::fs::write(dir.path().join("fw.bin"), payload()).expect("write fw.bin");
     for block in blocks {
-        run_block(document, dir.path(), block);
+        run_block(document, dir.path(), &fleet.addr().to_string(), block);
     }
 }
 
