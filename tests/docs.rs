@@ -76,7 +76,9 @@ fn path_with_binary() -> String {
 
 /// 64 KiB that are not all alike.
 fn payload() -> Vec<u8> {
-    (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect()
+    (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect()
 }
 
 #[track_caller]
