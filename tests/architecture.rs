@@ -41,7 +41,10 @@ fn imports_point_only_to_lower_layers() {
 fn every_module_has_a_layer() {
     let layers = layers_from_doc();
     let modules = top_modules();
-    let missing: Vec<&String> = modules.iter().filter(|m| !layers.contains_key(*m)).collect();
+    let missing: Vec<&String> = modules
+        .iter()
+        .filter(|m| !layers.contains_key(*m))
+        .collect();
     let stale: Vec<&String> = layers.keys().filter(|m| !modules.contains(*m)).collect();
     assert!(
         missing.is_empty(),
@@ -92,7 +95,10 @@ fn layers_from_doc() -> BTreeMap<String, u32> {
             );
         }
     }
-    assert!(!layers.is_empty(), "no layer table under \"{SECTION}\" in {DOC}");
+    assert!(
+        !layers.is_empty(),
+        "no layer table under \"{SECTION}\" in {DOC}"
+    );
     layers
 }
 
