@@ -1,0 +1,89 @@
+//! Running the plan: the deliveries built, the progress thread attached and joined.
+
+use super::AppError;
+use super::signals::Signals;
+use crate::config::PushConfig;
+use crate::delivery::Deliveries;
+use crate::delivery::command::{COMMAND_COLUMN, CommandDelivery};
+use crate::delivery::http::HttpDelivery;
+use crate::delivery::multipart::MultipartBody;
+use crate::delivery::ssh::SshDelivery;
+use crate::events::{self, Event};
+use crate::journal::JournalWriter;
+use crate::observe::Outputs;
+use crate::orchestrator::{Run, RunResult};
+use crate::payload::Payload;
+use crate::progress;
+use crate::registry::Registry;
+use crate::report::ReportWriter;
+use crate::scheduler::Plan;
+
+/// The run's deliveries: HTTP(S) and SSH, and the command delivery when `--deliver-cmd` or a
+/// `cmd` column gives devices a command. Built before the checks, which ask each device's
+/// delivery what it can do.
+pub(super) fn deliveries(
+    config: &PushConfig,
+    registry: &Registry,
+    payload: &Payload,
+) -> Result<Deliveries, AppError> {
+    let mut http = HttpDelivery::new(config.http.clone());
+    if let Some(form) = &config.form {
+        let body =
+            MultipartBody::prepare(form, payload).map_err(|e| AppError::Input(e.to_string()))?;
+        http = http.with_multipart(body);
+    }
+    let mut delivery = Deliveries::new(http, SshDelivery::new(config.ssh.clone()));
+    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
+    if config.command.command.is_some() || has_column {
+        delivery = delivery.with_command(CommandDelivery::new(config.command.clone()));
+    }
+    Ok(delivery)
+}
+
+/// Runs the plan with the progress thread attached; joins the thread before returning.
+pub(super) fn execute(
+    config: &PushConfig,
+    (registry, delivery): (&Registry, &Deliveries),
+    payload: &Payload,
+    plan: &Plan,
+    (journal, report): (Option<&JournalWriter>, Option<&ReportWriter>),
+    signals: &Signals,
+    outputs: Outputs,
+) -> Result<RunResult, AppError> {
+    let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
+    let shape = run_shape(&config.run, plan, payload.len());
+    let progress = progress::spawn_with_outputs(config.progress.clone(), shape, receiver, outputs)
+        .map_err(|e| AppError::Fatal(format!("cannot start the progress thread: {e}")))?;
+    let run = Run {
+        registry,
+        payload,
+        delivery,
+        lifecycle: &config.lifecycle,
+        plan,
+        settings: config.run,
+        interrupt: &signals.interrupt,
+        journal,
+        report,
+    };
+    let result = run.execute(&sender);
+    drop(sender); // the progress thread ends when every sender is gone
+    progress.join();
+    result.map_err(|e| AppError::Fatal(e.to_string()))
+}
+
+/// What bounds the run, for the progress thread's ETA.
+fn run_shape(
+    settings: &crate::orchestrator::RunSettings,
+    plan: &Plan,
+    payload_len: u64,
+) -> progress::RunShape {
+    progress::RunShape {
+        concurrency: settings.concurrency,
+        payload_len,
+        bandwidth: settings.bandwidth,
+        rate: settings.rate.map(|rate| rate.per_second),
+        waves: plan.waves.iter().map(|wave| wave.devices.len()).collect(),
+        wave_pause: settings.wave_pause,
+        attempts: settings.retry.max_attempts(),
+    }
+}

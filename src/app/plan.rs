@@ -1,0 +1,104 @@
+//! The plan of a push: the journal opened and read, the devices it skips said, and the dry
+//! run that prints the plan and stops.
+
+use super::{AppError, Outcome};
+use crate::config::{JournalOptions, PushConfig};
+use crate::journal::{self, Journal, JournalWriter};
+use crate::payload::Payload;
+use crate::registry::Registry;
+use crate::report;
+use crate::scheduler::{Plan, Selection, SkipReason};
+use std::io::{self, Write};
+
+/// Opens and locks the journal, and says what it found.
+pub(super) fn open_journal(
+    options: Option<&JournalOptions>,
+    payload: &Payload,
+) -> Result<Option<(JournalWriter, Journal)>, AppError> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let (writer, journal) = JournalWriter::open(&options.path, payload, options.reset)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    for warning in &journal.warnings {
+        log::warn!("{warning}");
+    }
+    Ok(Some((writer, journal)))
+}
+
+/// Which devices run, given the journal; says what is skipped and what is pushed again.
+pub(super) fn plan(registry: &Registry, journal: Option<&Journal>, config: &PushConfig) -> Plan {
+    const LISTED: usize = 20;
+    let options = &config.selection;
+    let selection = Selection {
+        filters: &options.filters,
+        shard: options.shard,
+        journal,
+        only_failed: config.journal.as_ref().is_some_and(|o| o.only_failed),
+        order: options.order,
+        canary: options.canary,
+        waves: &options.waves,
+    };
+    let plan = Plan::build(registry, &selection);
+    for index in plan.url_changed.iter().take(LISTED) {
+        let device = &registry.devices[*index];
+        let before = journal
+            .and_then(|j| j.device(&device.id))
+            .map_or("", |e| e.url.as_str());
+        eprintln!(
+            "{}: url changed since it succeeded ({} -> {}): pushing again",
+            device.id,
+            report::redact_url(before),
+            report::redact_url(&device.url)
+        );
+    }
+    if plan.url_changed.len() > LISTED {
+        eprintln!(
+            "... and {} more devices whose url changed",
+            plan.url_changed.len() - LISTED
+        );
+    }
+    for reason in [SkipReason::AlreadyUpdated, SkipReason::NotFailed] {
+        let count = plan.count_skipped(reason);
+        if count > 0 && !config.dry_run {
+            let left = match plan.len() {
+                0 => "nothing to do".to_string(),
+                n => format!("{n} to push"),
+            };
+            eprintln!(
+                "skipping {count} of {} devices ({}, per the journal); {left}",
+                registry.devices.len(),
+                reason.text(),
+            );
+        }
+    }
+    plan
+}
+
+/// `--dry-run`: the plan on stdout; reads the journal (without locking or creating it) and
+/// contacts nothing.
+pub(super) fn dry_run(
+    config: &PushConfig,
+    registry: &Registry,
+    payload: &Payload,
+) -> Result<Outcome, AppError> {
+    let journal = match &config.journal {
+        Some(options) if options.path.exists() && !options.reset => {
+            let journal =
+                journal::read(&options.path).map_err(|e| AppError::Input(e.to_string()))?;
+            if journal.payload_sha256 != payload.digest().hex() {
+                return Err(AppError::Input(format!(
+                    "journal {} belongs to another payload: use a new journal, or --journal-reset",
+                    options.path.display()
+                )));
+            }
+            Some(journal)
+        }
+        _ => None,
+    };
+    let plan = plan(registry, journal.as_ref(), config);
+    let text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
+    writeln!(io::stdout(), "{text}")
+        .map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
+    Ok(Outcome::Succeeded)
+}

@@ -1,0 +1,136 @@
+//! The checks of a push between reading the registry and the plan: every template's
+//! placeholders against the registry's columns, the selection not empty, every device able to
+//! do what the flags ask of it. Nothing is contacted.
+
+use super::AppError;
+use crate::config::{PushConfig, RegistrySource};
+use crate::delivery::command::{self, COMMAND_COLUMN, CommandOptions};
+use crate::delivery::{Action, Deliveries};
+use crate::lifecycle::Lifecycle;
+use crate::registry::{self, Registry};
+use crate::scheduler;
+use crate::template::Template;
+use std::fs::File;
+use std::io;
+
+/// Checks `registry` against the flags: filters name its columns, the selection is not empty,
+/// `--exec`, the delivery commands and the lifecycle's templates fit it. Warns about devices
+/// that share a URL.
+pub(super) fn check(
+    config: &PushConfig,
+    registry: &Registry,
+    delivery: &Deliveries,
+) -> Result<(), AppError> {
+    for warning in registry::duplicate_urls(registry, 10) {
+        log::warn!("{warning}");
+    }
+    let selection = &config.selection;
+    scheduler::check_filters(&selection.filters, &registry.header).map_err(AppError::Input)?;
+    if let Some(message) = scheduler::empty_selection(registry, &selection.filters, selection.shard)
+    {
+        return Err(AppError::Input(message));
+    }
+    check_exec(config.ssh.exec.as_ref(), registry)?;
+    check_commands(&config.command, registry)?;
+    check_lifecycle(&config.lifecycle, registry, delivery)
+}
+
+/// Loads and validates the registry from a file or stdin.
+pub fn load_registry(
+    source: &RegistrySource,
+    options: &registry::LoadOptions<'_>,
+) -> Result<Registry, AppError> {
+    let loaded = match source {
+        RegistrySource::Stdin => registry::load_with("<stdin>", io::stdin().lock(), options),
+        RegistrySource::File(path) => {
+            let file = File::open(path).map_err(|e| {
+                AppError::Input(format!("cannot read registry {}: {e}", path.display()))
+            })?;
+            registry::load_with(&path.display().to_string(), file, options)
+        }
+    };
+    loaded.map_err(|e| AppError::Input(e.to_string()))
+}
+
+/// Checks every delivery command against the registry (`--deliver-cmd`, the `cmd` column),
+/// and that `--deliver-stdin` has a command to feed.
+fn check_commands(options: &CommandOptions, registry: &Registry) -> Result<(), AppError> {
+    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
+    if options.stdin && options.command.is_none() && !has_column {
+        return Err(AppError::Input(format!(
+            "--deliver-stdin feeds a delivery command: give --deliver-cmd, or a {COMMAND_COLUMN} \
+             column in {}",
+            registry.source
+        )));
+    }
+    command::check_registry(options, registry).map_err(|e| AppError::Input(e.to_string()))
+}
+
+/// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).
+fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppError> {
+    let Some(exec) = exec else { return Ok(()) };
+    let mut columns = registry.header.to_vec();
+    columns.push("path".to_string());
+    exec.check_columns(&columns)
+        .map_err(|e| AppError::Input(format!("--exec: {e}")))
+}
+
+/// Checks the lifecycle's placeholders against the registry's columns (`{path}` too in SSH
+/// commands), and that every device's delivery (the one that uploads to it) has the probe the
+/// health check needs.
+fn check_lifecycle(
+    lifecycle: &Lifecycle,
+    registry: &Registry,
+    delivery: &Deliveries,
+) -> Result<(), AppError> {
+    let mut with_path = registry.header.to_vec();
+    with_path.push("path".to_string());
+    let check = lifecycle.check.as_ref();
+    let templates = [
+        (
+            "--probe",
+            check.and_then(|c| c.command.as_ref()),
+            &with_path,
+        ),
+        (
+            "--probe-url",
+            check.and_then(|c| c.url.as_ref()),
+            &registry.header.to_vec(),
+        ),
+        (
+            "--then-url",
+            lifecycle.install_url.as_ref().map(|a| &a.url),
+            &registry.header.to_vec(),
+        ),
+        (
+            "--rollback",
+            lifecycle.rollback_command.as_ref(),
+            &with_path,
+        ),
+        (
+            "--rollback-url",
+            lifecycle.rollback_url.as_ref().map(|a| &a.url),
+            &registry.header.to_vec(),
+        ),
+    ];
+    for (flag, template, columns) in templates {
+        if let Some(template) = template {
+            template
+                .check_columns(columns)
+                .map_err(|e| AppError::Input(format!("{flag}: {e}")))?;
+        }
+    }
+    if check.is_none() {
+        return Ok(());
+    }
+    for device in &registry.devices {
+        let Err(missing) = delivery.configured(registry, device, Action::Probe, lifecycle) else {
+            continue;
+        };
+        return Err(AppError::Input(format!(
+            "{}:{}: device {} has no way to report its version: {missing}",
+            registry.source, device.line, device.id
+        )));
+    }
+    Ok(())
+}
