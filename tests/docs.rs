@@ -198,3 +198,101 @@ fn runnable_blocks_are_found_between_their_fences() {
     assert_eq!(blocks[0].line, 2);
     assert_eq!(blocks[0].script, "echo one\necho two\n");
 }
+
+/// Issue 16: a default was written in four places (doc string, argh attribute, `Default`, the
+/// README's table). The chapter's table of push flags and `push --help` must name the same
+/// flags, and where both give a default, the same one.
+#[test]
+fn the_push_flag_table_agrees_with_push_help() {
+    let help = push_help_entries();
+    let table = push_flag_table();
+    for (flag, default) in &table {
+        let Some(entry) = help.iter().find(|(name, _)| name == flag) else {
+            panic!("docs/push.md lists --{flag}, which push --help does not have");
+        };
+        if let Some(help_default) = default_in(&entry.1) {
+            assert_eq!(
+                normalize(default),
+                normalize(help_default),
+                "--{flag}: docs/push.md and push --help give different defaults"
+            );
+        }
+    }
+    for (flag, _) in help.iter().filter(|(flag, _)| flag != "help") {
+        let listed = table.iter().any(|(name, _)| name == flag);
+        assert!(
+            listed,
+            "--{flag} is missing from docs/push.md's table of flags"
+        );
+    }
+}
+
+/// `push --help`'s entries: (long flag, description with its wrapped lines).
+fn push_help_entries() -> Vec<(String, String)> {
+    let binary = env!("CARGO_BIN_EXE_update-orchestrator");
+    let output = Command::new(binary)
+        .args(["push", "--help"])
+        .output()
+        .expect("push --help");
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in String::from_utf8(output.stdout).unwrap().lines() {
+        if line.starts_with("  -")
+            && let Some(dashes) = line.find("--")
+        {
+            let rest = &line[dashes + 2..];
+            let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = name.trim_end_matches(',');
+            entries.push((name.to_string(), text.trim().to_string()));
+        } else if line.starts_with("   ") && !entries.is_empty() {
+            let entry = entries.last_mut().unwrap();
+            entry.1 = format!("{} {}", entry.1, line.trim());
+        }
+    }
+    entries
+}
+
+/// docs/push.md's table "Every flag of `push`": (long flag, default cell).
+fn push_flag_table() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(manifest_dir().join("docs/push.md")).unwrap();
+    let start = text
+        .find("## Every flag of `push`")
+        .expect("the table's heading");
+    let section = &text[start..];
+    let end = section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3);
+    let mut rows = Vec::new();
+    for line in section[..end]
+        .lines()
+        .filter(|line| line.starts_with("| `-"))
+    {
+        let line = line.replace("\\|", "/");
+        let cells: Vec<&str> = line.split('|').collect();
+        let (flag_cell, default) = (cells[1], cells[2].trim().to_string());
+        let flag = match flag_cell.find("--") {
+            Some(dashes) => &flag_cell[dashes + 2..],
+            None => "verbose", // `-v`, `-vv`, `-vvv`
+        };
+        let flag = flag
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .next()
+            .unwrap();
+        rows.push((flag.to_string(), default));
+    }
+    assert!(
+        rows.len() > 60,
+        "docs/push.md's table has {} rows",
+        rows.len()
+    );
+    rows
+}
+
+/// The `X` of a help entry's `(default X)`.
+fn default_in(text: &str) -> Option<&str> {
+    let start = text.find("(default ")? + "(default ".len();
+    Some(&text[start..start + text[start..].find(')')?])
+}
+
+fn normalize(text: &str) -> String {
+    text.replace(['`', '\''], "")
+}
