@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Each worker's stack. A device's deepest path (a TLS handshake in rustls, libssh2 and
-/// OpenSSL, a caught panic) touches far less (see the README's Performance section); the
+/// OpenSSL, a caught panic) touches far less (see docs/performance.md); the
 /// default 2 MiB would only reserve address space, 16 GiB of it at 8,000 workers.
 pub const WORKER_STACK_SIZE: usize = 256 * 1024;
 

@@ -1,5 +1,5 @@
 //! `--events FILE|-`: every event of a run as one JSON object per line (the schema is the
-//! README's table; its field names are stable).
+//! table in docs/watching.md; its field names are stable).
 //!
 //! Owns: the line format (`Line`), byte progress coalesced per device (one `bytes_sent` line per
 //! device at most every `BYTES_EVERY`, and always before that device's next other line, so each
@@ -136,7 +136,7 @@ impl EventLog {
     }
 
     /// Writes the line(s) for `event`. Every variant is matched by name: a new `Event` does not
-    /// compile until it has a line here (and a row in the README's schema table).
+    /// compile until it has a line here (and a row in docs/watching.md's schema table).
     pub fn record(&mut self, event: &Event) {
         match event {
             Event::RunStarted {

@@ -1,7 +1,7 @@
 //! `--metrics-file PATH` and `/metrics`: the run in the Prometheus text format (version 0.0.4),
 //! as node_exporter's textfile collector reads it.
 //!
-//! Owns: the metric names (README, "Prometheus metrics"), rendering them (pure), and replacing
+//! Owns: the metric names (docs/watching.md), rendering them (pure), and replacing
 //! the file atomically: a temp file in the same directory, then a rename, so a collector never
 //! reads half a file. Must not: stop the run when the file cannot be written (it warns once per
 //! kind of error and tries again at the next interval).

@@ -1,6 +1,6 @@
 //! `/status.json`: the progress snapshot as one JSON object, for the status page and scripts.
 //!
-//! Owns: the document's fields (README, "Live status"). Must not: do IO.
+//! Owns: the document's fields (docs/watching.md). Must not: do IO.
 
 use serde_json::{Value, json};
 

@@ -8,7 +8,7 @@
 //! every other worker, 33 rounds each time it runs out, so every idle phase (the pool starting,
 //! a wave's end) cost O(workers²): at 3,000 workers, 35 s of CPU for two waves of nothing, and
 //! at 8,000, 17 s even with rayon's epoch bookkeeping made cheap (measured on 2 cores; see the
-//! README's Performance section). Devices wait for sockets, not CPU: a worker is a thread that
+//! docs/performance.md). Devices wait for sockets, not CPU: a worker is a thread that
 //! blocks, and a blocked thread costs only its touched stack.
 //!
 //! Owns: handing out waves and device indexes, and waiting for a wave's end. Must not: decide

@@ -100,7 +100,7 @@ fn help_into_a_closed_pipe_exits_quietly() {
 fn there_is_no_flag_that_turns_verification_off_by_accident() {
     // SSH host keys are always checked, and TLS certificates unless --insecure is spelled out
     // (tests/cli/mtls.rs): the short or look-alike flags other tools use to skip checks are
-    // usage errors here, and the README's Security section says what to do instead.
+    // usage errors here, and docs/security.md says what to do instead.
     for flag in ["-k", "--insecure-skip-tls-verify", "--no-verify"] {
         let output = Test::new()
             .args(["push", "--payload", "fw.bin", flag, "devices.csv"])

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// fails with what it printed so far.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The report's header row, as the README documents it.
+/// The report's header row, as docs/push.md documents it.
 pub const REPORT_HEADER: &str = "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback";
 
 /// One run of the binary in its own temp dir (which is also the child's working directory, so

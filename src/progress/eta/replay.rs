@@ -5,7 +5,7 @@
 //! on, every simulated second, the estimate shown against the time the run really had left.
 //! The runs themselves are `simulation`'s. Must not: be compiled outside tests.
 //!
-//! `cargo test --lib eta::replay -- --nocapture` prints the table the README shows.
+//! `cargo test --lib eta::replay -- --nocapture` prints the table docs/performance.md shows.
 
 mod simulation;
 
@@ -236,7 +236,7 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The README's table: every scenario replayed and judged; each holds to its target.
+/// docs/performance.md's table: every scenario replayed and judged; each holds to its target.
 #[test]
 fn the_eta_is_within_its_targets_in_every_scenario() {
     println!(

@@ -58,7 +58,7 @@ fn check_threshold(max: &str, min_sample: usize, finished: usize, failed: usize,
     );
 }
 
-// One case per sentence of the documented rule (README, "Failure threshold").
+// One case per sentence of the documented rule (docs/rollout.md, "Failure threshold").
 #[test]
 fn threshold_is_evaluated_only_after_the_minimum_sample() {
     check_threshold("2", 10, 9, 9, false);
