@@ -63,7 +63,7 @@ fn healthy_fleet_gets_every_byte_once_and_the_report_keeps_input_order() {
     }
 }
 
-/// `push --payload fw.bin -` is the documented way to read the registry from stdin (README and docs,
+/// `push --payload fw.bin -` is the documented way to read the registry from stdin (README,
 /// `--help` examples), but argh took the lone `-` for an unknown flag and exited 2.
 #[test]
 fn registry_from_stdin_given_as_a_lone_dash() {
