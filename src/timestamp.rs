@@ -1,7 +1,9 @@
-//! RFC 3339 timestamps in UTC (`2026-11-28T09:10:26.123Z`), for the journal and event streams.
+//! Dates without a date crate: RFC 3339 timestamps in UTC (`2026-11-28T09:10:26.123Z`) for the
+//! journal and event streams, HTTP-dates (`Retry-After`), and the calendar arithmetic under
+//! both (and under the TLS verifier's certificate dates).
 //!
-//! Owns: formatting a `SystemTime` without a date crate. Must not: read the clock itself except
-//! in `now()`, so the formatting is a pure, tested function.
+//! Owns: all date arithmetic in the crate. Must not: read the clock itself except in `now()`,
+//! so the rest are pure, tested functions.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +25,53 @@ pub fn format(time: SystemTime) -> String {
         rest % 60,
         since.subsec_millis()
     )
+}
+
+/// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
+pub fn parse_http_date(value: &str) -> Option<SystemTime> {
+    let mut words = value.split_whitespace();
+    let _weekday = words.next()?;
+    let day: u32 = words.next()?.parse().ok()?;
+    let month = match words.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = words.next()?.parse().ok()?;
+    let mut clock = words
+        .next()?
+        .split(':')
+        .map(|part| part.parse::<u32>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    if words.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    {
+        return None;
+    }
+    let seconds = seconds_from_civil(year, month, day, hour, minute, second);
+    Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
+}
+
+/// Seconds since 1970-01-01T00:00:00Z of a proleptic Gregorian date and a UTC time of day
+/// (negative before 1970).
+pub(crate) fn seconds_from_civil(
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+) -> i64 {
+    days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -69,5 +118,25 @@ mod tests {
         check(951_782_400, 0, "2000-02-29T00:00:00.000Z");
         check(1_795_863_026, 123, "2026-11-28T10:50:26.123Z");
         check(4_102_444_799, 999, "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn days_from_civil_matches_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 28), 20_785);
+    }
+
+    #[test]
+    fn parses_http_dates() {
+        let at = |seconds: u64| Some(UNIX_EPOCH + Duration::from_secs(seconds));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            at(784_111_777)
+        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), at(0));
+        assert_eq!(parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 24:00:00 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49 GMT"), None);
     }
 }

@@ -23,7 +23,6 @@ use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
-use crate::timestamp::days_from_civil;
 use early::EarlyAnswer;
 use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime};
@@ -799,43 +798,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = parse_http_date(value)?;
+    let at = crate::timestamp::parse_http_date(value)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    let mut words = value.split_whitespace();
-    let _weekday = words.next()?;
-    let day: u32 = words.next()?.parse().ok()?;
-    let month = match words.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = words.next()?.parse().ok()?;
-    let mut clock = words
-        .next()?
-        .split(':')
-        .map(|part| part.parse::<u64>().ok());
-    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
-    if words.next()? != "GMT" || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
-    {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let seconds = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
 }
 
 /// Collapses a response excerpt to one printable line.
@@ -888,13 +852,6 @@ mod tests {
         check_retry_after("-5", None);
         check_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", None);
         check_retry_after("Sun, 06 Nov 1994 08:49:37 UTC", None);
-    }
-
-    #[test]
-    fn days_from_civil_matches_known_dates() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(2026, 11, 28), 20_785);
     }
 
     #[track_caller]

@@ -231,8 +231,8 @@ fn time(tag: u8, text: &[u8]) -> Option<u64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
         return None;
     }
-    let days = crate::timestamp::days_from_civil(year, month, day);
-    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second.min(60));
+    let seconds =
+        crate::timestamp::seconds_from_civil(year, month, day, hour, minute, second.min(60));
     Some(u64::try_from(seconds).unwrap_or(0))
 }
 
