@@ -15,7 +15,7 @@ mod summary;
 
 pub use preflight::load_registry;
 
-use crate::cli::{Command, PushArgs, TopLevel};
+use crate::cli::{Command, PushArgs, TopLevel, exit};
 use crate::config::{PushConfig, UsageError};
 use crate::orchestrator::{RunResult, StopReason};
 use crate::payload::Payload;
@@ -47,12 +47,12 @@ impl Outcome {
     /// The process exit code.
     pub fn exit_code(self) -> u8 {
         match self {
-            Outcome::Succeeded => 0,
-            Outcome::SomeFailed => 1,
-            Outcome::Aborted => 3,
-            Outcome::WindowClosed => 4,
-            Outcome::Interrupted => 130,
-            Outcome::Terminated => 143,
+            Outcome::Succeeded => exit::SUCCEEDED,
+            Outcome::SomeFailed => exit::SOME_FAILED,
+            Outcome::Aborted => exit::ABORTED,
+            Outcome::WindowClosed => exit::WINDOW_CLOSED,
+            Outcome::Interrupted => exit::INTERRUPTED,
+            Outcome::Terminated => exit::TERMINATED,
         }
     }
 }
@@ -70,8 +70,8 @@ impl AppError {
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Input(_) => 2,
-            AppError::Fatal(_) => 1,
+            AppError::Input(_) => exit::USAGE,
+            AppError::Fatal(_) => exit::SOME_FAILED,
         }
     }
 }

@@ -10,6 +10,7 @@
 use argh::{ArgsInfo, FromArgs};
 
 mod demo;
+pub mod exit;
 mod manual;
 mod push;
 mod push_help;
@@ -125,7 +126,7 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             output: format!(
                 "{program}: a command is required: push, status, demo or simulate (see {program} --help)"
             ),
-            status: 2,
+            status: exit::USAGE,
         },
         Ok(top) => Parsed::Run(top),
         Err(exit) if exit.status.is_ok() => Parsed::Exit {
@@ -136,7 +137,7 @@ pub fn parse(program: &str, args: &[String]) -> Parsed {
             output: suggest::explain(&exit.output, &args, &suggest::top_level())
                 .map(|message| format!("{program}: {message}"))
                 .unwrap_or_else(|| exit.output.trim_end().to_string()),
-            status: 2,
+            status: exit::USAGE,
         },
     }
 }
@@ -174,12 +175,12 @@ fn help_command(program: &str, args: &[String]) -> Option<Parsed> {
             },
             None => Parsed::Exit {
                 output: format!("{program}: no help topic '{topic}'\n\n{list}"),
-                status: 2,
+                status: exit::USAGE,
             },
         },
         _ => Parsed::Exit {
             output: format!("{program}: help takes one topic\n\n{list}"),
-            status: 2,
+            status: exit::USAGE,
         },
     })
 }

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         .collect();
     let Ok(args) = args else {
         eprintln!("update-orchestrator: arguments must be valid UTF-8");
-        return ExitCode::from(2);
+        return ExitCode::from(cli::exit::USAGE);
     };
     let top = match cli::parse("update-orchestrator", &args) {
         cli::Parsed::Run(top) => top,

@@ -1,6 +1,7 @@
 //! The signal handlers of a push.
 
 use super::AppError;
+use crate::cli::exit;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -19,9 +20,17 @@ impl Signals {
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminated = Arc::new(AtomicBool::new(false));
         let register = || -> io::Result<()> {
-            flag::register_conditional_shutdown(SIGINT, 130, interrupt.clone())?;
+            flag::register_conditional_shutdown(
+                SIGINT,
+                exit::INTERRUPTED.into(),
+                interrupt.clone(),
+            )?;
             flag::register(SIGINT, interrupt.clone())?;
-            flag::register_conditional_shutdown(SIGTERM, 143, interrupt.clone())?;
+            flag::register_conditional_shutdown(
+                SIGTERM,
+                exit::TERMINATED.into(),
+                interrupt.clone(),
+            )?;
             flag::register(SIGTERM, terminated.clone())?;
             flag::register(SIGTERM, interrupt.clone())?;
             Ok(())
