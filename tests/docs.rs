@@ -296,3 +296,51 @@ fn default_in(text: &str) -> Option<&str> {
 fn normalize(text: &str) -> String {
     text.replace(['`', '\''], "")
 }
+
+/// The exit codes docs/push.md's table explains are the ones `push --help` lists (130's line
+/// there names 143, SIGTERM's, too).
+#[test]
+fn the_exit_code_table_agrees_with_push_help() {
+    let binary = env!("CARGO_BIN_EXE_update-orchestrator");
+    let output = Command::new(binary)
+        .args(["push", "--help"])
+        .output()
+        .expect("push --help");
+    let help = String::from_utf8(output.stdout).unwrap();
+    let listing = &help[help.find("Error codes:\n").expect("an exit code listing")..];
+    let mut from_help: Vec<u8> = Vec::new();
+    for line in listing
+        .lines()
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+    {
+        let mut words = line.split_whitespace();
+        from_help.extend(words.next().and_then(|code| code.parse::<u8>().ok()));
+        from_help.extend(
+            line.split("(")
+                .filter_map(|part| part.split(':').next()?.parse::<u8>().ok()),
+        );
+    }
+    from_help.sort();
+    let text = std::fs::read_to_string(manifest_dir().join("docs/push.md")).unwrap();
+    let section = &text[text.find("## Exit codes").expect("the exit codes' heading")..];
+    let mut from_docs: Vec<u8> = section
+        .lines()
+        .skip_while(|line| !line.starts_with("| ---"))
+        .skip(1)
+        .take_while(|line| line.starts_with('|'))
+        .filter_map(|line| {
+            line.trim_start_matches('|')
+                .split('|')
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    from_docs.sort();
+    assert_eq!(
+        from_docs, from_help,
+        "docs/push.md's exit codes and push --help's"
+    );
+}
