@@ -9,6 +9,8 @@
 
 use argh::{ArgsInfo, FromArgs};
 
+#[cfg(test)]
+mod defaults;
 mod demo;
 pub mod exit;
 mod manual;

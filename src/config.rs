@@ -261,6 +261,14 @@ mod tests {
             format!("{:?}", config.ssh),
             format!("{:?}", crate::delivery::ssh::SshOptions::default())
         );
+        assert_eq!(
+            format!("{:?}", config.command),
+            format!("{:?}", CommandOptions::default())
+        );
+        assert_eq!(
+            format!("{:?}", config.lifecycle),
+            format!("{:?}", Lifecycle::default())
+        );
     }
 
     #[track_caller]
