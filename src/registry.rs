@@ -1,12 +1,17 @@
-//! The device registry: a CSV file (or stdin) with one device per row.
+//! The device registry: one device per row, from a row source (a CSV file or stdin today).
 //!
-//! Owns: reading the whole CSV, validating every row, and resolving each device's target URL
-//! (from its `url` column or the `--target` template). Every problem is collected with its file,
-//! line and column, so a user fixes them all in one go. Must not: contact any device, or accept a
-//! registry with any problem (a half-valid fleet is never pushed).
+//! Owns: the seam between where rows come from and what they must say: a [`RowSource`] yields
+//! located rows (`csv_rows`: a CSV line each), and one validation step (`validate`) turns them
+//! into a [`Registry`], resolving each device's target URL (from its `url` column or the
+//! `--target` template). Every problem is collected with its source, location and column, so a
+//! user fixes them all in one go. The `cmd` column rule lives here ([`Registry::command`]).
+//! Must not: contact any device, or accept a registry with any problem (a half-valid fleet is
+//! never pushed).
 
-use crate::address::pin::{PIN_COLUMN, Pins};
-use crate::template::{Escape, Template};
+mod csv_rows;
+mod validate;
+
+use crate::template::Template;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
@@ -35,8 +40,8 @@ pub struct Device {
     pub id: Arc<str>,
     /// The resolved target URL.
     pub url: String,
-    /// The line the row starts on (1-based; the header is line 1).
-    pub line: u64,
+    /// Where its row is: the line it starts on in a CSV (1-based; the header is line 1).
+    pub location: Location,
     /// Every field of the row, in header order (kept for templates and filters).
     pub fields: Box<[String]>,
 }
@@ -47,13 +52,90 @@ impl Registry {
         let index = self.header.iter().position(|name| name == column)?;
         device.fields.get(index).map(String::as_str)
     }
+
+    /// Whether the registry has a `cmd` column (devices may have their own delivery command).
+    pub fn has_command_column(&self) -> bool {
+        self.header.iter().any(|name| name == COMMAND_COLUMN)
+    }
+
+    /// `device`'s own delivery command: its non-empty `cmd` value. The one place the `cmd`
+    /// column rule is written (the validation step applies it to rows through
+    /// [`has_command`]).
+    pub fn command<'a>(&self, device: &'a Device) -> Option<&'a str> {
+        self.value(device, COMMAND_COLUMN)
+            .filter(|text| !text.is_empty())
+    }
+}
+
+/// Where a row is in its source: a CSV line, or a database key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// The 1-based line a CSV row starts on (the header is line 1).
+    Line(u64),
+    /// The key of a row in a database (an inventory's primary key).
+    Key(String),
+}
+
+impl Location {
+    /// The line, for a CSV row.
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Location::Line(line) => Some(*line),
+            Location::Key(_) => None,
+        }
+    }
+
+    /// In words, for "line 2 has it too": `line 2`, `key fw-42`.
+    pub fn phrase(&self) -> String {
+        match self {
+            Location::Line(line) => format!("line {line}"),
+            Location::Key(key) => format!("key {key}"),
+        }
+    }
+}
+
+/// After the source's name: `devices.csv:4`, `inventory.db:fw-42`.
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Line(line) => write!(f, "{line}"),
+            Location::Key(key) => f.write_str(key),
+        }
+    }
+}
+
+/// One row of a source: its fields in header order, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Where the row is, for messages.
+    pub location: Location,
+    /// Every field, in header order.
+    pub fields: Box<[String]>,
+}
+
+/// Where registry rows come from (a CSV file today; an inventory database next). A source
+/// knows its syntax and reports what only it can get wrong; [`load_rows`] does the one
+/// validation every source shares.
+pub trait RowSource {
+    /// Where the header's problems point (a CSV: line 1); `None` for a source without a
+    /// header line.
+    fn header_location(&self) -> Option<Location> {
+        None
+    }
+
+    /// The column names; `None`, with the problems added, when there is no usable header.
+    fn header(&mut self, problems: &mut Vec<Problem>) -> Option<Vec<String>>;
+
+    /// The next row, `None` at the end. A row that cannot be read adds its problem and is
+    /// skipped.
+    fn next_row(&mut self, problems: &mut Vec<Problem>) -> Option<Row>;
 }
 
 /// One thing wrong with a registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// 1-based line, when the problem belongs to one.
-    pub line: Option<u64>,
+    /// The row (or header line) it belongs to, if any.
+    pub location: Option<Location>,
     /// 1-based column number and its header name, when the problem belongs to one field.
     pub column: Option<(usize, String)>,
     /// What is wrong and, where it helps, how to fix it.
@@ -76,8 +158,8 @@ impl fmt::Display for RegistryError {
         write!(f, "{}: {count} {noun}, nothing was pushed", self.source)?;
         for problem in self.problems.iter().take(MAX_LISTED_PROBLEMS) {
             write!(f, "\n  {}", self.source)?;
-            if let Some(line) = problem.line {
-                write!(f, ":{line}")?;
+            if let Some(location) = &problem.location {
+                write!(f, ":{location}")?;
             }
             if let Some((number, name)) = &problem.column {
                 write!(f, ": column {number} ({name})")?;
@@ -96,6 +178,17 @@ impl fmt::Display for RegistryError {
 }
 
 impl std::error::Error for RegistryError {}
+
+impl Problem {
+    /// A problem with no column.
+    pub fn new(location: Option<Location>, message: &str) -> Problem {
+        Problem {
+            location,
+            column: None,
+            message: message.to_string(),
+        }
+    }
+}
 
 /// The column that gives a device its own delivery command (see `delivery::command`).
 pub const COMMAND_COLUMN: &str = "cmd";
@@ -134,345 +227,53 @@ pub fn load(
 /// [`load`] with every option: commands, extra URL schemes.
 pub fn load_with(
     source: &str,
-    reader: impl Read,
+    mut reader: impl Read,
     options: &LoadOptions<'_>,
 ) -> Result<Registry, RegistryError> {
-    let mut loader = Loader {
+    // The whole input is read first: lines are counted from byte offsets in the text.
+    let mut text = Vec::new();
+    if let Err(error) = reader.read_to_end(&mut text) {
+        let problem = Problem::new(None, &format!("cannot read: {error}"));
+        return Err(RegistryError {
+            source: source.to_string(),
+            problems: vec![problem],
+        });
+    }
+    let delimiter = options.delimiter.unwrap_or(b',');
+    load_rows(
         source,
-        options: *options,
-        command_column: None,
-        problems: Vec::new(),
-    };
-    let registry = loader.load(reader, options.target);
-    match registry {
-        Some(registry) if loader.problems.is_empty() => Ok(registry),
+        &mut csv_rows::CsvRows::new(&text, delimiter),
+        options,
+    )
+}
+
+/// Reads every row of `rows` (any [`RowSource`]) and validates them as one registry: the
+/// step every source shares. `source` names it in messages.
+pub fn load_rows(
+    source: &str,
+    rows: &mut dyn RowSource,
+    options: &LoadOptions<'_>,
+) -> Result<Registry, RegistryError> {
+    let mut problems = Vec::new();
+    match validate::registry(source, rows, options, &mut problems) {
+        Some(registry) if problems.is_empty() => Ok(registry),
         _ => Err(RegistryError {
             source: source.to_string(),
-            problems: loader.problems,
+            problems,
         }),
     }
 }
 
-struct Loader<'s> {
-    source: &'s str,
-    options: LoadOptions<'s>,
+/// Whether a row has a delivery command: `--deliver-cmd` gives every device one, else a
+/// non-empty `cmd` value (`command_column` is its index). Such a device is reached by the
+/// command: its url is data, not checked.
+fn has_command(
+    options: &LoadOptions<'_>,
     command_column: Option<usize>,
-    problems: Vec<Problem>,
-}
-
-/// Where the URL of each device comes from.
-enum UrlSource<'t> {
-    Column(usize),
-    Template(&'t Template),
-    /// Nowhere: every device needs a command.
-    None,
-}
-
-impl Loader<'_> {
-    fn load(&mut self, mut reader: impl Read, target: Option<&Template>) -> Option<Registry> {
-        // The whole input is read first: csv's own line numbers drift on CRLF and blank lines,
-        // so lines are counted from byte offsets in the text itself.
-        let mut text = Vec::new();
-        if let Err(error) = reader.read_to_end(&mut text) {
-            self.problem(None, None, &format!("cannot read: {error}"));
-            return None;
-        }
-        let mut lines = LineCounter::new(&text);
-        let mut csv = csv::ReaderBuilder::new()
-            .delimiter(self.delimiter())
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(text.as_slice());
-        let header = self.header(&mut csv)?;
-        if let Some(hint) = delimiter_hint(&header, self.delimiter()) {
-            self.problem(Some(1), None, &hint);
-            return None;
-        }
-        let id_column = header.iter().position(|name| name == "id");
-        self.command_column = header.iter().position(|name| name == COMMAND_COLUMN);
-        let url_source = self.url_source(&header, target);
-        if id_column.is_none() {
-            let fix = case_hint(&header, "id")
-                .unwrap_or_else(|| "add an id column (a unique name per device)".to_string());
-            let message = format!("missing required column 'id' in the header row: {fix}");
-            self.problem(Some(1), None, &message);
-        }
-        let (id_column, url_source) = (id_column?, url_source?);
-        let devices = self.rows(&mut csv, &mut lines, &header, id_column, &url_source);
-        Some(Registry {
-            source: self.source.to_string(),
-            header: header.into(),
-            devices,
-        })
-    }
-
-    fn header(&mut self, csv: &mut csv::Reader<impl Read>) -> Option<Vec<String>> {
-        let header = match csv.headers() {
-            Ok(header) => header.clone(),
-            Err(error) => {
-                self.csv_problem(Some(1), &error);
-                return None;
-            }
-        };
-        if header.is_empty() || header.iter().all(str::is_empty) {
-            self.problem(
-                None,
-                None,
-                "the file is empty: expected a header row such as 'id,url'",
-            );
-            return None;
-        }
-        let names: Vec<String> = header.iter().map(str::to_string).collect();
-        let mut seen = HashMap::new();
-        for (index, name) in names.iter().enumerate() {
-            if name.is_empty() {
-                self.problem(
-                    Some(1),
-                    Some((index, "")),
-                    "empty column name in the header row",
-                );
-            } else if let Some(first) = seen.insert(name.as_str(), index) {
-                let message = format!("duplicate column name '{name}' (also column {})", first + 1);
-                self.problem(Some(1), Some((index, name)), &message);
-            }
-        }
-        Some(names)
-    }
-
-    fn url_source<'t>(
-        &mut self,
-        header: &[String],
-        target: Option<&'t Template>,
-    ) -> Option<UrlSource<'t>> {
-        let url_column = header.iter().position(|name| name == "url");
-        match (target, url_column) {
-            (Some(template), _) => match template.check_columns(header) {
-                Ok(()) => Some(UrlSource::Template(template)),
-                Err(error) => {
-                    self.problem(None, None, &format!("--target: {error}"));
-                    None
-                }
-            },
-            (None, Some(index)) => Some(UrlSource::Column(index)),
-            (None, None)
-                if self.options.command_for_every_device || self.command_column.is_some() =>
-            {
-                Some(UrlSource::None)
-            }
-            (None, None) => {
-                let fix = case_hint(header, "url").unwrap_or_else(|| {
-                    "add a url column, or give --target TEMPLATE such as \
-                     'http://{ip}:8080/update'"
-                        .to_string()
-                });
-                let message = format!("missing column 'url' in the header row: {fix}");
-                self.problem(Some(1), None, &message);
-                None
-            }
-        }
-    }
-
-    fn rows(
-        &mut self,
-        csv: &mut csv::Reader<&[u8]>,
-        lines: &mut LineCounter<'_>,
-        header: &[String],
-        id_column: usize,
-        url_source: &UrlSource<'_>,
-    ) -> Vec<Device> {
-        let mut devices = Vec::new();
-        let mut first_line_of_id: HashMap<Arc<str>, u64> = HashMap::new();
-        let mut record = csv::StringRecord::new();
-        loop {
-            match csv.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(error) => {
-                    let line = error.position().map(|p| lines.line_at(p.byte()));
-                    self.csv_problem(line, &error);
-                    // A UTF-8 error leaves the reader usable on the next record; others end it.
-                    if matches!(error.kind(), csv::ErrorKind::Utf8 { .. }) {
-                        continue;
-                    }
-                    break;
-                }
-            }
-            let line = record.position().map_or(0, |p| lines.line_at(p.byte()));
-            if record.iter().all(str::is_empty) {
-                continue; // a blank line, or a row of separators only (a spreadsheet's blank row)
-            }
-            if record.len() != header.len() {
-                let message = format!(
-                    "this row has {} fields but the header has {}: check for a missing or extra comma",
-                    record.len(),
-                    header.len()
-                );
-                self.problem(Some(line), None, &message);
-                continue;
-            }
-            let fields: Box<[String]> = record.iter().map(str::to_string).collect();
-            if let Some(device) = self.device(
-                line,
-                header,
-                fields,
-                id_column,
-                url_source,
-                &mut first_line_of_id,
-            ) {
-                devices.push(device);
-            }
-        }
-        devices
-    }
-
-    fn device(
-        &mut self,
-        line: u64,
-        header: &[String],
-        fields: Box<[String]>,
-        id_column: usize,
-        url_source: &UrlSource<'_>,
-        first_line_of_id: &mut HashMap<Arc<str>, u64>,
-    ) -> Option<Device> {
-        let id: Arc<str> = Arc::from(fields[id_column].as_str());
-        let mut ok = true;
-        if id.is_empty() {
-            self.problem(
-                Some(line),
-                Some((id_column, "id")),
-                "empty id: every device needs one",
-            );
-            ok = false;
-        } else if let Some(first) = first_line_of_id.get(&id) {
-            let message = format!("duplicate id '{id}': line {first} has it too");
-            self.problem(Some(line), Some((id_column, "id")), &message);
-            ok = false;
-        } else {
-            first_line_of_id.insert(id.clone(), line);
-        }
-        let (url, url_column) = match url_source {
-            UrlSource::Column(index) => (fields[*index].clone(), Some((*index, "url"))),
-            UrlSource::Template(template) => {
-                let value = |name: &str| {
-                    let index = header.iter().position(|column| column == name)?;
-                    fields.get(index).map(String::as_str)
-                };
-                (template.fill(value, Escape::Url), None)
-            }
-            UrlSource::None => (String::new(), None),
-        };
-        // A device with a command is reached by the command: its url is data, not checked.
-        let has_command = self.options.command_for_every_device
-            || self
-                .command_column
-                .is_some_and(|index| !fields[index].is_empty());
-        let checked = match url_source {
-            _ if has_command => Ok(()),
-            UrlSource::None => Err(format!(
-                "no url and no {COMMAND_COLUMN} value: give this device a {COMMAND_COLUMN}, or \
-                 add a url column or --target"
-            )),
-            _ => check_url_with(&url, self.options.schemes),
-        };
-        if let Err(message) = checked {
-            let message = match url_source {
-                UrlSource::Template(t) => format!("--target {:?} gives {message}", t.text()),
-                UrlSource::Column(_) | UrlSource::None => message,
-            };
-            self.problem(Some(line), url_column, &message);
-            ok = false;
-        }
-        if !has_command && !self.pin_checked(line, header, &fields, &url) {
-            ok = false;
-        }
-        ok.then_some(Device {
-            id,
-            url,
-            line,
-            fields,
-        })
-    }
-
-    /// A device's `pinnedpubkey`, when given, reads as pins and goes with an `https://` URL.
-    fn pin_checked(&mut self, line: u64, header: &[String], fields: &[String], url: &str) -> bool {
-        let Some(index) = header.iter().position(|name| name == PIN_COLUMN) else {
-            return true;
-        };
-        let pin = fields.get(index).map_or("", String::as_str);
-        if pin.is_empty() {
-            return true;
-        }
-        let https = url
-            .get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
-        let problem = match Pins::parse(pin) {
-            Err(why) => why,
-            Ok(_) if !https => "a pinned key is checked on https:// devices only: give this \
-                                device an https:// URL, or leave its pinnedpubkey empty"
-                .to_string(),
-            Ok(_) => return true,
-        };
-        self.problem(Some(line), Some((index, PIN_COLUMN)), &problem);
-        false
-    }
-
-    fn delimiter(&self) -> u8 {
-        self.options.delimiter.unwrap_or(b',')
-    }
-
-    fn csv_problem(&mut self, line: Option<u64>, error: &csv::Error) {
-        let message = match error.kind() {
-            csv::ErrorKind::Utf8 { err, .. } => format!(
-                "field {} is not valid UTF-8: save the file as UTF-8",
-                err.field() + 1
-            ),
-            csv::ErrorKind::Io(io) => format!("cannot read: {io}"),
-            _ => format!("malformed CSV: {error}"),
-        };
-        self.problems.push(Problem {
-            line,
-            column: None,
-            message,
-        });
-    }
-
-    fn problem(&mut self, line: Option<u64>, column: Option<(usize, &str)>, message: &str) {
-        let column = column.map(|(index, name)| (index + 1, name.to_string()));
-        self.problems.push(Problem {
-            line,
-            column,
-            message: message.to_string(),
-        });
-    }
-}
-
-/// A header read as one column that holds another likely separator (`id;url;site`, as
-/// spreadsheets in many locales save "CSV"): the fix is `--delimiter`.
-fn delimiter_hint(header: &[String], delimiter: u8) -> Option<String> {
-    let [only] = header else { return None };
-    let found = [b';', b'\t', b',', b'|']
-        .into_iter()
-        .find(|&c| c != delimiter && only.as_bytes().contains(&c))?;
-    let flag = match found {
-        b',' => "leave out --delimiter (a comma is the default)".to_string(),
-        b'\t' => "give --delimiter tab".to_string(),
-        c => format!("give --delimiter '{}'", char::from(c)),
-    };
-    Some(format!(
-        "the header row {only:?} is one column: the file looks separated by {:?}, not {:?}: {flag}",
-        char::from(found),
-        char::from(delimiter)
-    ))
-}
-
-/// For a missing `wanted` column that is there in another case (`ID`, `Url`): names it.
-fn case_hint(header: &[String], wanted: &str) -> Option<String> {
-    let found = header
-        .iter()
-        .find(|name| name.eq_ignore_ascii_case(wanted))?;
-    Some(format!(
-        "found '{found}': column names are case-sensitive, rename it to '{wanted}'"
-    ))
+    fields: &[String],
+) -> bool {
+    options.command_for_every_device
+        || command_column.is_some_and(|index| fields.get(index).is_some_and(|v| !v.is_empty()))
 }
 
 /// Devices that share a URL with an earlier row (two ids for one device, or a copy-paste
@@ -491,8 +292,12 @@ pub fn duplicate_urls(registry: &Registry, limit: usize) -> Vec<String> {
                 count += 1;
                 if warnings.len() < limit {
                     warnings.push(format!(
-                        "{}:{}: device {} has the same url as {} (line {}): both will be pushed",
-                        registry.source, device.line, device.id, earlier.id, earlier.line
+                        "{}:{}: device {} has the same url as {} ({}): both will be pushed",
+                        registry.source,
+                        device.location,
+                        device.id,
+                        earlier.id,
+                        earlier.location.phrase()
                     ));
                 }
             }
@@ -509,44 +314,6 @@ pub fn duplicate_urls(registry: &Registry, limit: usize) -> Vec<String> {
         ));
     }
     warnings
-}
-
-/// Maps byte offsets to 1-based line numbers, for offsets asked in increasing order.
-struct LineCounter<'t> {
-    text: &'t [u8],
-    offset: usize,
-    line: u64,
-}
-
-impl<'t> LineCounter<'t> {
-    fn new(text: &'t [u8]) -> Self {
-        LineCounter {
-            text,
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    /// The line of the record csv says starts at `byte`: csv counts a record from the end of the
-    /// previous terminator, so line breaks (a CRLF's LF, blank lines) before it are skipped.
-    fn line_at(&mut self, byte: u64) -> u64 {
-        let mut target = usize::try_from(byte)
-            .unwrap_or(usize::MAX)
-            .min(self.text.len());
-        while target < self.text.len() && matches!(self.text[target], b'\r' | b'\n') {
-            target += 1;
-        }
-        if target < self.offset {
-            *self = LineCounter::new(self.text);
-        }
-        let newlines = self.text[self.offset..target]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
-        self.line += newlines as u64;
-        self.offset = target;
-        self.line
-    }
 }
 
 /// Checks that `url` is absolute, has a host and a supported scheme.
@@ -604,7 +371,7 @@ mod tests {
         let got: Vec<(&str, &str, u64)> = registry
             .devices
             .iter()
-            .map(|d| (&*d.id, d.url.as_str(), d.line))
+            .map(|d| (&*d.id, d.url.as_str(), d.location.line().unwrap()))
             .collect();
         assert_eq!(got, expected);
     }

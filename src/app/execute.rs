@@ -4,7 +4,7 @@ use super::AppError;
 use super::signals::Signals;
 use crate::config::PushConfig;
 use crate::delivery::Deliveries;
-use crate::delivery::command::{COMMAND_COLUMN, CommandDelivery};
+use crate::delivery::command::CommandDelivery;
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::SshDelivery;
@@ -33,8 +33,7 @@ pub(super) fn deliveries(
         http = http.with_multipart(body);
     }
     let mut delivery = Deliveries::new(http, SshDelivery::new(config.ssh.clone()));
-    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
-    if config.command.command.is_some() || has_column {
+    if config.command.command.is_some() || registry.has_command_column() {
         delivery = delivery.with_command(CommandDelivery::new(config.command.clone()));
     }
     Ok(delivery)

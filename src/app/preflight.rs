@@ -55,8 +55,7 @@ pub fn load_registry(
 /// Checks every delivery command against the registry (`--deliver-cmd`, the `cmd` column),
 /// and that `--deliver-stdin` has a command to feed.
 fn check_commands(options: &CommandOptions, registry: &Registry) -> Result<(), AppError> {
-    let has_column = registry.header.iter().any(|name| name == COMMAND_COLUMN);
-    if options.stdin && options.command.is_none() && !has_column {
+    if options.stdin && options.command.is_none() && !registry.has_command_column() {
         return Err(AppError::Input(format!(
             "--deliver-stdin feeds a delivery command: give --deliver-cmd, or a {COMMAND_COLUMN} \
              column in {}",
@@ -129,7 +128,7 @@ fn check_lifecycle(
         };
         return Err(AppError::Input(format!(
             "{}:{}: device {} has no way to report its version: {missing}",
-            registry.source, device.line, device.id
+            registry.source, device.location, device.id
         )));
     }
     Ok(())

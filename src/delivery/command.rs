@@ -86,7 +86,7 @@ impl CommandDelivery {
 
     /// Whether `device` has a command: a non-empty `cmd` value, or `--deliver-cmd`.
     pub fn applies_to(&self, registry: &Registry, device: &Device) -> bool {
-        self.options.command.is_some() || own_command(registry, device).is_some()
+        self.options.command.is_some() || registry.command(device).is_some()
     }
 
     /// The command for `device`, its placeholders filled and shell-quoted.
@@ -96,7 +96,7 @@ impl CommandDelivery {
         device: &Device,
         payload: &Payload,
     ) -> Result<String, String> {
-        let template = match own_command(registry, device) {
+        let template = match registry.command(device) {
             Some(text) => Template::parse(text).map_err(|e| format!("cmd column: {e}"))?,
             None => self
                 .options
@@ -180,7 +180,7 @@ pub fn check_registry(options: &CommandOptions, registry: &Registry) -> Result<(
         && let Err(error) = command.check_columns(&known)
     {
         problems.push(Problem {
-            line: None,
+            location: None,
             column: None,
             message: format!("--deliver-cmd: {error}"),
         });
@@ -190,7 +190,7 @@ pub fn check_registry(options: &CommandOptions, registry: &Registry) -> Result<(
         .iter()
         .position(|name| name == COMMAND_COLUMN);
     for device in &registry.devices {
-        let Some(text) = own_command(registry, device) else {
+        let Some(text) = registry.command(device) else {
             continue;
         };
         let checked = Template::parse(text).and_then(|t| t.check_columns(&known).map(|()| t));
@@ -202,7 +202,7 @@ pub fn check_registry(options: &CommandOptions, registry: &Registry) -> Result<(
             Err(error) => error.to_string(),
         };
         problems.push(Problem {
-            line: Some(device.line),
+            location: Some(device.location.clone()),
             column: column.map(|index| (index + 1, COMMAND_COLUMN.to_string())),
             message,
         });
@@ -217,12 +217,6 @@ pub fn check_registry(options: &CommandOptions, registry: &Registry) -> Result<(
 }
 
 /// The device's own `cmd` value, when it has a non-empty one.
-fn own_command<'a>(registry: &Registry, device: &'a Device) -> Option<&'a str> {
-    registry
-        .value(device, COMMAND_COLUMN)
-        .filter(|text| !text.is_empty())
-}
-
 /// One running command and its pipes.
 struct Running {
     child: Child,

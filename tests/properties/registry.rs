@@ -94,7 +94,7 @@ proptest! {
             prop_assert_eq!(&*device.id, id.as_str());
             prop_assert_eq!(&device.url, &format!("http://127.0.0.1:9/{id}"));
             prop_assert_eq!(&device.fields[2..], values.as_slice());
-            prop_assert_eq!(device.line, *line);
+            prop_assert_eq!(device.location.line(), Some(*line));
         }
     }
 }
