@@ -26,7 +26,7 @@ pub struct Payload {
     len: u64,
     digest: Sha256Digest,
     /// The file as it was hashed.
-    identity: Identity,
+    identity: FileIdentity,
     /// The private snapshot attempts read from, if one was taken.
     snapshot: Option<Arc<File>>,
     kind: SnapshotKind,
@@ -117,7 +117,7 @@ impl Payload {
             path: path.to_path_buf(),
             len,
             digest,
-            identity: Identity::of(&metadata),
+            identity: FileIdentity::of(&metadata),
             snapshot: snapshot.map(Arc::new),
             kind,
         };
@@ -184,7 +184,7 @@ impl Payload {
     /// Checks `metadata` (of the payload's path, or of a handle to it) against the file that
     /// was hashed: the same device and inode, size, modification and change times.
     pub fn check_unchanged(&self, metadata: &Metadata) -> Result<(), PayloadError> {
-        let now = Identity::of(metadata);
+        let now = FileIdentity::of(metadata);
         let what = if now.len != self.identity.len {
             format!("size was {} bytes, now {}", self.identity.len, now.len)
         } else if (now.device, now.inode) != (self.identity.device, self.identity.inode) {
@@ -287,7 +287,7 @@ impl Seek for PayloadReader {
 
 /// What identifies the file that was hashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Identity {
+struct FileIdentity {
     device: u64,
     inode: u64,
     len: u64,
@@ -295,9 +295,9 @@ struct Identity {
     changed: (i64, i64),
 }
 
-impl Identity {
-    fn of(metadata: &Metadata) -> Identity {
-        Identity {
+impl FileIdentity {
+    fn of(metadata: &Metadata) -> FileIdentity {
+        FileIdentity {
             device: metadata.dev(),
             inode: metadata.ino(),
             len: metadata.len(),

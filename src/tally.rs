@@ -9,21 +9,21 @@
 //! neither imports the other's counters.
 
 mod counters;
-mod state;
+mod devices;
 
 use std::time::SystemTime;
 
 use crate::events::Event;
 
 pub use counters::{Counters, Failure, RECENT_FAILURES};
-pub use state::Snapshot;
-pub(crate) use state::{Notice, State};
+pub use devices::Snapshot;
+pub(crate) use devices::{DeviceCounts, Notice};
 
 /// Every counter kept from the event stream.
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// The device and byte counters, in flight and finished.
-    pub(crate) state: State,
+    pub(crate) devices: DeviceCounts,
     /// The counters beyond them, for the metrics and the status page.
     pub(crate) counters: Counters,
 }
@@ -32,7 +32,7 @@ impl Tally {
     /// Applies `event`, which arrived at `now`, returning what the terminal may show for it.
     pub(crate) fn apply(&mut self, event: Event, now: SystemTime) -> Option<Notice> {
         self.counters.apply(&event, now);
-        self.state.apply(event)
+        self.devices.apply(event)
     }
 
     /// Marks the end of the run at `now`.

@@ -23,7 +23,7 @@ pub enum Escape {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
+enum Piece {
     Literal(String),
     Column(String),
     Env(String),
@@ -33,7 +33,7 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     text: String,
-    parts: Vec<Part>,
+    parts: Vec<Piece>,
 }
 
 /// A template that failed to parse or to resolve.
@@ -74,7 +74,7 @@ impl Template {
                         chars.next();
                     }
                     if !literal.is_empty() {
-                        parts.push(Part::Literal(std::mem::take(&mut literal)));
+                        parts.push(Piece::Literal(std::mem::take(&mut literal)));
                     }
                     parts.push(placeholder(name, text)?);
                 }
@@ -87,7 +87,7 @@ impl Template {
             }
         }
         if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
+            parts.push(Piece::Literal(literal));
         }
         Ok(Template {
             text: text.to_string(),
@@ -103,14 +103,14 @@ impl Template {
     /// The `{column}` placeholders, in order of appearance.
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|part| match part {
-            Part::Column(name) => Some(name.as_str()),
+            Piece::Column(name) => Some(name.as_str()),
             _ => None,
         })
     }
 
     /// Whether the template uses `{env:NAME}`.
     pub fn uses_env(&self) -> bool {
-        self.parts.iter().any(|part| matches!(part, Part::Env(_)))
+        self.parts.iter().any(|part| matches!(part, Piece::Env(_)))
     }
 
     /// Checks every `{column}` against `header`; the error lists the columns there are.
@@ -136,13 +136,13 @@ impl Template {
         let mut parts = Vec::with_capacity(self.parts.len());
         for part in &self.parts {
             match part {
-                Part::Env(name) => {
+                Piece::Env(name) => {
                     let value = lookup(name).ok_or_else(|| {
                         TemplateError(format!(
                             "environment variable {name} is not set (used as {{env:{name}}}); export it before running"
                         ))
                     })?;
-                    parts.push(Part::Literal(value));
+                    parts.push(Piece::Literal(value));
                 }
                 other => parts.push(other.clone()),
             }
@@ -159,8 +159,8 @@ impl Template {
         let mut out = String::with_capacity(self.text.len() + 16);
         for (index, part) in self.parts.iter().enumerate() {
             match part {
-                Part::Literal(text) => out.push_str(text),
-                Part::Column(name) => {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Column(name) => {
                     let raw = value(name).unwrap_or("");
                     match escape {
                         Escape::Url if is_host_position(&out, self.parts.get(index + 1)) => {
@@ -173,7 +173,7 @@ impl Template {
                 }
                 // Unresolved env placeholders are only possible if the caller skipped
                 // resolve_env; fill them as empty rather than leak the placeholder text.
-                Part::Env(_) => {}
+                Piece::Env(_) => {}
             }
         }
         out
@@ -196,7 +196,7 @@ pub fn shell_quote(value: &str) -> String {
     out
 }
 
-fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
+fn placeholder(name: &str, text: &str) -> Result<Piece, TemplateError> {
     let valid = |s: &str| {
         !s.is_empty()
             && s.chars()
@@ -204,10 +204,10 @@ fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
     };
     if let Some(variable) = name.strip_prefix("env:") {
         if valid(variable) {
-            return Ok(Part::Env(variable.to_string()));
+            return Ok(Piece::Env(variable.to_string()));
         }
     } else if valid(name) {
-        return Ok(Part::Column(name.to_string()));
+        return Ok(Piece::Column(name.to_string()));
     }
     Err(TemplateError(format!(
         "invalid placeholder {{{name}}} in template {text:?}: use {{column}} or {{env:NAME}}"
@@ -216,15 +216,15 @@ fn placeholder(name: &str, text: &str) -> Result<Part, TemplateError> {
 
 /// Whether a placeholder filled after `before` and followed by `next` is a URL's whole host:
 /// right after `scheme://` or `scheme://userinfo@`, and followed by `:PORT`, a path or nothing.
-fn is_host_position(before: &str, next: Option<&Part>) -> bool {
+fn is_host_position(before: &str, next: Option<&Piece>) -> bool {
     let Some((_, authority)) = before.split_once("://") else {
         return false;
     };
     let starts_host = authority.is_empty() || authority.ends_with('@');
     let ends_host = match next {
-        None | Some(Part::Env(_)) => true,
-        Some(Part::Literal(text)) => text.starts_with([':', '/', '?', '#']),
-        Some(Part::Column(_)) => false,
+        None | Some(Piece::Env(_)) => true,
+        Some(Piece::Literal(text)) => text.starts_with([':', '/', '?', '#']),
+        Some(Piece::Column(_)) => false,
     };
     starts_host && !authority.contains(['/', '[']) && ends_host
 }

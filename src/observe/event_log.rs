@@ -25,13 +25,13 @@ pub const BYTES_EVERY: Duration = Duration::from_secs(1);
 pub struct EventLog {
     out: io::BufWriter<Box<dyn Write + Send>>,
     /// Devices taken by a worker and not finished, by index.
-    devices: HashMap<usize, Device>,
+    devices: HashMap<usize, LoggedDevice>,
     next_bytes: Instant,
     broken: bool,
 }
 
 /// What the log remembers of an in-flight device, to name it and coalesce its bytes.
-struct Device {
+struct LoggedDevice {
     id: Arc<str>,
     attempt: u32,
     attempt_bytes: u64,
@@ -160,7 +160,7 @@ impl EventLog {
             Event::DeviceStarted { index, id } => {
                 self.devices.insert(
                     *index,
-                    Device {
+                    LoggedDevice {
                         id: id.clone(),
                         attempt: 0,
                         attempt_bytes: 0,

@@ -77,7 +77,7 @@ fn handle(
     if let Some(notice) = tracker.apply(event) {
         screen.notice(&notice);
     }
-    tracker.tally.state.is_finished()
+    tracker.tally.devices.is_finished()
 }
 
 /// Handles the events already waiting, up to `MAX_BATCH`; true if the run ended.
@@ -147,27 +147,27 @@ impl Tracker {
             self.estimator.observe(self.arrived, observation);
         }
         let notice = self.tally.apply(event, SystemTime::now());
-        let (devices, bytes) = self.tally.state.totals();
+        let (devices, bytes) = self.tally.devices.totals();
         self.estimator.set_totals(devices, bytes);
         notice
     }
 
     fn sample(&mut self, now: Instant) {
-        if self.tally.state.is_started() {
-            let bytes_done = self.tally.state.snapshot().bytes_done;
+        if self.tally.devices.is_started() {
+            let bytes_done = self.tally.devices.snapshot().bytes_done;
             let elapsed = now.saturating_duration_since(self.start);
             self.estimator
-                .record(elapsed, self.tally.state.devices_finished(), bytes_done);
+                .record(elapsed, self.tally.devices.devices_finished(), bytes_done);
         }
     }
 
     fn snapshot(&self, now: Instant) -> Snapshot {
-        let started = self.tally.state.is_started();
+        let started = self.tally.devices.is_started();
         Snapshot {
             elapsed: now.saturating_duration_since(self.start),
             eta: self.estimator.shown_eta().filter(|_| started),
             throughput: self.estimator.throughput(),
-            ..self.tally.state.snapshot()
+            ..self.tally.devices.snapshot()
         }
     }
 }

@@ -50,7 +50,7 @@ const RATE_SPAN: f64 = 0.5;
 /// What the estimator has seen of the run's devices.
 #[derive(Debug, Clone, Default)]
 pub(super) struct DevicesSeen {
-    in_flight: HashMap<usize, Device>,
+    in_flight: HashMap<usize, SeenDevice>,
     recent: VecDeque<Finished>,
     /// Devices of the current wave taken (started, or ended without starting).
     wave_taken: usize,
@@ -69,7 +69,7 @@ pub(super) struct DevicesSeen {
 }
 
 #[derive(Debug, Clone)]
-struct Device {
+struct SeenDevice {
     started: f64,
     /// Bytes sent by every attempt so far.
     sent: u64,
@@ -129,7 +129,7 @@ impl DevicesSeen {
     pub(super) fn device_started(&mut self, now: f64, index: usize) {
         self.wave_taken += 1;
         self.last_start = now;
-        let device = Device {
+        let device = SeenDevice {
             started: now,
             sent: 0,
             first_byte: None,
@@ -360,7 +360,7 @@ impl DevicesSeen {
     }
 }
 
-impl Device {
+impl SeenDevice {
     /// The current attempt's bytes per second, once they span enough time to say.
     fn byte_rate(&self, now: f64) -> Option<f64> {
         let attempt = &self.attempt;

@@ -54,7 +54,7 @@ pub(super) struct Scenario {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Phase {
+enum SimPhase {
     Setup {
         until: f64,
     },
@@ -75,7 +75,7 @@ enum Phase {
 struct Active {
     index: usize,
     attempt: usize,
-    phase: Phase,
+    phase: SimPhase,
     /// Bytes per second while sending, set at each step.
     speed: f64,
 }
@@ -220,7 +220,7 @@ impl<'a> Simulation<'a> {
         self.active.push(Active {
             index,
             attempt: 0,
-            phase: Phase::Setup { until },
+            phase: SimPhase::Setup { until },
             speed: 0.0,
         });
     }
@@ -229,7 +229,7 @@ impl<'a> Simulation<'a> {
     fn share_bandwidth(&mut self) {
         let devices = &self.scenario.devices;
         let mut sending: Vec<usize> = (0..self.active.len())
-            .filter(|&i| matches!(self.active[i].phase, Phase::Sending { .. }))
+            .filter(|&i| matches!(self.active[i].phase, SimPhase::Sending { .. }))
             .collect();
         sending.sort_by(|&a, &b| {
             let link = |i: usize| devices[self.active[i].index].link;
@@ -251,11 +251,13 @@ impl<'a> Simulation<'a> {
         let mut next = self.next_tick;
         for device in &self.active {
             let end = match device.phase {
-                Phase::Setup { until } | Phase::After { until } | Phase::Backoff { until } => until,
-                Phase::Sending { sent, target, .. } if device.speed > 0.0 => {
+                SimPhase::Setup { until }
+                | SimPhase::After { until }
+                | SimPhase::Backoff { until } => until,
+                SimPhase::Sending { sent, target, .. } if device.speed > 0.0 => {
                     self.now + (target - sent).max(0.0) / device.speed
                 }
-                Phase::Sending { .. } => f64::INFINITY,
+                SimPhase::Sending { .. } => f64::INFINITY,
             };
             next = next.min(end);
         }
@@ -273,7 +275,7 @@ impl<'a> Simulation<'a> {
     fn advance(&mut self, next: f64) {
         let seconds = next - self.now;
         for device in &mut self.active {
-            if let Phase::Sending { sent, target, .. } = &mut device.phase {
+            if let SimPhase::Sending { sent, target, .. } = &mut device.phase {
                 let ends = self.now + (*target - *sent) / device.speed;
                 *sent = if ends <= next + EPSILON {
                     *target
@@ -306,17 +308,17 @@ impl<'a> Simulation<'a> {
         let spec = &self.scenario.devices[index];
         let attempt = self.active[i].attempt;
         let phase = match self.active[i].phase {
-            Phase::Setup { until } if until <= now + EPSILON => {
+            SimPhase::Setup { until } if until <= now + EPSILON => {
                 let fails = attempt < spec.failures.len();
                 let share = if fails { spec.failures[attempt] } else { 1.0 };
-                Phase::Sending {
+                SimPhase::Sending {
                     sent: 0.0,
                     reported: 0,
                     target: spec.bytes * share,
                     fails,
                 }
             }
-            Phase::Sending {
+            SimPhase::Sending {
                 sent,
                 reported,
                 target,
@@ -327,7 +329,7 @@ impl<'a> Simulation<'a> {
                     self.observe(Observation::Bytes(index, unreported));
                 }
                 if !fails {
-                    Phase::After {
+                    SimPhase::After {
                         until: now + spec.after,
                     }
                 } else if attempt + 1 >= ATTEMPTS {
@@ -335,16 +337,16 @@ impl<'a> Simulation<'a> {
                 } else {
                     let delay = Duration::from_secs_f64(spec.backoffs[attempt]);
                     self.observe(Observation::Retrying(index, delay));
-                    Phase::Backoff {
+                    SimPhase::Backoff {
                         until: now + spec.backoffs[attempt],
                     }
                 }
             }
-            Phase::After { until } if until <= now + EPSILON => return true,
-            Phase::Backoff { until } if until <= now + EPSILON => {
+            SimPhase::After { until } if until <= now + EPSILON => return true,
+            SimPhase::Backoff { until } if until <= now + EPSILON => {
                 self.observe(Observation::Attempt(index));
                 self.active[i].attempt += 1;
-                Phase::Setup {
+                SimPhase::Setup {
                     until: now + spec.setup,
                 }
             }
@@ -360,7 +362,7 @@ impl<'a> Simulation<'a> {
         let mut reports = Vec::new();
         let mut in_flight = 0;
         for device in &mut self.active {
-            if let Phase::Sending { sent, reported, .. } = &mut device.phase {
+            if let SimPhase::Sending { sent, reported, .. } = &mut device.phase {
                 let whole = *sent as u64;
                 if whole > *reported {
                     reports.push(Observation::Bytes(device.index, whole - *reported));

@@ -1,8 +1,8 @@
 //! The run's device and byte counters, updated one `Event` at a time.
 //!
-//! Owns: `State` (the counters and the per-device bytes of current attempts) and `Snapshot` (the
-//! counters at one moment). Must not: print, read a clock or estimate time; the progress thread
-//! adds the elapsed time, ETA and throughput to a snapshot.
+//! Owns: `DeviceCounts` (the counters and the per-device bytes of current attempts) and
+//! `Snapshot` (the counters at one moment). Must not: print, read a clock or estimate time; the
+//! progress thread adds the elapsed time, ETA and throughput to a snapshot.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -67,7 +67,7 @@ pub(crate) enum Notice {
 
 /// The run's counters, fed events in the order they arrive.
 #[derive(Debug, Default)]
-pub(crate) struct State {
+pub(crate) struct DeviceCounts {
     started: bool,
     total: usize,
     payload_len: u64,
@@ -93,7 +93,7 @@ pub(crate) struct State {
     finished: bool,
 }
 
-impl State {
+impl DeviceCounts {
     /// Applies one event, returning what the thread may want to show for it.
     pub(crate) fn apply(&mut self, event: Event) -> Option<Notice> {
         match event {
@@ -355,7 +355,7 @@ mod tests {
     /// Applies `events` to a fresh state and compares the counters and the notices given.
     #[track_caller]
     fn check(events: &[Event], expected: Counts, expected_notices: &[Notice]) {
-        let mut state = State::default();
+        let mut state = DeviceCounts::default();
         let notices: Vec<Notice> = events
             .iter()
             .filter_map(|event| state.apply(event.clone()))
@@ -376,7 +376,7 @@ mod tests {
 
     #[test]
     fn run_started_sets_totals() {
-        let mut state = State::default();
+        let mut state = DeviceCounts::default();
         assert!(!state.is_started());
         state.apply(RUN);
         let s = state.snapshot();
@@ -427,7 +427,7 @@ mod tests {
             error: "upload: timed out".into(),
         };
         check(&events, (0, 1, 0, 0, 0, 5, 5), &[notice]);
-        let mut state = State::default();
+        let mut state = DeviceCounts::default();
         for event in [
             RUN,
             started(0),
@@ -457,7 +457,7 @@ mod tests {
             output: None,
         };
         let waiting = |events: &[Event]| {
-            let mut state = State::default();
+            let mut state = DeviceCounts::default();
             for event in events {
                 state.apply(event.clone());
             }
