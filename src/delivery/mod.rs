@@ -256,4 +256,3 @@ pub struct Delivered {
     /// one line (`last output: a | b`), for the events file and the log.
     pub install_output: Option<String>,
 }
-
