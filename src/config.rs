@@ -190,19 +190,26 @@ impl PushConfig {
 
 /// `--target`, checked: a template that reads no environment (URLs end up in reports).
 fn target(args: &PushArgs) -> Result<Option<Template>, UsageError> {
-    let target = args
-        .target
-        .as_deref()
-        .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--target: {e}"))))
-        .transpose()?;
-    if target.as_ref().is_some_and(Template::uses_env) {
-        return Err(UsageError(
-            "--target cannot use {env:NAME}: URLs end up in reports; send a secret in a \
-             --header instead"
-                .to_string(),
-        ));
+    template_without_env(
+        "--target",
+        args.target.as_deref(),
+        "URLs end up in reports; send a secret in a --header instead",
+    )
+}
+
+/// The template of `flag`, if given, refused when it reads the environment (`{env:NAME}`):
+/// `why` says where the secret would show.
+fn template_without_env(
+    flag: &str,
+    text: Option<&str>,
+    why: &str,
+) -> Result<Option<Template>, UsageError> {
+    let Some(text) = text else { return Ok(None) };
+    let template = Template::parse(text).map_err(|e| UsageError(format!("{flag}: {e}")))?;
+    if template.uses_env() {
+        return Err(UsageError(format!("{flag} cannot use {{env:NAME}}: {why}")));
     }
-    Ok(target)
+    Ok(Some(template))
 }
 
 /// No output names an input (the registry, the payload, keys, certificates) or another output.

@@ -1,7 +1,7 @@
 //! The lifecycle flags, checked: the probe and its expectation, the install request, the
 //! health wait and the rollback.
 
-use super::UsageError;
+use super::{UsageError, template_without_env};
 use crate::cli::PushArgs;
 use crate::lifecycle::{HttpAction, Lifecycle, VersionCheck};
 use crate::template::Template;
@@ -99,14 +99,11 @@ fn check_health_wait(args: &PushArgs, probes: bool) -> Result<(), UsageError> {
 
 /// A command or URL template that reads no environment.
 fn template(flag: &str, text: &Option<String>) -> Result<Option<Template>, UsageError> {
-    let Some(text) = text else { return Ok(None) };
-    let template = Template::parse(text).map_err(|e| UsageError(format!("{flag}: {e}")))?;
-    if template.uses_env() {
-        return Err(UsageError(format!(
-            "{flag} cannot use {{env:NAME}}: commands and URLs are visible on the device and in logs"
-        )));
-    }
-    Ok(Some(template))
+    template_without_env(
+        flag,
+        text.as_deref(),
+        "commands and URLs are visible on the device and in logs",
+    )
 }
 
 /// A request `METHOD URL` (POST without a method).

@@ -1,7 +1,7 @@
 //! The SSH flags, checked: key files private, `--known-hosts` readable, secrets read from the
 //! variables named and the identities opened once, the install command parsed.
 
-use super::{UsageError, files};
+use super::{UsageError, files, template_without_env};
 use crate::cli::PushArgs;
 use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::template::Template;
@@ -80,15 +80,10 @@ fn verify(text: &str) -> Result<Verify, UsageError> {
 
 /// `--exec`: a template that reads no environment (the command line is visible on the device).
 fn exec(text: Option<&str>) -> Result<Option<Template>, UsageError> {
-    let exec = text
-        .map(|text| Template::parse(text).map_err(|e| UsageError(format!("--exec: {e}"))))
-        .transpose()?;
-    if exec.as_ref().is_some_and(Template::uses_env) {
-        return Err(UsageError(
-            "--exec cannot use {env:NAME}: the command line is visible on the device; let the \
-             command read the secret from a file on the device instead"
-                .into(),
-        ));
-    }
-    Ok(exec)
+    template_without_env(
+        "--exec",
+        text,
+        "the command line is visible on the device; let the command read the secret from a \
+         file on the device instead",
+    )
 }
