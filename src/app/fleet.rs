@@ -179,31 +179,7 @@ fn write_demo_payload(path: &PathBuf, len: u64) -> io::Result<()> {
 }
 
 pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
-    let spec = FleetSpec {
-        devices: args.devices,
-        flaky_percent: args.flaky,
-        dead_percent: args.dead,
-        slow_percent: args.slow,
-        reset_percent: args.reset,
-        stall_percent: args.stall,
-        refuse_percent: args.refuse,
-        multipart_percent: args.multipart,
-        updated_percent: args.updated,
-        bad_update_percent: args.bad_update,
-        unauthorized_percent: args.unauthorized,
-        too_large_percent: args.too_large,
-        ignore_expect_percent: args.ignore_expect,
-        version: args.initial_version,
-        update_version: args.update_version,
-        reboot: args.reboot,
-        seed: args.seed,
-        retry_after_secs: args.retry_after,
-        latency: args.latency,
-        link_rate: args.link_rate,
-        keep_alive: args.keep_alive,
-        bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),
-        ..FleetSpec::default()
-    };
+    let spec = fleet_spec(&args);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())
@@ -241,4 +217,33 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
     );
     fleet.shutdown();
     Ok(Outcome::Succeeded)
+}
+
+/// The simulated fleet `simulate`'s flags describe, on 127.0.0.1.
+fn fleet_spec(args: &SimulateArgs) -> FleetSpec {
+    FleetSpec {
+        devices: args.devices,
+        flaky_percent: args.flaky,
+        dead_percent: args.dead,
+        slow_percent: args.slow,
+        reset_percent: args.reset,
+        stall_percent: args.stall,
+        refuse_percent: args.refuse,
+        multipart_percent: args.multipart,
+        updated_percent: args.updated,
+        bad_update_percent: args.bad_update,
+        unauthorized_percent: args.unauthorized,
+        too_large_percent: args.too_large,
+        ignore_expect_percent: args.ignore_expect,
+        version: args.initial_version.clone(),
+        update_version: args.update_version.clone(),
+        reboot: args.reboot,
+        seed: args.seed,
+        retry_after_secs: args.retry_after,
+        latency: args.latency,
+        link_rate: args.link_rate,
+        keep_alive: args.keep_alive,
+        bind: std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, args.port)),
+        ..FleetSpec::default()
+    }
 }
