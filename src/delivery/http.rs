@@ -12,6 +12,7 @@
 //! hold tokens).
 
 mod early;
+mod resolve;
 mod stall;
 mod tls;
 
@@ -28,7 +29,6 @@ use std::io::{self, Read};
 use std::time::{Duration, Instant, SystemTime};
 pub use tls::TlsRefusal;
 use ureq::tls::{Certificate, ClientCert};
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::Connector;
 
 /// Bodies larger than this are sent with `Expect: 100-continue` (curl's threshold, 1 MiB).
@@ -177,11 +177,11 @@ impl HttpDelivery {
         // Our TCP transport keeps --stall-timeout to its value (see stall.rs).
         let connector = stall::connector(options.stall_timeout, tls.clone()).chain(early::Early);
         HttpDelivery {
-            agent: ureq::Agent::with_parts(config, connector, DefaultResolver::default()),
+            agent: ureq::Agent::with_parts(config, connector, resolve::LiteralFirst::default()),
             fresh: ureq::Agent::with_parts(
                 fresh,
                 stall::plain_connector(tls),
-                DefaultResolver::default(),
+                resolve::LiteralFirst::default(),
             ),
             method: options.method,
             headers: options.headers,
