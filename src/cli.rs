@@ -4,8 +4,8 @@
 //! Owns: flag names, their help text and defaults, and the argv fixes argh lacks (`--opt=value`,
 //! `--version`, usage errors exiting 2). Must not: read files or the environment.
 //!
-//! One file per subcommand (`push`, `demo`, `simulate`, `status`) and one of value parsers
-//! (`values`); this file holds the top level and the argv fixes.
+//! One file per subcommand (`push`, `demo`, `simulate`, `status`), one of value parsers
+//! (`values`) and one of exit codes (`exit`); this file holds the top level and the argv fixes.
 
 use argh::{ArgsInfo, FromArgs};
 
