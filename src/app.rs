@@ -117,14 +117,15 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         payload.digest().hex(),
         payload.snapshot_kind()
     );
+    let delivery = execute::deliveries(&config, &payload)?;
     let options = registry::LoadOptions {
         target: config.target.as_ref(),
         command_for_every_device: config.command.command.is_some(),
-        schemes: &[],
+        urls: Some(&delivery),
         delimiter: config.delimiter,
     };
     let registry = load_registry(&config.registry, &options)?;
-    let delivery = execute::deliveries(&config, &registry, &payload)?;
+    let delivery = execute::with_commands(delivery, &config, &registry);
     preflight::check(&config, &registry, &delivery)?;
     if config.dry_run {
         return plan::dry_run(&config, &registry, &payload);

@@ -203,9 +203,9 @@ pub struct LoadOptions<'o> {
     /// its values are not checked (they are data for the command's `{url}`). Without this, a
     /// device with a non-empty `cmd` value gets the same leniency.
     pub command_for_every_device: bool,
-    /// URL schemes accepted besides `http`, `https` and `ssh`: those of the deliveries a
-    /// program registers with `Deliveries::with_scheme`.
-    pub schemes: &'o [&'o str],
+    /// Who checks each device's URL: the run's deliveries (`Deliveries`, each delivery checks
+    /// the URLs of its schemes). `None`: the built-in schemes (`http`, `https`, `ssh`).
+    pub urls: Option<&'o dyn UrlCheck>,
     /// The field separator (`--delimiter`); `None` is a comma.
     pub delimiter: Option<u8>,
 }
@@ -224,7 +224,15 @@ pub fn load(
     load_with(source, reader, &options)
 }
 
-/// [`load`] with every option: commands, extra URL schemes.
+/// Checks a device's URL for the validation step: the registry knows no protocol, the run's
+/// deliveries do (`delivery::Deliveries` implements this: the delivery registered for the URL's
+/// scheme checks it).
+pub trait UrlCheck: fmt::Debug {
+    /// `Ok` when a delivery can reach `url`; the error says what is wrong and how to write it.
+    fn check_url(&self, url: &str) -> Result<(), String>;
+}
+
+/// [`load`] with every option: commands, who checks the URLs.
 pub fn load_with(
     source: &str,
     mut reader: impl Read,
@@ -321,7 +329,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
     check_url_with(url, &[])
 }
 
-/// [`check_url`], also accepting the schemes in `extra` (with any host and path).
+/// [`check_url`], also accepting the schemes in `extra` (with any host and path), and naming
+/// them among the supported ones.
 pub fn check_url_with(url: &str, extra: &[&str]) -> Result<(), String> {
     if let Some((scheme, _)) = url.split_once("://")
         && extra.iter().any(|name| name.eq_ignore_ascii_case(scheme))
@@ -346,7 +355,12 @@ pub fn check_url_with(url: &str, extra: &[&str]) -> Result<(), String> {
             return Err(format!(
                 "unsupported scheme '{other}' in {url:?} (supported: {}; other tools: a \
                  {COMMAND_COLUMN} column or --deliver-cmd)",
-                SUPPORTED_SCHEMES.join(", ")
+                SUPPORTED_SCHEMES
+                    .iter()
+                    .chain(extra)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
     }

@@ -18,25 +18,30 @@ use crate::registry::Registry;
 use crate::report::ReportWriter;
 use crate::scheduler::Plan;
 
-/// The run's deliveries: HTTP(S) and SSH, and the command delivery when `--deliver-cmd` or a
-/// `cmd` column gives devices a command. Built before the checks, which ask each device's
-/// delivery what it can do.
-pub(super) fn deliveries(
-    config: &PushConfig,
-    registry: &Registry,
-    payload: &Payload,
-) -> Result<Deliveries, AppError> {
+/// The run's deliveries, one per URL scheme: HTTP(S) and SSH (register a new protocol here).
+/// Built before the registry is read: they check its URLs, and the checks after it ask each
+/// device's delivery what it can do.
+pub(super) fn deliveries(config: &PushConfig, payload: &Payload) -> Result<Deliveries, AppError> {
     let mut http = HttpDelivery::new(config.http.clone());
     if let Some(form) = &config.form {
         let body =
             MultipartBody::prepare(form, payload).map_err(|e| AppError::Input(e.to_string()))?;
         http = http.with_multipart(body);
     }
-    let mut delivery = Deliveries::new(http, SshDelivery::new(config.ssh.clone()));
+    Ok(Deliveries::new(http, SshDelivery::new(config.ssh.clone())))
+}
+
+/// `deliveries` with the command delivery, when `--deliver-cmd` or a `cmd` column gives devices
+/// a command.
+pub(super) fn with_commands(
+    deliveries: Deliveries,
+    config: &PushConfig,
+    registry: &Registry,
+) -> Deliveries {
     if config.command.command.is_some() || registry.has_command_column() {
-        delivery = delivery.with_command(CommandDelivery::new(config.command.clone()));
+        return deliveries.with_command(CommandDelivery::new(config.command.clone()));
     }
-    Ok(delivery)
+    deliveries
 }
 
 /// Runs the plan with the progress thread attached; joins the thread before returning.

@@ -29,7 +29,9 @@ use std::fmt;
 use std::time::Instant;
 
 /// One way of moving the payload to a device: HTTP(S), SSH, a delivery command, or your own
-/// (register it for a URL scheme with [`Deliveries::with_scheme`]).
+/// (register it for its URL schemes with [`Deliveries::register`]). A protocol owns what it
+/// knows: its schemes, checking a device's URL, the upload, and the lifecycle's requests
+/// without payload (probe, install, rollback) as [`Delivery::request`].
 ///
 /// One call of [`Delivery::attempt`] is one attempt; the orchestrator around it does the rest
 /// (retries and backoff, the device deadline, the journal, thresholds, progress and the
@@ -49,23 +51,62 @@ use std::time::Instant;
 /// # Example
 ///
 /// A delivery for `dir:///PATH` URLs that stores the payload in a directory (a mounted card
-/// reader per device, say), registered for its scheme:
+/// reader per device, say) and reads the device's version from a `version` file there: one
+/// file, registered once. The registry then accepts (and this delivery checks) `dir://` URLs,
+/// uploads go through it, and so do the lifecycle's probes:
 ///
 /// ```
 /// use std::io::{self, Read, Write};
+/// use std::path::Path;
 /// use std::sync::atomic::AtomicBool;
 /// use std::time::Instant;
 /// use update_orchestrator::delivery::http::{HttpDelivery, HttpOptions};
 /// use update_orchestrator::delivery::ssh::{SshDelivery, SshOptions};
 /// use update_orchestrator::delivery::{
-///     ByteMeter, Deliveries, Delivered, Delivery, DeliveryError, ErrorKind, Phase,
+///     Action, ByteMeter, Deliveries, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply,
 /// };
+/// use update_orchestrator::lifecycle::Lifecycle;
 /// use update_orchestrator::payload::Payload;
 /// use update_orchestrator::registry::{self, Device, LoadOptions, Registry};
 ///
 /// struct DirDelivery;
 ///
 /// impl Delivery for DirDelivery {
+///     fn schemes(&self) -> &[&str] {
+///         &["dir"]
+///     }
+///
+///     fn check_url(&self, url: &str) -> Result<(), String> {
+///         match url.strip_prefix("dir://") {
+///             Some(path) if path.starts_with('/') => Ok(()),
+///             _ => Err(format!("{url:?}: write dir:///absolute/path")),
+///         }
+///     }
+///
+///     fn configured(&self, action: Action, _lifecycle: &Lifecycle) -> Result<(), String> {
+///         match action {
+///             Action::Probe => Ok(()),
+///             _ => Err(format!("a card has no {action}")),
+///         }
+///     }
+///
+///     fn request(
+///         &self,
+///         _registry: &Registry,
+///         device: &Device,
+///         action: Action,
+///         _lifecycle: &Lifecycle,
+///         _until: Option<Instant>,
+///     ) -> Option<Result<Reply, DeliveryError>> {
+///         if action != Action::Probe {
+///             return None;
+///         }
+///         let dir = device.url.trim_start_matches("dir://");
+///         let text = std::fs::read_to_string(Path::new(dir).join("version")).unwrap_or_default();
+///         let status = if text.is_empty() { "no version file" } else { "read" };
+///         Some(Ok(Reply { ok: !text.is_empty(), text, status: status.to_string() }))
+///     }
+///
 ///     fn attempt(
 ///         &self,
 ///         _registry: &Registry,
@@ -105,17 +146,21 @@ use std::time::Instant;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let card = tempfile::tempdir()?;
-/// let csv = format!("id,url\ncard-1,dir://{}\n", card.path().display());
-/// let options = LoadOptions { schemes: &["dir"], ..LoadOptions::default() };
-/// let registry = registry::load_with("cards", csv.as_bytes(), &options)?;
-/// std::fs::write(card.path().join("fw.bin"), b"new firmware")?;
-/// let payload = Payload::open(&card.path().join("fw.bin"), false)?;
-///
 /// let deliveries = Deliveries::new(
 ///     HttpDelivery::new(HttpOptions::default()),
 ///     SshDelivery::new(SshOptions::default()),
 /// )
-/// .with_scheme("dir", Box::new(DirDelivery));
+/// .register(Box::new(DirDelivery)); // the one registration
+///
+/// // The registry asks the deliveries whether they can reach each URL.
+/// let options = LoadOptions { urls: Some(&deliveries), ..LoadOptions::default() };
+/// let csv = format!("id,url\ncard-1,dir://{}\n", card.path().display());
+/// let registry = registry::load_with("cards", csv.as_bytes(), &options)?;
+/// let refused = registry::load_with("cards", &b"id,url\nc,dir://rel\n"[..], &options);
+/// assert!(refused.unwrap_err().to_string().contains("write dir:///absolute/path"));
+/// std::fs::write(card.path().join("fw.bin"), b"new firmware")?;
+/// let payload = Payload::open(&card.path().join("fw.bin"), false)?;
+///
 /// // One attempt by hand; `orchestrator::Run` adds retries, the journal and the rest.
 /// let (events, _receiver) = crossbeam_channel::unbounded();
 /// let abort = AtomicBool::new(false);
@@ -124,6 +169,13 @@ use std::time::Instant;
 /// let delivered = deliveries.attempt(&registry, device, &payload, &mut meter, None)?;
 /// assert_eq!((delivered.bytes_sent, delivered.method), (12, "dir"));
 /// assert_eq!(std::fs::read(card.path().join("update.bin"))?, b"new firmware");
+///
+/// // The lifecycle's probe goes through the same delivery as the upload.
+/// std::fs::write(card.path().join("version"), "2.1\n")?;
+/// let lifecycle = Lifecycle::default();
+/// let probe = deliveries.request(&registry, device, Action::Probe, &lifecycle, None);
+/// let reply = probe.expect("the dir delivery probes")?;
+/// assert_eq!((reply.ok, reply.text.as_str()), (true, "2.1\n"));
 /// # Ok(())
 /// # }
 /// ```

@@ -98,17 +98,6 @@ impl Deliveries {
         })
     }
 
-    /// Checks `url` with the delivery registered for its scheme.
-    pub fn check_url(&self, url: &str) -> Result<(), String> {
-        let scheme = crate::address::scheme(url).unwrap_or("");
-        match self.by_scheme(scheme) {
-            Some(delivery) => delivery.check_url(url),
-            None => Err(format!(
-                "no delivery for the URL scheme '{scheme}' of {url:?}"
-            )),
-        }
-    }
-
     /// One attempt to `device`, through the delivery [`Deliveries::pick`] chooses.
     pub fn attempt(
         &self,
@@ -163,6 +152,22 @@ impl Deliveries {
     }
 }
 
+/// The registry's URL check: the delivery registered for the URL's scheme checks it; a URL
+/// no delivery takes gets the registry's words (the supported schemes, the command column).
+impl crate::registry::UrlCheck for Deliveries {
+    fn check_url(&self, url: &str) -> Result<(), String> {
+        match crate::address::scheme(url).and_then(|scheme| self.by_scheme(scheme)) {
+            Some(delivery) => delivery.check_url(url),
+            None => {
+                // Not one of ours: the registry's words, naming every scheme registered.
+                let built_in = crate::registry::SUPPORTED_SCHEMES;
+                let extra: Vec<&str> = self.schemes().filter(|s| !built_in.contains(s)).collect();
+                crate::registry::check_url_with(url, &extra)
+            }
+        }
+    }
+}
+
 /// A device no delivery serves (a URL scheme nobody registered).
 fn unreachable_device(phase: Phase, message: String) -> DeliveryError {
     DeliveryError {
@@ -181,5 +186,65 @@ impl fmt::Debug for Deliveries {
             .field("schemes", &schemes)
             .field("command", &self.command)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::command::{CommandDelivery, CommandOptions};
+    use crate::delivery::http::{HttpDelivery, HttpOptions};
+    use crate::delivery::ssh::{SshDelivery, SshOptions};
+    use crate::lifecycle::VersionCheck;
+    use crate::registry::{self, LoadOptions, UrlCheck};
+    use crate::template::Template;
+
+    fn deliveries() -> Deliveries {
+        let http = HttpDelivery::new(HttpOptions::default());
+        let ssh = SshDelivery::new(SshOptions::default());
+        Deliveries::new(http, ssh).with_command(CommandDelivery::new(CommandOptions::default()))
+    }
+
+    /// The lifecycle of a device with a `cmd` value and an `ssh://` URL went over SSH while its
+    /// upload went through the command: both now go through the one choice.
+    #[test]
+    fn a_command_device_with_an_ssh_url_gets_its_lifecycle_through_the_command() {
+        let deliveries = deliveries();
+        let csv = "id,url,cmd\ncmd,ssh://h/fw,true\nplain,ssh://h/fw2,\n";
+        let registry = registry::load_with("d.csv", csv.as_bytes(), &LoadOptions::default())
+            .expect("registry");
+        let lifecycle = Lifecycle {
+            check: Some(VersionCheck {
+                command: Some(Template::parse("cat /etc/version").unwrap()),
+                url: None,
+                version: Some("2".into()),
+                pattern: None,
+            }),
+            ..Lifecycle::default()
+        };
+        let [command, plain] = &registry.devices[..] else {
+            panic!("two devices")
+        };
+        let probe = |device| deliveries.configured(&registry, device, Action::Probe, &lifecycle);
+        let refused = probe(command).unwrap_err();
+        assert!(refused.contains("delivered by a command"), "{refused}");
+        assert_eq!(probe(plain), Ok(()));
+        let request = deliveries.request(&registry, command, Action::Probe, &lifecycle, None);
+        assert!(
+            request.is_none(),
+            "a command device was probed: {request:?}"
+        );
+    }
+
+    #[test]
+    fn urls_are_checked_by_the_delivery_of_their_scheme() {
+        let deliveries = deliveries();
+        assert_eq!(deliveries.check_url("http://h/x"), Ok(()));
+        let ssh = deliveries.check_url("ssh://h/").unwrap_err();
+        assert!(ssh.contains("no remote path"), "{ssh}");
+        let unknown = deliveries.check_url("ftp://h/x").unwrap_err();
+        assert!(unknown.starts_with("unsupported scheme 'ftp'"), "{unknown}");
+        let schemes: Vec<&str> = deliveries.schemes().collect();
+        assert_eq!(schemes, ["http", "https", "ssh"]);
     }
 }

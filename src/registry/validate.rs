@@ -156,7 +156,10 @@ impl Validator<'_, '_> {
                 "no url and no {COMMAND_COLUMN} value: give this device a {COMMAND_COLUMN}, or \
                  add a url column or --target"
             )),
-            _ => check_url_with(&url, self.options.schemes),
+            _ => match self.options.urls {
+                Some(urls) => urls.check_url(&url),
+                None => check_url_with(&url, &[]),
+            },
         };
         if let Err(message) = checked {
             let message = match columns.url {
