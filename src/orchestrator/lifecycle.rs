@@ -23,82 +23,128 @@ pub const HEALTH_CLASS: &str = "health";
 impl Shared<'_, '_> {
     /// Runs every configured stage for `device`, in order, and says how it ended.
     pub(super) fn update(&self, index: usize, device: &Device) -> DeviceOutcome {
-        let lifecycle = self.run.lifecycle;
         let mut trail = Trail::new(Tries::new(self.run.settings.device_timeout));
-        if let Some(check) = &lifecycle.check {
-            self.enter(index, &mut trail, Stage::Probe);
-            match self.probe_before(index, device, &mut trail.tries) {
-                Err(ended) => return trail.ended(ended),
-                Ok(reply) if reply.ok => {
-                    let version = shown_version(&reply.text);
-                    trail.lifecycle.version_before = Some(version.clone());
-                    if check.matches(&reply.text) {
-                        return trail.skipped(format!("already at version {version}"));
-                    }
-                }
-                Ok(reply) => log::debug!(
-                    "{}: probe {}: version unknown, updating",
-                    device.id,
-                    reply.status
-                ),
+        match self.stages(index, device, &mut trail) {
+            Ok(()) => trail.succeeded(),
+            Err(Stop::Ended(ended)) => trail.ended(ended),
+            Err(Stop::Skipped(reason)) => trail.skipped(reason),
+            Err(Stop::Unhealthy(message, rollback)) => trail.unhealthy(message, rollback),
+        }
+    }
+
+    /// The stages in order: probe, upload, install, wait and check (then rollback).
+    fn stages(&self, index: usize, device: &Device, trail: &mut Trail) -> Result<(), Stop> {
+        self.probe_stage(index, device, trail)?;
+        let mut install_note = self.upload_stage(index, device, trail)?;
+        if self.has(device, Action::Install)
+            && let Some(note) = self.install_stage(index, device, trail)?
+        {
+            install_note = note;
+        }
+        let Some(check) = &self.run.lifecycle.check else {
+            return Ok(());
+        };
+        self.enter(index, trail, Stage::Wait);
+        match self.wait_for_health(device, check, trail) {
+            Health::Good => Ok(()),
+            Health::Interrupted(why) => Err(Stop::Ended(Ended::Interrupted(why))),
+            Health::Bad(message) => {
+                let rollback = self.rollback(index, device, trail);
+                Err(Stop::Unhealthy(
+                    format!("{message}{install_note}"),
+                    rollback,
+                ))
             }
         }
-        self.enter(index, &mut trail, Stage::Upload);
-        let mut install_note = String::new();
+    }
+
+    /// The probe before the upload: a device already at the expected version is skipped.
+    fn probe_stage(&self, index: usize, device: &Device, trail: &mut Trail) -> Result<(), Stop> {
+        let Some(check) = &self.run.lifecycle.check else {
+            return Ok(());
+        };
+        self.enter(index, trail, Stage::Probe);
+        match self.probe_before(index, device, &mut trail.tries) {
+            Err(ended) => return Err(Stop::Ended(ended)),
+            Ok(reply) if reply.ok => {
+                let version = shown_version(&reply.text);
+                trail.lifecycle.version_before = Some(version.clone());
+                if check.matches(&reply.text) {
+                    return Err(Stop::Skipped(format!("already at version {version}")));
+                }
+            }
+            Ok(reply) => log::debug!(
+                "{}: probe {}: version unknown, updating",
+                device.id,
+                reply.status
+            ),
+        }
+        Ok(())
+    }
+
+    /// The upload (SSH: with `--exec`); what the health check's failure should add, if the
+    /// install's outcome is unknown.
+    fn upload_stage(
+        &self,
+        index: usize,
+        device: &Device,
+        trail: &mut Trail,
+    ) -> Result<String, Stop> {
+        self.enter(index, trail, Stage::Upload);
         match self.upload(index, device, &mut trail.tries) {
             Ok(delivered) => {
                 trail.delivered(&delivered);
                 if let Some(output) = delivered.install_output {
-                    self.installed(index, device, &mut trail, output);
+                    self.installed(index, device, trail, output);
                 }
+                Ok(String::new())
             }
             // `--exec` started and the connection dropped (a device rebooting at once): it
             // never runs twice; the health check tells whether it worked.
             Err(Ended::Failed(error, _))
-                if error.kind == ErrorKind::InstallUnknown && lifecycle.check.is_some() =>
+                if error.kind == ErrorKind::InstallUnknown
+                    && self.run.lifecycle.check.is_some() =>
             {
                 log::info!("{}: {error}; waiting for health", device.id);
                 trail.lifecycle.stage = Some(Stage::Install);
-                install_note = " (the connection was lost during --exec)".to_string();
+                Ok(" (the connection was lost during --exec)".to_string())
             }
-            Err(ended) => return trail.ended(ended),
+            Err(ended) => Err(Stop::Ended(ended)),
         }
-        if self.has(device, Action::Install) {
-            self.enter(index, &mut trail, Stage::Install);
-            if self.interrupted() {
-                let why = "stopped before the install (the update is uploaded, not installed)";
-                return trail.ended(Ended::Interrupted(why.into()));
-            }
-            match self.install(index, device, &mut trail.tries) {
-                Ok(()) => {}
-                // The request went out and the answer was lost: the device may be rebooting
-                // into the update already. The health check tells.
-                Err(Ended::Failed(error, _))
-                    if lifecycle.check.is_some() && error.is_transient() =>
-                {
-                    install_note = format!(" (the install request got no answer: {error})");
-                }
-                // Sent, unanswered, and no probe to tell what happened.
-                Err(Ended::Failed(error, _))
-                    if error.is_transient() && error.phase != Phase::Connect =>
-                {
-                    let note = " (outcome unknown; it was sent once)";
-                    return trail.ended(Ended::Failed(error, note));
-                }
-                Err(ended) => return trail.ended(ended),
-            }
+    }
+
+    /// The install request through the device's delivery (`--then-url`); a note for the health
+    /// check's failure when its answer was lost.
+    fn install_stage(
+        &self,
+        index: usize,
+        device: &Device,
+        trail: &mut Trail,
+    ) -> Result<Option<String>, Stop> {
+        self.enter(index, trail, Stage::Install);
+        if self.interrupted() {
+            let why = "stopped before the install (the update is uploaded, not installed)";
+            return Err(Stop::Ended(Ended::Interrupted(why.into())));
         }
-        let Some(check) = &lifecycle.check else {
-            return trail.succeeded();
-        };
-        self.enter(index, &mut trail, Stage::Wait);
-        match self.wait_for_health(device, check, &mut trail) {
-            Health::Good => trail.succeeded(),
-            Health::Interrupted(why) => trail.ended(Ended::Interrupted(why)),
-            Health::Bad(message) => {
-                let rollback = self.rollback(index, device, &mut trail);
-                trail.unhealthy(format!("{message}{install_note}"), rollback)
+        match self.install(index, device, &mut trail.tries) {
+            Ok(()) => Ok(None),
+            // The request went out and the answer was lost: the device may be rebooting into
+            // the update already. The health check tells.
+            Err(Ended::Failed(error, _))
+                if self.run.lifecycle.check.is_some() && error.is_transient() =>
+            {
+                Ok(Some(format!(
+                    " (the install request got no answer: {error})"
+                )))
             }
+            // Sent, unanswered, and no probe to tell what happened.
+            Err(Ended::Failed(error, _))
+                if error.is_transient() && error.phase != Phase::Connect =>
+            {
+                let note = " (outcome unknown; it was sent once)";
+                Err(Stop::Ended(Ended::Failed(error, note)))
+            }
+            Err(ended) => Err(Stop::Ended(ended)),
         }
     }
 
@@ -283,6 +329,16 @@ impl Shared<'_, '_> {
             .request(run.registry, device, action, run.lifecycle, until)
             .unwrap_or_else(|| Err(missing(action)))
     }
+}
+
+/// Why the stages stopped before the end.
+enum Stop {
+    /// A stage failed or was interrupted.
+    Ended(Ended),
+    /// The device already reports the expected version.
+    Skipped(String),
+    /// The device did not come back healthy; what its rollback did.
+    Unhealthy(String, Option<String>),
 }
 
 /// How a health wait ended.

@@ -14,7 +14,7 @@ use update_orchestrator::delivery::{
 use update_orchestrator::digest::Sha256Digest;
 use update_orchestrator::events::Event;
 use update_orchestrator::payload::Payload;
-use update_orchestrator::registry::{Device, Registry};
+use update_orchestrator::registry::{Device, Location, Registry};
 
 /// Deterministic pseudo-random bytes (xorshift), different for each `seed`.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -52,7 +52,7 @@ pub fn registry(header: &[&str], rows: &[Vec<String>]) -> Registry {
         .map(|(index, fields)| Device {
             id: Arc::from(fields[0].as_str()),
             url: fields[1].clone(),
-            line: index as u64 + 2,
+            location: Location::Line(index as u64 + 2),
             fields: fields.clone().into_boxed_slice(),
         })
         .collect();
