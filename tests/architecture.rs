@@ -57,6 +57,54 @@ fn every_module_has_a_layer() {
     );
 }
 
+/// The graph itself, whatever the table says: Kahn's algorithm peels off modules that import
+/// nothing left; what remains is on a cycle. With `IMPORT_GRAPH=FILE` it also draws the graph
+/// (Graphviz DOT) into FILE: `IMPORT_GRAPH=/tmp/g.dot cargo test --test architecture`.
+#[test]
+fn the_import_graph_has_no_cycle() {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for module in top_modules() {
+        graph.entry(module).or_default();
+    }
+    for (_, module, imported) in imports() {
+        let known = imported
+            .into_iter()
+            .filter(|target| graph.contains_key(target));
+        let known: Vec<String> = known.collect();
+        graph.entry(module).or_default().extend(known);
+    }
+    if let Some(path) = std::env::var_os("IMPORT_GRAPH") {
+        fs::write(&path, dot(&graph)).expect("write the IMPORT_GRAPH file");
+    }
+    let mut left = graph.clone();
+    while let Some(leaf) = left
+        .iter()
+        .find(|(_, imported)| imported.is_empty())
+        .map(|(module, _)| module.clone())
+    {
+        left.remove(&leaf);
+        for imported in left.values_mut() {
+            imported.remove(&leaf);
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "import cycles among these modules: {left:?}"
+    );
+}
+
+fn dot(graph: &BTreeMap<String, BTreeSet<String>>) -> String {
+    let mut text = String::from("digraph imports {\n    rankdir=BT;\n");
+    for (module, imported) in graph {
+        text.push_str(&format!("    \"{module}\";\n"));
+        for target in imported {
+            text.push_str(&format!("    \"{module}\" -> \"{target}\";\n"));
+        }
+    }
+    text.push_str("}\n");
+    text
+}
+
 /// The scanner must see every form an import takes, or a back-edge could hide in one (the
 /// cycles this test was written after: `events` took `Stage` from `report`, which builds on
 /// `events`; `observe` took `Snapshot` from `progress`, which feeds `observe`).
