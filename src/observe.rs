@@ -2,13 +2,13 @@
 //! Prometheus metrics file (`--metrics-file`) and the live status server (`--status-addr`).
 //!
 //! Owns: `Outputs`, which the progress thread feeds (it is the one receiver of the `Event`
-//! channel and owns the counters, so there is no second consumer to keep in step), and the
-//! documents they write. Must not: write to the terminal, block the progress thread (files are
-//! written in small buffered pieces; the server reads documents the progress thread rendered),
-//! or show a secret: every document is built from `Event`s, which carry none.
-//! The counters they render come from `crate::tally`, the one tally of the events.
-//! Submodules: `event_log` (JSON lines),
-//! `metrics` (Prometheus text and the atomic file), `status` (the status JSON), `server` (HTTP).
+//! channel), and the documents they write, rendered from the counters of `crate::tally` (the
+//! one tally of the events, which the terminal renders from too, so there is nothing to keep in
+//! step). Must not: count events itself, write to the terminal, block the progress thread (files
+//! are written in small buffered pieces; the server reads documents the progress thread
+//! rendered), or show a secret: every document is built from `Event`s, which carry none.
+//! Submodules: `event_log` (JSON lines), `metrics` (Prometheus text and the atomic file),
+//! `status` (the status JSON), `server` (HTTP).
 
 pub mod event_log;
 pub mod metrics;

@@ -2,10 +2,10 @@
 //!
 //! Owns: the progress thread (`spawn`, `Progress::join`), terminal detection (`ProgressConfig`),
 //! the global logger that keeps log lines from tearing the bars (`install_logger`), the text
-//! of progress lines, and feeding `observe::Outputs` from the events it receives (it is the
-//! channel's one receiver). Must not: be written to by anyone else during a run (workers send `Event`s;
-//! the final summary is printed by the caller after `join`), block workers, or print retries per
-//! device. Submodules: `eta` (estimates), `render` (text), `bars`
+//! of progress lines, and handing each event it receives (it is the channel's one receiver) to
+//! the `tally::Tally` and to `observe::Outputs`. Must not: be written to by anyone else during a
+//! run (workers send `Event`s; the final summary is printed by the caller after `join`), block
+//! workers, or print retries per device. Submodules: `eta` (estimates), `render` (text), `bars`
 //! (indicatif), `logger`, `run` (the loop).
 
 mod bars;
