@@ -105,6 +105,22 @@ fn dot(graph: &BTreeMap<String, BTreeSet<String>>) -> String {
     text
 }
 
+/// One convention for module folders: `NAME.rs` beside `NAME/`, never `NAME/mod.rs` (a file
+/// list of a dozen `mod.rs` tabs tells a reader nothing).
+#[test]
+fn module_folders_have_no_mod_rs() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mod_rs: Vec<&PathBuf> = files
+        .iter()
+        .filter(|path| path.file_name().is_some_and(|name| name == "mod.rs"))
+        .collect();
+    assert!(
+        mod_rs.is_empty(),
+        "move each to NAME.rs beside its folder (git mv src/x/mod.rs src/x.rs): {mod_rs:?}"
+    );
+}
+
 /// The scanner must see every form an import takes, or a back-edge could hide in one (the
 /// cycles this test was written after: `events` took `Stage` from `report`, which builds on
 /// `events`; `observe` took `Snapshot` from `progress`, which feeds `observe`).
