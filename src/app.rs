@@ -17,6 +17,7 @@ pub use preflight::load_registry;
 
 use crate::cli::{Command, PushArgs, TopLevel, exit};
 use crate::config::{PushConfig, UsageError};
+use crate::control::Control;
 use crate::orchestrator::{RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
@@ -24,6 +25,7 @@ use crate::report::Counts;
 use crate::scheduler::Plan;
 use signals::Signals;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// How a command ended, when it ran.
@@ -33,7 +35,8 @@ pub enum Outcome {
     Succeeded,
     /// The run finished and some devices failed, or it stopped because the payload changed.
     SomeFailed,
-    /// Aborted by a rollout threshold (`--max-failures`, a canary failure).
+    /// Aborted by a rollout threshold (`--max-failures`, a canary failure) or an operator
+    /// (`POST /control/abort`).
     Aborted,
     /// Stopped early because the maintenance window closed.
     WindowClosed,
@@ -135,8 +138,9 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
         .map_err(|e| AppError::Input(e.to_string()))?;
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
-    let signals = Signals::install()?;
-    let (outputs, server) = outputs::open(&config.observe, config.progress.interval)?;
+    let control = Arc::new(Control::new());
+    let signals = Signals::install(&control)?;
+    let (outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
     let writer = journal.as_ref().map(|(writer, _)| writer);
     announce(&config, &registry, &payload, &plan);
     let result = execute::execute(
@@ -145,7 +149,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         &payload,
         &plan,
         (writer, report.as_ref()),
-        &signals,
+        (&signals, &control),
         outputs,
     );
     if let Some(server) = server {
@@ -188,7 +192,9 @@ fn outcome(result: &RunResult, signals: &Signals) -> Outcome {
         }
         Some(StopReason::Interrupted) => Outcome::Interrupted,
         Some(StopReason::PayloadChanged(_) | StopReason::JournalFailed(_)) => Outcome::SomeFailed,
-        Some(StopReason::CanaryFailed(_) | StopReason::Threshold(_)) => Outcome::Aborted,
+        Some(StopReason::CanaryFailed(_) | StopReason::Threshold(_) | StopReason::Aborted(_)) => {
+            Outcome::Aborted
+        }
         Some(StopReason::WindowClosed(_)) => Outcome::WindowClosed,
         None if Counts::of(&result.outcomes).failed > 0 => Outcome::SomeFailed,
         None => Outcome::Succeeded,

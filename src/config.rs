@@ -77,6 +77,8 @@ pub struct ObserveOptions {
     pub metrics_file: Option<PathBuf>,
     /// `--status-addr`, checked: loopback unless `--status-allow-remote`.
     pub status_addr: Option<SocketAddr>,
+    /// The control endpoints' token (`--control-token-env`); none: no control endpoints.
+    pub control_token: Option<crate::control::Token>,
 }
 
 /// Everything `push` needs, checked.

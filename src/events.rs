@@ -145,6 +145,13 @@ pub enum Event {
     },
     /// Every worker has finished; no event follows.
     RunFinished,
+    /// An operator paused, resumed or aborted the run (`POST /control/...`, SIGUSR1/SIGUSR2).
+    Control {
+        /// `pause`, `resume` or `abort`.
+        action: &'static str,
+        /// Who asked: `SIGUSR1`, or `POST /control/pause from 127.0.0.1:53122`.
+        by: String,
+    },
 }
 
 /// How far along the update lifecycle a device got: probe → upload → verify → install → wait →

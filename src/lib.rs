@@ -90,6 +90,7 @@
 //!     plan: &plan,
 //!     settings,
 //!     interrupt: &cancel,
+//!     control: None, // or Some(&Control): pause, resume and abort from elsewhere
 //!     journal: None,
 //!     report: None,
 //! };
@@ -114,6 +115,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod digest;
 pub mod dry_run;

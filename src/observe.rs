@@ -1,5 +1,6 @@
 //! What a run publishes besides the terminal: the JSON-lines event stream (`--events`), the
-//! Prometheus metrics file (`--metrics-file`) and the live status server (`--status-addr`).
+//! Prometheus metrics file (`--metrics-file`) and the live status server (`--status-addr`,
+//! with its control endpoints when `--control-token-env` gives them a token).
 //!
 //! Owns: `Outputs`, which the progress thread feeds (it is the one receiver of the `Event`
 //! channel), and the documents they write, rendered from the counters of `crate::tally` (the
@@ -22,7 +23,7 @@ use crate::events::Event;
 use crate::tally::{Counters, Snapshot};
 pub use event_log::EventLog;
 pub use metrics::MetricsFile;
-pub use server::StatusServer;
+pub use server::{ControlAccess, StatusServer};
 
 /// How often the status server's documents are rendered afresh.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);

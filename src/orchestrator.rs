@@ -14,6 +14,7 @@ mod pool;
 pub use lifecycle::HEALTH_CLASS;
 
 use crate::clock::{WallClock, Zone};
+use crate::control::{Action, Control};
 use crate::delivery::Deliveries;
 use crate::delivery::Throttle;
 use crate::events::Event;
@@ -110,6 +111,8 @@ pub enum StopReason {
     Threshold(String),
     /// The maintenance window closed (or was closed at the start).
     WindowClosed(Window),
+    /// An operator asked for an abort (`POST /control/abort`); the text says who.
+    Aborted(String),
 }
 
 impl fmt::Display for StopReason {
@@ -122,6 +125,11 @@ impl fmt::Display for StopReason {
                 f.write_str(message)
             }
             StopReason::WindowClosed(window) => write!(f, "window {window} closed"),
+            StopReason::Aborted(by) => write!(
+                f,
+                "aborted by the operator ({by}); devices in flight end after their current \
+                 attempt, no other device was started"
+            ),
         }
     }
 }
@@ -165,6 +173,8 @@ pub struct Run<'a> {
     pub settings: RunSettings,
     /// Set (by a signal handler) to stop dispatching; in-flight devices finish.
     pub interrupt: &'a AtomicBool,
+    /// Pause, resume and abort from outside (the status server, SIGUSR1/SIGUSR2), if any.
+    pub control: Option<&'a Control>,
     /// The journal to append to; the orchestrator is its only writer during a run.
     pub journal: Option<&'a JournalWriter>,
     /// The report file, given each device's row when its outcome is final (after the journal).
@@ -358,6 +368,7 @@ impl<'a, 'r> Shared<'a, 'r> {
         const SYNC_EVERY: Duration = Duration::from_millis(50);
         let mut last_sync = Instant::now();
         while !self.done.load(Ordering::SeqCst) {
+            self.take_control_requests();
             self.should_stop();
             let expired = match &*self.lock_stopped() {
                 Some((StopReason::Interrupted, at)) => at.elapsed() >= self.run.settings.grace,
@@ -376,6 +387,31 @@ impl<'a, 'r> Shared<'a, 'r> {
             std::thread::sleep(TICK);
         }
         self.sync_journal();
+    }
+
+    /// Reports what operators asked since the last look (a log record and an event each), and
+    /// stops the run on an abort. Pausing and resuming need nothing more: the gates read the
+    /// state itself.
+    fn take_control_requests(&self) {
+        let Some(control) = self.run.control else {
+            return;
+        };
+        control.take_signals();
+        for request in control.take_requests() {
+            log::warn!("control: {} by {}", request.action, request.by);
+            let _ = self.events.send(Event::Control {
+                action: request.action.name(),
+                by: request.by.clone(),
+            });
+            if request.action == Action::Abort {
+                self.set_stop(StopReason::Aborted(request.by));
+            }
+        }
+    }
+
+    /// Whether an operator paused the run.
+    fn paused(&self) -> bool {
+        self.run.control.is_some_and(Control::is_paused)
     }
 
     fn sync_journal(&self) {
@@ -398,6 +434,9 @@ impl<'a, 'r> Shared<'a, 'r> {
                 break;
             }
             if number > 0 && !self.run.settings.wave_pause.is_zero() && !self.pause(number + 1) {
+                break;
+            }
+            if !self.wait_while_paused() {
                 break;
             }
             self.wave.store(number + 1, Ordering::SeqCst);
@@ -448,8 +487,13 @@ impl<'a, 'r> Shared<'a, 'r> {
 
     /// `--wave-pause` before wave `next`, with a countdown; false if the run was stopped.
     fn pause(&self, next: usize) -> bool {
-        let until = Instant::now() + self.run.settings.wave_pause;
+        let mut until = Instant::now() + self.run.settings.wave_pause;
         loop {
+            let held = Instant::now();
+            if !self.wait_while_paused() {
+                return false;
+            }
+            until += held.elapsed(); // an operator's pause holds the countdown
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 self.set_waiting(None);

@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use crate::events::Event;
 
-pub use counters::{Counters, Failure, RECENT_FAILURES};
+pub use counters::{ControlRecord, Counters, Failure, RECENT_CONTROL, RECENT_FAILURES};
 pub use devices::Snapshot;
 pub(crate) use devices::{DeviceCounts, Notice};
 

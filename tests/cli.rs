@@ -16,6 +16,8 @@ mod util;
 mod args;
 #[path = "cli/commands.rs"]
 mod commands;
+#[path = "cli/control.rs"]
+mod control;
 #[path = "cli/day_one.rs"]
 mod day_one;
 #[path = "cli/deliver_cmd.rs"]

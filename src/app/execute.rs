@@ -3,6 +3,7 @@
 use super::AppError;
 use super::signals::Signals;
 use crate::config::PushConfig;
+use crate::control::Control;
 use crate::delivery::Deliveries;
 use crate::delivery::command::CommandDelivery;
 use crate::delivery::http::HttpDelivery;
@@ -51,7 +52,7 @@ pub(super) fn execute(
     payload: &Payload,
     plan: &Plan,
     (journal, report): (Option<&JournalWriter>, Option<&ReportWriter>),
-    signals: &Signals,
+    (signals, control): (&Signals, &Control),
     outputs: Outputs,
 ) -> Result<RunResult, AppError> {
     let (sender, receiver) = crossbeam_channel::bounded::<Event>(events::CHANNEL_CAPACITY);
@@ -66,6 +67,7 @@ pub(super) fn execute(
         plan,
         settings: config.run,
         interrupt: &signals.interrupt,
+        control: Some(control),
         journal,
         report,
     };

@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use super::AppError;
 use crate::config::{EventsTarget, ObserveOptions};
-use crate::observe::{self, EventLog, MetricsFile, Outputs, StatusBoard, StatusServer};
+use crate::control::Control;
+use crate::observe::{
+    self, ControlAccess, EventLog, MetricsFile, Outputs, StatusBoard, StatusServer,
+};
 use crate::tally::Snapshot;
 
 /// The outputs for the progress thread, and the status server (stop it after the run).
 pub(super) fn open(
     options: &ObserveOptions,
     interval: Duration,
+    control: &Arc<Control>,
 ) -> Result<(Outputs, Option<StatusServer>), AppError> {
     let mut outputs = Outputs::default();
     outputs.metrics_interval = interval;
@@ -49,13 +53,22 @@ pub(super) fn open(
         None => None,
         Some(addr) => {
             let board = Arc::new(StatusBoard::new());
-            let server = StatusServer::start(addr, board.clone()).map_err(|e| {
+            let access = options.control_token.clone().map(|token| ControlAccess {
+                control: control.clone(),
+                token,
+            });
+            let server = StatusServer::start(addr, board.clone(), access).map_err(|e| {
                 AppError::Input(format!(
                     "--status-addr {addr}: cannot listen there: {e}: pick another port (0 picks a free one)"
                 ))
             })?;
+            let control = if options.control_token.is_some() {
+                ", POST /control/pause|resume|abort"
+            } else {
+                ""
+            };
             eprintln!(
-                "status page: {} (also /status.json and /metrics)",
+                "status page: {} (also /status.json and /metrics{control})",
                 server.url()
             );
             outputs.board = Some(board);

@@ -1,7 +1,9 @@
-//! The signal handlers of a push.
+//! The signal handlers of a push: SIGINT and SIGTERM stop it, SIGUSR1 and SIGUSR2 pause and
+//! resume it (through `Control`, as the status server's control endpoints do).
 
 use super::AppError;
 use crate::cli::exit;
+use crate::control::Control;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -14,8 +16,8 @@ pub(super) struct Signals {
 }
 
 impl Signals {
-    pub(super) fn install() -> Result<Signals, AppError> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
+    pub(super) fn install(control: &Control) -> Result<Signals, AppError> {
+        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
         use signal_hook::flag;
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminated = Arc::new(AtomicBool::new(false));
@@ -33,6 +35,8 @@ impl Signals {
             )?;
             flag::register(SIGTERM, terminated.clone())?;
             flag::register(SIGTERM, interrupt.clone())?;
+            flag::register(SIGUSR1, control.pause_signal.clone())?;
+            flag::register(SIGUSR2, control.resume_signal.clone())?;
             Ok(())
         };
         register().map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;

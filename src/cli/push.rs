@@ -468,6 +468,12 @@ pub struct PushArgs {
     #[argh(option, from_str_fn(parse_delimiter))]
     pub delimiter: Option<u8>,
 
+    /// with --status-addr, serve POST /control/pause, /control/resume and /control/abort,
+    /// authorised by 'Authorization: Bearer TOKEN' with the token held by environment variable
+    /// NAME (without this flag the endpoints do not exist)
+    #[argh(option)]
+    pub control_token_env: Option<String>,
+
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
     pub registry: String,

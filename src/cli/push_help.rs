@@ -113,6 +113,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "metrics-file",
             "status-addr",
             "status-allow-remote",
+            "control-token-env",
             "journal",
             "journal-reset",
             "only-failed",

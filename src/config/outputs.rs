@@ -3,6 +3,7 @@
 
 use super::{EventsTarget, JournalOptions, ObserveOptions, ReportTarget, UsageError};
 use crate::cli::PushArgs;
+use crate::control::Token;
 use crate::progress::ProgressConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,7 +82,33 @@ pub(super) fn observe_options(args: &PushArgs) -> Result<ObserveOptions, UsageEr
         events,
         metrics_file: args.metrics_file.clone(),
         status_addr,
+        control_token: control_token(args, status_addr.is_some(), |name| std::env::var(name).ok())?,
     })
+}
+
+/// `--control-token-env NAME`: the token from the environment, for the status server's
+/// control endpoints; it needs `--status-addr`, and an empty or unset variable is refused (a
+/// control API open to anyone on the port is not what the flag asked for).
+fn control_token(
+    args: &PushArgs,
+    serving: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Token>, UsageError> {
+    let Some(name) = &args.control_token_env else {
+        return Ok(None);
+    };
+    if !serving {
+        return Err(UsageError(format!(
+            "--control-token-env {name} goes with --status-addr: the control endpoints are served there"
+        )));
+    }
+    match env(name).map(|value| value.trim().to_string()) {
+        Some(value) if !value.is_empty() => Ok(Some(Token::new(value))),
+        _ => Err(UsageError(format!(
+            "--control-token-env {name}: the environment variable {name} is not set or empty; \
+             export a secret token in it before running"
+        ))),
+    }
 }
 
 /// Parses `IP:PORT` (`[IPv6]:PORT`); an address other than loopback needs `allow_remote`.

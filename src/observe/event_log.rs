@@ -112,6 +112,10 @@ enum Body<'a> {
     Rollout {
         text: &'a str,
     },
+    Control {
+        action: &'a str,
+        by: &'a str,
+    },
     RunFinished {
         devices: usize,
         succeeded: usize,
@@ -271,6 +275,7 @@ impl EventLog {
                 wait_ms: wait.map(|wait| wait.as_millis()),
             }),
             Event::Rollout { text } => self.line(Body::Rollout { text }),
+            Event::Control { action, by } => self.line(Body::Control { action, by }),
             // Written by `finish`, with the final counts, however the run ends.
             Event::RunFinished => {}
         }
@@ -451,12 +456,17 @@ mod tests {
         let rollout = Event::Rollout {
             text: "canary".into(),
         };
+        let control = Event::Control {
+            action: "pause",
+            by: "SIGUSR1".into(),
+        };
         check(
-            &[run, wave, rollout],
+            &[run, wave, rollout, control],
             &[
                 r#"{"devices":2,"payload_bytes":10,"type":"run_started"}"#,
                 r#"{"canary":true,"devices":1,"type":"wave_started","wave":1,"waves":2}"#,
                 r#"{"text":"canary","type":"rollout"}"#,
+                r#"{"action":"pause","by":"SIGUSR1","type":"control"}"#,
             ],
         );
     }

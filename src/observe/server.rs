@@ -1,10 +1,12 @@
 //! `--status-addr`: a small HTTP/1.1 server that serves the live run: `/` (a self-contained
-//! HTML page), `/status.json` and `/metrics`.
+//! HTML page), `/status.json` and `/metrics`; with `--control-token-env`, also
+//! `POST /control/pause|resume|abort` for a bearer of the token.
 //!
 //! Owns: the listening socket, its accept thread and one short-lived thread per connection (at
-//! most `MAX_CONNECTIONS`), all joined by `stop`. Must not: render anything itself (it serves the
-//! documents the progress thread left on the `StatusBoard`), wait without a timeout, or accept
-//! anything but GET and HEAD.
+//! most `MAX_CONNECTIONS`), all joined by `stop`, and the control endpoints' authorisation.
+//! Must not: render anything itself (it serves the documents the progress thread left on the
+//! `StatusBoard`), wait without a timeout, accept anything but GET and HEAD outside
+//! `/control/`, change anything for a request without the token, or echo a token.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use super::StatusBoard;
 use super::metrics::CONTENT_TYPE as METRICS_TYPE;
+use crate::control::{Action, Control, Token};
 
 /// The status page: HTML, CSS and script in one file, no external assets.
 pub const PAGE: &str = include_str!("page.html");
@@ -32,6 +35,15 @@ const MAX_HEAD: usize = 8 * 1024;
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; connect-src 'self'; img-src data:";
 
+/// What the control endpoints act on, and the token a request must bear.
+#[derive(Debug, Clone)]
+pub struct ControlAccess {
+    /// The run's control state.
+    pub control: Arc<Control>,
+    /// `--control-token-env`'s token.
+    pub token: Token,
+}
+
 /// The running server.
 #[derive(Debug)]
 pub struct StatusServer {
@@ -41,8 +53,13 @@ pub struct StatusServer {
 }
 
 impl StatusServer {
-    /// Binds `addr` (port 0: any free port) and starts serving `board`.
-    pub fn start(addr: SocketAddr, board: Arc<StatusBoard>) -> io::Result<StatusServer> {
+    /// Binds `addr` (port 0: any free port) and starts serving `board`, and the control
+    /// endpoints when `control` is given.
+    pub fn start(
+        addr: SocketAddr,
+        board: Arc<StatusBoard>,
+        control: Option<ControlAccess>,
+    ) -> io::Result<StatusServer> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -51,7 +68,7 @@ impl StatusServer {
             let stop = stop.clone();
             thread::Builder::new()
                 .name("status-server".into())
-                .spawn(move || accept_loop(&listener, &board, &stop))?
+                .spawn(move || accept_loop(&listener, &board, control.as_ref(), &stop))?
         };
         Ok(StatusServer { addr, stop, thread })
     }
@@ -74,17 +91,23 @@ impl StatusServer {
     }
 }
 
-fn accept_loop(listener: &TcpListener, board: &Arc<StatusBoard>, stop: &AtomicBool) {
+fn accept_loop(
+    listener: &TcpListener,
+    board: &Arc<StatusBoard>,
+    control: Option<&ControlAccess>,
+    stop: &AtomicBool,
+) {
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         join_finished(&mut connections);
         match listener.accept() {
             Ok((stream, _)) if connections.len() >= MAX_CONNECTIONS => drop(stream),
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let board = board.clone();
+                let control = control.cloned();
                 let spawned = thread::Builder::new()
                     .name("status-connection".into())
-                    .spawn(move || serve(stream, &board));
+                    .spawn(move || serve(stream, peer, &board, control.as_ref()));
                 match spawned {
                     Ok(handle) => connections.push(handle),
                     Err(error) => log::debug!("status server: cannot start a thread: {error}"),
@@ -112,14 +135,19 @@ fn join_finished(connections: &mut Vec<JoinHandle<()>>) {
 }
 
 /// Answers one request and closes the connection.
-fn serve(mut stream: TcpStream, board: &StatusBoard) {
+fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    board: &StatusBoard,
+    control: Option<&ControlAccess>,
+) {
     let answered = stream
         .set_nonblocking(false)
         .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
         .and_then(|()| read_head(&mut stream))
         .and_then(|head| {
-            let reply = respond(&head, board);
+            let reply = respond(&head, board, control, peer);
             stream.write_all(&reply)
         });
     if let Err(error) = answered {
@@ -147,11 +175,19 @@ fn read_head(stream: &mut TcpStream) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// The whole response (head and body) to a request head.
-pub(crate) fn respond(head: &str, board: &StatusBoard) -> Vec<u8> {
+/// The whole response (head and body) to a request head from `peer`.
+pub(crate) fn respond(
+    head: &str,
+    board: &StatusBoard,
+    control: Option<&ControlAccess>,
+    peer: SocketAddr,
+) -> Vec<u8> {
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    if let Some(name) = path.strip_prefix("/control/") {
+        return control_response(head, method, name, control, peer);
+    }
     if method != "GET" && method != "HEAD" {
         return response(
             405,
@@ -192,6 +228,63 @@ pub(crate) fn respond(head: &str, board: &StatusBoard) -> Vec<u8> {
     }
 }
 
+/// `POST /control/NAME`: 404 without a token configured or for an unknown action, 405 for
+/// another method, 401 (nothing changes) without the right bearer token; else the action is
+/// applied and the new state answered.
+fn control_response(
+    head: &str,
+    method: &str,
+    name: &str,
+    control: Option<&ControlAccess>,
+    peer: SocketAddr,
+) -> Vec<u8> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (Some(access), Some(action)) = (control, Action::from_name(name)) else {
+        let body = if control.is_none() {
+            "not found: the control endpoints exist when the run is started with --control-token-env NAME\n"
+        } else {
+            "not found: POST /control/pause, /control/resume or /control/abort\n"
+        };
+        return response(404, "Not Found", TEXT, body, &[], method);
+    };
+    if method != "POST" {
+        let body = "use POST\n";
+        return response(
+            405,
+            "Method Not Allowed",
+            TEXT,
+            body,
+            &[("Allow", "POST")],
+            method,
+        );
+    }
+    if !access.token.authorizes(header(head, "authorization")) {
+        log::warn!("control: refused {method} /control/{name} from {peer}: no valid bearer token");
+        let body = "unauthorized: send 'Authorization: Bearer TOKEN' with the token in the \
+                    environment variable named by --control-token-env\n";
+        let challenge = [("WWW-Authenticate", "Bearer realm=\"update-orchestrator\"")];
+        return response(401, "Unauthorized", TEXT, body, &challenge, method);
+    }
+    access
+        .control
+        .request(action, format!("POST /control/{name} from {peer}"));
+    let body = serde_json::json!({
+        "action": action.name(),
+        "paused": access.control.is_paused(),
+        "aborted": access.control.is_aborted(),
+    })
+    .to_string();
+    response(200, "OK", "application/json", &body, &[], method)
+}
+
+/// The value of header `name` (lowercase) in a request head.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
 fn response(
     status: u16,
     reason: &str,
@@ -230,9 +323,23 @@ mod tests {
         board
     }
 
+    fn peer() -> SocketAddr {
+        "127.0.0.1:5555".parse().unwrap()
+    }
+
     #[track_caller]
     fn check(request: &str, expected_head: &[&str], expected_body: Option<&str>) {
-        let reply = String::from_utf8(respond(request, &board())).unwrap();
+        check_with(None, request, expected_head, expected_body);
+    }
+
+    #[track_caller]
+    fn check_with(
+        control: Option<&ControlAccess>,
+        request: &str,
+        expected_head: &[&str],
+        expected_body: Option<&str>,
+    ) {
+        let reply = String::from_utf8(respond(request, &board(), control, peer())).unwrap();
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
         for line in expected_head {
             assert!(head.contains(line), "{line:?} not in\n{head}");
@@ -287,6 +394,57 @@ mod tests {
     }
 
     #[test]
+    fn control_endpoints_need_a_token_configured_and_presented() {
+        let access = ControlAccess {
+            control: Arc::new(Control::new()),
+            token: Token::new("s3cret".into()),
+        };
+        let post = |path: &str, auth: &str| format!("POST {path} HTTP/1.1\r\n{auth}\r\n");
+        let good = "Authorization: Bearer s3cret\r\n";
+        check(&post("/control/pause", good), &["404 Not Found"], None);
+        let state = access.control.clone();
+        let access = Some(&access);
+        for auth in [
+            "",
+            "Authorization: Bearer s3cre\r\n",
+            "Authorization: s3cret\r\n",
+        ] {
+            check_with(
+                access,
+                &post("/control/pause", auth),
+                &["401 Unauthorized", "WWW-Authenticate: Bearer"],
+                None,
+            );
+        }
+        check_with(access, &post("/control/abort", ""), &["401"], None);
+        assert!(state.take_requests().is_empty());
+        check_with(access, &post("/control/stop", good), &["404"], None);
+        let get = "GET /control/pause HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
+        check_with(access, get, &["405", "Allow: POST"], None);
+        check_with(
+            access,
+            &post("/control/pause", good),
+            &["200 OK", "application/json"],
+            Some(r#"{"aborted":false,"action":"pause","paused":true}"#),
+        );
+        check_with(
+            access,
+            &post("/control/resume", "authorization: bearer s3cret\r\n"),
+            &["200 OK"],
+            Some(r#"{"aborted":false,"action":"resume","paused":false}"#),
+        );
+        let requests = state.take_requests();
+        let by: Vec<&str> = requests.iter().map(|r| r.by.as_str()).collect();
+        assert_eq!(
+            by,
+            [
+                "POST /control/pause from 127.0.0.1:5555",
+                "POST /control/resume from 127.0.0.1:5555"
+            ]
+        );
+    }
+
+    #[test]
     fn the_page_loads_nothing_from_elsewhere() {
         for needle in [
             "http://",
@@ -302,7 +460,7 @@ mod tests {
     #[test]
     fn serves_over_tcp_and_stops() {
         let board = Arc::new(board());
-        let server = StatusServer::start("127.0.0.1:0".parse().unwrap(), board).unwrap();
+        let server = StatusServer::start("127.0.0.1:0".parse().unwrap(), board, None).unwrap();
         let mut stream = TcpStream::connect(server.addr()).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))

@@ -59,6 +59,14 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
         "wave": { "current": counters.wave, "total": counters.waves },
         "rollout": s.rollout,
         "recent_failures": failures,
+        "control": {
+            "paused": counters.paused,
+            "actions": counters.control.iter().map(|record| json!({
+                "at": record.at,
+                "action": record.action,
+                "by": record.by,
+            })).collect::<Vec<Value>>(),
+        },
     });
     document.to_string()
 }

@@ -11,13 +11,42 @@ use crate::units::{human_bytes, human_duration};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+/// The rollout status line's note while an operator has the run paused.
+const PAUSED: &str = "paused: resume with POST /control/resume or SIGUSR2";
+
 impl Shared<'_, '_> {
     /// Waits until a device may start: inside the window (waiting for it only when it opens
     /// within `--window-wait`), then for a start-rate token, then the window again: a worker
     /// can queue for its token past the window's end (found by the window-closing test: every
     /// worker passed the window check at once, then started long after it closed).
+    /// An operator's pause comes first and again after the rate's wait, so a paused run starts
+    /// nothing, and its window and rate are looked at afresh on resuming.
     pub(super) fn admit(&self) -> bool {
-        self.wait_for_window() && self.wait_for_rate() && self.wait_for_window()
+        self.wait_while_paused()
+            && self.wait_for_window()
+            && self.wait_for_rate()
+            && self.wait_while_paused()
+            && self.wait_for_window()
+    }
+
+    /// Waits while an operator has the run paused; false if it was stopped meanwhile.
+    pub(super) fn wait_while_paused(&self) -> bool {
+        if !self.paused() {
+            return true;
+        }
+        self.set_waiting(Some(PAUSED.to_string()));
+        while self.paused() {
+            if !self.sleep_unless_stopped(Duration::from_millis(50)) {
+                return false;
+            }
+        }
+        let mut waiting = crate::lock(&self.waiting);
+        if waiting.as_deref() == Some(PAUSED) {
+            *waiting = None;
+            drop(waiting);
+            self.send_status();
+        }
+        true
     }
 
     fn wait_for_window(&self) -> bool {

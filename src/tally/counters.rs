@@ -15,6 +15,9 @@ use crate::timestamp;
 /// How many failures the status page lists.
 pub const RECENT_FAILURES: usize = 20;
 
+/// How many control actions the status page lists.
+pub const RECENT_CONTROL: usize = 20;
+
 /// The run's counters beyond `Snapshot`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Counters {
@@ -36,6 +39,21 @@ pub struct Counters {
     pub finished_at: Option<SystemTime>,
     /// The most recent failures, newest first, at most `RECENT_FAILURES`.
     pub recent_failures: VecDeque<Failure>,
+    /// Whether an operator has the run paused (the last pause or resume).
+    pub paused: bool,
+    /// The most recent control actions, newest first, at most `RECENT_CONTROL`.
+    pub control: VecDeque<ControlRecord>,
+}
+
+/// One control action an operator took (pause, resume, abort).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlRecord {
+    /// When it arrived, RFC 3339.
+    pub at: String,
+    /// `pause`, `resume` or `abort`.
+    pub action: &'static str,
+    /// Who asked.
+    pub by: String,
 }
 
 /// One device that failed for good.
@@ -83,6 +101,19 @@ impl Counters {
                     error: error.clone(),
                 });
                 self.recent_failures.truncate(RECENT_FAILURES);
+            }
+            Event::Control { action, by } => {
+                match *action {
+                    "pause" => self.paused = true,
+                    "resume" => self.paused = false,
+                    _ => {}
+                }
+                self.control.push_front(ControlRecord {
+                    at: timestamp::format(now),
+                    action,
+                    by: by.clone(),
+                });
+                self.control.truncate(RECENT_CONTROL);
             }
             _ => {}
         }
@@ -190,6 +221,23 @@ mod tests {
         assert_eq!(newest.at, "1970-01-01T00:00:24.000Z");
         assert_eq!(newest.error, "dev-24 broke");
         assert_eq!(&*counters.recent_failures[RECENT_FAILURES - 1].id, "dev-5");
+    }
+
+    #[test]
+    fn control_actions_set_paused_and_are_listed_newest_first() {
+        let mut counters = Counters::default();
+        let control = |action: &'static str| Event::Control {
+            action,
+            by: "SIGUSR1".into(),
+        };
+        counters.apply(&control("pause"), at(1));
+        assert!(counters.paused);
+        counters.apply(&control("resume"), at(2));
+        assert!(!counters.paused);
+        counters.apply(&control("abort"), at(3));
+        let actions: Vec<&str> = counters.control.iter().map(|c| c.action).collect();
+        assert_eq!(actions, ["abort", "resume", "pause"]);
+        assert_eq!(counters.control[0].at, "1970-01-01T00:00:03.000Z");
     }
 
     #[test]

@@ -17,7 +17,18 @@ use crate::util::{Running, Test, quick, wait_until};
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
 /// `GET path` from the server at `base` (`http://IP:PORT/`): status, head and body.
-fn get(base: &str, path: &str) -> (u16, String, String) {
+pub(crate) fn get(base: &str, path: &str) -> (u16, String, String) {
+    request(base, "GET", path, &[])
+}
+
+/// `METHOD path` with `headers` (`Name: value` lines) to the server at `base`: status, head
+/// and body.
+pub(crate) fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+) -> (u16, String, String) {
     let addr = base.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream
@@ -26,11 +37,12 @@ fn get(base: &str, path: &str) -> (u16, String, String) {
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for header in headers {
+        head.push_str(&format!("{header}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).unwrap();
     let (head, body) = reply.split_once("\r\n\r\n").expect("a head and a body");
@@ -38,14 +50,14 @@ fn get(base: &str, path: &str) -> (u16, String, String) {
     (status, head.to_string(), body.to_string())
 }
 
-fn status_json(base: &str) -> Json {
+pub(crate) fn status_json(base: &str) -> Json {
     let (status, _, body) = get(base, "/status.json");
     assert_eq!(status, 200);
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// The status page's URL, from the line the run prints on stderr.
-fn page_url(running: &mut Running) -> String {
+pub(crate) fn page_url(running: &mut Running) -> String {
     let stderr = running.wait_for_stderr(Duration::from_secs(20), |text| {
         text.contains("status page: http://")
     });

@@ -1,0 +1,259 @@
+//! The control API (issue 17): `POST /control/pause|resume|abort` on the status server with a
+//! bearer token from `--control-token-env`, and SIGUSR1/SIGUSR2, against the simulated fleet:
+//! a pause starts nothing (the fleet sees no new connection) while in-flight devices finish, a
+//! resume completes the run, an abort exits 3 with a journal that resumes; without the token
+//! nothing changes (401), without the flag the endpoints do not exist (404).
+
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use crate::servers::fleet_registry;
+use crate::status_page::{page_url, request, status_json};
+use crate::util::{Running, Test, quick, wait_until};
+use update_orchestrator::simulate::{Fleet, FleetSpec};
+
+const TOKEN: &str = "s3cret-token";
+/// How long a pause is held and watched.
+const HELD: Duration = Duration::from_millis(1500);
+
+/// `devices` healthy devices, each answering 300 ms after the body: a run that takes a while.
+fn slow_fleet(devices: usize) -> Fleet {
+    Fleet::start(FleetSpec {
+        devices,
+        latency: Duration::from_millis(300),
+        keep_alive: false, // one connection per device, as distinct hosts have
+        ..FleetSpec::default()
+    })
+    .expect("start the fleet")
+}
+
+/// A push of the whole fleet, two at a time, with the status server (and the control endpoints
+/// when `control`) and an events file.
+fn push(fleet: &Fleet, devices: usize, control: bool, extra: &[&str]) -> Test {
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(fleet, 0..devices));
+    test.payload("fw.bin", 16 * 1024);
+    test.args(["push", "--payload", "fw.bin", "--concurrency", "2"])
+        .args(["--status-addr", "127.0.0.1:0", "--events", "events.jsonl"])
+        .args(["--report", "report.csv"])
+        .args(extra)
+        .args(quick(&[]));
+    if control {
+        test.args(["--control-token-env", "UO_CONTROL_TOKEN"])
+            .env("UO_CONTROL_TOKEN", TOKEN);
+    }
+    test.arg("devices.csv");
+    test.timeout(Duration::from_secs(120));
+    test
+}
+
+fn post(base: &str, action: &str, authorization: Option<&str>) -> (u16, String) {
+    let header = authorization.map(|value| format!("Authorization: {value}"));
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    let (status, _, body) = request(base, "POST", &format!("/control/{action}"), &headers);
+    (status, body)
+}
+
+fn bearer() -> String {
+    format!("Bearer {TOKEN}")
+}
+
+fn devices(base: &str, key: &str) -> u64 {
+    status_json(base)["devices"][key].as_u64().unwrap()
+}
+
+/// Waits for at least `count` devices to have succeeded.
+fn wait_for_succeeded(base: &str, count: u64) {
+    wait_until(Duration::from_secs(30), "devices to succeed", || {
+        devices(base, "succeeded") >= count
+    });
+}
+
+/// Once the status page says the run is paused: every device in flight finishes, and then,
+/// for `HELD`, the fleet sees no new connection and no device starts.
+fn assert_paused_run_starts_nothing(base: &str, fleet: &Fleet) {
+    wait_until(
+        Duration::from_secs(30),
+        "the pause and in-flight devices to end",
+        || {
+            let status = status_json(base);
+            status["control"]["paused"] == true && status["devices"]["in_flight"] == 0
+        },
+    );
+    let (connections, succeeded) = (fleet.connections(), devices(base, "succeeded"));
+    thread::sleep(HELD);
+    assert_eq!(
+        fleet.connections(),
+        connections,
+        "no new connection while paused"
+    );
+    let status = status_json(base);
+    assert_eq!(status["devices"]["succeeded"], succeeded, "{status}");
+    assert!(
+        status["devices"]["pending"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let rollout = status["rollout"].as_str().unwrap();
+    assert!(
+        rollout.contains("paused"),
+        "the status line says so: {status}"
+    );
+}
+
+/// The `control` lines of the events file.
+fn control_events(test: &Test) -> Vec<Json> {
+    test.read("events.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str::<Json>(line).unwrap())
+        .filter(|event| event["type"] == "control")
+        .collect()
+}
+
+fn finish(mut running: Running, status: i32) -> crate::util::Output {
+    let output = running.wait();
+    output.expect_status(status);
+    output
+}
+
+#[test]
+fn control_pause_holds_new_connections_until_resume_and_refuses_without_the_token() {
+    let fleet = slow_fleet(12);
+    let test = push(&fleet, 12, true, &[]);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_for_succeeded(&base, 2);
+
+    for authorization in [None, Some("Bearer wrong"), Some(TOKEN)] {
+        let (status, _) = post(&base, "pause", authorization);
+        assert_eq!(status, 401, "{authorization:?}");
+    }
+    assert_eq!(post(&base, "abort", None).0, 401);
+    let (status, body) = post(&base, "pause", Some(&bearer()));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"aborted":false,"action":"pause","paused":true}"#)
+    );
+    assert_paused_run_starts_nothing(&base, &fleet);
+    let actions = &status_json(&base)["control"]["actions"];
+    assert_eq!(
+        actions[0]["action"], "pause",
+        "the page lists it: {actions}"
+    );
+    assert!(actions[0]["at"].is_string());
+
+    assert_eq!(post(&base, "resume", Some(&bearer())).0, 200);
+    let output = finish(running, 0);
+    output.expect_stderr("control: pause by POST /control/pause from 127.0.0.1:");
+    assert!(!output.stderr.contains(TOKEN), "the token is never shown");
+    let rows = test.report("report.csv");
+    assert!(rows.iter().all(|row| row.status == "succeeded"), "{rows:?}");
+    assert_eq!(fleet.connections(), 12, "one connection per device");
+    let events = control_events(&test);
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["pause", "resume"],
+        "the 401s changed nothing: {events:?}"
+    );
+    assert!(
+        events[0]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("POST /control/pause from 127.0.0.1:")
+    );
+    assert!(!test.read("events.jsonl").contains(TOKEN));
+}
+
+#[test]
+fn control_abort_exits_3_and_the_journal_resumes_the_rest() {
+    let fleet = slow_fleet(8);
+    let test = push(&fleet, 8, true, &["--journal", "journal.jsonl"]);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_for_succeeded(&base, 2);
+    assert_eq!(post(&base, "abort", Some(&bearer())).0, 200);
+    let output = finish(running, 3);
+    output.expect_stderr("aborted by the operator (POST /control/abort from 127.0.0.1:");
+    let rows = test.report("report.csv");
+    let succeeded = rows.iter().filter(|row| row.status == "succeeded").count();
+    assert!(succeeded < 8, "the abort stopped the run: {rows:?}");
+    assert_eq!(control_events(&test)[0]["action"], "abort");
+
+    let mut again = test;
+    again
+        .clear()
+        .args(["push", "--payload", "fw.bin", "--journal", "journal.jsonl"])
+        .args(["--report", "again.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    again.run().expect_status(0);
+    for stats in fleet.stats() {
+        assert_eq!(
+            stats.completed, 1,
+            "every device updated exactly once: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn control_by_sigusr1_and_sigusr2_and_no_endpoints_without_the_flag() {
+    let fleet = slow_fleet(10);
+    let test = push(&fleet, 10, false, &[]);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_for_succeeded(&base, 2);
+    for action in ["pause", "resume", "abort"] {
+        let (status, body) = post(&base, action, Some(&bearer()));
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("--control-token-env"), "{body}");
+    }
+    running.signal("USR1");
+    assert_paused_run_starts_nothing(&base, &fleet);
+    assert_eq!(status_json(&base)["control"]["actions"][0]["by"], "SIGUSR1");
+    running.signal("USR2");
+    finish(running, 0);
+    assert_eq!(fleet.connections(), 10);
+    let by: Vec<String> = control_events(&test)
+        .iter()
+        .map(|event| event["by"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(by, ["SIGUSR1", "SIGUSR2"]);
+}
+
+#[test]
+fn control_token_env_needs_the_status_server_and_a_set_variable() {
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/\n");
+    test.payload("fw.bin", 10);
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--control-token-env",
+        "UO_CONTROL_TOKEN",
+    ])
+    .env("UO_CONTROL_TOKEN", TOKEN)
+    .arg("devices.csv");
+    test.run()
+        .expect_status(2)
+        .expect_stderr("--control-token-env UO_CONTROL_TOKEN goes with --status-addr");
+    test.clear()
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--status-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--control-token-env", "UO_CONTROL_TOKEN"])
+        .env_remove("UO_CONTROL_TOKEN")
+        .arg("devices.csv");
+    test.run()
+        .expect_status(2)
+        .expect_stderr("the environment variable UO_CONTROL_TOKEN is not set or empty");
+}
