@@ -120,6 +120,7 @@ pub mod delivery;
 pub mod digest;
 pub mod dry_run;
 pub mod events;
+pub mod excerpt;
 pub mod journal;
 pub mod lifecycle;
 pub mod limits;

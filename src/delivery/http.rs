@@ -119,8 +119,6 @@ pub struct HttpDelivery {
     multipart: Option<MultipartBody>,
     proxies: Proxies,
 }
-
-const EXCERPT_BYTES: u64 = 200;
 /// Idle connections the upload agent keeps. Devices are distinct hosts, contacted once per
 /// attempt: a pool the size of `--concurrency` kept thousands of useless sockets open and was
 /// scanned on every request (most of the CPU at 2,000 in flight). A few still let a fleet

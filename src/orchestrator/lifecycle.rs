@@ -453,9 +453,14 @@ fn keeps_waiting(error: &DeliveryError) -> bool {
         || error.kind == ErrorKind::DeviceTimeout
 }
 
-/// A request or command that ran and did not succeed.
+/// A request or command that ran and did not succeed: an HTTP answer's body as a short excerpt
+/// (an error page's text), a command's last line of output.
 fn refused(phase: Phase, what: &str, reply: &Reply) -> DeliveryError {
-    let excerpt = shown_version(&reply.text);
+    let excerpt = if reply.status.starts_with("HTTP ") {
+        crate::excerpt::excerpt(&reply.text)
+    } else {
+        shown_version(&reply.text)
+    };
     let mut message = format!("{what} {}", reply.status);
     if !excerpt.is_empty() {
         message.push_str(&format!(": {excerpt}"));

@@ -3,7 +3,7 @@
 //!
 //! Locations: `/upload/NAME` stores a `PUT` body as `uploads()/NAME` (WebDAV `PUT`, answering
 //! 201/204); `/locked/NAME` answers `401` (basic auth that nothing passes); `/small/NAME` answers
-//! `413` to any body over 1 KiB. The access log records, per request, the method, the URI, the
+//! `413` to any body over 1 KiB; `/forbidden/NAME` answers `403` (`deny all`). The access log records, per request, the method, the URI, the
 //! status and nginx's `$request_length` (the request line, headers and the body bytes nginx
 //! read): what the device received, measured on its side.
 //!
@@ -135,7 +135,14 @@ fn free_port() -> u16 {
 }
 
 fn write_config(dir: &Path, port: u16) {
-    for sub in ["www/upload", "www/locked", "www/small", "temp", "logs"] {
+    for sub in [
+        "www/upload",
+        "www/locked",
+        "www/small",
+        "www/forbidden",
+        "temp",
+        "logs",
+    ] {
         fs::create_dir_all(dir.join(sub)).expect("create nginx dirs");
     }
     // Nobody has this password: every request to /locked/ is refused.
@@ -179,6 +186,9 @@ http {{
         location /small/ {{
             client_max_body_size 1k;
             dav_methods PUT;
+        }}
+        location /forbidden/ {{
+            deny all;
         }}
     }}
 }}

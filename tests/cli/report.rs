@@ -1,6 +1,7 @@
 //! The CSV report: one row per device in registry order, on stdout or in a file, written even
 //! when devices failed.
 
+use crate::nginx::Nginx;
 use crate::util::{Test, ids, parse_report, quick};
 use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
 
@@ -119,4 +120,65 @@ fn report_file_is_written_when_the_run_fails() {
         assert_eq!(row.status, *status, "{row:?}");
         assert_eq!(row.attempts, 1, "{row:?}");
     }
+}
+
+/// nginx's error pages (413, 403, 401) in the report's `error` column and on the terminal: the
+/// status line and the page's text in a few words, not its HTML (it was the whole page).
+#[test]
+fn report_error_column_holds_the_status_line_and_a_short_excerpt_of_nginx_error_pages() {
+    let nginx = Nginx::start();
+    let mut test = Test::new();
+    test.payload("fw.bin", 4 * 1024);
+    test.write(
+        "devices.csv",
+        format!(
+            "id,url\nsmall,{}\nforbidden,{}\nlocked,{}\n",
+            nginx.url("/small/fw.bin"),
+            nginx.url("/forbidden/fw.bin"),
+            nginx.url("/locked/fw.bin"),
+        ),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.csv");
+    let output = test.run();
+    output.expect_status(1);
+    let rows = test.report("report.csv");
+    for (id, status, line, text) in [
+        (
+            "small",
+            413,
+            "HTTP 413 Payload Too Large",
+            "413 Request Entity Too Large nginx/",
+        ),
+        (
+            "forbidden",
+            403,
+            "HTTP 403 Forbidden",
+            "403 Forbidden nginx/",
+        ),
+        (
+            "locked",
+            401,
+            "HTTP 401 Unauthorized",
+            "401 Authorization Required nginx/",
+        ),
+    ] {
+        let row = rows.iter().find(|row| row.id == id).unwrap();
+        assert_eq!(
+            row.http_status,
+            Some(status),
+            "{row:?}\n{}",
+            nginx.error_log()
+        );
+        let error = &row.error;
+        assert!(error.contains(&format!("{line}: {text}")), "{id}: {error}");
+        assert!(
+            !error.contains('<') && !error.contains('\n'),
+            "{id}: {error}"
+        );
+        assert!(error.chars().count() < 300, "{id}: {error}");
+        output.expect_stderr(&format!("{line}: {text}"));
+    }
+    assert!(!output.stderr.contains("<html>"), "{}", output.stderr);
 }

@@ -5,8 +5,8 @@
 //! Owns: the HTTP side of the error taxonomy (which failures are transient). Must not: do IO or
 //! put header values in a message.
 
+use super::TlsRefusal;
 use super::early::EarlyAnswer;
-use super::{EXCERPT_BYTES, TlsRefusal};
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
 use crate::payload::PayloadError;
 use std::io::{self, Read};
@@ -66,13 +66,13 @@ pub(super) fn status_error(
     let _ = response
         .body_mut()
         .as_reader()
-        .take(EXCERPT_BYTES)
+        .take(crate::excerpt::EXCERPT_READ_BYTES)
         .read_to_end(&mut excerpt);
     let reason = response.status().canonical_reason().unwrap_or("");
     let mut message = format!("HTTP {status} {reason}{location}")
         .trim_end()
         .to_string();
-    let excerpt = one_line(&String::from_utf8_lossy(&excerpt));
+    let excerpt = crate::excerpt::excerpt(&String::from_utf8_lossy(&excerpt));
     if !excerpt.is_empty() {
         message.push_str(": ");
         message.push_str(&excerpt);
@@ -285,15 +285,6 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Collapses a response excerpt to one printable line.
-fn one_line(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    cleaned.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,10 +445,5 @@ mod tests {
         for status in [301, 400, 401, 403, 404, 409, 413, 422] {
             check_status(status, false);
         }
-    }
-
-    #[test]
-    fn excerpts_are_one_line() {
-        assert_eq!(one_line("bad\r\n  digest\t!\u{7}"), "bad digest !");
     }
 }
