@@ -40,12 +40,14 @@ impl Connector<Box<dyn Transport>> for Early {
 
     fn connect(
         &self,
-        _details: &ConnectionDetails,
+        details: &ConnectionDetails,
         chained: Option<Box<dyn Transport>>,
     ) -> Result<Option<Listening>, ureq::Error> {
         Ok(chained.map(|inner| Listening {
             inner,
-            input: LazyBuffers::new(16 * 1024, 1),
+            // ureq reads answers from this one (the inner transport's own input only passes
+            // bytes through), so it has the size ureq was configured with.
+            input: LazyBuffers::new(details.config.input_buffer_size(), 1),
             staged: Vec::new(),
             final_seen: false,
             unseen: AtomicBool::new(false),

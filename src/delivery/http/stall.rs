@@ -91,7 +91,7 @@ impl<In: Transport> Connector<In> for GuardedTcpConnector {
         (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
         Ok(Some(Either::B(GuardedTcp {
             stream,
-            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+            buffers: SendThenListen::new(config.input_buffer_size(), config.output_buffer_size()),
             stall: self.stall,
         })))
     }
@@ -123,8 +123,94 @@ fn connect_any(addrs: &[SocketAddr], budget: Option<Duration>) -> Result<TcpStre
 #[derive(Debug)]
 pub(crate) struct GuardedTcp {
     stream: Arc<TcpStream>,
-    buffers: LazyBuffers,
+    buffers: SendThenListen,
     stall: Duration,
+}
+
+/// A connection's buffers, each allocated when first used, the send buffer given back while
+/// the connection waits for an answer.
+///
+/// ureq's `LazyBuffers` allocates (and zero-fills) both buffers at the first use of either and
+/// keeps them for the connection's life, so a far device that takes seconds to answer holds a
+/// send buffer it no longer needs: 16 KiB of every device in flight, 125 MiB at 8,000 waiting.
+/// Here the send buffer goes when the transport is asked to wait for input with nothing of it
+/// left unsent (see [`SendThenListen::pending`]), and comes back zero-filled when ureq writes
+/// again (the body after `100 Continue`, the next request on a kept-alive connection).
+#[derive(Debug)]
+pub(crate) struct SendThenListen {
+    /// The receive side: ureq's own buffer logic (its output side is never used).
+    input: LazyBuffers,
+    output: Vec<u8>,
+    output_size: usize,
+    /// ureq was handed the send buffer and has not transmitted since: what it holds may be
+    /// bytes still to send, so it is kept.
+    pending: bool,
+}
+
+impl SendThenListen {
+    fn new(input_size: usize, output_size: usize) -> SendThenListen {
+        SendThenListen {
+            input: LazyBuffers::new(input_size, 1),
+            output: Vec::new(),
+            output_size,
+            pending: false,
+        }
+    }
+
+    fn send_buffer(&mut self) -> &mut [u8] {
+        if self.output.is_empty() {
+            self.output = vec![0; self.output_size];
+        }
+        self.pending = true;
+        &mut self.output
+    }
+
+    /// The bytes of the send buffer ureq asked to transmit went: nothing in it is pending.
+    fn transmitted(&mut self) {
+        self.pending = false;
+    }
+
+    /// Gives the send buffer back unless it may hold bytes still to send.
+    fn listening(&mut self) {
+        if !self.pending {
+            self.output = Vec::new();
+        }
+    }
+}
+
+impl Buffers for SendThenListen {
+    fn output(&mut self) -> &mut [u8] {
+        self.send_buffer()
+    }
+
+    fn input(&self) -> &[u8] {
+        self.input.input()
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        self.input.input_append_buf()
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        if self.output.is_empty() {
+            self.output = vec![0; self.output_size];
+        }
+        self.pending = true;
+        let (tmp, _) = self.input.tmp_and_output();
+        (tmp, &mut self.output)
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.input.input_appended(amount);
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.input.input_consume(amount);
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.input.can_use_input()
+    }
 }
 
 impl Transport for GuardedTcp {
@@ -153,7 +239,7 @@ impl Transport for GuardedTcp {
                 return Err(Error::Timeout(reason));
             }
             self.stream.set_write_timeout(Some(wait))?;
-            let output = &self.buffers.output()[sent..amount];
+            let output = &self.buffers.output[sent..amount];
             match (&*self.stream).write(output) {
                 Ok(0) => return Err(Error::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => {
@@ -168,11 +254,13 @@ impl Transport for GuardedTcp {
                 Err(error) => return Err(Error::Io(error)),
             }
         }
+        self.buffers.transmitted();
         Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         let timeout = timeout.for_read();
+        self.buffers.listening();
         self.stream.set_read_timeout(budget(&timeout)?)?;
         let input = self.buffers.input_append_buf();
         let amount = loop {
