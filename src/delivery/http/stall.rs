@@ -304,3 +304,62 @@ fn is_timeout(error: &io::Error) -> bool {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each step: what ureq or the transport does, then whether the send buffer is held.
+    #[test]
+    fn the_send_buffer_is_held_only_while_it_may_hold_unsent_bytes() {
+        enum Step {
+            Write(u8),
+            Transmitted,
+            Listen,
+        }
+        use Step::*;
+        let cases: &[(&str, &[Step], bool)] = &[
+            ("never used", &[], false),
+            ("written, not yet sent", &[Write(1)], true),
+            (
+                "written, listening before sending (a probe)",
+                &[Write(1), Listen],
+                true,
+            ),
+            (
+                "sent, then listening for the answer",
+                &[Write(1), Transmitted, Listen],
+                false,
+            ),
+            ("sent, not listening yet", &[Write(1), Transmitted], true),
+            (
+                "the body after 100 Continue",
+                &[Write(1), Transmitted, Listen, Write(2)],
+                true,
+            ),
+        ];
+        for (name, steps, held) in cases {
+            let mut buffers = SendThenListen::new(8, 16);
+            for step in *steps {
+                match step {
+                    Write(byte) => buffers.output()[0] = *byte,
+                    Transmitted => buffers.transmitted(),
+                    Listen => buffers.listening(),
+                }
+            }
+            assert_eq!(!buffers.output.is_empty(), *held, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_send_buffer_given_back_comes_back_whole_and_zeroed() {
+        let mut buffers = SendThenListen::new(8, 16);
+        buffers.output().fill(7);
+        buffers.transmitted();
+        buffers.listening();
+        assert_eq!(buffers.output(), &[0u8; 16][..]);
+        let (tmp, output) = buffers.tmp_and_output();
+        assert!(!tmp.is_empty());
+        assert_eq!(output.len(), 16);
+    }
+}
