@@ -124,9 +124,10 @@ pub struct HttpDelivery {
 /// scanned on every request (most of the CPU at 2,000 in flight). A few still let a fleet
 /// behind one address (a test server, a gateway) reuse connections.
 const IDLE_CONNECTIONS: usize = 16;
-/// Each connection's send buffer (ureq zero-fills it: every byte is resident while the device is
-/// in flight). 16 KiB instead of 64 KiB saves 48 KiB per device in flight (375 MiB at 8,000)
-/// and cost about 8% on 10 × 1 GiB over loopback (7.7 s against 7.2 s, a noisy 2-core machine).
+/// Each connection's send buffer (zero-filled: every byte is resident while the body is sent;
+/// given back while the device works on its answer, see stall.rs). 16 KiB instead of 64 KiB
+/// saves 48 KiB per device sending (375 MiB at 8,000) and cost about 8% on 10 × 1 GiB over
+/// loopback (7.7 s against 7.2 s, a noisy 2-core machine).
 const OUTPUT_BUFFER: usize = 16 * 1024;
 /// Each connection's receive buffer, zero-filled too. A device's answer head must fit in it
 /// (ureq fails a longer one); update endpoints answer a few hundred bytes.
