@@ -26,6 +26,13 @@ const MIN_INTERVAL: Duration = TICK;
 /// Events handled in one go before the clock is looked at again.
 const MAX_BATCH: usize = 10_000;
 
+/// After handling what came, the loop lets events gather this long before it waits on the
+/// channel again. A receiver blocked on the channel is woken by every send (a futex call in the
+/// worker, a context switch here): with 8,000 devices in flight that was 8% of the run's CPU.
+/// While this thread naps, a send only queues. 5 ms is far below what a person or a scrape sees;
+/// a flood (a batch that left events waiting) is drained on without a nap.
+const COALESCE: Duration = Duration::from_millis(5);
+
 /// Runs until `RunFinished` arrives or every sender is gone, showing progress as `config` says
 /// (plain and quiet lines go to `sink`, bars to stderr), feeding `outputs` (events file,
 /// metrics, status server) from the same events, and returns the final counters.
@@ -46,6 +53,9 @@ pub(crate) fn run_loop(
                 let ended = handle(event, &mut tracker, &mut screen, outputs)
                     || drain(events, &mut tracker, &mut screen, outputs);
                 outputs.flush();
+                if !ended && events.is_empty() {
+                    nap(timer.deadline());
+                }
                 ended
             }
             Err(RecvTimeoutError::Timeout) => false,
@@ -78,6 +88,12 @@ fn handle(
         screen.notice(&notice);
     }
     tracker.tally.devices.is_finished()
+}
+
+/// Sleeps [`COALESCE`], or until `deadline` if that comes first.
+fn nap(deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    std::thread::sleep(COALESCE.min(left));
 }
 
 /// Handles the events already waiting, up to `MAX_BATCH`; true if the run ended.
