@@ -140,7 +140,10 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
     let control = Arc::new(Control::new());
     let signals = Signals::install(&control)?;
-    let (outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
+    let (mut outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
+    if !outputs.is_empty() {
+        outputs.roster = Some(outputs::roster(&registry, &plan, &config.observe.group_by));
+    }
     let writer = journal.as_ref().map(|(writer, _)| writer);
     announce(&config, &registry, &payload, &plan);
     let result = execute::execute(

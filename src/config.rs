@@ -79,6 +79,8 @@ pub struct ObserveOptions {
     pub status_addr: Option<SocketAddr>,
     /// The control endpoints' token (`--control-token-env`); none: no control endpoints.
     pub control_token: Option<crate::control::Token>,
+    /// `--group-by`: the registry columns the page and the HTML report break devices down by.
+    pub group_by: Vec<String>,
 }
 
 /// Everything `push` needs, checked.

@@ -19,11 +19,14 @@ pub mod status;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
+
 use crate::events::Event;
-use crate::tally::{Counters, Snapshot};
+use crate::tally::{Counters, Roster, Snapshot, Tally};
 pub use event_log::EventLog;
 pub use metrics::MetricsFile;
 pub use server::{ControlAccess, StatusServer};
+use status::Views;
 
 /// How often the status server's documents are rendered afresh.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -39,6 +42,9 @@ pub struct Outputs {
     pub board: Option<Arc<StatusBoard>>,
     /// The time between rewrites of the metrics file (`--progress-interval`).
     pub metrics_interval: Duration,
+    /// The run's devices and the columns to group them by (`--group-by`), handed to the
+    /// tally when the progress thread starts.
+    pub roster: Option<Roster>,
     next_metrics: Option<Instant>,
     next_publish: Option<Instant>,
 }
@@ -68,11 +74,14 @@ impl Outputs {
     pub(crate) fn tick(
         &mut self,
         now: Instant,
-        counters: &Counters,
+        tally: &Tally,
         snapshot: impl FnOnce() -> Snapshot,
     ) {
         if let Some(log) = &mut self.event_log {
             log.tick(now);
+        }
+        if let Some(board) = &self.board {
+            board.answer_lookups(&tally.roster);
         }
         let metrics_due =
             self.metrics_file.is_some() && due(&mut self.next_metrics, now, self.metrics_interval);
@@ -82,20 +91,20 @@ impl Outputs {
         }
         let snapshot = snapshot();
         if metrics_due {
-            self.write_metrics(&snapshot, counters);
+            self.write_metrics(&snapshot, &tally.counters);
         }
         if publish_due {
-            self.publish(&snapshot, counters);
+            self.publish(&snapshot, tally);
         }
     }
 
     /// At the end of the run: the last lines, the final metrics file and status documents.
-    pub(crate) fn finish(&mut self, snapshot: &Snapshot, counters: &Counters) {
+    pub(crate) fn finish(&mut self, snapshot: &Snapshot, tally: &Tally) {
         if let Some(log) = &mut self.event_log {
             log.finish(snapshot);
         }
-        self.write_metrics(snapshot, counters);
-        self.publish(snapshot, counters);
+        self.write_metrics(snapshot, &tally.counters);
+        self.publish(snapshot, tally);
     }
 
     fn write_metrics(&mut self, snapshot: &Snapshot, counters: &Counters) {
@@ -104,13 +113,20 @@ impl Outputs {
         }
     }
 
-    fn publish(&self, snapshot: &Snapshot, counters: &Counters) {
+    fn publish(&self, snapshot: &Snapshot, tally: &Tally) {
         if let Some(board) = &self.board {
             board.publish(Documents {
-                metrics: metrics::render(snapshot, counters).into(),
-                status_json: status::render(snapshot, counters).into(),
+                metrics: metrics::render(snapshot, &tally.counters).into(),
+                status_json: status::render(snapshot, &tally.counters, views(tally)).into(),
             });
         }
+    }
+}
+
+fn views(tally: &Tally) -> Views<'_> {
+    Views {
+        roster: &tally.roster,
+        series: &tally.series,
     }
 }
 
@@ -133,22 +149,74 @@ pub struct Documents {
 }
 
 /// Where the progress thread leaves the latest documents for the server thread. The lock is
-/// held only to swap or clone two `Arc`s.
+/// held only to swap or clone two `Arc`s. Device lookups go the other way, as requests the
+/// progress thread answers on its next tick (it alone holds the devices' records).
 #[derive(Debug)]
 pub struct StatusBoard {
     documents: Mutex<Documents>,
+    lookups: (Sender<Lookup>, Receiver<Lookup>),
 }
+
+/// A device lookup waiting for the progress thread: the id, and where the answer goes (the
+/// device's JSON, or `None` when it is not in the run).
+#[derive(Debug)]
+struct Lookup {
+    id: String,
+    answer: Sender<Option<String>>,
+}
+
+/// What a device lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupAnswer {
+    /// The device's JSON document.
+    Found(String),
+    /// No device of the run has that id.
+    NotInRun,
+    /// The progress thread did not answer in time (busy, or the run is ending).
+    NoAnswer,
+}
+
+/// Lookups waiting at once; more are refused (the server answers 503).
+const MAX_LOOKUPS: usize = 16;
+
+/// How long a lookup waits for the progress thread.
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 
 impl StatusBoard {
     /// A board with documents for a run that has not started yet.
     pub fn new() -> StatusBoard {
-        let counters = Counters::default();
+        let tally = Tally::default();
         let snapshot = Snapshot::default();
         StatusBoard {
             documents: Mutex::new(Documents {
-                metrics: metrics::render(&snapshot, &counters).into(),
-                status_json: status::render(&snapshot, &counters).into(),
+                metrics: metrics::render(&snapshot, &tally.counters).into(),
+                status_json: status::render(&snapshot, &tally.counters, views(&tally)).into(),
             }),
+            lookups: crossbeam_channel::bounded(MAX_LOOKUPS),
+        }
+    }
+
+    /// Asks the progress thread for device `id`.
+    pub fn lookup(&self, id: &str) -> LookupAnswer {
+        let (answer, receiver) = crossbeam_channel::bounded(1);
+        let lookup = Lookup {
+            id: id.to_string(),
+            answer,
+        };
+        if self.lookups.0.try_send(lookup).is_err() {
+            return LookupAnswer::NoAnswer;
+        }
+        match receiver.recv_timeout(LOOKUP_WAIT) {
+            Ok(Some(device)) => LookupAnswer::Found(device),
+            Ok(None) => LookupAnswer::NotInRun,
+            Err(_) => LookupAnswer::NoAnswer,
+        }
+    }
+
+    /// Answers the lookups waiting (the progress thread, from its roster).
+    pub(crate) fn answer_lookups(&self, roster: &Roster) {
+        while let Ok(lookup) = self.lookups.1.try_recv() {
+            let _ = lookup.answer.send(status::device(roster, &lookup.id));
         }
     }
 

@@ -10,14 +10,18 @@
 
 mod counters;
 mod devices;
+mod roster;
+mod series;
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::events::Event;
 
-pub use counters::{ControlRecord, Counters, Failure, RECENT_CONTROL, RECENT_FAILURES};
+pub use counters::{ControlRecord, Counters, Failure, RECENT_CONTROL, RECENT_FAILURES, WaveRecord};
 pub use devices::Snapshot;
 pub(crate) use devices::{DeviceCounts, Notice};
+pub use roster::{DeviceRecord, GroupColumn, Roster, State};
+pub use series::{MAX_BUCKETS, Rates, Series};
 
 /// Every counter kept from the event stream.
 #[derive(Debug, Default)]
@@ -26,13 +30,27 @@ pub(crate) struct Tally {
     pub(crate) devices: DeviceCounts,
     /// The counters beyond them, for the metrics and the status page.
     pub(crate) counters: Counters,
+    /// Each device and the groups they fall in, for the device lookup, the breakdown by
+    /// column and the HTML report's failed devices.
+    pub(crate) roster: Roster,
+    /// Devices finished and bytes sent over time, for the charts.
+    pub(crate) series: Series,
 }
 
 impl Tally {
     /// Applies `event`, which arrived at `now`, returning what the terminal may show for it.
     pub(crate) fn apply(&mut self, event: Event, now: SystemTime) -> Option<Notice> {
         self.counters.apply(&event, now);
+        self.roster.apply(&event);
         self.devices.apply(event)
+    }
+
+    /// Samples the counts for the series, `elapsed` after the run started.
+    pub(crate) fn sample(&mut self, elapsed: Duration) {
+        let snapshot = self.devices.snapshot();
+        let finished = self.devices.devices_finished() as u64;
+        self.series
+            .record(elapsed.as_secs_f64(), finished, snapshot.bytes_sent);
     }
 
     /// Marks the end of the run at `now`.

@@ -16,7 +16,27 @@ use crate::control::Control;
 use crate::observe::{
     self, ControlAccess, EventLog, MetricsFile, Outputs, StatusBoard, StatusServer,
 };
-use crate::tally::Snapshot;
+use crate::registry::Registry;
+use crate::scheduler::Plan;
+use crate::tally::{Roster, Snapshot};
+
+/// The plan's devices with the values of the `--group-by` columns, for the tally.
+pub(super) fn roster(registry: &Registry, plan: &Plan, columns: &[String]) -> Roster {
+    let devices = plan
+        .waves
+        .iter()
+        .flat_map(|wave| wave.devices.iter())
+        .map(|&index| {
+            let device = &registry.devices[index];
+            let values = columns
+                .iter()
+                .map(|column| registry.value(device, column).unwrap_or("").into())
+                .collect();
+            (index, device.id.clone(), values)
+        })
+        .collect();
+    Roster::new(columns, devices)
+}
 
 /// The outputs for the progress thread, and the status server (stop it after the run).
 pub(super) fn open(

@@ -31,8 +31,24 @@ pub(super) fn check(
         return Err(AppError::Input(message));
     }
     check_exec(config.ssh.exec.as_ref(), registry)?;
+    check_group_by(&config.observe.group_by, registry)?;
     check_commands(&config.command, registry)?;
     check_lifecycle(&config.lifecycle, registry, delivery)
+}
+
+/// Every `--group-by` column is one of the registry's.
+fn check_group_by(columns: &[String], registry: &Registry) -> Result<(), AppError> {
+    match columns
+        .iter()
+        .find(|column| !registry.header.contains(column))
+    {
+        None => Ok(()),
+        Some(column) => Err(AppError::Input(format!(
+            "--group-by {column}: {} has no column {column}; its columns are {}",
+            registry.source,
+            registry.header.join(", ")
+        ))),
+    }
 }
 
 /// Loads and validates the registry from a file or stdin.

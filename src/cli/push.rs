@@ -474,6 +474,11 @@ pub struct PushArgs {
     #[argh(option)]
     pub control_token_env: Option<String>,
 
+    /// on the status page and the HTML report, break the devices down by this registry
+    /// column, e.g. site (repeatable: one breakdown per column)
+    #[argh(option)]
+    pub group_by: Vec<String>,
+
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
     pub registry: String,

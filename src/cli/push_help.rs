@@ -114,6 +114,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "status-addr",
             "status-allow-remote",
             "control-token-env",
+            "group-by",
             "journal",
             "journal-reset",
             "only-failed",

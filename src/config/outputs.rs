@@ -83,6 +83,7 @@ pub(super) fn observe_options(args: &PushArgs) -> Result<ObserveOptions, UsageEr
         metrics_file: args.metrics_file.clone(),
         status_addr,
         control_token: control_token(args, status_addr.is_some(), |name| std::env::var(name).ok())?,
+        group_by: args.group_by.clone(),
     })
 }
 

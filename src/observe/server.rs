@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::StatusBoard;
 use super::metrics::CONTENT_TYPE as METRICS_TYPE;
+use super::{LookupAnswer, StatusBoard};
 use crate::control::{Action, Control, Token};
 
 /// The status page: HTML, CSS and script in one file, no external assets.
@@ -217,14 +217,40 @@ pub(crate) fn respond(
             method,
         ),
         "/metrics" => response(200, "OK", METRICS_TYPE, &documents.metrics, &[], method),
+        "/device" => device_response(target, board, method),
         _ => response(
             404,
             "Not Found",
             "text/plain; charset=utf-8",
-            "not found: try /, /status.json or /metrics\n",
+            "not found: try /, /status.json, /metrics or /device?id=ID\n",
             &[],
             method,
         ),
+    }
+}
+
+/// `GET /device?id=ID`: the device's record from the progress thread, 404 when it is not in
+/// the run, 503 when the thread did not answer in time.
+fn device_response(target: &str, board: &StatusBoard, method: &str) -> Vec<u8> {
+    const JSON: &str = "application/json";
+    let id = target
+        .split_once('?')
+        .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("id=")))
+        .and_then(crate::address::ssh::percent_decode);
+    let Some(id) = id.filter(|id| !id.is_empty()) else {
+        let body = r#"{"error":"give the device's id: /device?id=ID"}"#;
+        return response(400, "Bad Request", JSON, body, &[], method);
+    };
+    match board.lookup(&id) {
+        LookupAnswer::Found(device) => response(200, "OK", JSON, &device, &[], method),
+        LookupAnswer::NotInRun => {
+            let body = serde_json::json!({ "error": format!("no device {id} in this run") });
+            response(404, "Not Found", JSON, &body.to_string(), &[], method)
+        }
+        LookupAnswer::NoAnswer => {
+            let body = r#"{"error":"the run did not answer in time: try again"}"#;
+            response(503, "Service Unavailable", JSON, body, &[], method)
+        }
     }
 }
 

@@ -1,15 +1,40 @@
-//! `/status.json`: the progress snapshot as one JSON object, for the status page and scripts.
+//! `/status.json`: the progress snapshot as one JSON object, for the status page, the HTML
+//! report and scripts; and `/device?id=ID`, one device's record.
 //!
-//! Owns: the document's fields (docs/watching.md). Must not: do IO.
+//! Owns: the documents' fields (docs/watching.md), and their bound: whatever the number of
+//! devices, the status document lists at most `MAX_GROUPS` groups per column, `MAX_WAVES`
+//! waves, the series' `MAX_BUCKETS` buckets and the recent failures and control actions.
+//! Must not: do IO.
 
-use serde_json::{Value, json};
+use std::time::SystemTime;
 
-use crate::tally::Counters;
-use crate::tally::Snapshot;
+use serde_json::{Map, Value, json};
+
+use crate::tally::{Counters, GroupColumn, Roster, Series, Snapshot, State, WaveRecord};
 use crate::timestamp;
 
+/// The most groups of one column the status document lists (the worst first).
+pub const MAX_GROUPS: usize = 50;
+
+/// The most waves the status document lists (the latest).
+pub const MAX_WAVES: usize = 100;
+
+/// What the status document is rendered from besides the snapshot and the counters.
+#[derive(Debug, Clone, Copy)]
+pub struct Views<'a> {
+    /// Each device and the groups they fall in.
+    pub roster: &'a Roster,
+    /// Devices finished and bytes sent over time.
+    pub series: &'a Series,
+}
+
 /// Renders the status document.
-pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
+pub fn render(snapshot: &Snapshot, counters: &Counters, views: Views<'_>) -> String {
+    document(snapshot, counters, views).to_string()
+}
+
+/// The status document as a JSON value (the HTML report adds to it).
+pub fn document(snapshot: &Snapshot, counters: &Counters, views: Views<'_>) -> Value {
     let s = snapshot;
     let ended = s.succeeded + s.failed + s.skipped + s.interrupted;
     let state = match (counters.started_at, counters.finished_at) {
@@ -67,8 +92,108 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
                 "by": record.by,
             })).collect::<Vec<Value>>(),
         },
+        "failures_by_class": counters.failures,
+        "series": series(views.series, counters.finished_at.is_some()),
+        "waves": waves(counters),
+        "groups": views.roster.columns().iter().map(groups).collect::<Vec<Value>>(),
     });
-    document.to_string()
+    document
+}
+
+/// `/device?id=ID`: what is known of one device, or `None` when it is not in the run.
+pub fn device(roster: &Roster, id: &str) -> Option<String> {
+    let (record, groups) = roster.lookup(id)?;
+    let (error, class) = match &record.error {
+        Some((error, class)) => (Some(error.as_str()), Some(*class)),
+        None => (None, None),
+    };
+    let groups: Map<String, Value> = groups
+        .into_iter()
+        .map(|(column, value)| (column.to_string(), Value::from(value)))
+        .collect();
+    let document = json!({
+        "id": &*record.id,
+        "status": record.state.name(),
+        "attempts": record.attempts,
+        "stage": record.stage.map(|stage| stage.to_string()),
+        "error": error,
+        "class": class,
+        "skipped": record.skipped,
+        "groups": groups,
+    });
+    Some(document.to_string())
+}
+
+/// The series as rates per bucket, rounded (the document stays small).
+fn series(series: &Series, complete: bool) -> Value {
+    let rates = series.rates(complete);
+    let round = |values: &[f64]| -> Vec<f64> {
+        values.iter().map(|v| (v * 100.0).round() / 100.0).collect()
+    };
+    json!({
+        "bucket_seconds": rates.bucket_seconds,
+        "devices_per_second": round(&rates.devices_per_second),
+        "bytes_per_second": rates.bytes_per_second.iter().map(|v| v.round()).collect::<Vec<f64>>(),
+    })
+}
+
+/// The latest `MAX_WAVES` waves, their times in seconds since the run started.
+fn waves(counters: &Counters) -> Value {
+    let start = counters.started_at.unwrap_or(SystemTime::UNIX_EPOCH);
+    let seconds = |at: SystemTime| {
+        let secs = at.duration_since(start).unwrap_or_default().as_secs_f64();
+        (secs * 10.0).round() / 10.0
+    };
+    let skip = counters.wave_log.len().saturating_sub(MAX_WAVES);
+    let listed: Vec<Value> = counters.wave_log[skip..]
+        .iter()
+        .map(|wave: &WaveRecord| {
+            json!({
+                "wave": wave.wave,
+                "devices": wave.devices,
+                "canary": wave.canary,
+                "started_seconds": seconds(wave.started_at),
+                "ended_seconds": wave.ended_at.map(seconds),
+                "succeeded": wave.succeeded,
+                "failed": wave.failed,
+            })
+        })
+        .collect();
+    Value::from(listed)
+}
+
+/// One column's groups, the worst first, at most `MAX_GROUPS`.
+fn groups(column: &GroupColumn) -> Value {
+    let mut groups: Vec<(&str, &[u64; 5])> = column.groups().collect();
+    groups.sort_by(|a, b| worst_first(a.1, b.1).then_with(|| a.0.cmp(b.0)));
+    let more = groups.len().saturating_sub(MAX_GROUPS);
+    let listed: Vec<Value> = groups
+        .into_iter()
+        .take(MAX_GROUPS)
+        .map(|(value, counts)| {
+            json!({
+                "value": value,
+                "total": counts.iter().sum::<u64>(),
+                "pending": counts[State::Pending as usize],
+                "in_flight": counts[State::InFlight as usize],
+                "succeeded": counts[State::Succeeded as usize],
+                "failed": counts[State::Failed as usize],
+            })
+        })
+        .collect();
+    json!({ "column": column.column, "groups": listed, "more": more })
+}
+
+/// More failed devices first, then a larger share of failures among the finished.
+fn worst_first(a: &[u64; 5], b: &[u64; 5]) -> std::cmp::Ordering {
+    let failed = State::Failed as usize;
+    let share = |counts: &[u64; 5]| {
+        let finished = counts[State::Succeeded as usize] + counts[failed];
+        counts[failed] as f64 / finished.max(1) as f64
+    };
+    b[failed]
+        .cmp(&a[failed])
+        .then_with(|| share(b).total_cmp(&share(a)))
 }
 
 #[cfg(test)]
@@ -76,6 +201,15 @@ mod tests {
     use super::*;
     use crate::events::Event;
     use std::time::{Duration, UNIX_EPOCH};
+
+    fn views() -> Views<'static> {
+        static ROSTER: std::sync::OnceLock<Roster> = std::sync::OnceLock::new();
+        static SERIES: std::sync::OnceLock<Series> = std::sync::OnceLock::new();
+        Views {
+            roster: ROSTER.get_or_init(Roster::default),
+            series: SERIES.get_or_init(Series::default),
+        }
+    }
 
     #[test]
     fn renders_counts_eta_wave_and_failures() {
@@ -113,7 +247,7 @@ mod tests {
             },
             at,
         );
-        let value: Value = serde_json::from_str(&render(&snapshot, &counters)).unwrap();
+        let value: Value = serde_json::from_str(&render(&snapshot, &counters, views())).unwrap();
         assert_eq!(value["state"], "running");
         assert_eq!(value["started_at"], "1970-01-02T00:00:00.000Z");
         assert_eq!(value["finished_at"], Value::Null);
@@ -140,6 +274,65 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_listed_worst_first_and_bounded() {
+        let devices = (0..MAX_GROUPS + 10)
+            .map(|n| {
+                (
+                    n,
+                    format!("dev-{n}").into(),
+                    vec![format!("site-{n:02}").into()],
+                )
+            })
+            .collect();
+        let mut roster = Roster::new(&["site".into()], devices);
+        let outcome = |index: usize, failed: bool| match failed {
+            true => Event::Failed {
+                index,
+                id: "?".into(),
+                attempts: 1,
+                class: "reset",
+                error: "x".into(),
+            },
+            false => Event::Succeeded {
+                index,
+                id: "?".into(),
+                attempts: 1,
+            },
+        };
+        for (index, failed) in [(7, true), (3, false), (42, true)] {
+            roster.apply(&outcome(index, failed));
+        }
+        let series = Series::default();
+        let views = Views {
+            roster: &roster,
+            series: &series,
+        };
+        let value: Value =
+            serde_json::from_str(&render(&Snapshot::default(), &Counters::default(), views))
+                .unwrap();
+        let column = &value["groups"][0];
+        assert_eq!(column["column"], "site");
+        assert_eq!(column["more"], 10);
+        let listed = column["groups"].as_array().unwrap();
+        assert_eq!(listed.len(), MAX_GROUPS);
+        let first: Vec<&str> = listed[..3]
+            .iter()
+            .map(|g| g["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            first,
+            ["site-07", "site-42", "site-00"],
+            "failed first, then by name"
+        );
+        assert_eq!(listed[0]["failed"], 1);
+        assert_eq!(listed[0]["pending"], 0);
+        let looked_up: Value = serde_json::from_str(&device(&roster, "dev-7").unwrap()).unwrap();
+        assert_eq!(looked_up["status"], "failed");
+        assert_eq!(looked_up["groups"]["site"], "site-07");
+        assert!(device(&roster, "dev-999").is_none());
+    }
+
+    #[test]
     fn a_finished_run_has_no_eta() {
         let snapshot = Snapshot {
             eta: Some(Duration::ZERO),
@@ -147,7 +340,7 @@ mod tests {
         };
         let mut counters = Counters::default();
         counters.finish(UNIX_EPOCH);
-        let value: Value = serde_json::from_str(&render(&snapshot, &counters)).unwrap();
+        let value: Value = serde_json::from_str(&render(&snapshot, &counters, views())).unwrap();
         assert_eq!(value["state"], "finished");
         assert_eq!(value["eta_seconds"], Value::Null);
     }

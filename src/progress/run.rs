@@ -44,6 +44,9 @@ pub(crate) fn run_loop(
     outputs: &mut Outputs,
 ) -> Snapshot {
     let mut tracker = Tracker::new(Instant::now(), shape);
+    if let Some(roster) = outputs.roster.take() {
+        tracker.tally.roster = roster;
+    }
     let mut screen = Screen::new(config, sink);
     let mut timer = Timer::new(tracker.start, screen.draw_interval(config));
     loop {
@@ -70,7 +73,7 @@ pub(crate) fn run_loop(
     tracker.sample(now);
     let snapshot = tracker.snapshot(now);
     tracker.tally.finish(SystemTime::now());
-    outputs.finish(&snapshot, &tracker.tally.counters);
+    outputs.finish(&snapshot, &tracker.tally);
     screen.finish(&snapshot);
     snapshot
 }
@@ -127,7 +130,7 @@ fn on_timer(
     let now = Instant::now();
     if timer.sample_due(now) {
         tracker.sample(now);
-        outputs.tick(now, &tracker.tally.counters, || tracker.snapshot(now));
+        outputs.tick(now, &tracker.tally, || tracker.snapshot(now));
     }
     if timer.draw_due(now) {
         screen.draw(&tracker.snapshot(now));
@@ -174,6 +177,7 @@ impl Tracker {
             let elapsed = now.saturating_duration_since(self.start);
             self.estimator
                 .record(elapsed, self.tally.devices.devices_finished(), bytes_done);
+            self.tally.sample(elapsed);
         }
     }
 

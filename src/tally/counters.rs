@@ -43,6 +43,27 @@ pub struct Counters {
     pub paused: bool,
     /// The most recent control actions, newest first, at most `RECENT_CONTROL`.
     pub control: VecDeque<ControlRecord>,
+    /// The waves started so far, in order, with what finished in each.
+    pub wave_log: Vec<WaveRecord>,
+}
+
+/// One wave of the run, as it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveRecord {
+    /// Its number, 1-based.
+    pub wave: usize,
+    /// Its devices.
+    pub devices: usize,
+    /// Whether it is the canary.
+    pub canary: bool,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// When the next wave started or the run ended.
+    pub ended_at: Option<SystemTime>,
+    /// Devices of the wave that succeeded.
+    pub succeeded: u64,
+    /// Devices of the wave that failed for good.
+    pub failed: u64,
 }
 
 /// One control action an operator took (pause, resume, abort).
@@ -79,9 +100,29 @@ impl Counters {
                 self.started_at = Some(now);
                 self.payload_len = *payload_len;
             }
-            Event::WaveStarted { wave, waves, .. } => {
+            Event::WaveStarted {
+                wave,
+                waves,
+                devices,
+                canary,
+            } => {
                 self.wave = *wave;
                 self.waves = *waves;
+                self.end_wave(now);
+                self.wave_log.push(WaveRecord {
+                    wave: *wave,
+                    devices: *devices,
+                    canary: *canary,
+                    started_at: now,
+                    ended_at: None,
+                    succeeded: 0,
+                    failed: 0,
+                });
+            }
+            Event::Succeeded { .. } => {
+                if let Some(wave) = self.wave_log.last_mut() {
+                    wave.succeeded += 1;
+                }
             }
             Event::AttemptStarted { .. } => self.attempts += 1,
             Event::RetryScheduled { class, .. } => *self.retries.entry(class).or_insert(0) += 1,
@@ -93,6 +134,9 @@ impl Counters {
                 ..
             } => {
                 *self.failures.entry(class).or_insert(0) += 1;
+                if let Some(wave) = self.wave_log.last_mut() {
+                    wave.failed += 1;
+                }
                 self.recent_failures.push_front(Failure {
                     at: timestamp::format(now),
                     id: id.clone(),
@@ -122,6 +166,14 @@ impl Counters {
     /// Marks the end of the run.
     pub fn finish(&mut self, now: SystemTime) {
         self.finished_at.get_or_insert(now);
+        self.end_wave(now);
+    }
+
+    /// The current wave (a wave starts when the one before has finished) ends at `now`.
+    fn end_wave(&mut self, now: SystemTime) {
+        if let Some(wave) = self.wave_log.last_mut() {
+            wave.ended_at.get_or_insert(now);
+        }
     }
 
     /// Retries over every class.
@@ -221,6 +273,49 @@ mod tests {
         assert_eq!(newest.at, "1970-01-01T00:00:24.000Z");
         assert_eq!(newest.error, "dev-24 broke");
         assert_eq!(&*counters.recent_failures[RECENT_FAILURES - 1].id, "dev-5");
+    }
+
+    #[test]
+    fn waves_are_logged_with_their_times_and_outcomes() {
+        let wave = |wave: usize| Event::WaveStarted {
+            wave,
+            waves: 2,
+            devices: 3,
+            canary: wave == 1,
+        };
+        let succeeded = Event::Succeeded {
+            index: 0,
+            id: "a".into(),
+            attempts: 1,
+        };
+        let mut counters = Counters::default();
+        let events = [wave(1), succeeded.clone(), failed("b", "reset"), wave(2)];
+        for (second, event) in events.iter().enumerate() {
+            counters.apply(event, at(second as u64));
+        }
+        counters.apply(&succeeded, at(5));
+        counters.finish(at(9));
+        let log: Vec<_> = counters
+            .wave_log
+            .iter()
+            .map(|w| {
+                (
+                    w.wave,
+                    w.canary,
+                    w.started_at,
+                    w.ended_at,
+                    w.succeeded,
+                    w.failed,
+                )
+            })
+            .collect();
+        assert_eq!(
+            log,
+            [
+                (1, true, at(0), Some(at(3)), 1, 1),
+                (2, false, at(3), Some(at(9)), 1, 0)
+            ]
+        );
     }
 
     #[test]

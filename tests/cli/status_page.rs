@@ -70,7 +70,9 @@ pub(crate) fn page_url(running: &mut Running) -> String {
 }
 
 /// A run whose numbers hold still: three healthy devices and one dead one finish at once, two
-/// devices never answer (30 s timeouts) until the run is interrupted.
+/// devices never answer (30 s timeouts) until the run is interrupted. The registry has a
+/// `site` column (`ams` for the first two rows, `fra` for the rest), the page a breakdown by
+/// it.
 struct HeldRun {
     _fleets: (Fleet, Fleet),
     test: Test,
@@ -96,6 +98,15 @@ impl HeldRun {
         .unwrap();
         let mut registry = fleet_registry(&quick_devices, 0..4);
         registry.push_str(fleet_registry(&stalled, 0..2).trim_start_matches("id,url\n"));
+        let registry: String = registry
+            .lines()
+            .enumerate()
+            .map(|(line, row)| match line {
+                0 => format!("{row},site\n"),
+                1 | 2 => format!("{row},ams\n"),
+                _ => format!("{row},fra\n"),
+            })
+            .collect();
         let mut test = Test::new();
         test.write("devices.csv", registry);
         test.payload("fw.bin", 64 * 1024);
@@ -109,6 +120,7 @@ impl HeldRun {
             "0s",
         ])
         .args(["--status-addr", "127.0.0.1:0", "--report", "report.csv"])
+        .args(["--group-by", "site"])
         .args(quick(&[
             ("--stall-timeout", "30s"),
             ("--response-timeout", "30s"),
@@ -369,4 +381,127 @@ fn status_addr_in_use_is_an_input_error() {
     test.run()
         .expect_status(2)
         .expect_stderr(&format!("--status-addr {addr}: cannot listen there"));
+}
+
+/// The attribute `name` of the first element in `dom` that has `marker` among its attributes.
+#[track_caller]
+fn attribute<'a>(dom: &'a str, marker: &str, name: &str) -> &'a str {
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no element with {marker} in\n{dom}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let end = at + dom[at..].find('>').unwrap();
+    let tag = &dom[start..end];
+    let key = format!("{name}=\"");
+    let from = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
+    &tag[from..from + tag[from..].find('"').unwrap()]
+}
+
+#[test]
+fn status_page_charts_groups_and_lookup_in_headless_chromium_agree_with_status_json() {
+    let mut run = HeldRun::start();
+    let before = status_json(&run.base);
+    let dead = before["recent_failures"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("{}?device={dead}", run.base);
+    let dom = rendered_dom(&url, profile.path());
+    let after = status_json(&run.base);
+    assert!(dom.contains("data-state=\"running\""), "{dom}");
+
+    // Failures by class: one bar per class, its count as /status.json has it.
+    assert_eq!(
+        before["failures_by_class"],
+        serde_json::json!({"http-5xx": 1})
+    );
+    assert_eq!(
+        attribute(&dom, "data-class=\"http-5xx\"", "data-count"),
+        "1"
+    );
+    // The wave: its finished and failed devices.
+    let wave = &after["waves"][0];
+    assert_eq!(
+        (&wave["succeeded"], &wave["failed"]),
+        (&Json::from(3), &Json::from(1))
+    );
+    assert_eq!(attribute(&dom, "data-wave=\"1\"", "data-succeeded"), "3");
+    assert_eq!(attribute(&dom, "data-wave=\"1\"", "data-failed"), "1");
+    assert_eq!(attribute(&dom, "data-wave=\"1\"", "data-devices"), "6");
+    // The rate chart: a line over the series, whose peak is the series' peak.
+    let rates = after["series"]["devices_per_second"].as_array().unwrap();
+    let peak = rates
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(peak > 0.0, "{after}");
+    assert_eq!(
+        attribute(&dom, "id=\"chart-devices\"", "data-max"),
+        peak.to_string()
+    );
+    assert!(dom.contains("<polyline class=\"line\" points=\""), "{dom}");
+    // The breakdown by site, the worst first: fra has the dead device.
+    let groups = &before["groups"][0];
+    assert_eq!(groups["column"], "site");
+    let rows: Vec<String> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| {
+            format!(
+                "<td class=\"value\">{}</td><td class=\"total\">{}</td><td class=\"succeeded\">{}</td>\
+                 <td class=\"failed\">{}</td><td class=\"in_flight\">{}</td><td class=\"pending\">{}</td>",
+                group["value"].as_str().unwrap(),
+                group["total"],
+                group["succeeded"],
+                group["failed"],
+                group["in_flight"],
+                group["pending"]
+            )
+        })
+        .collect();
+    assert_eq!(groups["groups"][0]["value"], "fra", "worst first: {groups}");
+    assert_eq!(groups["groups"][0]["failed"], 1, "{groups}");
+    let first = dom
+        .find(&rows[0])
+        .unwrap_or_else(|| panic!("{} not in\n{dom}", rows[0]));
+    let second = dom
+        .find(&rows[1])
+        .unwrap_or_else(|| panic!("{} not in\n{dom}", rows[1]));
+    assert!(first < second, "the page keeps the order");
+    // The lookup box found the dead device.
+    assert!(
+        dom.contains("<dd data-field=\"status\">failed</dd>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<dd data-field=\"site\">fra</dd>"), "{dom}");
+    assert!(
+        dom.contains("<dd data-field=\"error\">response: HTTP 500"),
+        "{dom}"
+    );
+
+    run.running.signal("INT");
+    run.running.wait().expect_status(130);
+}
+
+#[test]
+fn group_by_a_column_the_registry_lacks_is_an_input_error() {
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url,site\na,http://127.0.0.1:9/,ams\n");
+    test.payload("fw.bin", 10);
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--status-addr",
+        "127.0.0.1:0",
+    ])
+    .args(["--group-by", "site", "--group-by", "rack", "devices.csv"]);
+    test.run().expect_status(2).expect_stderr(
+        "--group-by rack: devices.csv has no column rack; its columns are id, url, site",
+    );
 }
