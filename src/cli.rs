@@ -22,7 +22,7 @@ mod suggest;
 mod values;
 
 pub use demo::DemoArgs;
-pub use push::PushArgs;
+pub use push::{DEFAULT_CONNECT_TIMEOUT, PushArgs};
 pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
 pub use values::{parse_delimiter, parse_duration, parse_exit_codes, parse_percent, parse_size};

@@ -14,6 +14,16 @@ const IDS_SHOWN: usize = 5;
 /// How many wave lines are printed before the rest is summed up.
 const WAVES_SHOWN: usize = 20;
 
+/// The SSH devices' routes (one line each, from `SshDelivery::describe_route`) under a heading.
+pub fn render_ssh_routes(lines: &[String]) -> String {
+    let mut text = String::from("\n  ssh routes (user@host:port, identity; route):");
+    for line in lines {
+        text.push('\n');
+        text.push_str(line);
+    }
+    text
+}
+
 /// The plan as text.
 pub fn render_plan(
     registry: &Registry,

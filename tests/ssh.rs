@@ -16,6 +16,8 @@ mod util;
 mod auth;
 #[path = "ssh/cli.rs"]
 mod cli;
+#[path = "ssh/config.rs"]
+mod config;
 #[path = "ssh/exec.rs"]
 mod exec;
 #[path = "ssh/failures.rs"]
@@ -26,6 +28,8 @@ mod fallback;
 mod first_hour;
 #[path = "ssh/host_keys.rs"]
 mod host_keys;
+#[path = "ssh/jump.rs"]
+mod jump;
 #[path = "ssh/lifecycle.rs"]
 mod lifecycle;
 #[path = "ssh/upload.rs"]

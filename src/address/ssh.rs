@@ -15,6 +15,8 @@ pub struct SshTarget {
     pub host: String,
     /// TCP port (22 unless given).
     pub port: u16,
+    /// Whether the URL gave the port (it then wins over an SSH config's `Port`).
+    pub port_given: bool,
     /// The remote path of the file, decoded: absolute, or `~/...` in the login user's home
     /// (see `home_relative`), resolved once connected.
     pub path: String,
@@ -61,7 +63,8 @@ pub fn parse_ssh_url(url: &str) -> Result<SshTarget, String> {
     Ok(SshTarget {
         user,
         host,
-        port,
+        port: port.unwrap_or(22),
+        port_given: port.is_some(),
         path,
     })
 }
@@ -79,7 +82,7 @@ fn parse_user(raw: &str, url: &str) -> Result<String, String> {
     Ok(user)
 }
 
-fn parse_host_port(raw: &str, url: &str) -> Result<(String, u16), String> {
+fn parse_host_port(raw: &str, url: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(bracketed) = raw.strip_prefix('[') {
         let (host, after) = bracketed
             .split_once(']')
@@ -102,12 +105,13 @@ fn parse_host_port(raw: &str, url: &str) -> Result<(String, u16), String> {
         return Err(format!("no host, or an invalid one, in {url:?}"));
     }
     let port = match port {
-        None => 22,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|&port| port != 0)
-            .ok_or_else(|| format!("invalid port {port:?} in {url:?}"))?,
+        None => None,
+        Some(port) => Some(
+            port.parse::<u16>()
+                .ok()
+                .filter(|&port| port != 0)
+                .ok_or_else(|| format!("invalid port {port:?} in {url:?}"))?,
+        ),
     };
     Ok((host.to_string(), port))
 }

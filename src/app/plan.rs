@@ -97,8 +97,37 @@ pub(super) fn dry_run(
         _ => None,
     };
     let plan = plan(registry, journal.as_ref(), config);
-    let text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
+    let mut text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
+    text.push_str(&ssh_routes(registry, &plan, config));
     writeln!(io::stdout(), "{text}")
         .map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
     Ok(Outcome::Succeeded)
+}
+
+/// Each planned SSH device's resolved user, host, port, identity and route (direct, jump
+/// chain, proxy command): the URL, the flags and the SSH config together, contacting nothing.
+fn ssh_routes(registry: &Registry, plan: &Plan, config: &PushConfig) -> String {
+    let planned = plan.waves.iter().flat_map(|wave| &wave.devices);
+    let ssh: Vec<&crate::registry::Device> = planned
+        .map(|&index| &registry.devices[index])
+        .filter(|device| registry.command(device).is_none())
+        .filter(|device| {
+            device
+                .url
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("ssh://"))
+        })
+        .collect();
+    if ssh.is_empty() {
+        return String::new();
+    }
+    let delivery = crate::delivery::ssh::SshDelivery::new(config.ssh.clone());
+    let lines: Vec<String> = ssh
+        .iter()
+        .map(|device| match delivery.describe_route(registry, device) {
+            Ok(route) => format!("    {}: {route}", device.id),
+            Err(error) => format!("    {}: error: {error}", device.id),
+        })
+        .collect();
+    crate::dry_run::render_ssh_routes(&lines)
 }

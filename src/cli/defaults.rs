@@ -12,6 +12,7 @@ const ABSENT_DEFAULTS: &[(&str, &str)] = &[
     ("push", "--transient-exit-codes"), // 75: the command delivery's own default
     ("push", "--delimiter"),            // ',': the registry reader's own default
     ("push", "--known-hosts"),          // ~/.ssh/known_hosts: resolved with HOME by config
+    ("push", "--connect-timeout"),      // 10s: for SSH, after the SSH config's ConnectTimeout
 ];
 
 /// The subcommands with option defaults, and the arguments each needs to parse.
@@ -90,6 +91,7 @@ fn absent_defaults_stay_unset() {
         "transient_exit_codes: None",
         "delimiter: None",
         "known_hosts: None",
+        "connect_timeout: None",
     ] {
         assert!(absent.contains(field), "{field} in {absent}");
     }

@@ -40,6 +40,10 @@ pub const TOPICS: &[Topic] = &[
     ),
     topic!("ssh", "SSH devices and local delivery commands"),
     topic!(
+        "jump",
+        "jump hosts (one connection each), ProxyCommand and ~/.ssh/config"
+    ),
+    topic!(
         "lifecycle",
         "the update lifecycle: probe, install, health wait, rollback"
     ),

@@ -7,6 +7,9 @@ use argh::{ArgsInfo, FromArgs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `--connect-timeout` when not given (for SSH, the SSH config's `ConnectTimeout` comes first).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Push a payload to every device listed in REGISTRY (a CSV file, or - for stdin). The whole
 /// registry and the payload are validated before any device is contacted.
 #[derive(FromArgs, ArgsInfo, Debug)]
@@ -127,13 +130,10 @@ pub struct PushArgs {
     )]
     pub backoff_max: Duration,
 
-    /// TCP connect plus the TLS or SSH handshake (default 10s)
-    #[argh(
-        option,
-        default = "Duration::from_secs(10)",
-        from_str_fn(parse_duration)
-    )]
-    pub connect_timeout: Duration,
+    /// TCP connect plus the TLS or SSH handshake; when not given, SSH takes the SSH config's
+    /// ConnectTimeout (default 10s)
+    #[argh(option, from_str_fn(parse_duration))]
+    pub connect_timeout: Option<Duration>,
 
     /// give up on an attempt after this long without progress on the socket (default 60s)
     #[argh(
@@ -298,10 +298,11 @@ pub struct PushArgs {
     #[argh(option)]
     pub known_hosts: Option<PathBuf>,
 
-    /// SSH: unknown host keys are refused (strict, the default) or recorded (accept-new); a
-    /// changed key is always refused
-    #[argh(option, default = "String::from(\"strict\")")]
-    pub host_key_policy: String,
+    /// SSH: unknown host keys are refused (strict, the default, unless the SSH config's
+    /// StrictHostKeyChecking says accept-new) or recorded (accept-new); a changed key is always
+    /// refused
+    #[argh(option)]
+    pub host_key_policy: Option<String>,
 
     /// SSH: check the stored file: sha256 (on the device, default), size, or none
     #[argh(option, default = "String::from(\"sha256\")")]
@@ -478,6 +479,23 @@ pub struct PushArgs {
     /// column, e.g. site (repeatable: one breakdown per column)
     #[argh(option)]
     pub group_by: Vec<String>,
+
+    /// SSH: the OpenSSH client config read for each device's host (Host, Match, HostName, Port,
+    /// User, IdentityFile, ProxyJump, ProxyCommand, ...), or none (default: ~/.ssh/config and
+    /// /etc/ssh/ssh_config)
+    #[argh(option)]
+    pub ssh_config: Option<String>,
+
+    /// SSH: reach devices through this jump host, [ssh://][USER@]HOST[:PORT] (a chain: a,b),
+    /// all of them over one connection per jump host; a registry 'jump' column sets it per
+    /// device (none: direct)
+    #[argh(option)]
+    pub jump: Option<String>,
+
+    /// SSH: devices one jump host connection carries at once; past it another connection is
+    /// opened (default 100)
+    #[argh(option, default = "100", from_str_fn(parse_usize))]
+    pub jump_channels: usize,
 
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]

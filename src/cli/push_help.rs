@@ -55,6 +55,9 @@ const GROUPS: &[(&str, &[&str])] = &[
             "verify",
             "exec",
             "exec-timeout",
+            "ssh-config",
+            "jump",
+            "jump-channels",
         ],
     ),
     (

@@ -52,7 +52,7 @@ pub(super) fn http_options(args: &PushArgs) -> Result<HttpOptions, UsageError> {
         insecure: args.insecure,
         pinned_keys: tls::pinned_keys(args.pinnedpubkey.as_deref())?,
         proxies: Proxies::from_env(args.proxy.clone(), args.noproxy.clone()),
-        connect_timeout: args.connect_timeout,
+        connect_timeout: super::rollout::connect_timeout(args),
         stall_timeout: args.stall_timeout,
         response_timeout: args.response_timeout,
         concurrency: args.concurrency,

@@ -25,7 +25,7 @@ pub(super) fn run_settings(args: &PushArgs) -> Result<RunSettings, UsageError> {
     }
     // The per-phase timeouts every delivery shares.
     for (flag, value) in [
-        ("--connect-timeout", args.connect_timeout),
+        ("--connect-timeout", connect_timeout(args)),
         ("--stall-timeout", args.stall_timeout),
         ("--response-timeout", args.response_timeout),
     ] {
@@ -77,4 +77,10 @@ pub(super) fn selection(args: &PushArgs) -> Result<SelectionOptions, UsageError>
         canary: args.canary,
         waves: args.waves.clone().unwrap_or_default(),
     })
+}
+
+/// `--connect-timeout`, or its default (SSH devices may take the SSH config's instead).
+pub(super) fn connect_timeout(args: &PushArgs) -> std::time::Duration {
+    args.connect_timeout
+        .unwrap_or(crate::cli::DEFAULT_CONNECT_TIMEOUT)
 }

@@ -3,7 +3,8 @@
 
 use super::{UsageError, files, template_without_env};
 use crate::cli::PushArgs;
-use crate::delivery::ssh::{HostKeyPolicy, Secret, SshOptions, Verify};
+use crate::delivery::ssh::config::{ConfigSource, SshConfig};
+use crate::delivery::ssh::{GivenFlags, HostKeyPolicy, Secret, SshOptions, Verify};
 use crate::template::Template;
 
 /// The SSH flags, checked: key files exist and are private, `--known-hosts` is readable,
@@ -15,7 +16,7 @@ pub(super) fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
     if let Some(path) = &args.known_hosts {
         files::check_known_hosts(path)?;
     }
-    let host_key_policy = host_key_policy(&args.host_key_policy)?;
+    let host_key_policy = host_key_policy(args.host_key_policy.as_deref().unwrap_or("strict"))?;
     let verify = verify(&args.verify)?;
     let exec = exec(args.exec.as_deref())?;
     let known_hosts = match &args.known_hosts {
@@ -38,10 +39,56 @@ pub(super) fn ssh_options(args: &PushArgs) -> Result<SshOptions, UsageError> {
         verify,
         exec,
         exec_timeout: args.exec_timeout,
-        connect_timeout: args.connect_timeout,
+        connect_timeout: super::rollout::connect_timeout(args),
         stall_timeout: args.stall_timeout,
         in_flight: crate::delivery::ssh::in_flight_for(args.concurrency),
+        ssh_config: ssh_config(args.ssh_config.as_deref())?,
+        jump: jump(args.jump.as_deref())?,
+        jump_channels: jump_channels(args.jump_channels)?,
+        given: GivenFlags {
+            known_hosts: args.known_hosts.is_some(),
+            host_key_policy: args.host_key_policy.is_some(),
+            connect_timeout: args.connect_timeout.is_some(),
+        },
     })
+}
+
+/// `--ssh-config FILE|none`, else `~/.ssh/config` and `/etc/ssh/ssh_config`, read once here. A
+/// problem in `--ssh-config FILE` is a usage error naming the file and line; one in the default
+/// files fails the SSH devices only (see `SshConfig::load`).
+fn ssh_config(flag: Option<&str>) -> Result<SshConfig, UsageError> {
+    let source = match flag {
+        None => return Ok(SshConfig::from_default_files()),
+        Some("none") => ConfigSource::None,
+        Some(file) => ConfigSource::File(file.into()),
+    };
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let home = home.unwrap_or_else(|| std::path::PathBuf::from("/nonexistent"));
+    let user = crate::delivery::ssh::current_user().unwrap_or_default();
+    SshConfig::load(&source, &home, &user).map_err(|error| {
+        UsageError(format!(
+            "{error} (fix it, or give --ssh-config none to read no SSH config)"
+        ))
+    })
+}
+
+/// `--jump`: each hop must read as `[ssh://][user@]host[:port]`.
+fn jump(flag: Option<&str>) -> Result<Option<String>, UsageError> {
+    let Some(chain) = flag else { return Ok(None) };
+    crate::delivery::ssh::check_jump(chain)
+        .map_err(|error| UsageError(format!("--jump {chain}: {error}")))?;
+    Ok(Some(chain.to_string()))
+}
+
+fn jump_channels(channels: usize) -> Result<usize, UsageError> {
+    if channels == 0 {
+        return Err(UsageError(
+            "--jump-channels must be at least 1: it is how many devices share one jump \
+             host connection"
+                .to_string(),
+        ));
+    }
+    Ok(channels)
 }
 
 /// The secret in the environment variable `name` names, if a name was given.

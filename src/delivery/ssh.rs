@@ -15,12 +15,16 @@
 //! `remote` runs commands (verify, rename by `mv`, `--exec`), `errors` classifies failures.
 
 mod auth;
+pub mod config;
 mod connect;
 mod errors;
 mod home;
+mod jump;
 mod keys;
 mod known_hosts;
+mod proxy_command;
 mod remote;
+mod route;
 mod space;
 mod transfer;
 
@@ -32,12 +36,16 @@ use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
-use connect::Sockets;
+use connect::{Sockets, Transport};
 use errors::failure;
 use known_hosts::KnownHostsFile;
+use route::{Endpoint, Resolved, Route};
 use ssh2::Session;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to do with a host whose key is not in the known_hosts file.
@@ -116,11 +124,35 @@ pub struct SshOptions {
     pub stall_timeout: Duration,
     /// Payload bytes one SFTP upload may have in flight (see `in_flight_for`).
     pub in_flight: usize,
+    /// The OpenSSH client configuration (`--ssh-config`), read at start.
+    pub ssh_config: config::SshConfig,
+    /// The jump host chain for every device without a `jump` column value (`--jump`).
+    pub jump: Option<String>,
+    /// Channels one connection to a jump host carries before another is opened
+    /// (`--jump-channels`).
+    pub jump_channels: usize,
+    /// Which flags were given: those win over the SSH config.
+    pub given: GivenFlags,
 }
 
+/// The flags whose value, when given, wins over the SSH config's (their defaults do not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GivenFlags {
+    /// `--known-hosts` (over `UserKnownHostsFile`).
+    pub known_hosts: bool,
+    /// `--host-key-policy` (over `StrictHostKeyChecking`).
+    pub host_key_policy: bool,
+    /// `--connect-timeout` (over `ConnectTimeout`).
+    pub connect_timeout: bool,
+}
+
+/// Channels per jump host connection by default: a pool of 50 workers shares one connection.
+pub const DEFAULT_JUMP_CHANNELS: usize = 100;
+
 impl Default for SshOptions {
-    /// The command line's defaults: the ssh-agent, `~/.ssh/known_hosts` checked strictly, an
-    /// on-device sha256 check, timeouts of 10 s (connect) and 60 s (stall), for 50 workers.
+    /// The command line's defaults: `~/.ssh/config` and `/etc/ssh/ssh_config`, the ssh-agent,
+    /// `~/.ssh/known_hosts` checked strictly, an on-device sha256 check, timeouts of 10 s
+    /// (connect) and 60 s (stall), for 50 workers.
     fn default() -> SshOptions {
         SshOptions {
             identities: Vec::new(),
@@ -136,8 +168,24 @@ impl Default for SshOptions {
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
             in_flight: in_flight_for(50),
+            ssh_config: config::SshConfig::from_default_files(),
+            jump: None,
+            jump_channels: DEFAULT_JUMP_CHANNELS,
+            given: GivenFlags::default(),
         }
     }
+}
+
+/// Checks a `--jump` chain (or a `jump` column's value): `a,b`, each hop
+/// `[ssh://][user@]host[:port]`, or `none`.
+pub fn check_jump(chain: &str) -> Result<(), String> {
+    if chain.trim().eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    for hop in chain.split(',') {
+        route::parse_hop(hop.trim())?;
+    }
+    Ok(())
 }
 
 /// `~/.ssh/known_hosts`. Without `HOME`, a path that cannot exist: strict checking then refuses
@@ -166,9 +214,27 @@ pub fn in_flight_for(concurrency: usize) -> usize {
 pub struct SshDelivery {
     options: SshOptions,
     identities: Vec<keys::Identity>,
+    /// Whether `identities` came from `--identity` (rather than OpenSSH's defaults).
+    flag_identities: bool,
     default_user: Option<String>,
-    known_hosts: KnownHostsFile,
+    known_hosts: Arc<KnownHostsFile>,
     sockets: Sockets,
+    jumps: jump::Jumps,
+    /// Other known_hosts files the SSH config names (`UserKnownHostsFile`), by path.
+    other_known_hosts: Mutex<HashMap<PathBuf, Arc<KnownHostsFile>>>,
+    /// Keys the SSH config names (`IdentityFile`), opened once each.
+    config_identities: Mutex<HashMap<PathBuf, keys::Identity>>,
+    warned_no_checking: AtomicBool,
+}
+
+/// What an attempt holds on to besides its session: the payload bytes sent, its connection's
+/// entry in `Sockets`, the proxy command's process, the jump connection's lease.
+#[derive(Default)]
+pub(crate) struct Attachments<'s> {
+    sent: u64,
+    registrations: Vec<connect::Registration<'s>>,
+    processes: Vec<proxy_command::ProxyProcess>,
+    leases: Vec<jump::Lease>,
 }
 
 /// How long verification may take beyond the stall timeout: hashing at 2 MiB/s, slow for any
@@ -180,6 +246,7 @@ impl SshDelivery {
     /// `identities`, OpenSSH's default ones (`~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`) that
     /// exist and can be opened are offered after the agent's keys, as `ssh` does.
     pub fn new(mut options: SshOptions) -> SshDelivery {
+        let flag_identities = !options.identities.is_empty();
         if options.identities.is_empty()
             && let Some(home) = std::env::var_os("HOME")
         {
@@ -192,11 +259,35 @@ impl SshDelivery {
         }
         SshDelivery {
             identities: keys::prepare(&options.identities, options.passphrase.as_ref()),
+            flag_identities,
             default_user: current_user(),
-            known_hosts: KnownHostsFile::new(options.known_hosts.clone()),
+            known_hosts: Arc::new(KnownHostsFile::new(options.known_hosts.clone())),
             sockets: Sockets::default(),
+            jumps: jump::Jumps::new(options.jump_channels),
+            other_known_hosts: Mutex::default(),
+            config_identities: Mutex::default(),
+            warned_no_checking: AtomicBool::new(false),
             options,
         }
+    }
+
+    /// For `--dry-run`: how `device` would be reached (user, host, port, identity, route), or
+    /// what is wrong with its URL, its `jump` column or the SSH config for it.
+    pub fn describe_route(&self, registry: &Registry, device: &Device) -> Result<String, String> {
+        let target = parse_ssh_url(&device.url)?;
+        let resolved = self
+            .resolve(registry, device, &target)
+            .map_err(|error| error.message)?;
+        let defaults: Vec<PathBuf> =
+            if resolved.device.configured_identities && !self.flag_identities {
+                Vec::new()
+            } else {
+                self.identities
+                    .iter()
+                    .map(|identity| identity.path.clone())
+                    .collect()
+            };
+        Ok(resolved.describe(&defaults))
     }
 
     /// Runs `command` on `device` over a session of its own (connect, host key, log in), for a
@@ -226,8 +317,11 @@ impl SshDelivery {
     ) -> Result<Reply, DeliveryError> {
         let target = parse_ssh_url(&device.url)
             .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
-        let user = self.user(&target)?;
-        let (session, _registration) = self.open(&target, user, until)?;
+        let resolved = self.resolve(registry, device, &target)?;
+        let mut attached = Attachments::default();
+        let session = self
+            .open(&resolved, until, &mut attached)
+            .map_err(|error| self.hop_lost(error, &attached))?;
         let stall = self.options.stall_timeout;
         let path = home::absolute_path(
             &target,
@@ -247,31 +341,32 @@ impl SshDelivery {
         })
     }
 
-    fn run(
-        &self,
+    fn run<'a>(
+        &'a self,
         registry: &Registry,
         device: &Device,
         payload: &Payload,
         meter: &mut ByteMeter<'_>,
         deadline: Option<Instant>,
-        sent: &mut u64,
+        attached: &mut Attachments<'a>,
     ) -> Result<Delivered, DeliveryError> {
         let target = parse_ssh_url(&device.url)
             .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
-        let user = self.user(&target)?;
+        let resolved = self.resolve(registry, device, &target)?;
         let file = payload.open_for_attempt().map_err(payload_error)?;
-        let (mut session, mut _registration) = self.open(&target, user, deadline)?;
+        let mut session = self.open(&resolved, deadline, attached)?;
         let sftp = transfer::start_sftp(&self.context(&session, payload, deadline))?;
         if sftp.is_none() {
             // A failed SFTP start can leave the device's server in a bad state (dropbear even
             // drops the connection at times): the fallback gets a fresh connection.
-            (session, _registration) = self.open(&target, user, deadline)?;
+            session = self.open(&resolved, deadline, attached)?;
         }
         let context = self.context(&session, payload, deadline);
         let stall = self.options.stall_timeout;
         let bound = remote::Bound::new(stall, stall, deadline);
         let path = home::absolute_path(&target, &session, sftp.as_ref(), &bound, Phase::Upload)?;
         let verify = self.options.verify;
+        let sent = &mut attached.sent;
         let upload = transfer::upload(&context, sftp, file, &path, verify, meter, sent)?;
         let verify_bound = self.options.stall_timeout
             + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
@@ -285,32 +380,165 @@ impl SshDelivery {
         };
         goodbye(&session);
         Ok(Delivered {
-            bytes_sent: *sent,
+            bytes_sent: attached.sent,
             http_status: None,
             method: upload.method(),
             install_output,
         })
     }
 
-    /// Connects, checks the host key and logs in.
-    fn open(
-        &self,
-        target: &SshTarget,
-        user: &str,
+    /// Connects (directly, through jump hosts or a proxy command), checks the host key and logs
+    /// in; what the connection holds on to goes into `attached`.
+    fn open<'a>(
+        &'a self,
+        resolved: &Resolved,
         deadline: Option<Instant>,
-    ) -> Result<(Session, connect::Registration<'_>), DeliveryError> {
-        let budget = connect::ConnectBudget::start(self.options.connect_timeout, deadline);
-        let stream = connect::tcp(target, self.options.connect_timeout, deadline)?;
-        let registration = self.sockets.register(&stream)?;
-        let mut session = connect::session(stream, &self.options)?;
-        let known = self.known_hosts.lookup(&session, target)?;
+        attached: &mut Attachments<'a>,
+    ) -> Result<Session, DeliveryError> {
+        let device = &resolved.device;
+        let budget = connect::ConnectBudget::start(device.connect_timeout, deadline);
+        let target = &device.target;
+        let transport = match &resolved.route {
+            Route::Direct => {
+                Transport::Tcp(connect::tcp(target, device.connect_timeout, deadline)?)
+            }
+            Route::Jump(hops) => {
+                let login = |transport: Transport, hop: &Endpoint| {
+                    let hop_budget = connect::ConnectBudget::start(hop.connect_timeout, deadline);
+                    self.login(transport, hop, &hop_budget)
+                };
+                let (stream, lease) =
+                    self.jumps
+                        .channel(hops, &target.host, target.port, &budget, &login)?;
+                attached.leases.push(lease);
+                Transport::Unix(stream)
+            }
+            Route::Command(command) => {
+                let (stream, process) = proxy_command::spawn(command)?;
+                attached.processes.push(process);
+                Transport::Unix(stream)
+            }
+        };
+        attached
+            .registrations
+            .push(self.sockets.register(&transport)?);
+        self.login(transport, device, &budget).map_err(|mut error| {
+            if let Some(process) = attached.processes.last_mut() {
+                error.message = format!("{}; {}", error.message, process.finish());
+            }
+            error
+        })
+    }
+
+    /// The SSH session over `transport`: handshake, host key (with the endpoint's policy and
+    /// known_hosts file), login.
+    fn login(
+        &self,
+        transport: Transport,
+        endpoint: &Endpoint,
+        budget: &connect::ConnectBudget,
+    ) -> Result<Session, DeliveryError> {
+        let target = &endpoint.target;
+        let mut session = connect::session(transport, &self.options)?;
+        let known_hosts = self.known_hosts_for(&endpoint.known_hosts);
+        let known = known_hosts.lookup(&session, target)?;
         let stall = self.options.stall_timeout;
-        connect::handshake(&mut session, &known.key_types(), &budget, stall)?;
-        let policy = self.options.host_key_policy;
-        self.known_hosts.check(&session, target, &known, policy)?;
-        auth::authenticate(&session, user, &self.options, &self.identities)?;
-        connect::keep_alive(&session);
-        Ok((session, registration))
+        connect::handshake(&mut session, &known.key_types(), budget, stall)?;
+        if endpoint.asked_no_checking && !self.warned_no_checking.swap(true, Ordering::SeqCst) {
+            log::warn!(
+                "the SSH config says StrictHostKeyChecking no for {}: host keys are checked \
+                 anyway (unknown keys recorded as with accept-new, a changed key refused); \
+                 update-orchestrator never turns host-key checking off",
+                endpoint.alias
+            );
+        }
+        known_hosts.check(&session, target, &known, endpoint.policy)?;
+        let identities = self.identities_for(endpoint);
+        auth::authenticate(
+            &session,
+            &endpoint.user,
+            &self.options,
+            endpoint.use_agent,
+            &identities,
+        )?;
+        connect::keep_alive(&session, endpoint.keepalive);
+        Ok(session)
+    }
+
+    /// How `device` is reached, from its URL, its `jump` column, the flags and the SSH config.
+    fn resolve(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        target: &SshTarget,
+    ) -> Result<Resolved, DeliveryError> {
+        let local_user = self.default_user.as_deref().unwrap_or("");
+        let resolver = route::Resolver {
+            options: &self.options,
+            local_user,
+        };
+        let jump = registry.value(device, "jump");
+        let resolved = resolver
+            .device(target, jump)
+            .map_err(|message| failure(Phase::Connect, ErrorKind::Request, message))?;
+        if resolved.device.user.is_empty() {
+            return Err(failure(
+                Phase::Auth,
+                ErrorKind::Auth,
+                "cannot tell the current user's name: give --user or put user@ in the URL",
+            ));
+        }
+        Ok(resolved)
+    }
+
+    /// The keys to offer `endpoint`: `--identity` (or OpenSSH's defaults when neither it nor
+    /// the config names any), then the config's `IdentityFile`s.
+    fn identities_for(&self, endpoint: &Endpoint) -> Vec<keys::Identity> {
+        let mut identities = Vec::new();
+        if self.flag_identities || !endpoint.configured_identities {
+            identities.extend(self.identities.iter().cloned());
+        }
+        let mut opened = crate::lock(&self.config_identities);
+        for path in &endpoint.identity_files {
+            let identity = opened.entry(path.clone()).or_insert_with(|| {
+                let passphrase = self.options.passphrase.as_ref();
+                keys::prepare(std::slice::from_ref(path), passphrase)
+                    .pop()
+                    .unwrap_or(keys::Identity {
+                        path: path.clone(),
+                        decrypted: None,
+                    })
+            });
+            if !identities
+                .iter()
+                .any(|known: &keys::Identity| known.path == *path)
+            {
+                identities.push(identity.clone());
+            }
+        }
+        identities
+    }
+
+    fn known_hosts_for(&self, path: &Path) -> Arc<KnownHostsFile> {
+        if path == self.options.known_hosts {
+            return self.known_hosts.clone();
+        }
+        crate::lock(&self.other_known_hosts)
+            .entry(path.to_path_buf())
+            .or_insert_with(|| Arc::new(KnownHostsFile::new(path.to_path_buf())))
+            .clone()
+    }
+
+    /// A failure through a jump connection that was lost meanwhile is transient whatever libssh2
+    /// made of it: the next attempt opens a new connection.
+    fn hop_lost(&self, mut error: DeliveryError, attached: &Attachments<'_>) -> DeliveryError {
+        if let Some(lost) = attached.leases.iter().find_map(jump::Lease::lost)
+            && !matches!(error.kind, ErrorKind::InstallUnknown)
+        {
+            error.kind = ErrorKind::Reset;
+            error.message = format!("{lost}; {}", error.message);
+        }
+        error
     }
 
     fn context<'s>(
@@ -358,17 +586,6 @@ impl SshDelivery {
                 output.tail_text()
             ),
         ))
-    }
-
-    fn user<'a>(&'a self, target: &'a SshTarget) -> Result<&'a str, DeliveryError> {
-        let user = target.user.as_deref().or(self.options.user.as_deref());
-        user.or(self.default_user.as_deref()).ok_or_else(|| {
-            failure(
-                Phase::Auth,
-                ErrorKind::Auth,
-                "cannot tell the current user's name: give --user or put user@ in the URL",
-            )
-        })
     }
 
     /// Final touches on a failed attempt's error: the bytes sent, one report cell's worth of
@@ -434,6 +651,7 @@ impl Delivery for SshDelivery {
     /// For the end of a shutdown's grace period.
     fn shutdown(&self) {
         self.sockets.close_all();
+        self.jumps.close_all();
     }
 
     /// One attempt: connect, check the host key, log in, upload, verify, rename, run `--exec`.
@@ -446,10 +664,11 @@ impl Delivery for SshDelivery {
         meter: &mut ByteMeter<'_>,
         deadline: Option<Instant>,
     ) -> Result<Delivered, DeliveryError> {
-        let mut sent = 0;
-        let result = self.run(registry, device, payload, meter, deadline, &mut sent);
+        let mut attached = Attachments::default();
+        let result = self.run(registry, device, payload, meter, deadline, &mut attached);
         meter.flush();
-        result.map_err(|error| self.explain(error, sent, deadline))
+        let sent = attached.sent;
+        result.map_err(|error| self.explain(self.hop_lost(error, &attached), sent, deadline))
     }
 }
 
@@ -482,7 +701,7 @@ fn payload_error(error: PayloadError) -> DeliveryError {
 }
 
 /// The current user's name: `$USER`, `$LOGNAME`, else the passwd entry of our uid.
-fn current_user() -> Option<String> {
+pub fn current_user() -> Option<String> {
     for variable in ["USER", "LOGNAME"] {
         if let Ok(name) = std::env::var(variable)
             && !name.is_empty()

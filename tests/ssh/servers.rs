@@ -18,8 +18,12 @@ const INSTALL: &str = "apt-get install openssh-server dropbear-bin (scripts/test
 /// A running SSH server.
 pub struct Server {
     child: Child,
-    /// Its port on 127.0.0.1.
+    /// Its port on `address`.
     pub port: u16,
+    /// The loopback address it listens on (127.0.0.1 unless `sshd_at` said otherwise).
+    pub address: String,
+    /// How to start it again (`restart`).
+    command: Option<Vec<std::ffi::OsString>>,
     /// The user to log in as.
     pub user: String,
     /// Config, keys and log.
@@ -39,10 +43,16 @@ impl Server {
     /// private mount namespace where a copy of /etc/passwd names `/bin/sh` and the same home
     /// (as `scripts/bench` does). Not root: the user's own shell.
     pub fn sshd() -> Server {
-        Server::openssh(is_root())
+        Server::openssh(is_root(), "127.0.0.1", "")
     }
 
-    fn openssh(device_shell: bool) -> Server {
+    /// An sshd listening on `address` (another loopback address: 127.0.0.2 ...), with `extra`
+    /// lines appended to its config (`PermitOpen`, `LogLevel DEBUG1`, ...).
+    pub fn sshd_at(address: &str, extra: &str) -> Server {
+        Server::openssh(is_root(), address, extra)
+    }
+
+    fn openssh(device_shell: bool, address: &str, extra: &str) -> Server {
         let sshd = require("/usr/sbin/sshd");
         let dir = tempfile::tempdir().expect("temp dir");
         let host_key = dir.path().join("host_key");
@@ -56,10 +66,10 @@ impl Server {
         let port = free_port();
         let config = dir.path().join("sshd_config");
         let text = format!(
-            "ListenAddress 127.0.0.1\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
+            "ListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
              PidFile none\nSubsystem sftp internal-sftp\nUsePAM no\nStrictModes no\n\
              MaxStartups 200\nMaxSessions 100\nKexAlgorithms curve25519-sha256\n\
-             PermitRootLogin yes\nPasswordAuthentication no\n",
+             PermitRootLogin yes\nPasswordAuthentication no\n{extra}\n",
             host_key.display(),
             authorized.display()
         );
@@ -83,15 +93,45 @@ impl Server {
             command.arg("-D").arg("-e").arg("-f").arg(&config);
             command
         };
-        Server::spawn(
+        let program = command.get_program().to_os_string();
+        let respawn: Vec<std::ffi::OsString> = std::iter::once(program)
+            .chain(command.get_args().map(|arg| arg.to_os_string()))
+            .collect();
+        let mut server = Server::spawn(
             command,
-            dir,
+            (dir, address),
             port,
             current_user(),
             client_key,
             public(&host_key),
             log,
-        )
+        );
+        server.command = Some(respawn);
+        server
+    }
+
+    /// Kills the server and every process it started (its connections: clients see them
+    /// drop), then starts it again on the same port with the same config and host key.
+    pub fn restart(&mut self) {
+        let pids = descendants(self.child.id());
+        let _ = self.child.kill();
+        for pid in pids {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        }
+        let _ = self.child.wait();
+        let spec = self.command.clone().expect("an OpenSSH server");
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        self.child = Command::new(&spec[0])
+            .args(&spec[1..])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart the SSH server");
+        self.wait_until_ready();
     }
 
     /// A dropbear server with no SFTP (like an embedded device); `with_scp: false` also hides
@@ -155,12 +195,13 @@ impl Server {
         }
         command.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
         let log = dir.path().join("dropbear.log");
-        Server::spawn(command, dir, port, user, client_key, host_public, log)
+        let at = (dir, "127.0.0.1");
+        Server::spawn(command, at, port, user, client_key, host_public, log)
     }
 
     fn spawn(
         mut command: Command,
-        dir: TempDir,
+        (dir, address): (TempDir, &str),
         port: u16,
         user: String,
         client_key: PathBuf,
@@ -177,6 +218,8 @@ impl Server {
         let mut server = Server {
             child,
             port,
+            address: address.to_string(),
+            command: None,
             user,
             dir,
             client_key,
@@ -193,7 +236,7 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the SSH server exited ({status}):\n{}", self.log());
             }
-            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut stream) = TcpStream::connect((self.address.as_str(), self.port)) {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut banner = [0u8; 4];
                 if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
@@ -220,7 +263,7 @@ impl Server {
         let key = fs::read_to_string(&self.host_public).expect("host key");
         let mut fields = key.split_whitespace();
         let (kind, base64) = (fields.next().unwrap(), fields.next().unwrap());
-        format!("[127.0.0.1]:{} {kind} {base64}", self.port)
+        format!("[{}]:{} {kind} {base64}", self.address, self.port)
     }
 
     /// The OpenSSH fingerprint of its host key (`SHA256:...`), as `ssh-keygen -l` prints it.
@@ -231,8 +274,9 @@ impl Server {
     /// `ssh://USER@127.0.0.1:PORT/PATH`.
     pub fn url(&self, path: &Path) -> String {
         format!(
-            "ssh://{}@127.0.0.1:{}{}",
+            "ssh://{}@{}:{}{}",
             self.user,
+            self.address,
             self.port,
             path.display()
         )
@@ -253,6 +297,38 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Every process below `pid` (children, their children, ...), from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The parent is the second field after the command's closing parenthesis.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        if let Some(parent) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((child, parent));
+        }
+    }
+    let mut found = vec![pid];
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// The path of a program the tests need, or a failure saying how to install it.

@@ -87,6 +87,7 @@ pub fn options(server: &Server, dir: &Path) -> SshOptions {
         connect_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(10),
         in_flight: 1 << 20,
+        ..SshOptions::default()
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) fn authenticate(
     session: &Session,
     user: &str,
     options: &SshOptions,
+    use_agent: bool,
     identities: &[Identity],
 ) -> Result<(), DeliveryError> {
     // Asking for the methods sends the "none" method, which some devices accept outright.
@@ -30,7 +31,7 @@ pub(crate) fn authenticate(
         tried: Vec::new(),
     };
     let publickey = offered.split(',').any(|method| method == "publickey");
-    if publickey && options.use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+    if publickey && use_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
         login.agent()?;
     }
     for identity in identities.iter().filter(|_| publickey) {

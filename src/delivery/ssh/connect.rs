@@ -10,6 +10,8 @@ use crate::delivery::{DeliveryError, ErrorKind, Phase};
 use ssh2::{MethodType, Session};
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -41,10 +43,45 @@ const HOST_KEYS: &[&str] = &[
 /// Seconds between keepalives while the session waits on a long remote command.
 const KEEPALIVE_SECONDS: u32 = 15;
 
-/// The TCP connections of attempts in flight, by attempt number.
+/// What an SSH session runs over: a TCP connection, or one end of a socketpair whose other end
+/// is a jump host's channel or a `ProxyCommand`'s stdin and stdout.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Straight to the host.
+    Tcp(TcpStream),
+    /// Through a jump host or a proxy command.
+    Unix(UnixStream),
+}
+
+impl Transport {
+    fn try_clone(&self) -> std::io::Result<Transport> {
+        Ok(match self {
+            Transport::Tcp(stream) => Transport::Tcp(stream.try_clone()?),
+            Transport::Unix(stream) => Transport::Unix(stream.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Transport::Tcp(stream) => stream.shutdown(Shutdown::Both),
+            Transport::Unix(stream) => stream.shutdown(Shutdown::Both),
+        };
+    }
+}
+
+impl AsRawFd for Transport {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Transport::Tcp(stream) => stream.as_raw_fd(),
+            Transport::Unix(stream) => stream.as_raw_fd(),
+        }
+    }
+}
+
+/// The connections of attempts in flight, by attempt number.
 #[derive(Debug, Default)]
 pub(crate) struct Sockets {
-    streams: Mutex<HashMap<u64, TcpStream>>,
+    streams: Mutex<HashMap<u64, Transport>>,
     next: AtomicU64,
     closed: AtomicBool,
 }
@@ -57,7 +94,7 @@ pub(crate) struct Registration<'s> {
 
 impl Sockets {
     /// Keeps a clone of `stream` until the registration is dropped.
-    pub(crate) fn register(&self, stream: &TcpStream) -> Result<Registration<'_>, DeliveryError> {
+    pub(crate) fn register(&self, stream: &Transport) -> Result<Registration<'_>, DeliveryError> {
         let clone = stream
             .try_clone()
             .map_err(|error| io_failure(Phase::Connect, &error))?;
@@ -66,7 +103,7 @@ impl Sockets {
         // Checked after inserting, so a shutdown racing with this attempt cannot miss it.
         let registration = Registration { sockets: self, id };
         if self.is_closed() {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
             return Err(failure(Phase::Connect, ErrorKind::Io, "aborted"));
         }
         Ok(registration)
@@ -76,7 +113,7 @@ impl Sockets {
     pub(crate) fn close_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         for stream in self.lock().values() {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.shutdown();
         }
     }
 
@@ -85,7 +122,7 @@ impl Sockets {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, TcpStream>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Transport>> {
         self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -154,7 +191,7 @@ pub(crate) fn tcp(
 
 /// A session over `stream`, not yet shaken hands: every blocking call bounded by
 /// `--stall-timeout`, fast ciphers first.
-pub(crate) fn session(stream: TcpStream, options: &SshOptions) -> Result<Session, DeliveryError> {
+pub(crate) fn session(stream: Transport, options: &SshOptions) -> Result<Session, DeliveryError> {
     let mut session = Session::new().map_err(|error| ssh_failure(Phase::Handshake, &error))?;
     session.set_tcp_stream(stream);
     session.set_timeout(millis(options.stall_timeout));
@@ -215,7 +252,7 @@ impl ConnectBudget {
     }
 
     /// The time left, or the timeout error when none is.
-    fn left(&self) -> Result<Duration, DeliveryError> {
+    pub(crate) fn left(&self) -> Result<Duration, DeliveryError> {
         let mut left = self.connect_timeout.saturating_sub(self.started.elapsed());
         if let Some(deadline) = self.deadline {
             let until_deadline = deadline.saturating_duration_since(Instant::now());
@@ -249,8 +286,14 @@ impl ConnectBudget {
 /// Turns keepalives on. libssh2 then sends one from any blocking wait once the interval has
 /// passed, so only after login: dropbear drops a connection that sends one earlier, and one
 /// during the key exchange breaks it.
-pub(crate) fn keep_alive(session: &Session) {
-    session.set_keepalive(false, KEEPALIVE_SECONDS);
+/// `interval` is `ServerAliveInterval` when the SSH config gives one.
+pub(crate) fn keep_alive(session: &Session, interval: Option<Duration>) {
+    let seconds = interval
+        .filter(|interval| !interval.is_zero())
+        .map_or(KEEPALIVE_SECONDS, |interval| {
+            u32::try_from(interval.as_secs()).unwrap_or(u32::MAX)
+        });
+    session.set_keepalive(false, seconds);
 }
 
 /// Puts `first` (those libssh2 supports) ahead of libssh2's other algorithms of that kind.
@@ -295,7 +338,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let sockets = Sockets::default();
-        let registration = sockets.register(&stream).unwrap();
+        let transport = Transport::Tcp(stream.try_clone().unwrap());
+        let registration = sockets.register(&transport).unwrap();
         assert_eq!(sockets.lock().len(), 1);
         sockets.close_all();
         let mut buffer = [0u8; 1];
@@ -303,7 +347,7 @@ mod tests {
         drop(registration);
         assert!(sockets.lock().is_empty());
         assert!(
-            sockets.register(&stream).is_err(),
+            sockets.register(&transport).is_err(),
             "registered after shutdown"
         );
         assert!(sockets.lock().is_empty());

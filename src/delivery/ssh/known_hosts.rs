@@ -326,6 +326,7 @@ mod tests {
             user: None,
             host: "127.0.0.1".to_string(),
             port,
+            port_given: true,
             path: "/x".to_string(),
         }
     }

@@ -1,0 +1,339 @@
+//! Which way a device is reached, and as whom: the URL, the flags and the OpenSSH client
+//! configuration resolved into one `Endpoint` per SSH server to log in to (the device, and
+//! each jump host) and a `Route` (direct, a chain of jump hosts, or a proxy command).
+//!
+//! Owns: precedence, as on OpenSSH's command line: the URL's parts, then the flags, then the
+//! config (`--jump` and the `jump` column before the config's `ProxyJump`/`ProxyCommand`).
+//! Must not: connect, or read files (the config was read at start).
+
+use super::config::{COMMAND_TOKENS, FILE_TOKENS, HostConfig, Strictness, Tokens};
+use super::{HostKeyPolicy, SshOptions, SshTarget};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One SSH server to log in to, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// The name as given (the URL's host, or the jump host as written), for messages.
+    pub(crate) alias: String,
+    /// Where to connect (`HostName` applied) and the path (empty for a jump host).
+    pub(crate) target: SshTarget,
+    /// Who to log in as.
+    pub(crate) user: String,
+    /// Key files from the config (`IdentityFile`, expanded), offered after `--identity`.
+    pub(crate) identity_files: Vec<PathBuf>,
+    /// Whether the config gave `IdentityFile`s (OpenSSH's defaults are then not offered).
+    pub(crate) configured_identities: bool,
+    /// `IdentitiesOnly yes` turns the agent off.
+    pub(crate) use_agent: bool,
+    /// The known_hosts file.
+    pub(crate) known_hosts: PathBuf,
+    /// Strict or accept-new.
+    pub(crate) policy: HostKeyPolicy,
+    /// Whether the config said `StrictHostKeyChecking no` (which we never honour as such).
+    pub(crate) asked_no_checking: bool,
+    /// TCP connect plus handshake.
+    pub(crate) connect_timeout: Duration,
+    /// `ServerAliveInterval`.
+    pub(crate) keepalive: Option<Duration>,
+}
+
+impl Endpoint {
+    /// `user@host:port`, as messages name a hop.
+    pub(crate) fn describe(&self) -> String {
+        format!("{}@{}:{}", self.user, self.target.host, self.target.port)
+    }
+}
+
+/// How the device's SSH connection is carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A TCP connection to the device.
+    Direct,
+    /// A `direct-tcpip` channel through these jump hosts, the first one connected to directly.
+    Jump(Vec<Endpoint>),
+    /// A local command whose stdin and stdout are the connection (`%` tokens expanded).
+    Command(String),
+}
+
+/// A device resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The device itself.
+    pub(crate) device: Endpoint,
+    /// How it is reached.
+    pub(crate) route: Route,
+}
+
+impl Resolved {
+    /// One line for `--dry-run`: user, host, port, identity and route.
+    pub(crate) fn describe(&self, default_identities: &[PathBuf]) -> String {
+        let device = &self.device;
+        let identities = if device.identity_files.is_empty() && !device.configured_identities {
+            default_identities
+        } else {
+            &device.identity_files
+        };
+        let identity = match identities {
+            [] => "agent only".to_string(),
+            files => files
+                .iter()
+                .map(|file| file.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let route = match &self.route {
+            Route::Direct => "direct".to_string(),
+            Route::Jump(hops) => {
+                let hops: Vec<String> = hops.iter().map(Endpoint::describe).collect();
+                format!("jump {}", hops.join(" -> "))
+            }
+            Route::Command(command) => format!("proxy command {command:?}"),
+        };
+        format!("{} identity {identity}; {route}", device.describe())
+    }
+}
+
+/// A jump host as written: `[ssh://][user@]host[:port]`.
+pub(crate) fn parse_hop(text: &str) -> Result<SshTarget, String> {
+    let bare = text
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
+        .map_or(text, |_| &text[6..]);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    if bare.is_empty() || bare.contains('/') {
+        return Err(format!(
+            "jump host {text:?}: write it as [user@]host[:port] or ssh://[user@]host[:port]"
+        ));
+    }
+    // The URL parser checks user, host and port; the path is a placeholder.
+    let mut target = crate::address::ssh::parse_ssh_url(&format!("ssh://{bare}/jump"))
+        .map_err(|error| format!("jump host {text:?}: {}", error.replace("/jump", "")))?;
+    target.path = String::new();
+    Ok(target)
+}
+
+/// The inputs of a resolution that do not change per device.
+pub(crate) struct Resolver<'a> {
+    pub(crate) options: &'a SshOptions,
+    pub(crate) local_user: &'a str,
+}
+
+impl Resolver<'_> {
+    /// Resolves the device at `target` (its URL); `jump` is the `jump` column's value, if any.
+    pub(crate) fn device(
+        &self,
+        target: &SshTarget,
+        jump: Option<&str>,
+    ) -> Result<Resolved, String> {
+        let options = self.options;
+        let config = options.ssh_config.resolve(&target.host)?;
+        let user = target
+            .user
+            .clone()
+            .or_else(|| options.user.clone())
+            .or_else(|| config.user.clone())
+            .unwrap_or_else(|| self.local_user.to_string());
+        let port = if target.port_given {
+            target.port
+        } else {
+            config.port.unwrap_or(target.port)
+        };
+        let device = self.endpoint(target, &config, user, port)?;
+        let jump = jump
+            .map(str::trim)
+            .filter(|jump| !jump.is_empty())
+            .or(options.jump.as_deref());
+        let route = match (jump, config.jump(), config.command()) {
+            (Some(jump), _, _) if jump.eq_ignore_ascii_case("none") => Route::Direct,
+            (Some(jump), _, _) | (None, Some(jump), _) => Route::Jump(self.hops(jump)?),
+            (None, None, Some(command)) => {
+                let tokens = self.tokens(&device, &config);
+                Route::Command(
+                    tokens
+                        .expand(command, COMMAND_TOKENS)
+                        .map_err(|error| format!("ProxyCommand for {}: {error}", target.host))?,
+                )
+            }
+            (None, None, None) => Route::Direct,
+        };
+        Ok(Resolved { device, route })
+    }
+
+    /// The jump hosts of `chain` (`a,b` as OpenSSH's ProxyJump; each `[ssh://][user@]host[:port]`).
+    fn hops(&self, chain: &str) -> Result<Vec<Endpoint>, String> {
+        chain.split(',').map(|hop| self.hop(hop.trim())).collect()
+    }
+
+    fn hop(&self, text: &str) -> Result<Endpoint, String> {
+        let target = parse_hop(text)?;
+        let config = self.options.ssh_config.resolve(&target.host)?;
+        let user = target
+            .user
+            .clone()
+            .or_else(|| config.user.clone())
+            .unwrap_or_else(|| self.local_user.to_string());
+        let port = if target.port_given {
+            target.port
+        } else {
+            config.port.unwrap_or(22)
+        };
+        self.endpoint(&target, &config, user, port)
+    }
+
+    fn endpoint(
+        &self,
+        target: &SshTarget,
+        config: &HostConfig,
+        user: String,
+        port: u16,
+    ) -> Result<Endpoint, String> {
+        let options = self.options;
+        let mut resolved_target = target.clone();
+        resolved_target.host = config.host_name.clone();
+        resolved_target.port = port;
+        resolved_target.user = Some(user.clone());
+        let mut endpoint = Endpoint {
+            alias: target.host.clone(),
+            target: resolved_target,
+            user,
+            identity_files: Vec::new(),
+            configured_identities: !config.identity_files.is_empty(),
+            use_agent: options.use_agent && config.identities_only != Some(true),
+            known_hosts: options.known_hosts.clone(),
+            policy: options.host_key_policy,
+            asked_no_checking: false,
+            connect_timeout: options.connect_timeout,
+            keepalive: config.server_alive_interval,
+        };
+        let tokens = self.tokens(&endpoint, config);
+        let expand = |file: &str| -> Result<PathBuf, String> {
+            let expanded = tokens
+                .expand(file, FILE_TOKENS)
+                .map_err(|error| format!("IdentityFile for {}: {error}", target.host))?;
+            Ok(PathBuf::from(super::config::expand_tilde(
+                &expanded,
+                options.ssh_config.home(),
+            )))
+        };
+        for file in &config.identity_files {
+            endpoint.identity_files.push(expand(file)?);
+        }
+        if !options.given.known_hosts
+            && let Some(file) = config
+                .known_hosts_files
+                .as_ref()
+                .and_then(|files| files.first())
+            && !file.eq_ignore_ascii_case("none")
+        {
+            endpoint.known_hosts = expand(file)?;
+        }
+        if !options.given.host_key_policy
+            && let Some(strictness) = config.strictness
+        {
+            endpoint.policy = match strictness {
+                Strictness::Yes | Strictness::Ask => HostKeyPolicy::Strict,
+                Strictness::AcceptNew | Strictness::No => HostKeyPolicy::AcceptNew,
+            };
+            endpoint.asked_no_checking = strictness == Strictness::No;
+        }
+        if !options.given.connect_timeout
+            && let Some(timeout) = config.connect_timeout
+        {
+            endpoint.connect_timeout = timeout;
+        }
+        Ok(endpoint)
+    }
+
+    fn tokens(&self, endpoint: &Endpoint, config: &HostConfig) -> Tokens {
+        Tokens {
+            host: endpoint.target.host.clone(),
+            port: endpoint.target.port,
+            remote_user: endpoint.user.clone(),
+            original_host: config.original_host.clone(),
+            local_user: self.local_user.to_string(),
+            home: self.options.ssh_config.home().display().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::ssh::config::SshConfig;
+    use std::path::Path;
+
+    fn options(config: &str) -> SshOptions {
+        SshOptions {
+            ssh_config: SshConfig::from_text(config, Path::new("/home/ops"), "ops").unwrap(),
+            known_hosts: PathBuf::from("/home/ops/.ssh/known_hosts"),
+            ..SshOptions::default()
+        }
+    }
+
+    #[track_caller]
+    fn check(options: &SshOptions, url: &str, jump: Option<&str>, expected: &str) {
+        let target = crate::address::ssh::parse_ssh_url(url).unwrap();
+        let resolver = Resolver {
+            options,
+            local_user: "ops",
+        };
+        let described = match resolver.device(&target, jump) {
+            Ok(resolved) => resolved.describe(&[PathBuf::from("/home/ops/.ssh/id_ed25519")]),
+            Err(error) => format!("error: {error}"),
+        };
+        assert_eq!(described, expected, "{url} {jump:?}");
+    }
+
+    #[test]
+    fn urls_and_flags_win_over_the_config() {
+        let config = "Host pos-*\n  User root\n  Port 2200\n  IdentityFile %d/.ssh/fleet_%r\n  \
+                      ProxyJump gw\nHost gw\n  HostName 10.0.0.1\n  User jumper\n\
+                      Host plc-*\n  ProxyCommand nc %h %p\n";
+        let mut options = options(config);
+        check(
+            &options,
+            "ssh://pos-1/fw",
+            None,
+            "root@pos-1:2200 identity /home/ops/.ssh/fleet_root; jump jumper@10.0.0.1:22",
+        );
+        check(
+            &options,
+            "ssh://admin@pos-1:22/fw",
+            None,
+            "admin@pos-1:22 identity /home/ops/.ssh/fleet_admin; jump jumper@10.0.0.1:22",
+        );
+        check(
+            &options,
+            "ssh://pos-1/fw",
+            Some("none"),
+            "root@pos-1:2200 identity /home/ops/.ssh/fleet_root; direct",
+        );
+        check(
+            &options,
+            "ssh://plc-1/fw",
+            None,
+            "ops@plc-1:22 identity /home/ops/.ssh/id_ed25519; proxy command \"nc plc-1 22\"",
+        );
+        check(
+            &options,
+            "ssh://plc-1/fw",
+            Some("a@gw:2022,ssh://b@h2"),
+            "ops@plc-1:22 identity /home/ops/.ssh/id_ed25519; jump a@10.0.0.1:2022 -> b@h2:22",
+        );
+        check(
+            &options,
+            "ssh://plc-1/fw",
+            Some("gw/x"),
+            "error: jump host \"gw/x\": write it as [user@]host[:port] or ssh://[user@]host[:port]",
+        );
+        options.user = Some("flag".to_string());
+        options.jump = Some("gw".to_string());
+        check(
+            &options,
+            "ssh://plc-1/fw",
+            None,
+            "flag@plc-1:22 identity /home/ops/.ssh/id_ed25519; jump jumper@10.0.0.1:22",
+        );
+    }
+}
