@@ -141,7 +141,11 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let control = Arc::new(Control::new());
     let signals = Signals::install(&control)?;
     let (mut outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
-    if !outputs.is_empty() {
+    if let Some(path) = &config.observe.report_html {
+        let inputs = (&registry, &payload, &plan);
+        outputs.html_report = Some(outputs::html_report(path, &config, inputs)?);
+    }
+    if outputs.board.is_some() || outputs.html_report.is_some() {
         outputs.roster = Some(outputs::roster(&registry, &plan, &config.observe.group_by));
     }
     let writer = journal.as_ref().map(|(writer, _)| writer);

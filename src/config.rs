@@ -81,6 +81,8 @@ pub struct ObserveOptions {
     pub control_token: Option<crate::control::Token>,
     /// `--group-by`: the registry columns the page and the HTML report break devices down by.
     pub group_by: Vec<String>,
+    /// `--report-html`.
+    pub report_html: Option<PathBuf>,
 }
 
 /// Everything `push` needs, checked.
@@ -244,6 +246,11 @@ fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
             .map(|p| named("--metrics-file", p)),
     );
     outputs.extend(args.journal.as_deref().map(|p| named("--journal", p)));
+    outputs.extend(
+        args.report_html
+            .as_deref()
+            .map(|p| named("--report-html", p)),
+    );
     paths::check_distinct(&inputs, &outputs)
 }
 

@@ -12,6 +12,7 @@
 //! `status` (the status JSON), `server` (HTTP).
 
 pub mod event_log;
+pub mod html_report;
 pub mod metrics;
 pub mod server;
 pub mod status;
@@ -24,6 +25,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::events::Event;
 use crate::tally::{Counters, Roster, Snapshot, Tally};
 pub use event_log::EventLog;
+pub use html_report::HtmlReport;
 pub use metrics::MetricsFile;
 pub use server::{ControlAccess, StatusServer};
 use status::Views;
@@ -40,7 +42,10 @@ pub struct Outputs {
     pub metrics_file: Option<MetricsFile>,
     /// The documents `--status-addr` serves.
     pub board: Option<Arc<StatusBoard>>,
-    /// The time between rewrites of the metrics file (`--progress-interval`).
+    /// `--report-html`, rewritten every `metrics_interval` and at the end.
+    pub html_report: Option<HtmlReport>,
+    /// The time between rewrites of the metrics file and the HTML report
+    /// (`--progress-interval`).
     pub metrics_interval: Duration,
     /// The run's devices and the columns to group them by (`--group-by`), handed to the
     /// tally when the progress thread starts.
@@ -52,7 +57,10 @@ pub struct Outputs {
 impl Outputs {
     /// Whether anything is to be written at all.
     pub fn is_empty(&self) -> bool {
-        self.event_log.is_none() && self.metrics_file.is_none() && self.board.is_none()
+        self.event_log.is_none()
+            && self.metrics_file.is_none()
+            && self.board.is_none()
+            && self.html_report.is_none()
     }
 
     /// Takes one event, before the tally does.
@@ -83,8 +91,8 @@ impl Outputs {
         if let Some(board) = &self.board {
             board.answer_lookups(&tally.roster);
         }
-        let metrics_due =
-            self.metrics_file.is_some() && due(&mut self.next_metrics, now, self.metrics_interval);
+        let files = self.metrics_file.is_some() || self.html_report.is_some();
+        let metrics_due = files && due(&mut self.next_metrics, now, self.metrics_interval);
         let publish_due = self.board.is_some() && due(&mut self.next_publish, now, PUBLISH_EVERY);
         if !(metrics_due || publish_due) {
             return;
@@ -92,6 +100,7 @@ impl Outputs {
         let snapshot = snapshot();
         if metrics_due {
             self.write_metrics(&snapshot, &tally.counters);
+            self.write_report(&snapshot, tally);
         }
         if publish_due {
             self.publish(&snapshot, tally);
@@ -104,7 +113,14 @@ impl Outputs {
             log.finish(snapshot);
         }
         self.write_metrics(snapshot, &tally.counters);
+        self.write_report(snapshot, tally);
         self.publish(snapshot, tally);
+    }
+
+    fn write_report(&mut self, snapshot: &Snapshot, tally: &Tally) {
+        if let Some(report) = &mut self.html_report {
+            report.write(snapshot, tally);
+        }
     }
 
     fn write_metrics(&mut self, snapshot: &Snapshot, counters: &Counters) {

@@ -3,6 +3,10 @@
 //! Owns: rendering a `Journal` read by `journal`. Must not: write to the journal or contact
 //! devices; every function here is pure rendering over the journal's data.
 
+mod html;
+
+pub use html::render_html;
+
 use crate::journal::{DeviceEntry, DeviceState, Journal};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;

@@ -27,6 +27,24 @@ pub fn format(time: SystemTime) -> String {
     )
 }
 
+/// Parses a timestamp as `format` writes it (`2026-11-28T09:10:26.123Z`; the fraction is
+/// optional).
+pub fn parse(value: &str) -> Option<SystemTime> {
+    let (date, time) = value.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, "0"));
+    let mut clock = clock.splitn(3, ':').map(|part| part.parse::<u32>().ok());
+    let (hour, minute, second) = (clock.next()??, clock.next()??, clock.next()??);
+    let millis: u32 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    let seconds = seconds_from_civil(year, month as u32, day as u32, hour, minute, second);
+    let since = Duration::from_secs(u64::try_from(seconds).ok()?);
+    Some(UNIX_EPOCH + since + Duration::from_millis(u64::from(millis)))
+}
+
 /// Parses an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub fn parse_http_date(value: &str) -> Option<SystemTime> {
     let mut words = value.split_whitespace();
@@ -118,6 +136,25 @@ mod tests {
         check(951_782_400, 0, "2000-02-29T00:00:00.000Z");
         check(1_795_863_026, 123, "2026-11-28T10:50:26.123Z");
         check(4_102_444_799, 999, "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for millis in [0, 784_111_777_005, 1_795_000_000_123] {
+            let at = UNIX_EPOCH + Duration::from_millis(millis);
+            assert_eq!(parse(&format(at)), Some(at), "{}", format(at));
+        }
+        let at = |millis: u64| Some(UNIX_EPOCH + Duration::from_millis(millis));
+        assert_eq!(parse("1970-01-01T00:00:01Z"), at(1000));
+        assert_eq!(parse("1970-01-01T00:00:01.5Z"), at(1500));
+        for bad in [
+            "",
+            "1970-01-01 00:00:01Z",
+            "1970-13-01T00:00:00Z",
+            "1970-01-01T00:00:00",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ mod device_certs;
 mod expect;
 #[path = "cli/headers.rs"]
 mod headers;
+#[path = "cli/html_report.rs"]
+mod html_report;
 #[path = "cli/input_errors.rs"]
 mod input_errors;
 #[path = "cli/journal.rs"]

@@ -11,14 +11,93 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::AppError;
+use crate::config::PushConfig;
 use crate::config::{EventsTarget, ObserveOptions};
 use crate::control::Control;
 use crate::observe::{
-    self, ControlAccess, EventLog, MetricsFile, Outputs, StatusBoard, StatusServer,
+    self, ControlAccess, EventLog, HtmlReport, MetricsFile, Outputs, StatusBoard, StatusServer,
 };
+use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::scheduler::Plan;
 use crate::tally::{Roster, Snapshot};
+use crate::units::human_bytes;
+use std::path::Path;
+
+/// `--report-html FILE`, written once now (a wrong path is an input error, exit 2).
+pub(super) fn html_report(
+    path: &Path,
+    config: &PushConfig,
+    (registry, payload, plan): (&Registry, &Payload, &Plan),
+) -> Result<HtmlReport, AppError> {
+    HtmlReport::create(path, settings(config, registry, payload, plan)).map_err(|e| {
+        AppError::Input(format!(
+            "--report-html {}: cannot write it: {e} (the directory must exist and be writable)",
+            path.display()
+        ))
+    })
+}
+
+/// What the HTML report says of the run's settings: what was pushed where, and the rollout's
+/// shape and limits. Never a header, a URL or a secret: only names, counts and limits.
+fn settings(
+    config: &PushConfig,
+    registry: &Registry,
+    payload: &Payload,
+    plan: &Plan,
+) -> Vec<(String, String)> {
+    let run = &config.run;
+    let or_none = |value: Option<String>| value.unwrap_or_else(|| "none".to_string());
+    let mut settings = vec![
+        (
+            "payload",
+            format!(
+                "{} ({})",
+                payload.path().display(),
+                human_bytes(payload.len())
+            ),
+        ),
+        ("sha256", payload.digest().hex()),
+        ("registry", registry.source.clone()),
+        (
+            "devices",
+            format!("{} of {} in the plan", plan.len(), registry.devices.len()),
+        ),
+        ("waves", plan.waves.len().to_string()),
+        ("concurrency", run.concurrency.to_string()),
+        ("retries", run.retry.retries.to_string()),
+        (
+            "max failures",
+            or_none(run.failures.map(|policy| policy.max.to_string())),
+        ),
+        ("rate", or_none(run.rate.map(|rate| rate.to_string()))),
+        (
+            "bandwidth",
+            or_none(run.bandwidth.map(|b| format!("{}/s", human_bytes(b)))),
+        ),
+        (
+            "window",
+            or_none(run.window.map(|window| window.to_string())),
+        ),
+        (
+            "journal",
+            or_none(
+                config
+                    .journal
+                    .as_ref()
+                    .map(|j| j.path.display().to_string()),
+            ),
+        ),
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+    ];
+    if !config.observe.group_by.is_empty() {
+        settings.push(("group by", config.observe.group_by.join(", ")));
+    }
+    settings
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
 
 /// The plan's devices with the values of the `--group-by` columns, for the tally.
 pub(super) fn roster(registry: &Registry, plan: &Plan, columns: &[String]) -> Roster {

@@ -52,6 +52,11 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
     let mut out = io::stdout().lock();
     let written = match state {
         Some(state) => crate::status::write_rows(&journal, state, &mut out),
+        None if args.html => {
+            let html =
+                crate::status::render_html(&name, &journal, registry, std::time::SystemTime::now());
+            writeln!(out, "{html}")
+        }
         None if args.json => {
             let json = crate::status::render_json(&name, &journal, registry);
             writeln!(out, "{json}")

@@ -497,6 +497,11 @@ pub struct PushArgs {
     #[argh(option, default = "100", from_str_fn(parse_usize))]
     pub jump_channels: usize,
 
+    /// write the run as one self-contained HTML file (charts, summary, every failed device,
+    /// the settings) to FILE: replaced atomically every --progress-interval and at the end
+    #[argh(option)]
+    pub report_html: Option<PathBuf>,
+
     /// the device registry: a CSV file, or - for stdin
     #[argh(positional)]
     pub registry: String,

@@ -118,6 +118,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "status-allow-remote",
             "control-token-env",
             "group-by",
+            "report-html",
             "journal",
             "journal-reset",
             "only-failed",

@@ -35,6 +35,11 @@ pub struct StatusArgs {
     #[argh(option)]
     pub registry: Option<PathBuf>,
 
+    /// print the summary as one self-contained HTML file (the report --report-html writes:
+    /// charts, summary, every failed device), e.g. status --html fw.journal > report.html
+    #[argh(switch)]
+    pub html: bool,
+
     /// the journal file; several journals of one payload (one per shard) are summarised
     /// together
     #[argh(positional)]

@@ -83,8 +83,22 @@ pub(super) fn observe_options(args: &PushArgs) -> Result<ObserveOptions, UsageEr
         metrics_file: args.metrics_file.clone(),
         status_addr,
         control_token: control_token(args, status_addr.is_some(), |name| std::env::var(name).ok())?,
-        group_by: args.group_by.clone(),
+        group_by: group_by(args)?,
+        report_html: args.report_html.clone(),
     })
+}
+
+/// `--group-by` breaks devices down on the status page and in the HTML report: it needs one.
+fn group_by(args: &PushArgs) -> Result<Vec<String>, UsageError> {
+    if let Some(column) = args.group_by.first()
+        && args.status_addr.is_none()
+        && args.report_html.is_none()
+    {
+        return Err(UsageError(format!(
+            "--group-by {column} goes with --status-addr or --report-html: the breakdown is shown there"
+        )));
+    }
+    Ok(args.group_by.clone())
 }
 
 /// `--control-token-env NAME`: the token from the environment, for the status server's

@@ -142,18 +142,25 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
     out.text
 }
 
-/// The metrics file, replaced whole each time it is written.
+/// The metrics file (and the HTML report), replaced whole each time it is written.
 #[derive(Debug)]
 pub struct MetricsFile {
     path: PathBuf,
     temp: PathBuf,
     warned: Option<io::ErrorKind>,
+    /// The flag that named it, for warnings.
+    flag: &'static str,
 }
 
 impl MetricsFile {
     /// Checks that `path` can be written by writing `text` there now, so a wrong path is an
     /// input error before the run rather than a warning during it.
     pub fn create(path: &Path, text: &str) -> io::Result<MetricsFile> {
+        MetricsFile::create_for("--metrics-file", path, text)
+    }
+
+    /// `create` for the file of another flag (`--report-html`), which warnings name.
+    pub fn create_for(flag: &'static str, path: &Path, text: &str) -> io::Result<MetricsFile> {
         let name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
@@ -165,6 +172,7 @@ impl MetricsFile {
             path: path.to_path_buf(),
             temp: path.with_file_name(temp_name),
             warned: None,
+            flag,
         };
         file.replace(text)?;
         Ok(file)
@@ -177,7 +185,8 @@ impl MetricsFile {
             Err(error) if self.warned != Some(error.kind()) => {
                 self.warned = Some(error.kind());
                 log::warn!(
-                    "--metrics-file {}: cannot write: {error}; trying again at the next interval",
+                    "{} {}: cannot write: {error}; trying again at the next interval",
+                    self.flag,
                     self.path.display()
                 );
             }

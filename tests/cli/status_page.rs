@@ -222,7 +222,7 @@ fn chromium() -> &'static str {
 }
 
 /// The page's DOM after its script ran, as headless Chromium dumps it (bounded by a timeout).
-fn rendered_dom(url: &str, profile: &Path) -> String {
+pub(crate) fn rendered_dom(url: &str, profile: &Path) -> String {
     let mut child = Command::new(chromium())
         .args([
             "--headless",
@@ -262,7 +262,7 @@ fn rendered_dom(url: &str, profile: &Path) -> String {
 
 /// The text of the element with `id` in `dom` (elements without children).
 #[track_caller]
-fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+pub(crate) fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     let marker = format!("id=\"{id}\"");
     let at = dom
         .find(&marker)
@@ -385,7 +385,7 @@ fn status_addr_in_use_is_an_input_error() {
 
 /// The attribute `name` of the first element in `dom` that has `marker` among its attributes.
 #[track_caller]
-fn attribute<'a>(dom: &'a str, marker: &str, name: &str) -> &'a str {
+pub(crate) fn attribute<'a>(dom: &'a str, marker: &str, name: &str) -> &'a str {
     let at = dom
         .find(marker)
         .unwrap_or_else(|| panic!("no element with {marker} in\n{dom}"));
@@ -504,4 +504,109 @@ fn group_by_a_column_the_registry_lacks_is_an_input_error() {
     test.run().expect_status(2).expect_stderr(
         "--group-by rack: devices.csv has no column rack; its columns are id, url, site",
     );
+    test.clear().args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--group-by",
+        "site",
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(2)
+        .expect_stderr("--group-by site goes with --status-addr or --report-html");
+}
+
+/// What the page costs at 10,000 devices: the page, /status.json and the DOM Chromium renders
+/// stay under fixed bounds (they list at most 50 groups per column, 100 waves, 240 buckets),
+/// even grouped by a column with a value per device; the lookup still finds any device.
+#[test]
+fn status_page_at_ten_thousand_devices_stays_under_a_fixed_size() {
+    const DEVICES: usize = 10_000;
+    const BOUND: usize = 64 * 1024;
+    let fleet = Fleet::start(FleetSpec {
+        devices: DEVICES,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let stalled = Fleet::start(FleetSpec {
+        devices: 1,
+        stall_percent: 100.0,
+        id_prefix: "stall-".into(),
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut registry = String::from("id,url,site\n");
+    let rows = fleet_registry(&fleet, 0..DEVICES) + &fleet_registry(&stalled, 0..1)[7..];
+    for (n, row) in rows.lines().skip(1).enumerate() {
+        registry.push_str(&format!("{row},site-{:03}\n", n % 120));
+    }
+    let mut test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 1024);
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--retries",
+        "0",
+        "--grace",
+        "0s",
+    ])
+    .args(["--concurrency", "64", "--waves", "100"])
+    .args(["--status-addr", "127.0.0.1:0"])
+    .args(["--group-by", "site", "--group-by", "id"])
+    .args(quick(&[
+        ("--stall-timeout", "60s"),
+        ("--response-timeout", "60s"),
+    ]))
+    .arg("devices.csv");
+    test.timeout(Duration::from_secs(300));
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_until(Duration::from_secs(240), "10,000 devices to finish", || {
+        status_json(&base)["devices"]["succeeded"] == DEVICES
+    });
+    let (_, _, page) = get(&base, "/");
+    let (_, _, status) = get(&base, "/status.json");
+    let document: Json = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        document["groups"][1]["more"],
+        DEVICES + 1 - 50,
+        "{} bytes",
+        status.len()
+    );
+    assert_eq!(
+        document["groups"][0]["groups"].as_array().unwrap().len(),
+        50
+    );
+    assert!(document["waves"].as_array().unwrap().len() <= 100);
+    assert!(
+        page.len() + status.len() < BOUND,
+        "{} + {} bytes",
+        page.len(),
+        status.len()
+    );
+    eprintln!(
+        "at {DEVICES} devices: page {} bytes, /status.json {} bytes",
+        page.len(),
+        status.len()
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let dom = rendered_dom(&format!("{base}?device=dev-09999"), profile.path());
+    assert!(
+        dom.len() < 2 * BOUND,
+        "the rendered page is {} bytes",
+        dom.len()
+    );
+    assert!(
+        dom.contains("<dd data-field=\"status\">succeeded</dd>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<dd data-field=\"site\">site-038</dd>"),
+        "{dom}"
+    );
+    running.signal("INT");
+    running.wait().expect_status(130);
 }
