@@ -145,6 +145,16 @@ pub enum Event {
     },
     /// Every worker has finished; no event follows.
     RunFinished,
+    /// A probe read the device's version: before the upload (`after` false) or while waiting
+    /// for health after the install (`after` true).
+    Version {
+        /// The device's index in the registry.
+        index: usize,
+        /// Whether it was read after the install.
+        after: bool,
+        /// The version, as the report's `version_before`/`version_after` show it.
+        version: String,
+    },
     /// An operator paused, resumed or aborted the run (`POST /control/...`, SIGUSR1/SIGUSR2).
     Control {
         /// `pause`, `resume` or `abort`.

@@ -116,6 +116,11 @@ enum Body<'a> {
         action: &'a str,
         by: &'a str,
     },
+    Version {
+        id: &'a str,
+        after: bool,
+        version: &'a str,
+    },
     RunFinished {
         devices: usize,
         succeeded: usize,
@@ -276,6 +281,21 @@ impl EventLog {
             }),
             Event::Rollout { text } => self.line(Body::Rollout { text }),
             Event::Control { action, by } => self.line(Body::Control { action, by }),
+            Event::Version {
+                index,
+                after,
+                version,
+            } => {
+                let Some(device) = self.devices.get(index) else {
+                    return;
+                };
+                let id = device.id.clone();
+                self.line(Body::Version {
+                    id: &id,
+                    after: *after,
+                    version,
+                });
+            }
             // Written by `finish`, with the final counts, however the run ends.
             Event::RunFinished => {}
         }

@@ -119,6 +119,8 @@ pub fn device(roster: &Roster, id: &str) -> Option<String> {
         "error": error,
         "class": class,
         "skipped": record.skipped,
+        "version_before": record.versions.0,
+        "version_after": record.versions.1,
         "groups": groups,
     });
     Some(document.to_string())

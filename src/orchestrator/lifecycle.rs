@@ -45,7 +45,11 @@ impl Shared<'_, '_> {
             return Ok(());
         };
         self.enter(index, trail, Stage::Wait);
-        match self.wait_for_health(device, check, trail) {
+        let health = self.wait_for_health(device, check, trail);
+        if let Some(version) = &trail.lifecycle.version_after {
+            self.send_version(index, true, version);
+        }
+        match health {
             Health::Good => Ok(()),
             Health::Interrupted(why) => Err(Stop::Ended(Ended::Interrupted(why))),
             Health::Bad(message) => {
@@ -69,6 +73,7 @@ impl Shared<'_, '_> {
             Ok(reply) if reply.ok => {
                 let version = shown_version(&reply.text);
                 trail.lifecycle.version_before = Some(version.clone());
+                self.send_version(index, false, &version);
                 if check.matches(&reply.text) {
                     return Err(Stop::Skipped(format!("already at version {version}")));
                 }
@@ -159,6 +164,15 @@ impl Shared<'_, '_> {
                 output: None,
             });
         }
+    }
+
+    /// A version a probe read, for the status page's device lookup.
+    fn send_version(&self, index: usize, after: bool, version: &str) {
+        let _ = self.events.send(Event::Version {
+            index,
+            after,
+            version: version.to_string(),
+        });
     }
 
     /// An SSH `--exec` that succeeded: what it printed goes to the events file (a `stage`

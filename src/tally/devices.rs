@@ -149,7 +149,7 @@ impl DeviceCounts {
             } => return self.stopping(reason, in_flight, wait),
             Event::Rollout { text } => self.rollout = text,
             Event::RunFinished => self.finished = true,
-            Event::Control { .. } => {}
+            Event::Control { .. } | Event::Version { .. } => {}
         }
         None
     }

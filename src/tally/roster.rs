@@ -59,6 +59,8 @@ pub struct DeviceRecord {
     pub error: Option<(String, &'static str)>,
     /// Why it was skipped, if it was.
     pub skipped: Option<String>,
+    /// The versions a probe read before the upload and after the install.
+    pub versions: (Option<String>, Option<String>),
 }
 
 /// One registry column's groups.
@@ -118,6 +120,7 @@ impl Roster {
                 stage: None,
                 error: None,
                 skipped: None,
+                versions: (None, None),
             });
             for ((column, groups), value) in
                 roster.columns.iter_mut().zip(&mut group_of).zip(values)
@@ -149,6 +152,14 @@ impl Roster {
             }
             Event::Stage { stage, .. } => {
                 record.stage = Some(*stage);
+                None
+            }
+            Event::Version { after, version, .. } => {
+                let slot = match after {
+                    false => &mut record.versions.0,
+                    true => &mut record.versions.1,
+                };
+                *slot = Some(version.clone());
                 None
             }
             Event::RetryScheduled { class, reason, .. } => {
@@ -229,6 +240,7 @@ fn device_index(event: &Event) -> Option<usize> {
         | Event::BytesSent { index, .. }
         | Event::RetryScheduled { index, .. }
         | Event::Stage { index, .. }
+        | Event::Version { index, .. }
         | Event::Succeeded { index, .. }
         | Event::Failed { index, .. }
         | Event::Skipped { index, .. }
@@ -348,6 +360,11 @@ mod tests {
                 stage: Stage::Upload,
                 output: None,
             },
+            Event::Version {
+                index: 10,
+                after: false,
+                version: "1.0".into(),
+            },
         ];
         for event in &events {
             roster.apply(event);
@@ -357,6 +374,7 @@ mod tests {
         assert_eq!(record.attempts, 2);
         assert_eq!(record.stage, Some(Stage::Upload));
         assert_eq!(record.error, Some(("connection reset".into(), "reset")));
+        assert_eq!(record.versions, (Some("1.0".into()), None));
         assert_eq!(groups, [("site", "fra"), ("rack", "x")]);
         assert!(roster.lookup("nope").is_none());
         assert_eq!(roster.failed().count(), 0);

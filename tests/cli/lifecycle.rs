@@ -61,12 +61,31 @@ fn skips_devices_at_version_installs_waits_checks_and_rolls_back() {
     let output = test
         .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
         .args(["--journal", "fw.journal", "--health-timeout", "5s"])
+        .args(["--events", "events.jsonl"])
         .args(lifecycle_flags(&fleet, "rollback"))
         .args(quick(&[]))
         .arg("devices.csv")
         .run();
     output.expect_status(1);
     let rows = test.report("report.csv");
+    // The events file has the versions the report has (the status page's lookup reads them).
+    let versions: Vec<serde_json::Value> = test
+        .read("events.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["type"] == "version")
+        .collect();
+    for row in &rows {
+        for (after, version) in [(false, &row.version_before), (true, &row.version_after)] {
+            let seen = versions
+                .iter()
+                .filter(|e| e["id"] == row.id.as_str() && e["after"] == after)
+                .map(|e| e["version"].as_str().unwrap())
+                .next_back()
+                .unwrap_or("");
+            assert_eq!(seen, version, "{row:?} {versions:?}");
+        }
+    }
     let (updated, bad) = (
         id_with(&fleet, Profile::Updated),
         id_with(&fleet, Profile::BadUpdate),
