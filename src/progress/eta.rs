@@ -16,11 +16,15 @@ mod replay;
 
 pub use model::RunShape;
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// How far back the estimate looks by default.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+
+/// How often the model's estimate is worked out again, at most (in between, it counts down).
+const REFRESH: Duration = Duration::from_millis(500);
 
 /// How far back the send rate looks to tell whether the run uses its bandwidth budget.
 const SEND_RATE_SPAN: Duration = Duration::from_secs(5);
@@ -54,6 +58,8 @@ pub struct EtaEstimator {
     fleet: model::DevicesSeen,
     /// The latest time seen, in a sample or an observation.
     now: Duration,
+    /// The model's last estimate: when, for how many devices, and what it said.
+    modelled: Cell<Option<(f64, usize, Option<f64>)>>,
 }
 
 /// What the estimator is told about one device (by its index in the plan) or the run.
@@ -101,6 +107,7 @@ impl EtaEstimator {
             shape: RunShape::default(),
             fleet: model::DevicesSeen::default(),
             now: Duration::ZERO,
+            modelled: Cell::new(None),
         }
     }
 
@@ -118,7 +125,7 @@ impl EtaEstimator {
         match observation {
             Observation::WaveStarted(wave) => fleet.wave_started(wave),
             Observation::Started(index) => fleet.device_started(now, index),
-            Observation::Attempt(index) => fleet.attempt(index),
+            Observation::Attempt(index) => fleet.attempt(now, index),
             Observation::Retrying(index, delay) => fleet.retrying(now, index, delay.as_secs_f64()),
             Observation::Bytes(index, bytes) => fleet.bytes(now, index, bytes),
             Observation::Ended(index) => fleet.device_ended(now, index),
@@ -203,13 +210,26 @@ impl EtaEstimator {
         self.byte_rate().unwrap_or(0.0)
     }
 
-    /// The model's estimate, when it has a basis.
+    /// The model's estimate, when it has a basis. It is worked out at most every [`REFRESH`]
+    /// of the run (it weighs every in-flight device); in between, the last one counts down.
     fn modelled(&self) -> Option<f64> {
+        let now = self.now.as_secs_f64();
+        if let Some((at, devices, left)) = self.modelled.get() {
+            let since = now - at;
+            if devices == self.total_devices && (0.0..REFRESH.as_secs_f64()).contains(&since) {
+                return left.map(|left| (left - since).max(0.0));
+            }
+        }
+        let left = self.model(now);
+        self.modelled.set(Some((now, self.total_devices, left)));
+        left
+    }
+
+    fn model(&self, now: f64) -> Option<f64> {
         let mut shape = self.shape.clone();
         if shape.payload_len == 0 && self.total_devices > 0 {
             shape.payload_len = self.total_bytes / self.total_devices as u64;
         }
-        let now = self.now.as_secs_f64();
         self.fleet
             .remaining(now, &shape, self.total_devices, self.send_rate())
     }
@@ -437,6 +457,25 @@ mod tests {
         check_first_eta((3, 300), &[(0, 0, 0), (1, 3, 300)], true);
         // Once shown, it stays: a retry that takes bytes back does not hide it.
         check_first_eta(fleet, &[(0, 0, 0), (6, 0, 60_000), (7, 0, 10_000)], true);
+    }
+
+    #[test]
+    fn the_model_is_worked_out_again_twice_a_second_and_counts_down_between() {
+        // One device of two took 10 s; the other started with it: a quarter of 10 s left.
+        let mut estimator = EtaEstimator::new(2, 0);
+        estimator.observe(Duration::ZERO, Observation::Started(0));
+        estimator.observe(Duration::ZERO, Observation::Started(1));
+        estimator.observe(Duration::from_secs(10), Observation::Ended(0));
+        estimator.record(Duration::from_secs(10), 1, 0);
+        let secs = |estimator: &EtaEstimator| estimator.eta().map(|eta| eta.as_secs_f64());
+        assert_eq!(secs(&estimator), Some(2.5));
+        // 0.4 s later, it counts down...
+        estimator.observe(Duration::from_millis(10_400), Observation::Bytes(1, 0));
+        assert!((secs(&estimator).unwrap_or(0.0) - 2.1).abs() < 1e-9);
+        // ...and at 0.5 s, the model says again: still a quarter of 10 s, as the device is
+        // older than any seen.
+        estimator.observe(Duration::from_millis(10_500), Observation::Bytes(1, 0));
+        assert_eq!(secs(&estimator), Some(2.5));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The ETA's replay harness: synthetic runs through the real estimator, judged against the truth.
 //!
 //! Owns: the scenarios (a bandwidth-bound run, far devices, mixed sizes, flaky devices, waves
-//! with pauses, a start rate; drawn from a fixed seed) and the judgement: from 10% of each run
-//! on, every simulated second, the estimate shown against the time the run really had left.
-//! The runs themselves are `simulation`'s. Must not: be compiled outside tests.
+//! with pauses, a start rate; each fleet drawn from a seed, 10 seeds a scenario), the known
+//! misses, and the judgement: from 10% of each run on, every simulated second, the estimate
+//! shown against the time the run really had left. The runs themselves are `simulation`'s.
+//! Must not: be compiled outside tests.
 //!
-//! `cargo test --lib eta::replay -- --nocapture` prints the table docs/performance.md shows.
+//! `cargo test --lib eta::replay -- --nocapture` prints the table docs/performance.md shows;
+//! with `ETA_TRACE=all` it prints each run's judgement too, with `ETA_TRACE=COLUMN/SEED` (say
+//! `3/1`, the flaky run of seed 1) that run's estimates, second by second.
 
 mod simulation;
 
@@ -31,12 +34,15 @@ struct Judgement {
     worst_factor: f64,
     /// Estimates judged from 10% on.
     judged: usize,
+    /// The worst estimate from 20% on: when, what it said, what was left (seconds).
+    worst_at: (f64, f64, f64),
 }
 
 fn judge(replay: &Replay) -> Judgement {
     let end = replay.end;
     let mut errors = Vec::new();
     let mut worst_factor: f64 = 1.0;
+    let mut worst_at = (0.0, 0.0, 0.0);
     for &(at, shown) in &replay.estimates {
         let actual = end - at;
         if at < 0.1 * end || actual <= 0.0 {
@@ -54,8 +60,9 @@ fn judge(replay: &Replay) -> Judgement {
             None => (f64::INFINITY, f64::INFINITY),
         };
         errors.push(error);
-        if at >= 0.2 * end {
-            worst_factor = worst_factor.max(factor);
+        if at >= 0.2 * end && factor > worst_factor {
+            worst_factor = factor;
+            worst_at = (at, shown.unwrap_or(f64::INFINITY), actual);
         }
     }
     errors.sort_by(f64::total_cmp);
@@ -66,6 +73,7 @@ fn judge(replay: &Replay) -> Judgement {
             .unwrap_or(f64::INFINITY),
         worst_factor,
         judged: errors.len(),
+        worst_at,
     }
 }
 
@@ -113,8 +121,8 @@ fn device(bytes: f64, link: f64, setup: f64, after: f64) -> Spec {
     }
 }
 
-fn scenarios() -> Vec<Scenario> {
-    let mut draw = Draw(Jitter::new(18));
+fn scenarios(seed: u64) -> Vec<Scenario> {
+    let mut draw = Draw(Jitter::new(seed));
     let mut fleet = |count: usize, make: &mut dyn FnMut(&mut Draw) -> Spec| -> Vec<Spec> {
         (0..count).map(|_| make(&mut draw)).collect()
     };
@@ -202,11 +210,8 @@ fn scenarios() -> Vec<Scenario> {
                 20,
             )
         },
-        // A known miss: the run's end is one straggler's (a device started in the last round
-        // that fails three attempts over a slow link), which the estimate expects only as the
-        // fleet's usual flaky device; it is held to what it does today, not to the target.
         Scenario {
-            target: (0.25, 3.2),
+            target: TARGET,
             ..scenario(
                 "flaky: 300 × 4 MiB, 15% fail 1–3 attempts (15% of those all 4), backoff 1 s doubling, concurrency 30",
                 flaky,
@@ -236,29 +241,92 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// docs/performance.md's table: every scenario replayed and judged; each holds to its target.
+/// The seeds each scenario's fleet is drawn from: every run is judged.
+const SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
+
+/// The runs that miss the target, by scenario (the start of its name) and seed, each held to
+/// a little more than it does (median error, worst factor) so that it cannot get worse unseen. Each is
+/// explained in docs/performance.md ("How far to trust the ETA"): all but one miss the factor
+/// in their last 5 s, where what is left is one device's own random wait or last attempt; the
+/// flaky ones miss the median by whether a device of the last round fails again; mixed sizes
+/// seed 2 ends with a slow link nothing before it showed.
+const KNOWN_MISSES: &[(&str, u64, (f64, f64))] = &[
+    ("device-bound", 2, (TARGET.0, 2.3)),
+    ("device-bound", 7, (TARGET.0, 4.6)),
+    ("mixed sizes", 2, (0.28, 3.2)),
+    ("mixed sizes", 6, (TARGET.0, 2.5)),
+    ("mixed sizes", 8, (TARGET.0, 4.3)),
+    ("flaky", 1, (0.28, TARGET.1)),
+    ("flaky", 2, (TARGET.0, 14.5)),
+    ("flaky", 3, (TARGET.0, 11.0)),
+    ("flaky", 7, (TARGET.0, 2.2)),
+    ("waves", 3, (TARGET.0, 7.0)),
+];
+
+/// What `scenario`'s run with `seed` is held to: the target, or its known miss.
+fn held_to(scenario: &Scenario, seed: u64) -> (f64, f64) {
+    KNOWN_MISSES
+        .iter()
+        .find(|miss| scenario.name.starts_with(miss.0) && miss.1 == seed)
+        .map_or(scenario.target, |miss| miss.2)
+}
+
+/// What `ETA_TRACE` asks to see of a run (see the module's documentation).
+fn trace(column: usize, seed: u64, replay: &Replay, judgement: &Judgement) {
+    let Ok(trace) = std::env::var("ETA_TRACE") else {
+        return;
+    };
+    if trace == "all" {
+        println!("{column}/{seed}: {judgement:?}");
+    } else if trace == format!("{column}/{seed}") {
+        for &(at, shown) in &replay.estimates {
+            let left = replay.end - at;
+            println!("{at:.0} s: {shown:.1?} shown, {left:.1} s left");
+        }
+    }
+}
+
+/// docs/performance.md's table: every scenario replayed with each seed's fleet and judged. A
+/// row gives the worst seed's median error and worst factor, and how many seeds meet the
+/// target; every run holds to the target or to its known miss.
 #[test]
 fn the_eta_is_within_its_targets_in_every_scenario() {
+    let runs: Vec<Vec<Scenario>> = SEEDS.map(scenarios).collect();
     println!(
-        "| scenario | run | estimates judged | median error from 10% | worst factor from 20% |"
+        "| scenario | runs | estimates judged | median error from 10%, worst seed | worst factor from 20%, worst seed | seeds within the target |"
     );
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let mut missed = Vec::new();
-    for scenario in scenarios() {
-        let replay = scenario.replay();
-        let judgement = judge(&replay);
-        println!(
-            "| {} | {:.0} s | {} | {:.1}% | {:.2}× |",
-            scenario.name,
-            replay.end,
-            judgement.judged,
-            judgement.median_error * 100.0,
-            judgement.worst_factor
-        );
-        let (median, factor) = scenario.target;
-        if judgement.median_error > median || judgement.worst_factor > factor {
-            missed.push(format!("{}: {judgement:?}", scenario.name));
+    for column in 0..runs[0].len() {
+        let (mut shortest, mut longest, mut judged) = (f64::INFINITY, 0.0f64, 0);
+        let (mut median, mut factor, mut within) = (0.0f64, 1.0f64, 0);
+        for (seed, scenarios) in SEEDS.zip(&runs) {
+            let scenario = &scenarios[column];
+            let replay = scenario.replay();
+            let judgement = judge(&replay);
+            trace(column, seed, &replay, &judgement);
+            (shortest, longest) = (shortest.min(replay.end), longest.max(replay.end));
+            judged += judgement.judged;
+            median = median.max(judgement.median_error);
+            factor = factor.max(judgement.worst_factor);
+            let meets = |(most_median, most_factor): (f64, f64)| {
+                judgement.median_error <= most_median && judgement.worst_factor <= most_factor
+            };
+            within += usize::from(meets(scenario.target));
+            if !meets(held_to(scenario, seed)) {
+                let (at, shown, actual) = judgement.worst_at;
+                missed.push(format!(
+                    "{} (seed {seed}, run {:.1} s): median error {:.3}, worst factor {:.2} ({shown:.1} s shown with {actual:.1} s left at {at:.0} s)",
+                    scenario.name, replay.end, judgement.median_error, judgement.worst_factor
+                ));
+            }
         }
+        println!(
+            "| {} | {shortest:.0}–{longest:.0} s | {judged} | {:.1}% | {factor:.2}× | {within} of {} |",
+            runs[0][column].name,
+            median * 100.0,
+            runs.len(),
+        );
     }
     assert!(missed.is_empty(), "targets missed:\n{}", missed.join("\n"));
 }
