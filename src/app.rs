@@ -18,6 +18,7 @@ pub use preflight::load_registry;
 use crate::cli::{Command, PushArgs, TopLevel, exit};
 use crate::config::{PushConfig, UsageError};
 use crate::control::Control;
+use crate::delta::{DeltaSet, Note, NoteStage};
 use crate::orchestrator::{RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
@@ -120,7 +121,8 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         payload.digest().hex(),
         payload.snapshot_kind()
     );
-    let delivery = execute::deliveries(&config, &payload)?;
+    let patches = patches(&config, &payload)?;
+    let delivery = execute::deliveries(&config, &payload, patches.as_ref())?;
     let options = registry::LoadOptions {
         target: config.target.as_ref(),
         command_for_every_device: config.command.command.is_some(),
@@ -131,7 +133,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let delivery = execute::with_commands(delivery, &config, &registry);
     preflight::check(&config, &registry, &delivery)?;
     if config.dry_run {
-        return plan::dry_run(&config, &registry, &payload);
+        return plan::dry_run(&config, &registry, &payload, patches.as_ref());
     }
     let journal = plan::open_journal(config.journal.as_ref(), &payload)?;
     let plan = plan::plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
@@ -165,6 +167,26 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let result = result?;
     summary::finish(&config, &registry, &result, report)?;
     Ok(outcome(&result, &signals))
+}
+
+/// `--delta-from`: the patches, made before anything is contacted, each step said on stderr
+/// (unless `--quiet`); a patch not worth sending is a warning.
+fn patches(config: &PushConfig, payload: &Payload) -> Result<Option<Arc<DeltaSet>>, AppError> {
+    if config.delta.from.is_empty() {
+        return Ok(None);
+    }
+    let quiet = config.progress.mode == crate::progress::Mode::Quiet;
+    let mut say = |note: Note| {
+        let text = note.render(payload.len());
+        match note.stage {
+            NoteStage::Dropped(_) | NoteStage::Skipped(_) => log::warn!("delta: {text}"),
+            _ if !quiet => eprintln!("delta: {text}"),
+            _ => {}
+        }
+    };
+    let set = DeltaSet::prepare(payload, &config.delta.from, &mut say)
+        .map_err(|e| AppError::Input(e.to_string()))?;
+    Ok(Some(Arc::new(set)))
 }
 
 /// Says what the run is about to do (an info log record; a warning when there are no devices).

@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod command;
+mod delta;
 mod files;
 mod http;
 mod lifecycle;
@@ -30,6 +31,7 @@ mod tls;
 
 pub use crate::paths::resolve as resolve_path;
 pub use crate::report::ReportTarget;
+pub use delta::DeltaOptions;
 pub use http::parse_header;
 pub use outputs::parse_status_addr;
 
@@ -124,6 +126,8 @@ pub struct PushConfig {
     pub estimate_throughput: Option<u64>,
     /// The stages around the upload: probe, install request, health check, rollback.
     pub lifecycle: Lifecycle,
+    /// `--delta-from`, `--delta-base`, `--delta-apply`.
+    pub delta: DeltaOptions,
 }
 
 /// The selection flags, as the scheduler takes them.
@@ -167,6 +171,7 @@ impl PushConfig {
         let lifecycle = lifecycle::lifecycle_options(&args)?;
         let form = http::form(&args, &http.headers)?;
         let command = command::command_options(&args)?;
+        let delta = delta::delta_options(&args)?;
         check_paths(&args)?;
         Ok(PushConfig {
             registry: match args.registry.as_str() {
@@ -190,6 +195,7 @@ impl PushConfig {
             dry_run: args.dry_run,
             estimate_throughput,
             lifecycle,
+            delta,
         })
     }
 }
@@ -226,6 +232,11 @@ fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
         inputs.push(named("the registry", args.registry.as_ref()));
     }
     inputs.extend(args.identity.iter().map(|path| named("--identity", path)));
+    inputs.extend(
+        args.delta_from
+            .iter()
+            .map(|path| named("--delta-from", path)),
+    );
     for (flag, path) in [
         ("--known-hosts", &args.known_hosts),
         ("--cacert", &args.cacert),

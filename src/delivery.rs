@@ -140,6 +140,7 @@ use std::time::Instant;
 ///             http_status: None,
 ///             method: "dir",
 ///             install_output: None,
+///             transfer: Default::default(),
 ///         })
 ///     }
 /// }
@@ -307,4 +308,6 @@ pub struct Delivered {
     /// What the install command (SSH `--exec`) printed last, when one ran: its last lines on
     /// one line (`last output: a | b`), for the events file and the log.
     pub install_output: Option<String>,
+    /// Whole payload or patch (`--delta-from`), and why.
+    pub transfer: crate::events::Transfer,
 }

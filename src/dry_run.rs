@@ -4,6 +4,7 @@
 //! Owns: rendering a `Plan`. Must not: do IO or contact anything; the caller prints the text.
 
 use crate::config::PushConfig;
+use crate::delta::DeltaSet;
 use crate::registry::Registry;
 use crate::scheduler::{Plan, SkipReason};
 use crate::units::{human_bytes, human_duration};
@@ -22,6 +23,38 @@ pub fn render_ssh_routes(lines: &[String]) -> String {
         text.push_str(line);
     }
     text
+}
+
+/// `--delta-from`'s patches as text: per base, each patch kept and its share of the payload.
+pub fn render_patches(set: &DeltaSet) -> String {
+    let mut lines = vec![
+        "  delta patches (SSH devices holding a base get the smallest they can apply):".to_string(),
+    ];
+    for base in &set.bases {
+        let sizes: Vec<String> = base
+            .patches
+            .iter()
+            .map(|patch| {
+                format!(
+                    "{} {} ({})",
+                    patch.format,
+                    human_bytes(patch.file.len()),
+                    crate::delta::percent(patch.file.len(), set.payload_len)
+                )
+            })
+            .collect();
+        let sizes = if sizes.is_empty() {
+            "none worth sending: devices on it get the full file".to_string()
+        } else {
+            sizes.join(", ")
+        };
+        lines.push(format!(
+            "    from {} (sha256 {}…): {sizes}",
+            base.name,
+            &base.digest.hex()[..12]
+        ));
+    }
+    lines.join("\n")
 }
 
 /// The plan as text.

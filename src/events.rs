@@ -162,6 +162,45 @@ pub enum Event {
         /// Who asked: `SIGUSR1`, or `POST /control/pause from 127.0.0.1:53122`.
         by: String,
     },
+    /// With `--delta-from`, just before an SSH device's `Succeeded`: whether a patch or the
+    /// whole payload went, and why.
+    Transferred {
+        /// The device's index in the registry (row order).
+        index: usize,
+        /// The device's id (the registry's `id` column).
+        id: Arc<str>,
+        /// The patch and its base, or why the whole payload went.
+        transfer: Transfer,
+    },
+}
+
+/// How a device's upload went: the whole payload, or a patch against a base it held
+/// (`--delta-from`). The report's `transfer`, `delta_base` and `transfer_note` columns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transfer {
+    /// The base (its `--delta-from` file name) the patch was made from; `None`: the whole
+    /// payload went.
+    pub delta_base: Option<String>,
+    /// The patch's format (`zstd`, `bsdiff`), with `delta_base`.
+    pub format: Option<&'static str>,
+    /// Bytes the patch saved: the payload's length less the patch's.
+    pub saved: u64,
+    /// For a patch, its format (`zstd patch`); for the whole payload although patches existed,
+    /// why (unknown base, no tool, a patch that failed to apply or verify); empty otherwise.
+    pub note: String,
+    /// Whether a patch was considered at all (`--delta-from`, an SSH device).
+    pub considered: bool,
+}
+
+impl Transfer {
+    /// `delta`, `full`, or empty when no patch was considered.
+    pub fn kind(&self) -> &'static str {
+        match (&self.delta_base, self.considered) {
+            (Some(_), _) => "delta",
+            (None, true) => "full",
+            (None, false) => "",
+        }
+    }
 }
 
 /// How far along the update lifecycle a device got: probe → upload → verify → install → wait →

@@ -72,6 +72,10 @@ pub enum Record {
         /// The lifecycle's stage and versions, when the run had any (absent in older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lifecycle: Option<LifecycleRecord>,
+        /// With `--delta-from`: whether a patch or the whole file went (absent otherwise, and
+        /// in older journals). Either is the same success.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer: Option<TransferRecord>,
     },
     /// The device failed for good in this run.
     Failed {
@@ -130,6 +134,26 @@ pub struct LifecycleRecord {
     /// What a rollback did (`rolled back`, `failed: ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+}
+
+/// How a succeeded device's upload went, with `--delta-from`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    /// `delta` or `full`.
+    pub transfer: String,
+    /// The `--delta-from` file the patch was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_base: Option<String>,
+    /// Bytes the patch saved.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub saved: u64,
+    /// The patch's format, or why the whole file went.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// Where a device stands according to the journal.

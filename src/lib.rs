@@ -117,6 +117,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod delta;
 pub mod digest;
 pub mod dry_run;
 pub mod events;

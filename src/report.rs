@@ -6,7 +6,7 @@
 use crate::registry::{Device, Registry};
 use crate::units::{human_bytes, human_duration};
 
-use crate::events::Stage;
+use crate::events::{Stage, Transfer};
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -87,6 +87,8 @@ pub struct DeviceOutcome {
     pub method: &'static str,
     /// The stage reached and the versions seen.
     pub lifecycle: LifecycleOutcome,
+    /// Whole payload or patch (`--delta-from`), when it succeeded.
+    pub transfer: Transfer,
 }
 
 impl DeviceOutcome {
@@ -102,6 +104,7 @@ impl DeviceOutcome {
             error_class: None,
             method: "",
             lifecycle: LifecycleOutcome::default(),
+            transfer: Transfer::default(),
         }
     }
 
@@ -147,7 +150,7 @@ impl Counts {
 }
 
 /// The report's columns.
-pub const REPORT_HEADER: [&str; 14] = [
+pub const REPORT_HEADER: [&str; 17] = [
     "id",
     "url",
     "status",
@@ -162,6 +165,9 @@ pub const REPORT_HEADER: [&str; 14] = [
     "version_before",
     "version_after",
     "rollback",
+    "transfer",
+    "delta_base",
+    "transfer_note",
 ];
 
 /// Writes the CSV report: one row per device, in registry order. `outcomes[i]` and `waves[i]`
@@ -182,7 +188,7 @@ pub fn write_report(
 }
 
 /// One device's row of the report, its cells in `REPORT_HEADER`'s order.
-pub fn report_row(device: &Device, outcome: &DeviceOutcome, wave: usize) -> [String; 14] {
+pub fn report_row(device: &Device, outcome: &DeviceOutcome, wave: usize) -> [String; 17] {
     let lifecycle = &outcome.lifecycle;
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
     [
@@ -207,6 +213,9 @@ pub fn report_row(device: &Device, outcome: &DeviceOutcome, wave: usize) -> [Str
         text(&lifecycle.version_before),
         text(&lifecycle.version_after),
         text(&lifecycle.rollback),
+        outcome.transfer.kind().to_string(),
+        text(&outcome.transfer.delta_base),
+        outcome.transfer.note.clone(),
     ]
 }
 
@@ -243,6 +252,26 @@ pub struct SummaryContext<'a> {
     /// Where every device's outcome can be read, e.g. `the report, report.csv`, or what to do
     /// to get one.
     pub full_list: &'a str,
+}
+
+/// `; 12 by delta, 3 full, 700.0 MiB saved` when patches were considered, else nothing.
+fn delta_summary(outcomes: &[DeviceOutcome]) -> String {
+    let succeeded = outcomes.iter().filter(|o| o.status == Status::Succeeded);
+    let (mut delta, mut full, mut saved) = (0, 0, 0);
+    for outcome in succeeded.filter(|o| o.transfer.considered) {
+        match outcome.transfer.delta_base {
+            Some(_) => delta += 1,
+            None => full += 1,
+        }
+        saved += outcome.transfer.saved;
+    }
+    if delta + full == 0 {
+        return String::new();
+    }
+    format!(
+        "; {delta} by delta, {full} full, {} saved",
+        human_bytes(saved)
+    )
 }
 
 /// The end-of-run summary: counts, bytes, rate, and the first failures (unless already shown),
@@ -283,6 +312,7 @@ pub fn render_summary(
         human_bytes(bytes),
         human_bytes(rate),
     );
+    text.push_str(&delta_summary(outcomes));
     let failed = registry
         .devices
         .iter()
@@ -352,6 +382,7 @@ mod tests {
                 stage: (status != Status::Skipped).then_some(Stage::Done),
                 ..LifecycleOutcome::default()
             },
+            transfer: Transfer::default(),
         }
     }
 
@@ -390,14 +421,21 @@ mod tests {
             version_after: Some("1.0".into()),
             rollback: Some("rolled back".into()),
         };
+        outcomes[0].transfer = Transfer {
+            delta_base: Some("fw-1.0.bin".into()),
+            format: Some("zstd"),
+            saved: 1000,
+            note: "zstd patch".into(),
+            considered: true,
+        };
         let mut out = Vec::new();
         write_report(&registry, &outcomes, &[1, 2, 0], &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback\n\
-             b,http://u:***@h/b,succeeded,1,1024,1500,204,,1,http,done,,,\n\
-             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\",2,,rollback,1.0,1.0,rolled back\n\
-             c,http://u:***@h/c,not-started,0,0,0,,not started: interrupted,,,,,,\n"
+            "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback,transfer,delta_base,transfer_note\n\
+             b,http://u:***@h/b,succeeded,1,1024,1500,204,,1,http,done,,,,delta,fw-1.0.bin,zstd patch\n\
+             a,http://u:***@h/a,failed,4,4096,1500,500,\"response: HTTP 500 Internal Server Error, \"\"dead\"\"\",2,,rollback,1.0,1.0,rolled back,,,\n\
+             c,http://u:***@h/c,not-started,0,0,0,,not started: interrupted,,,,,,,,,\n"
         );
     }
 
@@ -418,6 +456,37 @@ mod tests {
             render_summary(&registry, &outcomes, Duration::from_secs(2), &CONTEXT),
             "3 devices in 2s: 2 succeeded, 1 failed, 0 skipped; 4.0 KiB sent (2.0 KiB/s)\n  \
              failed b after 1 attempt: response: HTTP 404 Not Found"
+        );
+    }
+
+    #[test]
+    fn summary_counts_deltas_and_the_bytes_they_saved() {
+        let registry = registry(&["a", "b", "c", "d"]);
+        let delta = |saved| Transfer {
+            delta_base: Some("fw-1.0.bin".into()),
+            format: Some("zstd"),
+            saved,
+            note: "zstd patch".into(),
+            considered: true,
+        };
+        let mut outcomes = vec![outcome(Status::Succeeded, 1, ""); 4];
+        outcomes[0].transfer = delta(3 << 20);
+        outcomes[1].transfer = delta(1 << 20);
+        outcomes[2].transfer.considered = true;
+        outcomes[3].status = Status::Failed;
+        outcomes[3].transfer = delta(1 << 30); // a failed device saved nothing
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1), &CONTEXT);
+        assert!(
+            summary.contains("; 2 by delta, 1 full, 4.0 MiB saved"),
+            "{summary}"
+        );
+        outcomes
+            .iter_mut()
+            .for_each(|o| o.transfer = Transfer::default());
+        let summary = render_summary(&registry, &outcomes, Duration::from_secs(1), &CONTEXT);
+        assert!(
+            !summary.contains("delta"),
+            "no patches, no delta words: {summary}"
         );
     }
 

@@ -248,6 +248,7 @@ mod tests {
             bytes: 4,
             fields: row("a"),
             lifecycle: None,
+            transfer: None,
         });
         journal.apply(failed("b", "2026-11-28T01:00:02.000Z", "http-5xx"));
         journal.apply(failed("c", "2026-11-28T01:00:03.000Z", "timeout"));

@@ -22,6 +22,8 @@ mod control;
 mod day_one;
 #[path = "cli/deliver_cmd.rs"]
 mod deliver_cmd;
+#[path = "cli/delta.rs"]
+mod delta;
 #[path = "cli/device_certs.rs"]
 mod device_certs;
 #[path = "cli/expect.rs"]

@@ -18,6 +18,8 @@ mod auth;
 mod cli;
 #[path = "ssh/config.rs"]
 mod config;
+#[path = "ssh/delta.rs"]
+mod delta;
 #[path = "ssh/exec.rs"]
 mod exec;
 #[path = "ssh/failures.rs"]

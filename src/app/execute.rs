@@ -8,7 +8,8 @@ use crate::delivery::Deliveries;
 use crate::delivery::command::CommandDelivery;
 use crate::delivery::http::HttpDelivery;
 use crate::delivery::multipart::MultipartBody;
-use crate::delivery::ssh::SshDelivery;
+use crate::delivery::ssh::{DeltaPlan, SshDelivery};
+use crate::delta::DeltaSet;
 use crate::events::{self, Event};
 use crate::journal::JournalWriter;
 use crate::observe::Outputs;
@@ -18,18 +19,31 @@ use crate::progress;
 use crate::registry::Registry;
 use crate::report::ReportWriter;
 use crate::scheduler::Plan;
+use std::sync::Arc;
 
 /// The run's deliveries, one per URL scheme: HTTP(S) and SSH (register a new protocol here).
 /// Built before the registry is read: they check its URLs, and the checks after it ask each
 /// device's delivery what it can do.
-pub(super) fn deliveries(config: &PushConfig, payload: &Payload) -> Result<Deliveries, AppError> {
+pub(super) fn deliveries(
+    config: &PushConfig,
+    payload: &Payload,
+    patches: Option<&Arc<DeltaSet>>,
+) -> Result<Deliveries, AppError> {
     let mut http = HttpDelivery::new(config.http.clone());
     if let Some(form) = &config.form {
         let body =
             MultipartBody::prepare(form, payload).map_err(|e| AppError::Input(e.to_string()))?;
         http = http.with_multipart(body);
     }
-    Ok(Deliveries::new(http, SshDelivery::new(config.ssh.clone())))
+    let mut ssh = SshDelivery::new(config.ssh.clone());
+    if let Some(set) = patches {
+        ssh = ssh.with_delta(DeltaPlan {
+            set: Arc::clone(set),
+            base: config.delta.base.clone(),
+            apply: config.delta.apply.clone(),
+        });
+    }
+    Ok(Deliveries::new(http, ssh))
 }
 
 /// `deliveries` with the command delivery, when `--deliver-cmd` or a `cmd` column gives devices

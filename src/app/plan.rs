@@ -3,12 +3,14 @@
 
 use super::{AppError, Outcome};
 use crate::config::{JournalOptions, PushConfig};
+use crate::delta::DeltaSet;
 use crate::journal::{self, Journal, JournalWriter};
 use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::report;
 use crate::scheduler::{Plan, Selection, SkipReason};
 use std::io::{self, Write};
+use std::sync::Arc;
 
 /// Opens and locks the journal, and says what it found.
 pub(super) fn open_journal(
@@ -81,6 +83,7 @@ pub(super) fn dry_run(
     config: &PushConfig,
     registry: &Registry,
     payload: &Payload,
+    patches: Option<&Arc<DeltaSet>>,
 ) -> Result<Outcome, AppError> {
     let journal = match &config.journal {
         Some(options) if options.path.exists() && !options.reset => {
@@ -99,6 +102,10 @@ pub(super) fn dry_run(
     let plan = plan(registry, journal.as_ref(), config);
     let mut text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
     text.push_str(&ssh_routes(registry, &plan, config));
+    if let Some(set) = patches {
+        text.push('\n');
+        text.push_str(&crate::dry_run::render_patches(set));
+    }
     writeln!(io::stdout(), "{text}")
         .map_err(|e| AppError::Fatal(format!("cannot write to stdout: {e}")))?;
     Ok(Outcome::Succeeded)

@@ -23,10 +23,16 @@ const COMMANDS: &[(&str, &[&str])] = &[
 ];
 
 /// The text of "(default X)" in `description`, unless it reads "(default: ...)" (prose).
-fn stated_default(description: &str) -> Option<&str> {
+fn stated_default(description: &str) -> Option<String> {
     let (_, rest) = description.split_once("(default ")?;
     let (value, _) = rest.split_once(')')?;
-    Some(value.trim_matches('\''))
+    // argh keeps a description's braces doubled (`{{path}}` for `{path}`).
+    Some(
+        value
+            .trim_matches('\'')
+            .replace("{{", "{")
+            .replace("}}", "}"),
+    )
 }
 
 fn parsed(command: &str, extra: &[&str], required: &[&str]) -> String {
@@ -63,7 +69,7 @@ fn help_states_the_parsed_defaults() {
             let Some(value) = stated_default(flag.description) else {
                 continue;
             };
-            let given = parsed(command, &[flag.long, value], required);
+            let given = parsed(command, &[flag.long, &value], required);
             assert_eq!(
                 given, absent,
                 "{command} {}: the help says (default {value}), the flag's default differs",

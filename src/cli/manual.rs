@@ -44,6 +44,10 @@ pub const TOPICS: &[Topic] = &[
         "jump hosts (one connection each), ProxyCommand and ~/.ssh/config"
     ),
     topic!(
+        "delta",
+        "delta updates: patches from known bases, applied and verified on SSH devices"
+    ),
+    topic!(
         "lifecycle",
         "the update lifecycle: probe, install, health wait, rollback"
     ),

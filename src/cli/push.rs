@@ -474,6 +474,20 @@ pub struct PushArgs {
     /// NAME (without this flag the endpoints do not exist)
     #[argh(option)]
     pub control_token_env: Option<String>,
+    /// a previous version devices may hold (repeatable): patches from it to the payload are
+    /// made before the run, and an SSH device holding it gets the smallest it can apply
+    #[argh(option)]
+    pub delta_from: Vec<PathBuf>,
+
+    /// SSH: where a device keeps the base to patch, with {path} (the file being replaced) and
+    /// {column} placeholders (default {path})
+    #[argh(option, default = "String::from(\"{path}\")")]
+    pub delta_base: String,
+
+    /// SSH: the command that applies a patch on the device instead of zstd or bspatch, with
+    /// {base}, {patch}, {out} and {format} (zstd or bsdiff) placeholders
+    #[argh(option)]
+    pub delta_apply: Option<String>,
 
     /// on the status page and the HTML report, break the devices down by this registry
     /// column, e.g. site (repeatable: one breakdown per column)

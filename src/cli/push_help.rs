@@ -61,6 +61,10 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "Delta update options",
+        &["delta-from", "delta-base", "delta-apply"],
+    ),
+    (
         "Delivery command options",
         &[
             "deliver-cmd",

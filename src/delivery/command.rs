@@ -166,6 +166,7 @@ impl Delivery for CommandDelivery {
             http_status: None,
             method: "command",
             install_output: None,
+            transfer: Default::default(),
         })
     }
 }

@@ -473,6 +473,7 @@ impl Delivery for HttpDelivery {
                 http_status: Some(status),
                 method: "http",
                 install_output: None,
+                transfer: Default::default(),
             });
         }
         Err(status_error(&mut response, status, bytes_sent))

@@ -17,6 +17,7 @@
 mod auth;
 pub mod config;
 mod connect;
+mod delta;
 mod errors;
 mod home;
 mod jump;
@@ -29,9 +30,11 @@ mod space;
 mod transfer;
 
 pub use crate::address::ssh::{SshTarget, parse_ssh_url};
+pub use delta::DeltaPlan;
 pub use keys::check_identities;
 
 use super::{Action, ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase, Reply};
+use crate::events::Transfer;
 use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError};
 use crate::registry::{Device, Registry};
@@ -225,6 +228,7 @@ pub struct SshDelivery {
     /// Keys the SSH config names (`IdentityFile`), opened once each.
     config_identities: Mutex<HashMap<PathBuf, keys::Identity>>,
     warned_no_checking: AtomicBool,
+    delta: Option<DeltaPlan>,
 }
 
 /// What an attempt holds on to besides its session: the payload bytes sent, its connection's
@@ -268,7 +272,16 @@ impl SshDelivery {
             config_identities: Mutex::default(),
             warned_no_checking: AtomicBool::new(false),
             options,
+            delta: None,
         }
+    }
+
+    /// This delivery with patches (`--delta-from`): each attempt first tries the smallest
+    /// patch the device can apply to the base it holds, and sends the whole payload when none
+    /// does (see `delta`).
+    pub fn with_delta(mut self, plan: DeltaPlan) -> SshDelivery {
+        self.delta = Some(plan);
+        self
     }
 
     /// For `--dry-run`: how `device` would be reached (user, host, port, identity, route), or
@@ -365,13 +378,47 @@ impl SshDelivery {
         let stall = self.options.stall_timeout;
         let bound = remote::Bound::new(stall, stall, deadline);
         let path = home::absolute_path(&target, &session, sftp.as_ref(), &bound, Phase::Upload)?;
-        let verify = self.options.verify;
-        let sent = &mut attached.sent;
-        let upload = transfer::upload(&context, sftp, file, &path, verify, meter, sent)?;
-        let verify_bound = self.options.stall_timeout
-            + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
-        upload.verify(&context, self.options.verify, verify_bound)?;
+        let (sftp, mut transfer, patched) = match &self.delta {
+            Some(plan) => {
+                let step = delta::Step {
+                    plan,
+                    context: &context,
+                    registry,
+                    device,
+                    path: &path,
+                };
+                match step.run(sftp, meter, &mut attached.sent)? {
+                    delta::Tried::Applied(upload, transfer) => (None, transfer, Some(upload)),
+                    delta::Tried::Full(sftp, note) => {
+                        log::info!("{}: sending the whole payload: {note}", device.id);
+                        (
+                            sftp,
+                            Transfer {
+                                note,
+                                considered: true,
+                                ..Transfer::default()
+                            },
+                            None,
+                        )
+                    }
+                }
+            }
+            None => (sftp, Transfer::default(), None),
+        };
+        let upload = match patched {
+            Some(upload) => upload,
+            None => {
+                let verify = self.options.verify;
+                let sent = &mut attached.sent;
+                let upload = transfer::upload(&context, sftp, file, &path, verify, meter, sent)?;
+                let verify_bound = self.options.stall_timeout
+                    + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
+                upload.verify(&context, verify, verify_bound)?;
+                upload
+            }
+        };
         upload.finish(&context)?;
+        transfer.note = errors::one_cell(&transfer.note);
         let install_output = match &self.options.exec {
             Some(command) => {
                 Some(self.install(&session, command, registry, device, &path, deadline)?)
@@ -384,6 +431,7 @@ impl SshDelivery {
             http_status: None,
             method: upload.method(),
             install_output,
+            transfer,
         })
     }
 

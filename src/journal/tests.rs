@@ -174,6 +174,7 @@ fn record_succeeded(id: &str) -> Record {
         bytes: 3,
         fields: vec![id.into()],
         lifecycle: None,
+        transfer: None,
     }
 }
 
@@ -307,6 +308,29 @@ fn lifecycle_records_round_trip_and_are_omitted_when_absent() {
     assert!(
         line.ends_with(
             r#""lifecycle":{"stage":"done","version_before":"1.0","version_after":"2.0"}}"#
+        ),
+        "{line}"
+    );
+    assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+}
+
+#[test]
+fn transfer_records_round_trip_and_are_omitted_without_delta() {
+    let mut record = record_succeeded("a");
+    let plain = serde_json::to_string(&record).unwrap();
+    assert!(!plain.contains("transfer"), "{plain}");
+    if let Record::Succeeded { transfer, .. } = &mut record {
+        *transfer = Some(TransferRecord {
+            transfer: "delta".into(),
+            delta_base: Some("fw-1.0.bin".into()),
+            saved: 1000,
+            note: "zstd patch".into(),
+        });
+    }
+    let line = serde_json::to_string(&record).unwrap();
+    assert!(
+        line.ends_with(
+            r#""transfer":{"transfer":"delta","delta_base":"fw-1.0.bin","saved":1000,"note":"zstd patch"}}"#
         ),
         "{line}"
     );

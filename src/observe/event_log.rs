@@ -90,6 +90,14 @@ enum Body<'a> {
         id: &'a str,
         attempts: u32,
     },
+    Transferred {
+        id: &'a str,
+        transfer: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        delta_base: Option<&'a str>,
+        bytes_saved: u64,
+        note: &'a str,
+    },
     Failed {
         id: &'a str,
         attempts: u32,
@@ -296,6 +304,13 @@ impl EventLog {
                     version,
                 });
             }
+            Event::Transferred { id, transfer, .. } => self.line(Body::Transferred {
+                id,
+                transfer: transfer.kind(),
+                delta_base: transfer.delta_base.as_deref(),
+                bytes_saved: transfer.saved,
+                note: &transfer.note,
+            }),
             // Written by `finish`, with the final counts, however the run ends.
             Event::RunFinished => {}
         }

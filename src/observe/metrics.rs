@@ -139,6 +139,29 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
             unix_seconds(finished),
         );
     }
+    if counters.delta.any() {
+        out.family(
+            "delta_devices_total",
+            "counter",
+            "With --delta-from: SSH devices updated, by transfer (delta: a patch; full: the whole file).",
+        );
+        for (transfer, value) in [
+            ("delta", counters.delta.delta),
+            ("full", counters.delta.full),
+        ] {
+            out.sample(
+                "delta_devices_total",
+                &[("transfer", transfer)],
+                value as f64,
+            );
+        }
+        out.single(
+            "delta_bytes_saved_total",
+            "counter",
+            "With --delta-from: payload bytes the patches saved.",
+            counters.delta.bytes_saved as f64,
+        );
+    }
     out.text
 }
 

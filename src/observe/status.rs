@@ -97,6 +97,14 @@ pub fn document(snapshot: &Snapshot, counters: &Counters, views: Views<'_>) -> V
         "waves": waves(counters),
         "groups": views.roster.columns().iter().map(groups).collect::<Vec<Value>>(),
     });
+    let mut document = document;
+    if counters.delta.any() {
+        document["delta"] = json!({
+            "delta": counters.delta.delta,
+            "full": counters.delta.full,
+            "bytes_saved": counters.delta.bytes_saved,
+        });
+    }
     document
 }
 

@@ -7,8 +7,8 @@
 
 use super::{Shared, StopReason};
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
-use crate::events::Event;
-use crate::journal::{LifecycleRecord, Record};
+use crate::events::{Event, Transfer};
+use crate::journal::{LifecycleRecord, Record, TransferRecord};
 use crate::registry::Device;
 use crate::report::{DeviceOutcome, LifecycleOutcome, Status};
 use crate::scheduler::Jitter;
@@ -53,6 +53,13 @@ impl Shared<'_, '_> {
     fn announce(&self, index: usize, device: &Device, outcome: &DeviceOutcome) {
         let id = device.id.clone();
         let attempts = outcome.attempts;
+        if outcome.status == Status::Succeeded && outcome.transfer.considered {
+            let _ = self.events.send(Event::Transferred {
+                index,
+                id: id.clone(),
+                transfer: outcome.transfer.clone(),
+            });
+        }
         let event = match outcome.status {
             Status::Succeeded => Event::Succeeded {
                 index,
@@ -106,6 +113,7 @@ impl Shared<'_, '_> {
                 bytes,
                 fields,
                 lifecycle,
+                transfer: transfer_record(&outcome.transfer),
             },
             Status::Failed => Record::Failed {
                 at,
@@ -338,7 +346,18 @@ fn panicked(panic: &(dyn std::any::Any + Send), started: Instant) -> DeviceOutco
         error_class: Some("internal"),
         method: "",
         lifecycle: LifecycleOutcome::default(),
+        transfer: Default::default(),
     }
+}
+
+/// The journal's copy of how a success went, when a patch was considered.
+fn transfer_record(transfer: &Transfer) -> Option<TransferRecord> {
+    transfer.considered.then(|| TransferRecord {
+        transfer: transfer.kind().to_string(),
+        delta_base: transfer.delta_base.clone(),
+        saved: transfer.saved,
+        note: transfer.note.clone(),
+    })
 }
 
 /// The journal's copy of an outcome's lifecycle; `None` for a device that never reached a stage.

@@ -9,7 +9,7 @@
 use super::Shared;
 use super::device::{Ended, Retried, Tries};
 use crate::delivery::{Action, Delivered, DeliveryError, ErrorKind, Phase, Reply};
-use crate::events::{Event, Stage};
+use crate::events::{Event, Stage, Transfer};
 use crate::lifecycle::{VersionCheck, shown_version};
 use crate::registry::Device;
 use crate::report::{DeviceOutcome, LifecycleOutcome, Status};
@@ -382,6 +382,7 @@ struct Trail {
     lifecycle: LifecycleOutcome,
     http_status: Option<u16>,
     method: &'static str,
+    transfer: Transfer,
 }
 
 impl Trail {
@@ -391,12 +392,14 @@ impl Trail {
             lifecycle: LifecycleOutcome::default(),
             http_status: None,
             method: "",
+            transfer: Transfer::default(),
         }
     }
 
     fn delivered(&mut self, delivered: &Delivered) {
         self.http_status = delivered.http_status;
         self.method = delivered.method;
+        self.transfer = delivered.transfer.clone();
     }
 
     fn outcome(self, status: Status, error: String, class: Option<&'static str>) -> DeviceOutcome {
@@ -410,6 +413,7 @@ impl Trail {
             error_class: class,
             method: self.method,
             lifecycle: self.lifecycle,
+            transfer: self.transfer,
         }
     }
 
@@ -428,6 +432,7 @@ impl Trail {
         match ended {
             Ended::Interrupted(why) => {
                 self.method = "";
+                self.transfer = Transfer::default();
                 self.outcome(Status::Interrupted, format!("interrupted: {why}"), None)
             }
             Ended::Failed(error, note) => {
@@ -440,6 +445,7 @@ impl Trail {
                 }
                 self.http_status = error.http_status().or(self.http_status);
                 self.method = "";
+                self.transfer = Transfer::default();
                 let class = Some(error.class());
                 self.outcome(Status::Failed, format!("{error}{note}"), class)
             }

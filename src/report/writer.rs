@@ -170,15 +170,15 @@ mod tests {
         writer.record(1, &registry.devices[1], &succeeded());
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
-            format!("{header}b,http://h/b,succeeded,1,0,0,,,1,,,,,\n")
+            format!("{header}b,http://h/b,succeeded,1,0,0,,,1,,,,,,,,\n")
         );
         let outcomes = [DeviceOutcome::not_started("not started"), succeeded()];
         writer.finish(&registry, &outcomes).unwrap();
         assert_eq!(
             fs::read_to_string(&path).unwrap(),
             format!(
-                "{header}a,http://h/a,not-started,0,0,0,,not started,1,,,,,\n\
-                 b,http://h/b,succeeded,1,0,0,,,1,,,,,\n"
+                "{header}a,http://h/a,not-started,0,0,0,,not started,1,,,,,,,,\n\
+                 b,http://h/b,succeeded,1,0,0,,,1,,,,,,,,\n"
             )
         );
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();

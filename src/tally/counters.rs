@@ -45,6 +45,9 @@ pub struct Counters {
     pub control: VecDeque<ControlRecord>,
     /// The waves started so far, in order, with what finished in each.
     pub wave_log: Vec<WaveRecord>,
+    /// With `--delta-from`: devices updated by a patch, by the whole file, and the bytes the
+    /// patches saved.
+    pub delta: DeltaCounts,
 }
 
 /// One wave of the run, as it went.
@@ -75,6 +78,24 @@ pub struct ControlRecord {
     pub action: &'static str,
     /// Who asked.
     pub by: String,
+}
+
+/// How `--delta-from` devices were updated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaCounts {
+    /// Devices updated by a patch.
+    pub delta: u64,
+    /// Devices that got the whole file although patches existed.
+    pub full: u64,
+    /// Bytes the patches saved.
+    pub bytes_saved: u64,
+}
+
+impl DeltaCounts {
+    /// Whether any device was considered for a patch.
+    pub fn any(&self) -> bool {
+        self.delta + self.full > 0
+    }
 }
 
 /// One device that failed for good.
@@ -158,6 +179,13 @@ impl Counters {
                     by: by.clone(),
                 });
                 self.control.truncate(RECENT_CONTROL);
+            }
+            Event::Transferred { transfer, .. } => {
+                match transfer.delta_base {
+                    Some(_) => self.delta.delta += 1,
+                    None => self.delta.full += 1,
+                }
+                self.delta.bytes_saved += transfer.saved;
             }
             _ => {}
         }

@@ -150,6 +150,9 @@ impl DeviceCounts {
             Event::Rollout { text } => self.rollout = text,
             Event::RunFinished => self.finished = true,
             Event::Control { .. } | Event::Version { .. } => {}
+            // Counted by `Counters` (metrics and the status page); the device ends with the
+            // `Succeeded` that follows.
+            Event::Transferred { .. } => {}
         }
         None
     }

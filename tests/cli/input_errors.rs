@@ -404,6 +404,53 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "missing --delta-from",
+        extra: &["--delta-from", "nope.bin"],
+        expect: "update-orchestrator: --delta-from nope.bin: cannot read it (No such file or directory (os error 2)): give a previous version of the payload that devices hold",
+        ..DEFAULT
+    },
+    Case {
+        name: "empty --delta-from",
+        extra: &["--delta-from", "empty.bin"],
+        expect: "update-orchestrator: --delta-from empty.bin is empty: give a previous version of the payload that devices hold",
+        ..DEFAULT
+    },
+    Case {
+        name: "--delta-from a directory",
+        extra: &["--delta-from", "firmware"],
+        expect: "update-orchestrator: --delta-from firmware is a directory: give a previous version of the payload itself",
+        ..DEFAULT
+    },
+    Case {
+        name: "--delta-from the payload itself",
+        extra: &["--delta-from", "fw.bin"],
+        expect: "update-orchestrator: --delta-from fw.bin has the same content as the payload: give an older version the devices hold",
+        ..DEFAULT
+    },
+    Case {
+        name: "--delta-from a copy of the payload, after a good base",
+        extra: &["--delta-from", "old.bin", "--delta-from", "fw-copy.bin"],
+        expect: "update-orchestrator: --delta-from fw-copy.bin has the same content as the payload: give an older version the devices hold",
+        ..DEFAULT
+    },
+    Case {
+        name: "--delta-apply without --delta-from",
+        extra: &["--delta-apply", "my-patcher {base} {patch} {out}"],
+        expect: "update-orchestrator: --delta-apply needs --delta-from FILE: give the previous version(s) devices hold",
+        ..DEFAULT
+    },
+    Case {
+        name: "--delta-apply with an unknown placeholder",
+        extra: &[
+            "--delta-from",
+            "old.bin",
+            "--delta-apply",
+            "my-patcher {base} {patch} {output}",
+        ],
+        expect: "update-orchestrator: --delta-apply: unknown placeholder {output}: use {base}, {patch}, {out} and {format}",
+        ..DEFAULT
+    },
+    Case {
         name: "report in a missing directory",
         registry: VALID,
         extra: &["--report", "no/such/dir/report.csv"],
@@ -466,6 +513,8 @@ fn fixtures() -> Test {
     test.payload("fw.bin", PAYLOAD_LEN);
     let sha = sha256_hex(&std::fs::read(test.path("fw.bin")).unwrap());
     test.write("empty.bin", "");
+    test.write("fw-copy.bin", std::fs::read(test.path("fw.bin")).unwrap());
+    test.payload("old.bin", PAYLOAD_LEN / 2);
     std::fs::create_dir(test.path("firmware")).unwrap();
     test.write("notpem.txt", "this is not a certificate\n");
     test.write(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The report's header row, as docs/push.md documents it.
-pub const REPORT_HEADER: &str = "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback";
+pub const REPORT_HEADER: &str = "id,url,status,attempts,bytes,duration_ms,http_status,error,wave,method,stage,version_before,version_after,rollback,transfer,delta_base,transfer_note";
 
 /// One run of the binary in its own temp dir (which is also the child's working directory, so
 /// messages name fixtures by their short relative names).
@@ -400,6 +400,10 @@ pub struct Row {
     pub version_before: String,
     pub version_after: String,
     pub rollback: String,
+    /// `delta`, `full`, or empty when no patch was considered.
+    pub transfer: String,
+    pub delta_base: String,
+    pub transfer_note: String,
 }
 
 /// Parses a report, checking its header row.
@@ -440,6 +444,9 @@ pub fn parse_report(text: &str) -> Vec<Row> {
                 version_before: record[11].to_string(),
                 version_after: record[12].to_string(),
                 rollback: record[13].to_string(),
+                transfer: record[14].to_string(),
+                delta_base: record[15].to_string(),
+                transfer_note: record[16].to_string(),
             }
         })
         .collect()

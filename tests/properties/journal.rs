@@ -32,6 +32,7 @@ fn record(kind: u8, device: u8) -> Record {
                 version_after: Some("2.0".into()),
                 rollback: None,
             }),
+            transfer: None,
         },
         2 => Record::Failed {
             at,

@@ -126,6 +126,25 @@ impl Upload {
         }
     }
 
+    /// The same route for the file a patch was applied into: `PATH.part`, to be checked and
+    /// moved over `path`.
+    pub(crate) fn applied_into(self, path: &str) -> Upload {
+        Upload {
+            route: self.route,
+            part: format!("{path}.part"),
+            path: path.to_string(),
+            resumed: false,
+        }
+    }
+
+    /// The SFTP session back, for the next upload of the attempt.
+    pub(crate) fn into_sftp(self) -> Option<Sftp> {
+        match self.route {
+            Route::Sftp(sftp) => Some(sftp),
+            _ => None,
+        }
+    }
+
     /// Checks the stored `.part`; a mismatch removes it, so the next attempt starts over.
     pub(crate) fn verify(
         &self,

@@ -20,6 +20,7 @@ fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
                 bytes: 1,
                 fields,
                 lifecycle: None,
+                transfer: None,
             },
             DeviceState::Failed => Record::Failed {
                 at,

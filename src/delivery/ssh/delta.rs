@@ -1,0 +1,222 @@
+//! A delta update over SSH (`--delta-from`): find the device's base by its SHA-256 at
+//! `--delta-base` (computed on the device as `--verify sha256` does), ask which patch tools it
+//! has, upload the smallest patch it can apply to `PATH.delta.part`, apply it into `PATH.part`
+//! (removing the patch), and check `PATH.part`'s SHA-256 against the payload's, whatever
+//! `--verify` says.
+//!
+//! Owns: the decision to fall back to the full upload, in the same attempt, with the reason:
+//! an unknown or unreadable base, no tool, a patch that fails to apply or to verify. Must not:
+//! fail the attempt for any of those (only a broken connection or a deadline does), or leave
+//! the patch or a wrong `PATH.part` behind.
+
+use super::remote::{self, Bound};
+use super::transfer::{self, Context, Upload};
+use super::{VERIFY_BYTES_PER_SECOND, Verify, payload_error};
+use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
+use crate::delta::{self, DeltaSet, Format, Patch};
+use crate::events::Transfer;
+use crate::registry::{Device, Registry};
+use crate::template::{Escape, Template, shell_quote};
+use ssh2::Sftp;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The run's patches and the delta flags, shared by every attempt.
+#[derive(Debug, Clone)]
+pub struct DeltaPlan {
+    /// The bases and their patches.
+    pub set: Arc<DeltaSet>,
+    /// `--delta-base`; `None`: the target path.
+    pub base: Option<Template>,
+    /// `--delta-apply`; `None`: the device's zstd or bspatch.
+    pub apply: Option<Template>,
+}
+
+/// What a delta try came to.
+pub(super) enum Tried {
+    /// The patch was applied and the result verified: finish the upload (rename it).
+    Applied(Upload, Transfer),
+    /// Send the whole payload: the SFTP session (if any) back, and why.
+    Full(Option<Sftp>, String),
+}
+
+/// One device's delta try.
+pub(super) struct Step<'a> {
+    pub(super) plan: &'a DeltaPlan,
+    pub(super) context: &'a Context<'a>,
+    pub(super) registry: &'a Registry,
+    pub(super) device: &'a Device,
+    /// The target path on the device.
+    pub(super) path: &'a str,
+}
+
+impl Step<'_> {
+    /// Tries the patch; see the module doc. `sent` counts the patch's bytes too.
+    pub(super) fn run(
+        &self,
+        sftp: Option<Sftp>,
+        meter: &mut ByteMeter<'_>,
+        sent: &mut u64,
+    ) -> Result<Tried, DeliveryError> {
+        let base_path = self.base_path();
+        let hash = match remote::sha256(self.context.session, &base_path, &self.bound(0)) {
+            Ok(hash) => hash,
+            Err(error) if error.kind == ErrorKind::Exec => {
+                return Ok(Tried::Full(
+                    sftp,
+                    format!("no readable base at {base_path}"),
+                ));
+            }
+            Err(error) => return Err(error),
+        };
+        let set = &self.plan.set;
+        let Some(base) = set.base_with(&hash) else {
+            let short = &hash[..hash.len().min(12)];
+            let why = format!("the base at {base_path} (sha256 {short}…) is none of --delta-from");
+            return Ok(Tried::Full(sftp, why));
+        };
+        if base.patches.is_empty() {
+            let why = format!("no patch from {} is worth sending", base.name);
+            return Ok(Tried::Full(sftp, why));
+        }
+        let tools = self.tools()?;
+        let Some(patch) = delta::choose(base, tools) else {
+            let why = "the device has neither zstd 1.4.5 or later nor bspatch (--delta-apply \
+                       names another tool)";
+            return Ok(Tried::Full(sftp, why.to_string()));
+        };
+        let context = Context {
+            payload: &patch.file,
+            ..*self.context
+        };
+        let file = patch.file.open_for_attempt().map_err(payload_error)?;
+        let delta_path = format!("{}.delta", self.path);
+        let verify = Verify::Sha256;
+        let upload = transfer::upload(&context, sftp, file, &delta_path, verify, meter, sent)?;
+        let patch_part = format!("{delta_path}.part");
+        let out = format!("{}.part", self.path);
+        let applied = self.apply(patch, &base_path, &patch_part, &out)?;
+        if let Err(why) = applied {
+            remote::remove(self.context.session, &out, &self.bound(0));
+            return Ok(Tried::Full(upload.into_sftp(), why));
+        }
+        let upload = upload.applied_into(self.path);
+        let limit = self.verify_limit(self.context.payload.len());
+        match upload.verify(self.context, Verify::Sha256, limit) {
+            Ok(()) => {}
+            Err(error) if error.kind == ErrorKind::Verify => {
+                let why = format!("the patched file failed its check: {}", error.message);
+                return Ok(Tried::Full(upload.into_sftp(), why));
+            }
+            Err(error) => return Err(error),
+        }
+        let transfer = Transfer {
+            delta_base: Some(base.name.clone()),
+            format: Some(format_name(patch.format)),
+            saved: set.payload_len.saturating_sub(patch.file.len()),
+            note: format!("{} patch", patch.format),
+            considered: true,
+        };
+        Ok(Tried::Applied(upload, transfer))
+    }
+
+    /// `--delta-base` filled from the row (`{path}` is the target path), else the target path.
+    fn base_path(&self) -> String {
+        let Some(template) = &self.plan.base else {
+            return self.path.to_string();
+        };
+        template.fill(
+            |name| match name {
+                "path" => Some(self.path),
+                "id" => Some(&*self.device.id),
+                column => self.registry.value(self.device, column),
+            },
+            Escape::None,
+        )
+    }
+
+    /// The device's patch tools (`--delta-apply` takes every format).
+    fn tools(&self) -> Result<delta::Tools, DeliveryError> {
+        if self.plan.apply.is_some() {
+            return Ok(delta::Tools {
+                custom: true,
+                ..delta::Tools::default()
+            });
+        }
+        let probe = delta::tools_probe_command();
+        let output = remote::run(self.context.session, probe, &self.bound(0), Phase::Upload)?;
+        Ok(delta::parse_tools(&output.text()))
+    }
+
+    /// Applies `patch` (at `patch_part` on the device) to the base into `out`, then removes
+    /// the patch. `Ok(Err(why))`: the tool failed; `Err`: the connection did.
+    fn apply(
+        &self,
+        patch: &Patch,
+        base: &str,
+        patch_part: &str,
+        out: &str,
+    ) -> Result<Result<(), String>, DeliveryError> {
+        let (tool, command) = match (&self.plan.apply, patch.format) {
+            (Some(apply), format) => {
+                let format = format_name(format);
+                let command = apply.fill(
+                    |name| match name {
+                        "base" => Some(base),
+                        "patch" => Some(patch_part),
+                        "out" => Some(out),
+                        "format" => Some(format),
+                        _ => None,
+                    },
+                    Escape::Shell,
+                );
+                ("--delta-apply", command)
+            }
+            (None, Format::Zstd) => (
+                "zstd",
+                delta::zstd_apply_command(patch.window_log, base, patch_part, out),
+            ),
+            (None, Format::Bsdiff) => (
+                "bspatch",
+                format!(
+                    "bspatch {} {} {}",
+                    shell_quote(base),
+                    shell_quote(out),
+                    shell_quote(patch_part)
+                ),
+            ),
+        };
+        let command = format!(
+            "( {command} ); status=$?; rm -f {}; exit $status",
+            shell_quote(patch_part)
+        );
+        let bound = self.bound(self.context.payload.len());
+        let output = remote::run(self.context.session, &command, &bound, Phase::Upload)?;
+        if output.succeeded() {
+            return Ok(Ok(()));
+        }
+        let why = format!(
+            "{tool} on the device {}: {}",
+            output.describe_status(),
+            output.tail_text()
+        );
+        Ok(Err(why))
+    }
+
+    /// The stall timeout plus time to go through `len` bytes at a slow device's pace.
+    fn bound(&self, len: u64) -> Bound {
+        let context = self.context;
+        Bound::new(self.verify_limit(len), context.stall, context.deadline)
+    }
+
+    fn verify_limit(&self, len: u64) -> Duration {
+        self.context.stall + Duration::from_secs(len / VERIFY_BYTES_PER_SECOND)
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Zstd => "zstd",
+        Format::Bsdiff => "bsdiff",
+    }
+}

@@ -1,0 +1,332 @@
+//! `--delta-from` over SSH, the real binary against the private sshd and dropbear: a device
+//! holding a known base gets a patch, applied and verified on the device; every other case
+//! (unknown base, no base, no tool, a patch that fails to apply or to verify) sends the whole
+//! payload in the same attempt, and the report says which and why. Whatever the route, the
+//! device ends with exactly the payload (`sha256_file`).
+
+use crate::servers::Server;
+use crate::util::{push, rows, sha256_file, text, with_key, workspace};
+use std::fs;
+use std::path::Path;
+
+/// A 2 MiB base and the new version: a few 4 KiB blocks rewritten and 64 KiB inserted.
+fn versions(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let base = crate::util::bytes(2 << 20, seed);
+    let mut new = base.clone();
+    for block in [3usize, 77, 300, 411] {
+        let fresh = crate::util::bytes(4096, seed + block as u64);
+        new[block * 4096..(block + 1) * 4096].copy_from_slice(&fresh);
+    }
+    let inserted = crate::util::bytes(64 << 10, seed + 1000);
+    new.splice(1 << 20..1 << 20, inserted);
+    (base, new)
+}
+
+/// Writes `fw-1.0.bin` (the base) and `fw.bin` (the payload) into `dir`; returns the base.
+fn write_versions(dir: &Path) -> Vec<u8> {
+    let (base, new) = versions(11);
+    fs::write(dir.join("fw-1.0.bin"), &base).unwrap();
+    fs::write(dir.join("fw.bin"), &new).unwrap();
+    base
+}
+
+/// A registry of `devices` (id, the file each holds at its path: `Some(bytes)` or none).
+fn registry(server: &Server, dir: &Path, remote: &Path, devices: &[(&str, Option<&[u8]>)]) {
+    let mut csv = String::from("id,url\n");
+    for (id, held) in devices {
+        let path = remote.join(format!("{id}.bin"));
+        if let Some(bytes) = held {
+            fs::write(&path, bytes).unwrap();
+        }
+        csv.push_str(&format!("{id},{}\n", server.url(&path)));
+    }
+    fs::write(dir.join("devices.csv"), csv).unwrap();
+}
+
+/// The report's rows by id: (status, attempts, bytes, transfer, delta_base, transfer_note).
+fn outcomes(stdout: &str) -> Vec<(String, String, u64, String, String, String)> {
+    let header: Vec<String> = csv::Reader::from_reader(stdout.as_bytes())
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let column = |name: &str| header.iter().position(|c| c == name).expect(name);
+    rows(stdout)
+        .into_iter()
+        .map(|row| {
+            (
+                row[column("status")].clone(),
+                row[column("attempts")].clone(),
+                row[column("bytes")].parse().unwrap(),
+                row[column("transfer")].clone(),
+                row[column("delta_base")].clone(),
+                row[column("transfer_note")].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Every device's file is the payload, and no `.part` or `.delta.part` is left.
+fn assert_all_updated(dir: &Path, remote: &Path, ids: &[&str]) {
+    let expected = sha256_file(&dir.join("fw.bin"));
+    for id in ids {
+        assert_eq!(
+            sha256_file(&remote.join(format!("{id}.bin"))),
+            expected,
+            "{id}"
+        );
+        for leftover in [".bin.part", ".bin.delta.part"] {
+            assert!(
+                !remote.join(format!("{id}{leftover}")).exists(),
+                "{id}{leftover}"
+            );
+        }
+    }
+}
+
+fn run(server: &Server, dir: &Path, extra: &[&str]) -> (String, String) {
+    let mut args = vec![
+        "--delta-from",
+        "fw-1.0.bin",
+        "--report",
+        "-",
+        "--concurrency",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    args.push("devices.csv");
+    let output = push(dir, &with_key(server, &args));
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}\n{stdout}");
+    (stdout, stderr)
+}
+
+#[test]
+fn a_known_base_gets_a_patch_and_others_the_whole_file() {
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    let stranger = crate::util::bytes(50_000, 99);
+    let devices = [
+        ("on-base-1", Some(&base[..])),
+        ("on-base-2", Some(&base[..])),
+        ("unknown", Some(&stranger[..])),
+        ("fresh", None),
+    ];
+    registry(&server, dir.path(), &remote, &devices);
+    let outputs = [
+        "--events",
+        "events.jsonl",
+        "--metrics-file",
+        "run.prom",
+        "--journal",
+        "run.journal",
+    ];
+    let (stdout, stderr) = run(&server, dir.path(), &outputs);
+    assert!(
+        stderr.contains("delta: zstd patch from fw-1.0.bin:"),
+        "{stderr}"
+    );
+    let payload_len = fs::metadata(dir.path().join("fw.bin")).unwrap().len();
+    let first = outcomes(&stdout);
+    for (status, attempts, bytes, transfer, base, note) in &first[..2] {
+        assert_eq!(
+            (&**status, &**attempts, &**transfer, &**base),
+            ("succeeded", "1", "delta", "fw-1.0.bin"),
+            "{stdout}"
+        );
+        assert!(
+            *bytes < payload_len / 10,
+            "a patch of {bytes} bytes: {stdout}"
+        );
+        assert!(note == "zstd patch" || note == "bsdiff patch", "{note}");
+    }
+    let (status, attempts, bytes, transfer, _, note) = &first[2];
+    assert_eq!(
+        (&**status, &**attempts, &**transfer, *bytes),
+        ("succeeded", "1", "full", payload_len)
+    );
+    assert!(note.contains("is none of --delta-from"), "{note}");
+    let (_, _, _, transfer, _, note) = &first[3];
+    assert_eq!(transfer, "full");
+    assert!(note.starts_with("no readable base at "), "{note}");
+    assert_all_updated(
+        dir.path(),
+        &remote,
+        &["on-base-1", "on-base-2", "unknown", "fresh"],
+    );
+    assert!(
+        stderr.contains("; 2 by delta, 2 full, "),
+        "the summary: {stderr}"
+    );
+    // The events file, the metrics and the journal say the same.
+    let events = fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    let transferred: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains(r#""type":"transferred""#))
+        .collect();
+    assert_eq!(transferred.len(), 4, "{events}");
+    assert!(
+        transferred.iter().any(
+            |l| l.contains(r#""delta_base":"fw-1.0.bin""#) && l.contains(r#""id":"on-base-1""#)
+        ),
+        "{events}"
+    );
+    let metrics = fs::read_to_string(dir.path().join("run.prom")).unwrap();
+    assert!(
+        metrics.contains("update_orchestrator_delta_devices_total{transfer=\"delta\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("update_orchestrator_delta_devices_total{transfer=\"full\"} 2"),
+        "{metrics}"
+    );
+    let journal = fs::read_to_string(dir.path().join("run.journal")).unwrap();
+    assert_eq!(
+        journal
+            .matches(r#""transfer":{"transfer":"delta","delta_base":"fw-1.0.bin""#)
+            .count(),
+        2,
+        "{journal}"
+    );
+    // Resuming is as before: every device succeeded, delta or full, so nothing is pushed again.
+    let (stdout, _) = run(&server, dir.path(), &["--journal", "run.journal"]);
+    assert!(
+        outcomes(&stdout).iter().all(|o| o.0 == "skipped"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
+    // The device's PATH has every program of this machine but zstd and bspatch.
+    let bin = tempfile::tempdir().unwrap();
+    for dir in ["/usr/bin", "/bin", "/usr/sbin"] {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let name = entry.file_name();
+            let skip = ["zstd", "unzstd", "zstdcat", "bspatch"];
+            if skip
+                .iter()
+                .any(|tool| name.to_string_lossy().starts_with(tool))
+            {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(entry.path(), bin.path().join(&name));
+        }
+    }
+    let server = Server::sshd_at(
+        "127.0.0.1",
+        &format!("SetEnv PATH={}", bin.path().display()),
+    );
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    registry(
+        &server,
+        dir.path(),
+        &remote,
+        &[("no-tools", Some(&base[..]))],
+    );
+    let (stdout, _) = run(&server, dir.path(), &[]);
+    let (status, attempts, _, transfer, _, note) = &outcomes(&stdout)[0];
+    assert_eq!(
+        (&**status, &**attempts, &**transfer),
+        ("succeeded", "1", "full"),
+        "{stdout}"
+    );
+    assert!(
+        note.contains("neither zstd 1.4.5 or later nor bspatch"),
+        "{note}"
+    );
+    assert_all_updated(dir.path(), &remote, &["no-tools"]);
+}
+
+#[test]
+fn a_patch_that_fails_to_apply_or_verify_falls_back_in_the_same_attempt() {
+    let server = Server::sshd();
+    for (apply, expected_note) in [
+        // the patch is damaged on the device: zstd refuses it
+        (
+            "echo damaged > {patch} && zstd -d -q -f --memory=64MB --patch-from={base} {patch} -o {out}",
+            "--delta-apply on the device exited with status 1",
+        ),
+        // the tool says it worked but wrote something else: the final hash catches it
+        (
+            "echo wrong > {out}",
+            "the patched file failed its check: SHA-256 on the device is",
+        ),
+    ] {
+        let (dir, remote) = workspace(&server);
+        let base = write_versions(dir.path());
+        registry(&server, dir.path(), &remote, &[("dev", Some(&base[..]))]);
+        let (stdout, _) = run(&server, dir.path(), &["--delta-apply", apply]);
+        let payload_len = fs::metadata(dir.path().join("fw.bin")).unwrap().len();
+        let (status, attempts, bytes, transfer, _, note) = &outcomes(&stdout)[0];
+        assert_eq!(
+            (&**status, &**attempts, &**transfer),
+            ("succeeded", "1", "full"),
+            "{stdout}"
+        );
+        assert!(note.contains(expected_note), "{note}");
+        assert!(
+            *bytes > payload_len,
+            "the patch and the whole file went: {bytes}"
+        );
+        assert_all_updated(dir.path(), &remote, &["dev"]);
+    }
+}
+
+#[test]
+fn delta_apply_runs_a_custom_tool() {
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    registry(&server, dir.path(), &remote, &[("dev", Some(&base[..]))]);
+    let log = remote.join("applied.log");
+    let tool = remote.join("fw-patch");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{}'\ncase \"$1\" in\n  zstd) exec zstd -d -q -f --memory=64MB --patch-from=\"$2\" \"$3\" -o \"$4\" ;;\n  bsdiff) exec bspatch \"$2\" \"$4\" \"$3\" ;;\nesac\nexit 9\n",
+        log.display()
+    );
+    fs::write(&tool, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+    let apply = format!("{} {{format}} {{base}} {{patch}} {{out}}", tool.display());
+    let (stdout, _) = run(&server, dir.path(), &["--delta-apply", &apply]);
+    let (status, _, _, transfer, _, note) = &outcomes(&stdout)[0];
+    assert_eq!((&**status, &**transfer), ("succeeded", "delta"), "{stdout}");
+    let format = note.strip_suffix(" patch").expect(note);
+    let logged = fs::read_to_string(&log).unwrap();
+    let path = remote.join("dev.bin").display().to_string();
+    let expected = format!("{format} {path} {path}.delta.part {path}.part\n");
+    assert_eq!(logged, expected);
+    assert_all_updated(dir.path(), &remote, &["dev"]);
+}
+
+#[test]
+fn dropbear_gets_the_patch_by_scp() {
+    let server = Server::dropbear(true);
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    registry(
+        &server,
+        dir.path(),
+        &remote,
+        &[("embedded", Some(&base[..])), ("other", None)],
+    );
+    let (stdout, _) = run(&server, dir.path(), &[]);
+    let outcomes = outcomes(&stdout);
+    assert_eq!(
+        (&*outcomes[0].0, &*outcomes[0].3),
+        ("succeeded", "delta"),
+        "{stdout}"
+    );
+    assert_eq!(
+        (&*outcomes[1].0, &*outcomes[1].3),
+        ("succeeded", "full"),
+        "{stdout}"
+    );
+    let method = rows(&stdout)[0][9].clone();
+    assert_eq!(method, "scp");
+    assert_all_updated(dir.path(), &remote, &["embedded", "other"]);
+}
