@@ -3,8 +3,8 @@
 //! Owns: `schedule` (the devices not started yet, taken in turn by the first free worker),
 //! `Ends` (devices whose ends are uncertain: each a few possible times with their chances) and
 //! its `expected_last` (the expected end of the last of them: the run's end is usually a
-//! straggler's), and `last_of_draws` (the expected largest of several draws from the same
-//! times). Must not: know about devices, events or clocks; it is numbers in, numbers out.
+//! straggler's), `drain` (transfers sharing a budget max-min fairly: when each is done) and
+//! `last_of_draws` (the expected largest of several draws from the same times). Must not: know about devices, events or clocks; it is numbers in, numbers out.
 
 /// When each worker frees up for good if the in-flight devices free theirs at `busy` and
 /// `unstarted` more devices of `each` seconds start on the first free of `slots` workers:
