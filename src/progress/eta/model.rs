@@ -57,8 +57,10 @@ const BANDWIDTH_BOUND: f64 = 0.7;
 /// The span of the recent byte rate, at least.
 const RECENT_SPAN: f64 = 1.0;
 
-/// Failed attempts remembered: where in its bytes each failed.
+/// Failed attempts remembered: where in its bytes each failed...
 const FAILURES: usize = 200;
+/// ...and first attempts, whether and where each failed.
+const FIRST_ATTEMPTS: usize = 1000;
 
 /// Backoffs learned, by the failure they follow (later ones double the last).
 const BACKOFFS: usize = 8;
@@ -80,10 +82,11 @@ pub(super) struct DevicesSeen {
     /// devices): how likely a device that failed once fails again.
     later_attempts: u32,
     later_failures: u32,
-    /// Devices ended whose first attempt did not fail.
-    first_ok: u32,
-    /// The latest failed attempts: the bytes each had sent, and whether it was a first attempt.
-    failures: VecDeque<(u64, bool)>,
+    /// The latest first attempts that ended: the bytes each had sent when it failed, or
+    /// `None` when it did not.
+    first_attempts: VecDeque<Option<u64>>,
+    /// The latest failed attempts: the bytes each had sent.
+    failures: VecDeque<u64>,
     /// Backoffs seen, summed and counted by the failure they follow (the first, ...).
     backoffs: [(f64, u32); BACKOFFS],
     /// Payload bytes sent by every attempt of every device.
@@ -173,11 +176,11 @@ impl DevicesSeen {
     /// An attempt of the device failed; the next one begins after `delay` seconds.
     pub(super) fn retrying(&mut self, now: f64, index: usize, delay: f64) {
         if let Some(device) = self.in_flight.get_mut(&index) {
-            if self.failures.len() == FAILURES {
-                self.failures.pop_front();
+            let bytes = device.attempt.bytes;
+            keep(&mut self.failures, bytes, FAILURES);
+            if device.failures == 0 {
+                keep(&mut self.first_attempts, Some(bytes), FIRST_ATTEMPTS);
             }
-            self.failures
-                .push_back((device.attempt.bytes, device.failures == 0));
             if let Some(seen) = self.backoffs.get_mut(device.failures as usize) {
                 *seen = (seen.0 + delay, seen.1 + 1);
             }
@@ -217,7 +220,7 @@ impl DevicesSeen {
                     self.later_attempts += device.attempts.saturating_sub(1);
                     self.later_failures += device.failures - 1;
                 } else {
-                    self.first_ok += 1;
+                    keep(&mut self.first_attempts, None, FIRST_ATTEMPTS);
                 }
                 let duration = now - device.started;
                 let (fixed, after) = match device.first_byte {
@@ -298,6 +301,14 @@ impl DevicesSeen {
         }
         Some(left)
     }
+}
+
+/// Adds `value` to the latest `values`, at most `most` of them.
+fn keep<T>(values: &mut VecDeque<T>, value: T, most: usize) {
+    if values.len() == most {
+        values.pop_front();
+    }
+    values.push_back(value);
 }
 
 #[cfg(test)]

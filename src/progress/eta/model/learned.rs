@@ -148,13 +148,13 @@ impl DevicesSeen {
                 1.0
             }
         };
-        let mut failed_at: Vec<f64> = self.failures.iter().map(|f| share(f.0)).collect();
+        let mut failed_at: Vec<f64> = self.failures.iter().map(|&bytes| share(bytes)).collect();
         failed_at.sort_by(f64::total_cmp);
         let mut first_failed_at: Vec<f64> = self
-            .failures
+            .first_attempts
             .iter()
-            .filter(|f| f.1)
-            .map(|f| share(f.0))
+            .flatten()
+            .map(|&bytes| share(bytes))
             .collect();
         first_failed_at.sort_by(f64::total_cmp);
         let mut backoffs = Vec::with_capacity(BACKOFFS);
@@ -190,7 +190,7 @@ impl DevicesSeen {
             usual_rate,
             first_failed_at,
             failed_at,
-            first_ok: f64::from(self.first_ok),
+            first_ok: self.first_attempts.iter().filter(|at| at.is_none()).count() as f64,
             fails_again: self.fails_again(),
             backoffs,
             attempts,
