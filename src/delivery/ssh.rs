@@ -577,14 +577,20 @@ impl SshDelivery {
             .clone()
     }
 
-    /// A failure through a jump connection that was lost meanwhile is transient whatever libssh2
-    /// made of it: the next attempt opens a new connection.
+    /// A failure through a jump host names it; one through a jump connection that was lost
+    /// meanwhile is transient whatever libssh2 made of it: the next attempt opens a new
+    /// connection.
     fn hop_lost(&self, mut error: DeliveryError, attached: &Attachments<'_>) -> DeliveryError {
+        let Some(lease) = attached.leases.last() else {
+            return error;
+        };
         if let Some(lost) = attached.leases.iter().find_map(jump::Lease::lost)
             && !matches!(error.kind, ErrorKind::InstallUnknown)
         {
             error.kind = ErrorKind::Reset;
             error.message = format!("{lost}; {}", error.message);
+        } else if !error.message.starts_with("via ") && !error.message.starts_with("jump host ") {
+            error.message = format!("via {}: {}", lease.name(), error.message);
         }
         error
     }

@@ -396,3 +396,56 @@ fn ssh_g(config: &Path, host: &str) -> std::collections::HashMap<String, String>
     }
     map
 }
+
+/// A device the jump host cannot reach, and one it may not forward to: each error names the
+/// hop and the address; the first is retried (refused), the second is not (prohibited).
+#[test]
+fn errors_name_the_hop() {
+    let device = Server::sshd_at("127.0.0.2", "");
+    let dead_port = crate::servers::free_port();
+    let extra = format!("LogLevel DEBUG1\nPermitOpen 127.0.0.2:{dead_port}");
+    let bastion = Server::sshd_at("127.0.0.1", &extra);
+    bastion.authorize(&public(&device.client_key));
+    let (dir, remote) = workspace(&[&bastion, &device], 1024);
+    let csv = format!(
+        "id,url\nrefused,ssh://{user}@127.0.0.2:{dead_port}{r}/a.bin\n\
+         prohibited,{}\n",
+        device.url(&remote.join("b.bin")),
+        user = device.user,
+        r = remote.display()
+    );
+    fs::write(dir.path().join("devices.csv"), csv).unwrap();
+    let key = device.client_key.display().to_string();
+    let jump = jump_url(&bastion);
+    let output = push(
+        dir.path(),
+        &base(&key, &["--jump", &jump, "--retries", "1"]),
+    );
+    assert_ne!(output.status.code(), Some(0));
+    let report = fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    let rows = rows(&report);
+    let hop = format!(
+        "via jump host {}@127.0.0.1:{}: ",
+        bastion.user, bastion.port
+    );
+    let refused = &rows[0];
+    assert_eq!(
+        (refused[2].as_str(), refused[3].as_str()),
+        ("failed", "2"),
+        "{refused:?}"
+    );
+    let expected = format!("{hop}connection to 127.0.0.2:{dead_port} refused or unreachable");
+    assert!(refused[7].contains(&expected), "{refused:?}");
+    let prohibited = &rows[1];
+    assert_eq!(
+        (prohibited[2].as_str(), prohibited[3].as_str()),
+        ("failed", "1"),
+        "{prohibited:?}"
+    );
+    let expected = format!(
+        "{hop}the jump host may not forward to 127.0.0.2:{}",
+        device.port
+    );
+    assert!(prohibited[7].contains(&expected), "{prohibited:?}");
+    assert_eq!(count(&device.log(), "Accepted publickey"), 0);
+}

@@ -48,6 +48,11 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
+    /// `jump host user@host:port`.
+    pub(crate) fn name(&self) -> &str {
+        &self.connection.name
+    }
+
     /// `Some(why)` when the jump connection this attempt went through was lost.
     pub(crate) fn lost(&self) -> Option<String> {
         self.connection
@@ -127,7 +132,7 @@ impl Jumps {
                     Some(_) => ErrorKind::Reset,
                     None => channel_error_kind(&message),
                 };
-                let message = format!("via {name}: {message} ({host}:{port})");
+                let message = format!("via {name}: {}", explain_refusal(&message, host, port));
                 Err(failure(Phase::Connect, kind, message))
             }
             Err(_) => Err(failure(
@@ -271,6 +276,20 @@ impl Connection {
         if let Some(thread) = crate::lock(&self.thread).take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// What the jump host's refusal to open a channel means, in words.
+fn explain_refusal(message: &str, host: &str, port: u16) -> String {
+    if message.contains("connect failed") {
+        format!("connection to {host}:{port} refused or unreachable from the jump host ({message})")
+    } else if message.contains("prohibited") {
+        format!(
+            "the jump host may not forward to {host}:{port} (its PermitOpen or \
+             AllowTcpForwarding): {message}"
+        )
+    } else {
+        format!("no channel to {host}:{port}: {message}")
     }
 }
 
