@@ -443,6 +443,10 @@ impl SshDelivery {
         deadline: Option<Instant>,
         attached: &mut Attachments<'a>,
     ) -> Result<Session, DeliveryError> {
+        if self.sockets.is_closed() {
+            // After a shutdown no jump connection or proxy command is started either.
+            return Err(failure(Phase::Connect, ErrorKind::Io, "aborted"));
+        }
         let device = &resolved.device;
         let budget = connect::ConnectBudget::start(device.connect_timeout, deadline);
         let target = &device.target;
