@@ -227,15 +227,15 @@ impl EventLog {
                 stage,
                 output,
             } => {
-                let Some(device) = self.devices.get(index) else {
-                    return;
-                };
-                let id = device.id.clone();
-                self.line(Body::Stage {
-                    id: &id,
-                    stage: stage.to_string(),
-                    output: output.as_deref(),
-                });
+                if let Some(id) = self.device_id(*index) {
+                    let stage = stage.to_string();
+                    let output = output.as_deref();
+                    self.line(Body::Stage {
+                        id: &id,
+                        stage,
+                        output,
+                    });
+                }
             }
             Event::Succeeded {
                 index,
@@ -294,15 +294,14 @@ impl EventLog {
                 after,
                 version,
             } => {
-                let Some(device) = self.devices.get(index) else {
-                    return;
-                };
-                let id = device.id.clone();
-                self.line(Body::Version {
-                    id: &id,
-                    after: *after,
-                    version,
-                });
+                if let Some(id) = self.device_id(*index) {
+                    let after = *after;
+                    self.line(Body::Version {
+                        id: &id,
+                        after,
+                        version,
+                    });
+                }
             }
             Event::Transferred { id, transfer, .. } => self.line(Body::Transferred {
                 id,
@@ -390,6 +389,12 @@ impl EventLog {
             bytes,
             attempt_bytes,
         });
+    }
+
+    /// The id of device `index` (known from its `DeviceStarted`), for events that name a
+    /// device by index only.
+    fn device_id(&self, index: usize) -> Option<Arc<str>> {
+        self.devices.get(&index).map(|device| device.id.clone())
     }
 
     fn line(&mut self, body: Body<'_>) {

@@ -224,36 +224,3 @@ fn control_by_sigusr1_and_sigusr2_and_no_endpoints_without_the_flag() {
         .collect();
     assert_eq!(by, ["SIGUSR1", "SIGUSR2"]);
 }
-
-#[test]
-fn control_token_env_needs_the_status_server_and_a_set_variable() {
-    let mut test = Test::new();
-    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/\n");
-    test.payload("fw.bin", 10);
-    test.args([
-        "push",
-        "--payload",
-        "fw.bin",
-        "--control-token-env",
-        "UO_CONTROL_TOKEN",
-    ])
-    .env("UO_CONTROL_TOKEN", TOKEN)
-    .arg("devices.csv");
-    test.run()
-        .expect_status(2)
-        .expect_stderr("--control-token-env UO_CONTROL_TOKEN goes with --status-addr");
-    test.clear()
-        .args([
-            "push",
-            "--payload",
-            "fw.bin",
-            "--status-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--control-token-env", "UO_CONTROL_TOKEN"])
-        .env_remove("UO_CONTROL_TOKEN")
-        .arg("devices.csv");
-    test.run()
-        .expect_status(2)
-        .expect_stderr("the environment variable UO_CONTROL_TOKEN is not set or empty");
-}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use crate::servers::fleet_registry;
-use crate::status_page::{attribute, rendered_dom, text_of};
+use crate::status_page::{attribute, held_push, held_test, rendered_dom, text_of};
 use crate::util::{Test, quick, wait_until};
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
@@ -37,52 +37,14 @@ fn file_url(path: &Path) -> String {
 
 #[test]
 fn report_html_is_replaced_while_the_run_goes_and_renders_offline_with_the_reports_numbers() {
-    let quick_devices = Fleet::start(FleetSpec {
-        devices: 4,
-        dead_percent: 25.0,
-        seed: 3,
-        ..FleetSpec::default()
-    })
-    .unwrap();
-    let stalled = Fleet::start(FleetSpec {
-        devices: 1,
-        stall_percent: 100.0,
-        id_prefix: "stall-".into(),
-        ..FleetSpec::default()
-    })
-    .unwrap();
-    let mut registry = fleet_registry(&quick_devices, 0..4);
-    registry.push_str(fleet_registry(&stalled, 0..1).trim_start_matches("id,url\n"));
-    let registry: String = registry
-        .lines()
-        .enumerate()
-        .map(|(line, row)| match line {
-            0 => format!("{row},site\n"),
-            1 | 2 => format!("{row},ams\n"),
-            _ => format!("{row},fra\n"),
-        })
-        .collect();
-    let mut test = Test::new();
-    test.write("devices.csv", registry);
-    test.payload("fw.bin", 64 * 1024);
-    test.args([
-        "push",
-        "--payload",
-        "fw.bin",
-        "--retries",
-        "0",
-        "--grace",
-        "0s",
-    ])
-    .args(["--report", "report.csv", "--report-html", "report.html"])
-    .args(["--group-by", "site", "--header", "X-Token: {env:UO_SECRET}"])
-    .args(quick(&[
-        ("--stall-timeout", "30s"),
-        ("--response-timeout", "30s"),
-    ]))
-    .arg("devices.csv")
-    .env("UO_SECRET", SECRET);
-    test.timeout(Duration::from_secs(120));
+    let (_fleets, mut test) = held_test(1);
+    let flags = [
+        ["--report", "report.csv"],
+        ["--report-html", "report.html"],
+        ["--group-by", "site"],
+        ["--header", "X-Token: {env:UO_SECRET}"],
+    ];
+    held_push(&mut test, flags.as_flattened()).env("UO_SECRET", SECRET);
     let mut running = test.spawn();
     let path = test.path("report.html");
     wait_until(

@@ -80,53 +80,75 @@ struct HeldRun {
     base: String,
 }
 
+/// Fleets for a run that holds still: `quick` answers at once, `stalled` more devices never
+/// answer (the run waits on them until it is interrupted). The registry lists them in that
+/// order with a `site` column: `site(row)` for row 0, 1, ...
+pub(crate) fn held_fleets(
+    quick: FleetSpec,
+    stalled: usize,
+    site: impl Fn(usize) -> String,
+) -> ((Fleet, Fleet), String) {
+    let devices = quick.devices;
+    let quick = Fleet::start(quick).unwrap();
+    let never = Fleet::start(FleetSpec {
+        devices: stalled,
+        stall_percent: 100.0,
+        id_prefix: "stall-".into(),
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let rows = fleet_registry(&quick, 0..devices) + &fleet_registry(&never, 0..stalled)[7..];
+    let mut registry = String::from("id,url,site\n");
+    for (row, line) in rows.lines().skip(1).enumerate() {
+        registry.push_str(&format!("{line},{}\n", site(row)));
+    }
+    ((quick, never), registry)
+}
+
+/// `push` of `fw.bin` to a held run's registry: no retries, no grace, and 30 s timeouts, so
+/// the stalled devices stay in flight until the run is interrupted.
+pub(crate) fn held_push<'t>(test: &'t mut Test, flags: &[&str]) -> &'t mut Test {
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--retries",
+        "0",
+        "--grace",
+        "0s",
+    ])
+    .args(flags)
+    .args(quick(&[
+        ("--stall-timeout", "30s"),
+        ("--response-timeout", "30s"),
+    ]))
+    .arg("devices.csv")
+    .timeout(Duration::from_secs(120))
+}
+
+/// A held run's fleets and test directory: four devices that answer at once (one of them dead:
+/// `HTTP 500`), then `stalled` that never answer; sites `ams` for the first two rows, `fra` for
+/// the rest; a 64 KiB `fw.bin`.
+pub(crate) fn held_test(stalled: usize) -> ((Fleet, Fleet), Test) {
+    let quick_devices = FleetSpec {
+        devices: 4,
+        dead_percent: 25.0,
+        seed: 3,
+        ..FleetSpec::default()
+    };
+    let site = |row: usize| if row < 2 { "ams" } else { "fra" }.to_string();
+    let (fleets, registry) = held_fleets(quick_devices, stalled, site);
+    let test = Test::new();
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 64 * 1024);
+    (fleets, test)
+}
+
 impl HeldRun {
     fn start() -> HeldRun {
-        let quick_devices = Fleet::start(FleetSpec {
-            devices: 4,
-            dead_percent: 25.0,
-            seed: 3,
-            ..FleetSpec::default()
-        })
-        .unwrap();
-        let stalled = Fleet::start(FleetSpec {
-            devices: 2,
-            stall_percent: 100.0,
-            id_prefix: "stall-".into(),
-            ..FleetSpec::default()
-        })
-        .unwrap();
-        let mut registry = fleet_registry(&quick_devices, 0..4);
-        registry.push_str(fleet_registry(&stalled, 0..2).trim_start_matches("id,url\n"));
-        let registry: String = registry
-            .lines()
-            .enumerate()
-            .map(|(line, row)| match line {
-                0 => format!("{row},site\n"),
-                1 | 2 => format!("{row},ams\n"),
-                _ => format!("{row},fra\n"),
-            })
-            .collect();
-        let mut test = Test::new();
-        test.write("devices.csv", registry);
-        test.payload("fw.bin", 64 * 1024);
-        test.args([
-            "push",
-            "--payload",
-            "fw.bin",
-            "--retries",
-            "0",
-            "--grace",
-            "0s",
-        ])
-        .args(["--status-addr", "127.0.0.1:0", "--report", "report.csv"])
-        .args(["--group-by", "site"])
-        .args(quick(&[
-            ("--stall-timeout", "30s"),
-            ("--response-timeout", "30s"),
-        ]))
-        .arg("devices.csv");
-        test.timeout(Duration::from_secs(120));
+        let (fleets, mut test) = held_test(2);
+        let flags = ["--status-addr", "127.0.0.1:0", "--report", "report.csv"];
+        held_push(&mut test, &[&flags[..], &["--group-by", "site"]].concat());
         let mut running = test.spawn();
         let base = page_url(&mut running);
         wait_until(
@@ -143,7 +165,7 @@ impl HeldRun {
             },
         );
         HeldRun {
-            _fleets: (quick_devices, stalled),
+            _fleets: fleets,
             test,
             running,
             base,
@@ -324,9 +346,9 @@ fn status_page_in_headless_chromium_shows_the_numbers_of_status_json() {
 }
 
 #[test]
-fn status_addr_outside_loopback_needs_an_explicit_flag() {
+fn status_page_flags_are_checked_before_the_run() {
     let mut test = Test::new();
-    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/\n");
+    test.write("devices.csv", "id,url,site\na,http://127.0.0.1:9/,ams\n");
     test.payload("fw.bin", 10);
     test.args([
         "push",
@@ -361,6 +383,47 @@ fn status_addr_outside_loopback_needs_an_explicit_flag() {
     test.run()
         .expect_status(2)
         .expect_stderr("--status-allow-remote goes with --status-addr");
+    let checks: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--status-addr",
+                "127.0.0.1:0",
+                "--group-by",
+                "site",
+                "--group-by",
+                "rack",
+            ],
+            "--group-by rack: devices.csv has no column rack; its columns are id, url, site",
+        ),
+        (
+            &["--group-by", "site"],
+            "--group-by site goes with --status-addr or --report-html",
+        ),
+        (
+            &["--control-token-env", "UO_CONTROL_TOKEN"],
+            "--control-token-env UO_CONTROL_TOKEN goes with --status-addr",
+        ),
+        (
+            &[
+                "--status-addr",
+                "127.0.0.1:0",
+                "--control-token-env",
+                "UO_UNSET_TOKEN",
+            ],
+            "the environment variable UO_UNSET_TOKEN is not set or empty",
+        ),
+    ];
+    for (flags, message) in checks {
+        test.clear()
+            .args(["push", "--payload", "fw.bin"])
+            .args(flags);
+        test.env("UO_CONTROL_TOKEN", "s3cret")
+            .env_remove("UO_UNSET_TOKEN");
+        test.arg("devices.csv")
+            .run()
+            .expect_status(2)
+            .expect_stderr(message);
+    }
 }
 
 #[test]
@@ -488,35 +551,6 @@ fn status_page_charts_groups_and_lookup_in_headless_chromium_agree_with_status_j
     run.running.wait().expect_status(130);
 }
 
-#[test]
-fn group_by_a_column_the_registry_lacks_is_an_input_error() {
-    let mut test = Test::new();
-    test.write("devices.csv", "id,url,site\na,http://127.0.0.1:9/,ams\n");
-    test.payload("fw.bin", 10);
-    test.args([
-        "push",
-        "--payload",
-        "fw.bin",
-        "--status-addr",
-        "127.0.0.1:0",
-    ])
-    .args(["--group-by", "site", "--group-by", "rack", "devices.csv"]);
-    test.run().expect_status(2).expect_stderr(
-        "--group-by rack: devices.csv has no column rack; its columns are id, url, site",
-    );
-    test.clear().args([
-        "push",
-        "--payload",
-        "fw.bin",
-        "--group-by",
-        "site",
-        "devices.csv",
-    ]);
-    test.run()
-        .expect_status(2)
-        .expect_stderr("--group-by site goes with --status-addr or --report-html");
-}
-
 /// What the page costs at 10,000 devices: the page, /status.json and the DOM Chromium renders
 /// stay under fixed bounds (they list at most 50 groups per column, 100 waves, 240 buckets),
 /// even grouped by a column with a value per device; the lookup still finds any device.
@@ -524,44 +558,22 @@ fn group_by_a_column_the_registry_lacks_is_an_input_error() {
 fn status_page_at_ten_thousand_devices_stays_under_a_fixed_size() {
     const DEVICES: usize = 10_000;
     const BOUND: usize = 64 * 1024;
-    let fleet = Fleet::start(FleetSpec {
+    let spec = FleetSpec {
         devices: DEVICES,
         ..FleetSpec::default()
-    })
-    .unwrap();
-    let stalled = Fleet::start(FleetSpec {
-        devices: 1,
-        stall_percent: 100.0,
-        id_prefix: "stall-".into(),
-        ..FleetSpec::default()
-    })
-    .unwrap();
-    let mut registry = String::from("id,url,site\n");
-    let rows = fleet_registry(&fleet, 0..DEVICES) + &fleet_registry(&stalled, 0..1)[7..];
-    for (n, row) in rows.lines().skip(1).enumerate() {
-        registry.push_str(&format!("{row},site-{:03}\n", n % 120));
-    }
+    };
+    let (_fleets, registry) = held_fleets(spec, 1, |row| format!("site-{:03}", row % 120));
     let mut test = Test::new();
     test.write("devices.csv", registry);
     test.payload("fw.bin", 1024);
-    test.args([
-        "push",
-        "--payload",
-        "fw.bin",
-        "--retries",
-        "0",
-        "--grace",
-        "0s",
-    ])
-    .args(["--concurrency", "64", "--waves", "100"])
-    .args(["--status-addr", "127.0.0.1:0"])
-    .args(["--group-by", "site", "--group-by", "id"])
-    .args(quick(&[
-        ("--stall-timeout", "60s"),
-        ("--response-timeout", "60s"),
-    ]))
-    .arg("devices.csv");
-    test.timeout(Duration::from_secs(300));
+    let flags = [
+        ["--concurrency", "64"],
+        ["--waves", "100"],
+        ["--status-addr", "127.0.0.1:0"],
+        ["--group-by", "site"],
+        ["--group-by", "id"],
+    ];
+    held_push(&mut test, flags.as_flattened()).timeout(Duration::from_secs(300));
     let mut running = test.spawn();
     let base = page_url(&mut running);
     wait_until(Duration::from_secs(240), "10,000 devices to finish", || {
