@@ -6,6 +6,7 @@
 
 mod execute;
 mod fleet;
+mod inventory;
 mod outputs;
 mod plan;
 mod preflight;
@@ -19,6 +20,7 @@ use crate::cli::{Command, PushArgs, TopLevel, exit};
 use crate::config::{PushConfig, UsageError};
 use crate::control::Control;
 use crate::delta::{DeltaSet, Note, NoteStage};
+use crate::journal::Sink;
 use crate::orchestrator::{RunResult, StopReason};
 use crate::payload::Payload;
 use crate::registry::{self, Registry};
@@ -101,8 +103,9 @@ pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
         Some(Command::Demo(args)) => fleet::demo(args),
         Some(Command::Simulate(args)) => fleet::simulate(args),
         Some(Command::Status(args)) => status::status(args),
+        Some(Command::Inventory(args)) => inventory::inventory(args),
         None => Err(AppError::Input(
-            "a command is required: push, demo or simulate".into(),
+            "a command is required: push, demo, simulate, status or inventory".into(),
         )),
     }
 }
@@ -129,14 +132,17 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         urls: Some(&delivery),
         delimiter: config.delimiter,
     };
-    let registry = load_registry(&config.registry, &options)?;
+    let registry = load_registry(&config.registry, config.query.as_deref(), &options)?;
     let delivery = execute::with_commands(delivery, &config, &registry);
     preflight::check(&config, &registry, &delivery)?;
     if config.dry_run {
         return plan::dry_run(&config, &registry, &payload, patches.as_ref());
     }
     let journal = plan::open_journal(config.journal.as_ref(), &payload)?;
-    let plan = plan::plan(&registry, journal.as_ref().map(|(_, j)| j), &config);
+    let inventory = plan::open_inventory(&config, &payload, registry.devices.len())?;
+    // The journal file when given, else the inventory acting as the journal.
+    let past = (journal.as_ref().map(|(_, j)| j)).or(inventory.as_ref().map(|(_, j)| j));
+    let plan = plan::plan(&registry, past, &config);
     crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
         .map_err(|e| AppError::Input(e.to_string()))?;
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
@@ -150,14 +156,14 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     if outputs.board.is_some() || outputs.html_report.is_some() {
         outputs.roster = Some(outputs::roster(&registry, &plan, &config.observe.group_by));
     }
-    let writer = journal.as_ref().map(|(writer, _)| writer);
+    let sinks = plan::sinks(journal.as_ref(), inventory.as_ref());
     announce(&config, &registry, &payload, &plan);
     let result = execute::execute(
         &config,
         (&registry, &delivery),
         &payload,
         &plan,
-        (writer, report.as_ref()),
+        (sinks.as_ref().map(|s| s as &dyn Sink), report.as_ref()),
         (&signals, &control),
         outputs,
     );

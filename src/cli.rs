@@ -13,6 +13,7 @@ use argh::{ArgsInfo, FromArgs};
 mod defaults;
 mod demo;
 pub mod exit;
+mod inventory;
 mod manual;
 mod push;
 mod push_help;
@@ -22,6 +23,7 @@ mod suggest;
 mod values;
 
 pub use demo::DemoArgs;
+pub use inventory::{ExportArgs, ImportArgs, InventoryAction, InventoryArgs, VersionsArgs};
 pub use push::{DEFAULT_CONNECT_TIMEOUT, PushArgs};
 pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
@@ -87,6 +89,8 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Summarise a journal, or print its failed or succeeded devices as CSV.
     Status(StatusArgs),
+    /// Keep a SQLite device inventory: import, export, versions.
+    Inventory(InventoryArgs),
 }
 
 /// What main should do with argv: run a parsed command, or print and exit.

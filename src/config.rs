@@ -57,8 +57,10 @@ impl std::error::Error for UsageError {}
 pub enum RegistrySource {
     /// Standard input (`-`).
     Stdin,
-    /// A file.
+    /// A file: CSV, or a SQLite inventory recognised by its header.
     File(PathBuf),
+    /// A SQLite inventory named with the `sqlite:` prefix.
+    Sqlite(PathBuf),
 }
 
 /// Where the event stream goes (`--events`).
@@ -96,6 +98,8 @@ pub struct PushConfig {
     pub allow_empty: bool,
     /// The registry.
     pub registry: RegistrySource,
+    /// `--query`: the SQL that reads a SQLite registry's devices.
+    pub query: Option<String>,
     /// `--delimiter`: the registry's field separator (`None`: a comma).
     pub delimiter: Option<u8>,
     /// The URL template, when the registry has no url column.
@@ -174,10 +178,8 @@ impl PushConfig {
         let delta = delta::delta_options(&args)?;
         check_paths(&args)?;
         Ok(PushConfig {
-            registry: match args.registry.as_str() {
-                "-" => RegistrySource::Stdin,
-                path => RegistrySource::File(PathBuf::from(path)),
-            },
+            registry: registry_source(&args)?,
+            query: args.query.clone(),
             report: outputs::report_target(&args),
             progress: outputs::progress(&args),
             payload: args.payload,
@@ -198,6 +200,28 @@ impl PushConfig {
             delta,
         })
     }
+}
+
+/// The positional REGISTRY: stdin, a file, or `sqlite:FILE`; `--query` only with a file.
+fn registry_source(args: &PushArgs) -> Result<RegistrySource, UsageError> {
+    let source = match args.registry.as_str() {
+        "-" => RegistrySource::Stdin,
+        text => match text.strip_prefix("sqlite:") {
+            Some("") => {
+                return Err(UsageError(
+                    "sqlite: needs a file name: sqlite:fleet.db".into(),
+                ));
+            }
+            Some(path) => RegistrySource::Sqlite(PathBuf::from(path)),
+            None => RegistrySource::File(PathBuf::from(text)),
+        },
+    };
+    if args.query.is_some() && source == RegistrySource::Stdin {
+        return Err(UsageError(
+            "--query reads a SQLite registry: give the database file instead of -".into(),
+        ));
+    }
+    Ok(source)
 }
 
 /// `--target`, checked: a template that reads no environment (URLs end up in reports).
@@ -229,7 +253,11 @@ fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
     use paths::Named as named;
     let mut inputs = vec![named("--payload", &args.payload)];
     if args.registry != "-" {
-        inputs.push(named("the registry", args.registry.as_ref()));
+        let path = args
+            .registry
+            .strip_prefix("sqlite:")
+            .unwrap_or(&args.registry);
+        inputs.push(named("the registry", path.as_ref()));
     }
     inputs.extend(args.identity.iter().map(|path| named("--identity", path)));
     inputs.extend(

@@ -297,7 +297,7 @@ impl std::error::Error for JournalError {}
 
 impl Journal {
     /// An empty journal for `payload`.
-    fn new(payload_sha256: String, payload_size: u64) -> Journal {
+    pub fn new(payload_sha256: String, payload_size: u64) -> Journal {
         Journal {
             payload_sha256,
             payload_size,
@@ -526,6 +526,52 @@ impl<'a> Iterator for Lines<'a> {
             }
         }
     }
+}
+
+/// Where a run's records go: the journal file, an inventory database acting as one, or both
+/// ([`Sinks`]). During a run the orchestrator is the only caller: workers `record`, its
+/// housekeeping thread `sync`s every ~50 ms and at the end. An error names the file and says
+/// what went wrong (`journal fw.journal: No space left on device`).
+pub trait Sink: Sync {
+    /// Takes one record: written (or queued for the next `sync`) before it returns.
+    fn record(&self, record: &Record) -> Result<(), String>;
+
+    /// Makes every record taken so far durable (group commit).
+    fn sync(&self) -> Result<(), String>;
+}
+
+impl Sink for JournalWriter {
+    fn record(&self, record: &Record) -> Result<(), String> {
+        JournalWriter::record(self, record).map_err(|e| self.describe(&e))
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        JournalWriter::sync(self).map_err(|e| self.describe(&e))
+    }
+}
+
+/// Several sinks fed the same records (a journal file and an inventory database).
+pub struct Sinks<'s>(pub Vec<&'s dyn Sink>);
+
+impl Sink for Sinks<'_> {
+    fn record(&self, record: &Record) -> Result<(), String> {
+        each(&self.0, |sink| sink.record(record))
+    }
+
+    fn sync(&self) -> Result<(), String> {
+        each(&self.0, |sink| sink.sync())
+    }
+}
+
+/// Runs `step` on every sink, even after one fails; the first error is returned.
+fn each(sinks: &[&dyn Sink], step: impl Fn(&dyn Sink) -> Result<(), String>) -> Result<(), String> {
+    let mut first = Ok(());
+    for sink in sinks {
+        if let Err(error) = step(*sink) {
+            first = first.and(Err(error));
+        }
+    }
+    first
 }
 
 /// Reads a journal without locking it (for `status`).

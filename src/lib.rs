@@ -122,6 +122,7 @@ pub mod digest;
 pub mod dry_run;
 pub mod events;
 pub mod excerpt;
+pub mod inventory;
 pub mod journal;
 pub mod lifecycle;
 pub mod limits;

@@ -18,7 +18,7 @@ use crate::control::{Action, Control};
 use crate::delivery::Deliveries;
 use crate::delivery::Throttle;
 use crate::events::Event;
-use crate::journal::{JournalWriter, Record};
+use crate::journal::{Record, Sink};
 use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::report::{DeviceOutcome, Status};
@@ -120,7 +120,7 @@ impl fmt::Display for StopReason {
         match self {
             StopReason::Interrupted => f.write_str("interrupted"),
             StopReason::PayloadChanged(message) => f.write_str(message),
-            StopReason::JournalFailed(message) => write!(f, "cannot write the journal: {message}"),
+            StopReason::JournalFailed(message) => write!(f, "cannot write {message}"),
             StopReason::CanaryFailed(message) | StopReason::Threshold(message) => {
                 f.write_str(message)
             }
@@ -175,8 +175,9 @@ pub struct Run<'a> {
     pub interrupt: &'a AtomicBool,
     /// Pause, resume and abort from outside (the status server, SIGUSR1/SIGUSR2), if any.
     pub control: Option<&'a Control>,
-    /// The journal to append to; the orchestrator is its only writer during a run.
-    pub journal: Option<&'a JournalWriter>,
+    /// Where records go (the journal, an inventory database); the orchestrator is their only
+    /// writer during a run.
+    pub journal: Option<&'a dyn Sink>,
     /// The report file, given each device's row when its outcome is final (after the journal).
     pub report: Option<&'a crate::report::ReportWriter>,
 }
@@ -194,12 +195,7 @@ impl Run<'_> {
             journal
                 .record(&record)
                 .and_then(|()| journal.sync())
-                .map_err(|e| {
-                    RunError(format!(
-                        "cannot write journal {}: {e}",
-                        journal.path().display()
-                    ))
-                })?;
+                .map_err(|e| RunError(format!("cannot write {e}")))?;
         }
         let _ = events.send(Event::RunStarted {
             devices: self.plan.len(),
@@ -419,10 +415,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             return;
         };
         if let Err(error) = journal.sync() {
-            self.set_stop(StopReason::JournalFailed(format!(
-                "{}: {error}",
-                journal.path().display()
-            )));
+            self.set_stop(StopReason::JournalFailed(error));
         }
     }
 

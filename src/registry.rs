@@ -1,7 +1,9 @@
-//! The device registry: one device per row, from a row source (a CSV file or stdin today).
+//! The device registry: one device per row, from a row source (a CSV file or stdin, or an
+//! inventory database).
 //!
 //! Owns: the seam between where rows come from and what they must say: a [`RowSource`] yields
-//! located rows (`csv_rows`: a CSV line each), and one validation step (`validate`) turns them
+//! located rows (`csv_rows`: a CSV line each; `sqlite_rows`: a database row, keyed by its id),
+//! and one validation step (`validate`) turns them
 //! into a [`Registry`], resolving each device's target URL (from its `url` column or the
 //! `--target` template). Every problem is collected with its source, location and column, so a
 //! user fixes them all in one go. The `cmd` column rule lives here ([`Registry::command`]).
@@ -9,12 +11,14 @@
 //! never pushed).
 
 mod csv_rows;
+pub mod sqlite_rows;
 mod validate;
 
 use crate::template::Template;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 /// URL schemes devices can be reached with, as named in error messages.
@@ -253,6 +257,28 @@ pub fn load_with(
         &mut csv_rows::CsvRows::new(&text, delimiter),
         options,
     )
+}
+
+/// The first bytes of every SQLite database file.
+pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether the file at `path` starts like a SQLite database (unreadable files are not).
+pub fn is_sqlite(path: &Path) -> bool {
+    let mut start = [0; 16];
+    std::fs::File::open(path)
+        .and_then(|mut file| file.read_exact(&mut start))
+        .is_ok_and(|()| &start == SQLITE_HEADER)
+}
+
+/// Reads and validates a registry from the SQLite database at `path`: its `devices` table, or
+/// the rows of `query` (a read-only statement).
+pub fn load_sqlite(
+    path: &Path,
+    query: Option<&str>,
+    options: &LoadOptions<'_>,
+) -> Result<Registry, RegistryError> {
+    let mut rows = sqlite_rows::SqliteRows::open(path, query);
+    load_rows(&path.display().to_string(), &mut rows, options)
 }
 
 /// Reads every row of `rows` (any [`RowSource`]) and validates them as one registry: the

@@ -11,7 +11,7 @@ use crate::delivery::multipart::MultipartBody;
 use crate::delivery::ssh::{DeltaPlan, SshDelivery};
 use crate::delta::DeltaSet;
 use crate::events::{self, Event};
-use crate::journal::JournalWriter;
+use crate::journal::Sink;
 use crate::observe::Outputs;
 use crate::orchestrator::{Run, RunResult};
 use crate::payload::Payload;
@@ -65,7 +65,7 @@ pub(super) fn execute(
     (registry, delivery): (&Registry, &Deliveries),
     payload: &Payload,
     plan: &Plan,
-    (journal, report): (Option<&JournalWriter>, Option<&ReportWriter>),
+    (journal, report): (Option<&dyn Sink>, Option<&ReportWriter>),
     (signals, control): (&Signals, &Control),
     outputs: Outputs,
 ) -> Result<RunResult, AppError> {

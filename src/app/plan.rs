@@ -4,7 +4,8 @@
 use super::{AppError, Outcome};
 use crate::config::{JournalOptions, PushConfig};
 use crate::delta::DeltaSet;
-use crate::journal::{self, Journal, JournalWriter};
+use crate::inventory::{self, DbJournal, RunInfo};
+use crate::journal::{self, Journal, JournalWriter, Sink, Sinks};
 use crate::payload::Payload;
 use crate::registry::Registry;
 use crate::report;
@@ -26,6 +27,37 @@ pub(super) fn open_journal(
         log::warn!("{warning}");
     }
     Ok(Some((writer, journal)))
+}
+
+/// With a SQLite registry: the inventory opened for the run's write-back (and as its journal),
+/// before any device is contacted.
+pub(super) fn open_inventory(
+    config: &PushConfig,
+    payload: &Payload,
+    devices: usize,
+) -> Result<Option<(DbJournal, Journal)>, AppError> {
+    let Some(path) = super::preflight::database(&config.registry) else {
+        return Ok(None);
+    };
+    let check = config.lifecycle.check.as_ref();
+    let run = RunInfo {
+        payload,
+        expect_version: check.and_then(|check| check.version.as_deref()),
+        devices,
+    };
+    let (writer, journal) = DbJournal::open(path, &run).map_err(AppError::Input)?;
+    Ok(Some((writer, journal)))
+}
+
+/// Where the run's records go: the journal file, the inventory, both, or nowhere.
+pub(super) fn sinks<'s>(
+    journal: Option<&'s (JournalWriter, Journal)>,
+    inventory: Option<&'s (DbJournal, Journal)>,
+) -> Option<Sinks<'s>> {
+    let mut sinks: Vec<&dyn Sink> = Vec::new();
+    sinks.extend(journal.map(|(writer, _)| writer as &dyn Sink));
+    sinks.extend(inventory.map(|(writer, _)| writer as &dyn Sink));
+    (!sinks.is_empty()).then_some(Sinks(sinks))
 }
 
 /// Which devices run, given the journal; says what is skipped and what is pushed again.
@@ -97,7 +129,11 @@ pub(super) fn dry_run(
             }
             Some(journal)
         }
-        _ => None,
+        Some(_) => None,
+        None => match super::preflight::database(&config.registry) {
+            Some(path) => Some(inventory::read_journal(path, payload).map_err(AppError::Input)?),
+            None => None,
+        },
     };
     let plan = plan(registry, journal.as_ref(), config);
     let mut text = crate::dry_run::render_plan(registry, &plan, config, payload.len());

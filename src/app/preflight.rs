@@ -12,6 +12,7 @@ use crate::scheduler;
 use crate::template::Template;
 use std::fs::File;
 use std::io;
+use std::path::Path;
 
 /// Checks `registry` against the flags: filters name its columns, the selection is not empty,
 /// `--exec`, the delivery commands and the lifecycle's templates fit it. Warns about devices
@@ -51,14 +52,43 @@ fn check_group_by(columns: &[String], registry: &Registry) -> Result<(), AppErro
     }
 }
 
-/// Loads and validates the registry from a file or stdin.
+/// The SQLite inventory the registry is, if it is one: `sqlite:FILE`, or a file with SQLite's
+/// header.
+pub fn database(source: &RegistrySource) -> Option<&Path> {
+    match source {
+        RegistrySource::Sqlite(path) => Some(path),
+        RegistrySource::File(path) if registry::is_sqlite(path) => Some(path),
+        RegistrySource::File(_) | RegistrySource::Stdin => None,
+    }
+}
+
+/// Loads and validates the registry from a file, stdin or a SQLite inventory (its `devices`
+/// table, or the rows of `query`).
 pub fn load_registry(
     source: &RegistrySource,
+    query: Option<&str>,
     options: &registry::LoadOptions<'_>,
 ) -> Result<Registry, AppError> {
+    if let Some(path) = database(source) {
+        if !path.is_file() {
+            return Err(AppError::Input(format!(
+                "cannot read registry {}: no such file: create it with 'update-orchestrator                  inventory import --db {} devices.csv'",
+                path.display(),
+                path.display()
+            )));
+        }
+        return registry::load_sqlite(path, query, options)
+            .map_err(|e| AppError::Input(e.to_string()));
+    }
     let loaded = match source {
         RegistrySource::Stdin => registry::load_with("<stdin>", io::stdin().lock(), options),
-        RegistrySource::File(path) => {
+        RegistrySource::File(path) if query.is_some() => {
+            return Err(AppError::Input(format!(
+                "--query reads a SQLite registry: {} is not a SQLite database",
+                path.display()
+            )));
+        }
+        RegistrySource::File(path) | RegistrySource::Sqlite(path) => {
             let file = File::open(path).map_err(|e| {
                 AppError::Input(format!("cannot read registry {}: {e}", path.display()))
             })?;

@@ -18,6 +18,9 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
             "status: give the journal file to read".into(),
         ));
     };
+    if crate::registry::is_sqlite(first) {
+        return super::inventory::status(first, &args);
+    }
     let read = |path: &PathBuf| journal::read(path).map_err(|e| AppError::Input(e.to_string()));
     let mut journal = read(first)?;
     for path in others {
@@ -78,7 +81,7 @@ fn registry_counts(path: &Path, journal: &Journal) -> Result<RegistryCounts, App
         command_for_every_device: true,
         ..registry::LoadOptions::default()
     };
-    let registry = super::load_registry(&RegistrySource::File(path.to_path_buf()), &options)
+    let registry = super::load_registry(&RegistrySource::File(path.to_path_buf()), None, &options)
         .map_err(|error| match error {
             AppError::Input(message) => AppError::Input(format!("status --registry: {message}")),
             other => other,

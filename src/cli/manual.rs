@@ -31,6 +31,10 @@ pub const TOPICS: &[Topic] = &[
         "the device registry (CSV) and how each device's URL is resolved"
     ),
     topic!(
+        "inventory",
+        "a SQLite device inventory: import, push from it, write-back, status"
+    ),
+    topic!(
         "push",
         "a push step by step: payload, flags, logging, the report, exit codes"
     ),

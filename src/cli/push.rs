@@ -516,7 +516,13 @@ pub struct PushArgs {
     #[argh(option)]
     pub report_html: Option<PathBuf>,
 
-    /// the device registry: a CSV file, or - for stdin
+    /// with a SQLite registry: read the devices from this read-only SQL query instead of the
+    /// devices table, e.g. "select * from devices where site = 'eu-west'"
+    #[argh(option)]
+    pub query: Option<String>,
+
+    /// the device registry: a CSV file, - for stdin, or a SQLite inventory (recognised by its
+    /// header, or written sqlite:FILE)
     #[argh(positional)]
     pub registry: String,
 }

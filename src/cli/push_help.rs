@@ -13,6 +13,7 @@ const GROUPS: &[(&str, &[&str])] = &[
             "payload",
             "target",
             "delimiter",
+            "query",
             "allow-empty",
             "concurrency",
             "retries",

@@ -122,6 +122,11 @@ impl JournalWriter {
         Ok(())
     }
 
+    /// `error` said of this journal, for [`super::Sink`].
+    pub(super) fn describe(&self, error: &io::Error) -> String {
+        format!("journal {}: {error}", self.path.display())
+    }
+
     /// The journal's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -93,10 +93,7 @@ impl Shared<'_, '_> {
             return;
         };
         if let Err(error) = journal.record(&record) {
-            self.set_stop(StopReason::JournalFailed(format!(
-                "{}: {error}",
-                journal.path().display()
-            )));
+            self.set_stop(StopReason::JournalFailed(error));
         }
     }
 
