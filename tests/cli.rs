@@ -34,6 +34,8 @@ mod headers;
 mod html_report;
 #[path = "cli/input_errors.rs"]
 mod input_errors;
+#[path = "cli/inventory.rs"]
+mod inventory;
 #[path = "cli/journal.rs"]
 mod journal;
 #[path = "cli/lifecycle.rs"]

@@ -1,0 +1,388 @@
+//! The SQLite inventory: `inventory import`, a push from the database with its outcomes
+//! written back, the database as the journal (a re-run, a `kill -9`), a concurrent reader, bad
+//! databases refused before any device is contacted. The `sqlite3` command is the oracle: what
+//! the run wrote is read with plain SQL from outside.
+
+use crate::journal::{fleet, requests};
+use crate::servers::fleet_registry;
+use crate::util::{Row, Test, quick};
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
+
+const DB: &str = "fleet.db";
+
+/// `sqlite3 -csv DB SQL`'s rows, each split on commas (the tests' values hold none).
+#[track_caller]
+fn sqlite3(test: &Test, sql: &str) -> Vec<Vec<String>> {
+    let output = Command::new("sqlite3")
+        .arg("-csv")
+        .arg(test.path(DB))
+        .arg(sql)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run sqlite3 ({e}): install it with scripts/install-deps test")
+        });
+    assert!(
+        output.status.success(),
+        "sqlite3 {sql:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            line.split(',')
+                .map(|f| f.trim_matches('"').to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Imports the fleet's registry (with its `profile` column) into the test's database.
+fn import(test: &mut Test, fleet: &Fleet) {
+    test.write("devices.csv", fleet.registry_csv());
+    test.clear()
+        .args(["inventory", "import", "--db", DB, "devices.csv"])
+        .run()
+        .expect_status(0)
+        .expect_stderr("devices added");
+}
+
+/// `push` from the database with quick timeouts; `options` replace those or add flags.
+fn push<'t>(test: &'t mut Test, options: &[(&str, &str)]) -> &'t mut Test {
+    let mut flags = vec![
+        ("--payload", "fw.bin"),
+        ("--report", "report.csv"),
+        ("--backoff-max", "50ms"),
+    ];
+    flags.extend_from_slice(options);
+    test.clear().arg("push").args(quick(&flags))
+}
+
+#[test]
+fn import_then_a_push_with_faults_writes_back_what_the_report_says() {
+    let fleet = fleet(FleetSpec {
+        devices: 40,
+        dead_percent: 10.0,
+        flaky_percent: 10.0,
+        reset_percent: 10.0,
+        retry_after_secs: 0,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 64 * 1024);
+    import(&mut test, &fleet);
+    let version_url = format!("http://{}/devices/{{id}}/version", fleet.addr());
+    let install_url = format!("POST http://{}/devices/{{id}}/install", fleet.addr());
+    let lifecycle = [
+        ("--probe-url", version_url.as_str()),
+        ("--expect-version", "2.0"),
+        ("--then-url", install_url.as_str()),
+        ("--probe-interval", "100ms"),
+        ("--retries", "3"),
+    ];
+    let run = push(&mut test, &lifecycle).arg(DB).run();
+    run.expect_status(1);
+    let report: HashMap<String, Row> = test
+        .report("report.csv")
+        .into_iter()
+        .map(|row| (row.id.clone(), row))
+        .collect();
+    let devices = sqlite3(
+        &test,
+        "select id, last_status, version, last_error = '' or last_error is null, \
+         last_success_at is not null, last_payload_sha256 is not null from devices order by id",
+    );
+    let updates = sqlite3(
+        &test,
+        "select device_id, status, attempts, bytes, version_before, version_after from updates",
+    );
+    assert_eq!(devices.len(), 40);
+    assert_eq!(updates.len(), 40, "one updates row per device of the run");
+    let updates: HashMap<&str, &Vec<String>> =
+        updates.iter().map(|row| (row[0].as_str(), row)).collect();
+    let stats: HashMap<String, Profile> = fleet
+        .stats()
+        .into_iter()
+        .map(|d| (d.id, d.profile))
+        .collect();
+    for device in &devices {
+        let row = &report[&device[0]];
+        let dead = stats[&device[0]] == Profile::Dead;
+        assert_eq!(device[1], row.status, "{device:?} against {row:?}");
+        assert_eq!(row.status, if dead { "failed" } else { "succeeded" });
+        let succeeded = row.status == "succeeded";
+        let expected = [
+            if succeeded { "2.0" } else { "1.0" },
+            if succeeded { "1" } else { "0" },
+            if succeeded { "1" } else { "0" },
+            if succeeded { "1" } else { "0" },
+        ];
+        assert_eq!(&device[2..], expected, "{device:?} against {row:?}");
+        let update = updates[device[0].as_str()];
+        let (attempts, bytes) = (row.attempts.to_string(), row.bytes.to_string());
+        assert_eq!(
+            update[1..4],
+            [row.status.clone(), attempts, bytes],
+            "{update:?}"
+        );
+        assert_eq!(
+            update[4..],
+            [row.version_before.clone(), row.version_after.clone()]
+        );
+    }
+
+    // The database acts as the journal: a re-run skips every success and pushes the failures.
+    let rerun = push(&mut test, &lifecycle).arg(DB).run();
+    rerun
+        .expect_status(1)
+        .expect_stderr("skipping 36 of 40 devices");
+    for device in fleet.stats() {
+        let expected = u64::from(device.profile != Profile::Dead);
+        assert_eq!(device.completed, expected, "{device:?}");
+    }
+    let runs = sqlite3(&test, "select run_id, count(*) from updates group by 1");
+    assert_eq!(runs, [["1", "40"], ["2", "4"]]);
+    let failed = test.clear().args(["status", "--failed", DB]).run();
+    failed.expect_status(0);
+    assert_eq!(failed.stdout.lines().count(), 1 + 4, "{failed}");
+    let status = test.clear().args(["status", DB]).run();
+    status
+        .expect_status(0)
+        .expect_stdout("2.0                      36");
+}
+
+/// `kill -9` in the middle of a run, then a re-run: every device the database recorded as
+/// updated keeps its one upload; the only devices uploaded twice were in flight (or in the
+/// batch not yet committed) at the kill; afterwards the database agrees with the fleet.
+#[test]
+fn kill_9_mid_run_then_a_rerun_from_the_database_pushes_no_recorded_success_again() {
+    const DEVICES: usize = 60;
+    const CONCURRENCY: usize = 8;
+    // 256 KiB at 2 MiB/s: an eighth of a second per device, eight at a time: about a second.
+    let fleet = fleet(FleetSpec {
+        devices: DEVICES,
+        slow_percent: 100.0,
+        slow_bytes_per_sec: 2 << 20,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 256 * 1024);
+    import(&mut test, &fleet);
+    let options = [("--concurrency", "8")];
+    let mut child = push(&mut test, &options).arg(DB).spawn();
+    let recorded = |test: &Test| {
+        sqlite3(
+            test,
+            "select count(*) from updates where status = 'succeeded'",
+        )[0][0]
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while recorded(&test) < 10 {
+        assert!(Instant::now() < deadline, "no outcomes were written back");
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.signal("KILL");
+    child.wait();
+    let at_kill = fleet.stats();
+    let succeeded_at_kill: Vec<String> = sqlite3(
+        &test,
+        "select device_id from updates where status = 'succeeded'",
+    )
+    .into_iter()
+    .map(|row| row[0].clone())
+    .collect();
+    assert!(succeeded_at_kill.len() < DEVICES, "the kill came too late");
+
+    let rerun = push(&mut test, &options).arg(DB).run();
+    rerun.expect_status(0);
+    let mut pushed_twice = Vec::new();
+    for (then, now) in at_kill.iter().zip(fleet.stats()) {
+        let recorded = succeeded_at_kill.contains(&then.id);
+        if recorded {
+            assert_eq!(then.completed, 1, "recorded as updated: {then:?}");
+            assert_eq!(
+                now.completed, 1,
+                "recorded as updated, pushed again: {now:?}"
+            );
+        }
+        assert!(now.completed >= 1, "never updated: {now:?}");
+        if now.completed > 1 {
+            pushed_twice.push(now.id.clone());
+        }
+    }
+    // In flight, or finished in the last ~50 ms whose batch the kill lost.
+    assert!(
+        pushed_twice.len() <= 2 * CONCURRENCY,
+        "pushed twice: {pushed_twice:?}"
+    );
+    let last = sqlite3(
+        &test,
+        "select count(*) from devices where last_status = 'succeeded' \
+         and last_payload_sha256 is not null",
+    );
+    assert_eq!(last, [[DEVICES.to_string()]]);
+}
+
+/// `sqlite3` reading the database in a loop while a run writes it back: every read succeeds
+/// (WAL: readers never wait for the writer) and the run completes with every outcome written.
+#[test]
+fn a_concurrent_sqlite3_reader_neither_breaks_the_run_nor_is_blocked() {
+    const DEVICES: usize = 200;
+    let fleet = fleet(FleetSpec {
+        devices: DEVICES,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 16 * 1024);
+    import(&mut test, &fleet);
+    let done = AtomicBool::new(false);
+    let db = test.path(DB);
+    let reads = thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0;
+            // Bounded: at most 2,000 reads, and at most 60 s.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::SeqCst) && reads < 2000 && Instant::now() < deadline {
+                let output = Command::new("sqlite3")
+                    .arg(&db)
+                    .arg("select count(*) from updates; select count(*) from devices;")
+                    .output()
+                    .expect("run sqlite3");
+                assert!(
+                    output.status.success() && output.stderr.is_empty(),
+                    "a read failed during the run: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                reads += 1;
+            }
+            reads
+        });
+        let run = push(&mut test, &[("--concurrency", "20")]).arg(DB).run();
+        done.store(true, Ordering::SeqCst);
+        run.expect_status(0);
+        reader.join().expect("the reader thread")
+    });
+    assert!(reads > 0);
+    let rows = sqlite3(&test, "select status, count(*) from updates group by 1");
+    assert_eq!(rows, [["succeeded".to_string(), DEVICES.to_string()]]);
+}
+
+/// Bad databases, bad queries and bad rows: exit 2 with an error naming the file (and the
+/// table, row and column), and no device contacted.
+#[test]
+fn bad_inventories_are_refused_before_any_device_is_contacted() {
+    let fleet = fleet(FleetSpec {
+        devices: 3,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 1024);
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.write("other.db", b"");
+    let no_table = Command::new("sqlite3")
+        .arg(test.path("other.db"))
+        .arg("create table things (id text)")
+        .status()
+        .expect("run sqlite3");
+    assert!(no_table.success());
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["sqlite:devices.csv"],
+            "devices.csv: not a SQLite database (file is not a database)",
+        ),
+        (
+            &["other.db"],
+            "other.db: no 'devices' table: create it with",
+        ),
+        (
+            &["--query", "delete from things", "other.db"],
+            "--query: the query would write to the database: give a select statement",
+        ),
+        (
+            &["--query", "select * from missing_table", "other.db"],
+            "--query: no such table: missing_table",
+        ),
+        (
+            &["--query", "select 1 as id", "devices.csv"],
+            "--query reads a SQLite registry: devices.csv is not a SQLite database",
+        ),
+        (
+            &["sqlite:missing.db"],
+            "cannot read registry missing.db: no such file",
+        ),
+    ];
+    for (args, expected) in cases {
+        push(&mut test, &[])
+            .args(*args)
+            .run()
+            .expect_status(2)
+            .expect_stderr(expected);
+    }
+    // A row the validation refuses names the table, the row's id and the column.
+    import(&mut test, &fleet);
+    let bad = Command::new("sqlite3")
+        .arg(test.path(DB))
+        .arg("update devices set url = 'ftp://h/x' where id = 'dev-00002'")
+        .status()
+        .expect("run sqlite3");
+    assert!(bad.success());
+    let url_column = sqlite3(
+        &test,
+        "select cid + 1 from pragma_table_info('devices') where name = 'url'",
+    );
+    push(&mut test, &[])
+        .arg(DB)
+        .run()
+        .expect_status(2)
+        .expect_stderr(&format!(
+            "fleet.db:devices id 'dev-00002': column {} (url): unsupported scheme 'ftp'",
+            url_column[0][0]
+        ));
+    assert_eq!(requests(&fleet), 0);
+}
+
+#[test]
+fn import_upserts_by_id_and_export_gives_the_devices_back() {
+    let mut test = Test::new();
+    test.write("a.csv", "id,url,tags\na,http://h/a,canary\nb,http://h/b,\n");
+    test.write("b.csv", "id,url,site\nb,http://h/b2,eu\nc,http://h/c,us\n");
+    for file in ["a.csv", "b.csv"] {
+        test.clear()
+            .args(["inventory", "import", "--db", DB, file])
+            .run()
+            .expect_status(0);
+    }
+    let exported = test.clear().args(["inventory", "export", "--db", DB]).run();
+    exported.expect_status(0);
+    assert_eq!(
+        exported.stdout,
+        "id,version,last_status,last_error,last_attempt_at,last_success_at,last_payload_sha256,url,tags,site\n\
+         a,,,,,,,http://h/a,canary,\n\
+         b,,,,,,,http://h/b2,,eu\n\
+         c,,,,,,,http://h/c,,us\n"
+    );
+    let versions = test
+        .clear()
+        .args(["inventory", "versions", "--db", DB])
+        .run();
+    versions.expect_status(0);
+    assert_eq!(versions.stdout, "(unknown)\t3\n");
+    test.write("case.csv", "id,URL\nd,http://h/d\n");
+    test.clear()
+        .args(["inventory", "import", "--db", DB, "case.csv"])
+        .run()
+        .expect_status(2)
+        .expect_stderr("column 'URL' differs from the database's 'url' only in case");
+    test.write("dup.csv", "id,url\ne,http://h/e\ne,http://h/e2\n");
+    test.clear()
+        .args(["inventory", "import", "--db", DB, "dup.csv"])
+        .run()
+        .expect_status(2)
+        .expect_stderr("dup.csv:3: column 1 (id): duplicate id 'e'");
+}
