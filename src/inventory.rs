@@ -39,6 +39,15 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     connection
         .execute_batch("pragma synchronous = normal")
         .map_err(|e| fail(&e))?;
+    // Closing without a checkpoint: the last connection's checkpoint on close takes an
+    // exclusive lock that a reader opening at that moment (sqlite3 has no busy timeout) would
+    // meet as "database is locked". Commits still checkpoint passively as the WAL grows.
+    connection
+        .set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(|e| fail(&e))?;
     schema::migrate(&mut connection).map_err(|e| match e {
         schema::MigrateError::Sqlite(e) => fail(&e),
         schema::MigrateError::Newer(version) => format!(
