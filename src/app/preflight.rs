@@ -32,9 +32,33 @@ pub(super) fn check(
         return Err(AppError::Input(message));
     }
     check_exec(config.ssh.exec.as_ref(), registry)?;
+    check_jump_column(registry)?;
     check_group_by(&config.observe.group_by, registry)?;
     check_commands(&config.command, registry)?;
     check_lifecycle(&config.lifecycle, registry, delivery)
+}
+
+/// A `jump` column's values read as jump host chains (`[ssh://][user@]host[:port]`, `a,b`,
+/// `none`), before any device is contacted.
+fn check_jump_column(registry: &Registry) -> Result<(), AppError> {
+    if !registry.header.iter().any(|column| column == "jump") {
+        return Ok(());
+    }
+    for device in &registry.devices {
+        let Some(chain) = registry
+            .value(device, "jump")
+            .filter(|v| !v.trim().is_empty())
+        else {
+            continue;
+        };
+        crate::delivery::ssh::check_jump(chain).map_err(|error| {
+            AppError::Input(format!(
+                "{}:{}: column jump: {error}",
+                registry.source, device.location
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Every `--group-by` column is one of the registry's.

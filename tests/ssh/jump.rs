@@ -449,3 +449,23 @@ fn errors_name_the_hop() {
     assert!(prohibited[7].contains(&expected), "{prohibited:?}");
     assert_eq!(count(&device.log(), "Accepted publickey"), 0);
 }
+
+/// A `jump` value that is no jump host stops the run before any device is contacted, naming
+/// the registry line.
+#[test]
+fn a_bad_jump_column_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("fw.bin"), b"x").unwrap();
+    let csv = "id,url,jump\na,ssh://127.0.0.2:1/a.bin,\nb,ssh://127.0.0.2:1/b.bin,gw/x\n";
+    fs::write(dir.path().join("devices.csv"), csv).unwrap();
+    let output = push(
+        dir.path(),
+        &["--payload", "fw.bin", "--ssh-config", "none", "devices.csv"],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("devices.csv:3: column jump: jump host \"gw/x\": write it as"),
+        "{stderr}"
+    );
+}

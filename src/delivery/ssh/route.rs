@@ -336,4 +336,43 @@ mod tests {
             "flag@plc-1:22 identity /home/ops/.ssh/id_ed25519; jump jumper@10.0.0.1:22",
         );
     }
+
+    #[test]
+    fn host_key_policy_from_the_config_unless_a_flag_says() {
+        let config = "Host a\n  StrictHostKeyChecking accept-new\nHost b\n  StrictHostKeyChecking no\n\
+                      Host c\n  StrictHostKeyChecking ask\n  ConnectTimeout 3\n  \
+                      UserKnownHostsFile ~/fleet_hosts\n";
+        let mut options = options(config);
+        let resolve = |options: &SshOptions, host: &str| {
+            let target = crate::address::ssh::parse_ssh_url(&format!("ssh://{host}/f")).unwrap();
+            let resolver = Resolver {
+                options,
+                local_user: "ops",
+            };
+            resolver.device(&target, None).unwrap().device
+        };
+        for (host, policy, asked_no) in [
+            ("a", HostKeyPolicy::AcceptNew, false),
+            ("b", HostKeyPolicy::AcceptNew, true),
+            ("c", HostKeyPolicy::Strict, false),
+            ("d", HostKeyPolicy::Strict, false),
+        ] {
+            let device = resolve(&options, host);
+            assert_eq!(
+                (device.policy, device.asked_no_checking),
+                (policy, asked_no),
+                "{host}"
+            );
+        }
+        let c = resolve(&options, "c");
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.known_hosts, PathBuf::from("/home/ops/fleet_hosts"));
+        options.given.host_key_policy = true;
+        options.given.connect_timeout = true;
+        options.given.known_hosts = true;
+        assert_eq!(resolve(&options, "a").policy, HostKeyPolicy::Strict);
+        let c = resolve(&options, "c");
+        assert_eq!(c.connect_timeout, options.connect_timeout);
+        assert_eq!(c.known_hosts, options.known_hosts);
+    }
 }
