@@ -14,6 +14,9 @@ use std::time::Duration;
 /// The rollout status line's note while an operator has the run paused.
 const PAUSED: &str = "paused: resume with POST /control/resume or SIGUSR2";
 
+/// How often a paused worker looks whether the run was resumed or stopped.
+const PAUSE_STEP: Duration = Duration::from_millis(250);
+
 impl Shared<'_, '_> {
     /// Waits until a device may start: inside the window (waiting for it only when it opens
     /// within `--window-wait`), then for a start-rate token, then the window again: a worker
@@ -36,7 +39,8 @@ impl Shared<'_, '_> {
         }
         self.set_waiting(Some(PAUSED.to_string()));
         while self.paused() {
-            if !self.sleep_unless_stopped(Duration::from_millis(50)) {
+            // Long steps: thousands of paused workers each wake four times a second.
+            if !crate::sleep_unless(PAUSE_STEP, PAUSE_STEP, || self.should_stop()) {
                 return false;
             }
         }
