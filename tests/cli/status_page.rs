@@ -466,6 +466,21 @@ pub(crate) fn attribute<'a>(dom: &'a str, marker: &str, name: &str) -> &'a str {
 #[test]
 fn status_page_charts_groups_and_lookup_in_headless_chromium_agree_with_status_json() {
     let mut run = HeldRun::start();
+    // The series holds still once the four finished devices are all in complete buckets
+    // (the bucket still filling is left out): failed on a loaded machine whose page came
+    // within the run's first second.
+    wait_until(
+        Duration::from_secs(20),
+        "4 finished devices in the series",
+        || {
+            let status = status_json(&run.base);
+            let series = &status["series"];
+            let rates = series["devices_per_second"].as_array().unwrap();
+            let finished: f64 = rates.iter().map(|v| v.as_f64().unwrap()).sum::<f64>()
+                * series["bucket_seconds"].as_f64().unwrap();
+            finished == 4.0
+        },
+    );
     let before = status_json(&run.base);
     let dead = before["recent_failures"][0]["id"]
         .as_str()
