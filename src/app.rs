@@ -133,7 +133,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         delimiter: config.delimiter,
     };
     let registry = load_registry(&config.registry, config.query.as_deref(), &options)?;
-    let delivery = execute::with_commands(delivery, &config, &registry);
+    let delivery = execute::with_commands(delivery, &config, &registry, patches.as_ref());
     preflight::check(&config, &registry, &delivery)?;
     if config.dry_run {
         return plan::dry_run(&config, &registry, &payload, patches.as_ref());

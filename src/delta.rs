@@ -29,6 +29,14 @@ pub const WORTH_PERCENT: u64 = 60;
 /// suffix array of the base in memory (about 9 bytes a base byte, 2.3 GiB at this size).
 pub const BSDIFF_MAX_BYTES: u64 = 256 << 20;
 
+/// Over this size, a bsdiff patch is made only when the zstd patch is over `BSDIFF_WORTH_PERCENT`
+/// of the payload: bsdiff takes about half a second a MiB, and where zstd's patch is already that
+/// small (data rather than code) bsdiff cannot save much more.
+pub const BSDIFF_ALWAYS_BYTES: u64 = 16 << 20;
+
+/// See `BSDIFF_ALWAYS_BYTES`.
+pub const BSDIFF_WORTH_PERCENT: u64 = 5;
+
 /// A patch format a stock device tool applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -105,7 +113,7 @@ pub enum NoteStage {
 impl Note {
     /// Renders the note; `payload_len` for the percentages.
     pub fn render(&self, payload_len: u64) -> String {
-        use crate::units::{human_bytes, human_duration};
+        use crate::units::human_bytes;
         let Note {
             base,
             format,
@@ -114,10 +122,10 @@ impl Note {
         match stage {
             NoteStage::Encoding => format!("encoding the {format} patch from {base}"),
             NoteStage::Kept(len, took) => format!(
-                "{format} patch from {base}: {} ({} of the payload) in {}",
+                "{format} patch from {base}: {} ({} of the payload) in {:.2}s",
                 human_bytes(*len),
                 percent(*len, payload_len),
-                human_duration(*took)
+                took.as_secs_f64()
             ),
             NoteStage::Dropped(len) => {
                 let why = if *len >= payload_len {

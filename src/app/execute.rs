@@ -52,9 +52,14 @@ pub(super) fn with_commands(
     deliveries: Deliveries,
     config: &PushConfig,
     registry: &Registry,
+    patches: Option<&Arc<DeltaSet>>,
 ) -> Deliveries {
     if config.command.command.is_some() || registry.has_command_column() {
-        return deliveries.with_command(CommandDelivery::new(config.command.clone()));
+        let mut command = CommandDelivery::new(config.command.clone());
+        if let Some(set) = patches {
+            command = command.with_delta(Arc::clone(set));
+        }
+        return deliveries.with_command(command);
     }
     deliveries
 }

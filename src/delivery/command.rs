@@ -15,6 +15,7 @@
 //! stray background process keeps open.
 
 use super::{Action, ByteMeter, Delivered, Delivery, DeliveryError, ErrorKind, Phase};
+use crate::delta::{DeltaSet, Patch};
 use crate::lifecycle::Lifecycle;
 use crate::payload::{Payload, PayloadError, PayloadReader};
 use crate::registry::{Device, Problem, Registry, RegistryError};
@@ -23,12 +24,26 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::registry::COMMAND_COLUMN;
 /// Placeholders every command may use besides the registry's columns: the payload's path, its
-/// SHA-256 (hex) and its size in bytes.
-pub const PLACEHOLDERS: &[&str] = &["payload", "sha256", "size"];
+/// SHA-256 (hex) and its size in bytes; with `--delta-from`, the patch for the device's
+/// declared base (see `declared_patch`), the base's SHA-256 and the patch's format (all empty
+/// when there is none).
+pub const PLACEHOLDERS: &[&str] = &[
+    "payload",
+    "sha256",
+    "size",
+    "delta",
+    "delta_base_sha256",
+    "delta_format",
+];
+
+/// The registry columns that declare a device's base: its SHA-256, or a version naming a
+/// `--delta-from` file.
+pub const BASE_COLUMNS: [&str; 2] = ["base_sha256", "version"];
 
 /// How much of the command's output is kept (the end of it).
 const TAIL_BYTES: usize = 16 * 1024;
@@ -76,12 +91,34 @@ impl Default for CommandOptions {
 #[derive(Debug)]
 pub struct CommandDelivery {
     options: CommandOptions,
+    delta: Option<Arc<DeltaSet>>,
 }
 
 impl CommandDelivery {
     /// A command delivery with `options`.
     pub fn new(options: CommandOptions) -> CommandDelivery {
-        CommandDelivery { options }
+        CommandDelivery {
+            options,
+            delta: None,
+        }
+    }
+
+    /// This delivery with `--delta-from`'s patches, for the `{delta}` placeholders.
+    pub fn with_delta(mut self, set: Arc<DeltaSet>) -> CommandDelivery {
+        self.delta = Some(set);
+        self
+    }
+
+    /// The smallest patch for the base `device` declares (a `base_sha256` column, else a
+    /// `version` column naming a `--delta-from` file), with the base's SHA-256.
+    fn declared_patch(&self, registry: &Registry, device: &Device) -> Option<(&Patch, String)> {
+        let set = self.delta.as_ref()?;
+        let base = BASE_COLUMNS.iter().find_map(|column| {
+            let value = registry.value(device, column)?;
+            set.base_named(value)
+        })?;
+        let patch = base.patches.iter().min_by_key(|patch| patch.file.len())?;
+        Some((patch, base.digest.hex()))
     }
 
     /// Whether `device` has a command: a non-empty `cmd` value, or `--deliver-cmd`.
@@ -106,11 +143,23 @@ impl CommandDelivery {
         };
         let path = payload.path().to_string_lossy();
         let (sha256, size) = (payload.digest().hex(), payload.len().to_string());
+        let declared = self.declared_patch(registry, device);
+        let (delta, base_sha256, format) = match &declared {
+            Some((patch, base)) => (
+                patch.file.path().to_string_lossy(),
+                base.as_str(),
+                patch.format.to_string(),
+            ),
+            None => (Default::default(), "", String::new()),
+        };
         Ok(template.fill(
             |name| match name {
                 "payload" => Some(&path),
                 "sha256" => Some(&sha256),
                 "size" => Some(&size),
+                "delta" => Some(&delta),
+                "delta_base_sha256" => Some(base_sha256),
+                "delta_format" => Some(&format),
                 column => registry.value(device, column),
             },
             Escape::Shell,

@@ -10,7 +10,8 @@
 //! patch that is not worth sending (see `WORTH_PERCENT`).
 
 use super::{
-    BSDIFF_MAX_BYTES, BaseBytes, DeltaError, Format, Note, NoteStage, Patch, WORTH_PERCENT,
+    BSDIFF_ALWAYS_BYTES, BSDIFF_MAX_BYTES, BSDIFF_WORTH_PERCENT, BaseBytes, DeltaError, Format,
+    Note, NoteStage, Patch, WORTH_PERCENT,
 };
 use crate::payload::Payload;
 use crate::template::shell_quote;
@@ -42,13 +43,9 @@ pub(super) fn patches(
             format,
             stage,
         };
-        let too_big =
-            base.bytes.len() as u64 > BSDIFF_MAX_BYTES || payload.len() > BSDIFF_MAX_BYTES;
-        if format == Format::Bsdiff && too_big {
-            let why = format!(
-                "the base or the payload is over {} (bsdiff's memory grows with both)",
-                crate::units::human_bytes(BSDIFF_MAX_BYTES)
-            );
+        if format == Format::Bsdiff
+            && let Some(why) = skip_bsdiff(base.bytes.len() as u64, payload.len(), zstd_len(&kept))
+        {
             progress(note(NoteStage::Skipped(why)));
             continue;
         }
@@ -80,6 +77,35 @@ pub(super) fn patches(
     }
     kept.sort_by_key(|patch| patch.file.len());
     Ok(kept)
+}
+
+/// Why no bsdiff patch is made, if none is: the files are too large for its memory, or they
+/// are large and the zstd patch is already small.
+pub(super) fn skip_bsdiff(
+    base_len: u64,
+    payload_len: u64,
+    zstd_len: Option<u64>,
+) -> Option<String> {
+    use crate::units::human_bytes;
+    if base_len > BSDIFF_MAX_BYTES || payload_len > BSDIFF_MAX_BYTES {
+        return Some(format!(
+            "the base or the payload is over {} (bsdiff's memory grows with both)",
+            human_bytes(BSDIFF_MAX_BYTES)
+        ));
+    }
+    let small = zstd_len? * 100 <= payload_len * BSDIFF_WORTH_PERCENT;
+    (payload_len > BSDIFF_ALWAYS_BYTES && small).then(|| {
+        format!(
+            "the zstd patch is under {BSDIFF_WORTH_PERCENT}% of a payload over {} (bsdiff would \
+             take about half a second a MiB and save little)",
+            human_bytes(BSDIFF_ALWAYS_BYTES)
+        )
+    })
+}
+
+fn zstd_len(kept: &[Patch]) -> Option<u64> {
+    let zstd = kept.iter().find(|patch| patch.format == Format::Zstd)?;
+    Some(zstd.file.len())
 }
 
 /// The device command that applies a zstd patch made here: `--memory` covers the window

@@ -1,4 +1,4 @@
-use super::encode::window_log;
+use super::encode::{skip_bsdiff, window_log};
 use super::*;
 
 #[track_caller]
@@ -45,6 +45,36 @@ fn tools_are_read_from_the_probe() {
         },
     );
     check_tools("", none);
+}
+
+#[test]
+fn bsdiff_is_made_where_it_can_pay() {
+    const MIB: u64 = 1 << 20;
+    for (base, payload, zstd, skipped) in [
+        // small files: always (bsdiff takes seconds at most)
+        (8 * MIB, 8 * MIB, Some(MIB / 100), None),
+        (16 * MIB, 16 * MIB, Some(MIB / 100), None),
+        // large files whose zstd patch is already small (data): not worth its time
+        (
+            64 * MIB,
+            65 * MIB,
+            Some(2 * MIB),
+            Some("the zstd patch is under 5%"),
+        ),
+        // large files whose zstd patch is poor (executables): made
+        (64 * MIB, 65 * MIB, Some(4 * MIB), None),
+        (64 * MIB, 65 * MIB, None, None),
+        // too large for its memory
+        (300 * MIB, 65 * MIB, None, Some("over 256 MiB")),
+        (64 * MIB, 300 * MIB, Some(MIB), Some("over 256 MiB")),
+    ] {
+        let why = skip_bsdiff(base, payload, zstd);
+        match (skipped, &why) {
+            (None, None) => {}
+            (Some(expected), Some(why)) => assert!(why.contains(expected), "{why}"),
+            _ => panic!("{base} {payload} {zstd:?}: {why:?}"),
+        }
+    }
 }
 
 #[test]

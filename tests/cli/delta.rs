@@ -9,16 +9,10 @@ use std::process::Command;
 use update_orchestrator::delta::{DeltaSet, Format};
 use update_orchestrator::payload::Payload;
 
-/// Pseudo-random bytes (xorshift), so no two blocks compress alike.
+/// Pseudo-random bytes, so no two blocks compress alike.
 fn noise(len: usize, mut state: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
+    let mut out = vec![0; len];
+    crate::util::fill_pseudo_random(&mut out, &mut state);
     out
 }
 
@@ -142,4 +136,57 @@ fn dry_run_shows_each_patch_and_drops_one_not_worth_sending() {
         unrelated.ends_with("none worth sending: devices on it get the full file"),
         "{unrelated}"
     );
+}
+
+#[test]
+fn delivery_commands_get_the_patch_for_the_declared_base() {
+    let mut test = Test::new();
+    let (base, new) = versions();
+    test.write("fw-1.0.bin", &base);
+    test.write("fw.bin", &new);
+    let base_sha = update_orchestrator::digest::Sha256Digest::of_reader(&base[..])
+        .unwrap()
+        .0
+        .hex();
+    // by version (the part after the last '-' of the base's stem), by base_sha256, unknown
+    test.write(
+        "devices.csv",
+        format!("id,version,base_sha256\nby-version,1.0,\nby-sha,,{base_sha}\nunknown,0.9,\n"),
+    );
+    let command = "if [ -n {delta} ]; then cp {delta} {id}.patch && echo {delta_format} {delta_base_sha256} > {id}.base; else echo none > {id}.none; fi";
+    test.args(["push", "--payload", "fw.bin", "--delta-from", "fw-1.0.bin"])
+        .args(["--deliver-cmd", command, "--report", "-"])
+        .arg("devices.csv");
+    let output = test.run();
+    output.expect_status(0);
+    for id in ["by-version", "by-sha"] {
+        let said = std::fs::read_to_string(test.path(&format!("{id}.base"))).unwrap();
+        let (format, sha) = said.trim().split_once(' ').unwrap();
+        assert_eq!(sha, base_sha, "{id}");
+        // The vendor tool's side: the patch rebuilds the payload from the base.
+        let out = test.path(&format!("{id}.out"));
+        let patch = test.path(&format!("{id}.patch"));
+        let base_path = test.path("fw-1.0.bin");
+        let status = match format {
+            "zstd" => Command::new("zstd")
+                .args(["-d", "-q", "-f", "--memory=64MB"])
+                .arg(format!("--patch-from={}", base_path.display()))
+                .arg(&patch)
+                .arg("-o")
+                .arg(&out)
+                .status()
+                .unwrap(),
+            "bsdiff" => Command::new("bspatch")
+                .args([&base_path, &out, &patch])
+                .status()
+                .unwrap(),
+            other => panic!("format {other:?}"),
+        };
+        assert!(status.success(), "{id}: {format}");
+        assert!(
+            std::fs::read(&out).unwrap() == new,
+            "{id}: the patch rebuilds the payload"
+        );
+    }
+    assert!(test.path("unknown.none").exists(), "{output}");
 }

@@ -518,7 +518,8 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn fill_pseudo_random(chunk: &mut [u8], state: &mut u64) {
+/// Fills `chunk` with xorshift bytes from `state` (incompressible, deterministic).
+pub fn fill_pseudo_random(chunk: &mut [u8], state: &mut u64) {
     for word in chunk.chunks_mut(8) {
         *state ^= *state << 13;
         *state ^= *state >> 7;

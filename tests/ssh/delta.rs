@@ -235,7 +235,9 @@ fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
         "{stdout}"
     );
     assert!(
-        note.contains("neither zstd 1.4.5 or later nor bspatch"),
+        note.contains(
+            "has no tool for the patches from fw-1.0.bin: it needs zstd 1.4.5 or later or bspatch"
+        ),
         "{note}"
     );
     assert_all_updated(dir.path(), &remote, &["no-tools"]);

@@ -81,9 +81,22 @@ impl Step<'_> {
         }
         let tools = self.tools()?;
         let Some(patch) = delta::choose(base, tools) else {
-            let why = "the device has neither zstd 1.4.5 or later nor bspatch (--delta-apply \
-                       names another tool)";
-            return Ok(Tried::Full(sftp, why.to_string()));
+            let made = |format| base.patches.iter().any(|patch| patch.format == format);
+            let needs: Vec<&str> = [
+                (Format::Zstd, "zstd 1.4.5 or later"),
+                (Format::Bsdiff, "bspatch"),
+            ]
+            .into_iter()
+            .filter(|(format, _)| made(*format))
+            .map(|(_, tool)| tool)
+            .collect();
+            let why = format!(
+                "the device has no tool for the patches from {}: it needs {} (or give \
+                 --delta-apply)",
+                base.name,
+                needs.join(" or ")
+            );
+            return Ok(Tried::Full(sftp, why));
         };
         let context = Context {
             payload: &patch.file,
