@@ -5,6 +5,8 @@
 //!
 //! A crate root's `mod` looks beside it, hence the `#[path]`s into `tests/properties/`.
 
+#[path = "properties/inventory.rs"]
+mod inventory;
 #[path = "properties/journal.rs"]
 mod journal;
 #[path = "properties/parsers.rs"]
