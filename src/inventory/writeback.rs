@@ -95,12 +95,14 @@ impl DbJournal {
         {
             let mut update = transaction.prepare_cached(UPDATE_DEVICE)?;
             let mut insert = transaction.prepare_cached(INSERT_UPDATE)?;
-            let started = crate::lock(&self.started);
+            let mut started = crate::lock(&self.started);
             for record in records {
                 let Some(outcome) = Outcome::of(record) else {
                     continue;
                 };
-                let started_at = started.get(outcome.id).map(String::as_str);
+                // Removed: a device's outcome is final, and 100,000 entries would stay.
+                let started_at = started.remove(outcome.id);
+                let started_at = started_at.as_deref();
                 let version = outcome.version_after.or(match outcome.status {
                     "succeeded" => self.expect_version.as_deref(),
                     _ => None,

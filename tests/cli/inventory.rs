@@ -389,3 +389,119 @@ fn import_upserts_by_id_and_export_gives_the_devices_back() {
         .expect_status(2)
         .expect_stderr("dup.csv:3: column 1 (id): duplicate id 'e'");
 }
+
+/// `sqlite3` holding the database's write lock (`BEGIN IMMEDIATE`) until released.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn take(test: &Test) -> LockHolder {
+        use std::io::Write;
+        let mut child = Command::new("sqlite3")
+            .arg(test.path(DB))
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run sqlite3");
+        let stdin = child.stdin.as_mut().expect("sqlite3's stdin");
+        stdin
+            .write_all(b".timeout 5000\nbegin immediate;\n")
+            .expect("write to sqlite3");
+        stdin.flush().expect("write to sqlite3");
+        let holder = LockHolder(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Held once another writer is refused at once.
+        while Command::new("sqlite3")
+            .arg(test.path(DB))
+            .arg("begin immediate; rollback;")
+            .output()
+            .expect("run sqlite3")
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "sqlite3 did not take the lock");
+            thread::sleep(Duration::from_millis(20));
+        }
+        holder
+    }
+
+    fn release(mut self) {
+        drop(self.0.stdin.take()); // end of input: sqlite3 rolls back and exits
+        self.0.wait().expect("wait for sqlite3");
+    }
+}
+
+/// A database another program keeps locked past the 5 s `busy_timeout`: refused with exit 2
+/// before any device is contacted.
+#[test]
+fn a_database_locked_past_the_busy_timeout_is_refused_before_any_device() {
+    let fleet = fleet(FleetSpec {
+        devices: 3,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 1024);
+    import(&mut test, &fleet);
+    let lock = LockHolder::take(&test);
+    let run = push(&mut test, &[]).arg(DB).run();
+    lock.release();
+    run.expect_status(2)
+        .expect_stderr("the database stayed locked for 5 s");
+    assert_eq!(requests(&fleet), 0);
+}
+
+/// The database becomes unwritable during the run (locked past the timeout): the run stops
+/// dispatching as with a journal that cannot be written; the devices in flight finish and are
+/// in the report; a re-run pushes every device, none recorded as updated twice.
+#[test]
+fn a_database_that_cannot_be_written_mid_run_stops_dispatching() {
+    const DEVICES: usize = 80;
+    // 128 KiB at 256 KiB/s: half a second per device, four at a time: about 10 s unstopped.
+    let fleet = fleet(FleetSpec {
+        devices: DEVICES,
+        slow_percent: 100.0,
+        slow_bytes_per_sec: 256 << 10,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 128 * 1024);
+    import(&mut test, &fleet);
+    let options = [("--concurrency", "4")];
+    let mut child = push(&mut test, &options).arg(DB).spawn();
+    thread::sleep(Duration::from_millis(500));
+    let lock = LockHolder::take(&test);
+    let stopped = child.wait();
+    lock.release();
+    stopped
+        .expect_status(1)
+        .expect_stderr("cannot write database")
+        .expect_stderr("stayed locked for 5 s");
+    let report = test.report("report.csv");
+    let not_started = report
+        .iter()
+        .filter(|row| row.status == "not-started")
+        .count();
+    assert!(
+        not_started > 0,
+        "the run did not stop dispatching\n{stopped}"
+    );
+    for (row, device) in report.iter().zip(fleet.stats()) {
+        assert_eq!(
+            row.status == "succeeded",
+            device.completed == 1,
+            "{row:?} {device:?}"
+        );
+    }
+    let recorded: Vec<String> = sqlite3(
+        &test,
+        "select device_id from updates where status = 'succeeded'",
+    )
+    .into_iter()
+    .map(|row| row[0].clone())
+    .collect();
+    push(&mut test, &options).arg(DB).run().expect_status(0);
+    for device in fleet.stats() {
+        assert!(device.completed >= 1, "never updated: {device:?}");
+        if recorded.contains(&device.id) {
+            assert_eq!(device.completed, 1, "recorded, pushed again: {device:?}");
+        }
+    }
+}
