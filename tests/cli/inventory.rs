@@ -18,14 +18,7 @@ const DB: &str = "fleet.db";
 /// `sqlite3 -csv DB SQL`'s rows, each split on commas (the tests' values hold none).
 #[track_caller]
 fn sqlite3(test: &Test, sql: &str) -> Vec<Vec<String>> {
-    let output = Command::new("sqlite3")
-        .arg("-csv")
-        .arg(test.path(DB))
-        .arg(sql)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run sqlite3 ({e}): install it with scripts/install-deps test")
-        });
+    let output = sqlite3_on(&test.path(DB), sql);
     assert!(
         output.status.success(),
         "sqlite3 {sql:?}: {}",
@@ -39,6 +32,18 @@ fn sqlite3(test: &Test, sql: &str) -> Vec<Vec<String>> {
                 .collect()
         })
         .collect()
+}
+
+/// `sqlite3 -csv PATH SQL`, run to its end.
+fn sqlite3_on(path: &std::path::Path, sql: &str) -> std::process::Output {
+    Command::new("sqlite3")
+        .arg("-csv")
+        .arg(path)
+        .arg(sql)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run sqlite3 ({e}): install it with scripts/install-deps test")
+        })
 }
 
 /// Imports the fleet's registry (with its `profile` column) into the test's database.
@@ -252,11 +257,8 @@ fn a_concurrent_sqlite3_reader_neither_breaks_the_run_nor_is_blocked() {
             // Bounded: at most 2,000 reads, and at most 60 s.
             let deadline = Instant::now() + Duration::from_secs(60);
             while !done.load(Ordering::SeqCst) && reads < 2000 && Instant::now() < deadline {
-                let output = Command::new("sqlite3")
-                    .arg(&db)
-                    .arg("select count(*) from updates; select count(*) from devices;")
-                    .output()
-                    .expect("run sqlite3");
+                let sql = "select count(*) from updates; select count(*) from devices;";
+                let output = sqlite3_on(&db, sql);
                 assert!(
                     output.status.success() && output.stderr.is_empty(),
                     "a read failed during the run: {}",
@@ -288,12 +290,8 @@ fn bad_inventories_are_refused_before_any_device_is_contacted() {
     test.payload("fw.bin", 1024);
     test.write("devices.csv", fleet_registry(&fleet, 0..3));
     test.write("other.db", b"");
-    let no_table = Command::new("sqlite3")
-        .arg(test.path("other.db"))
-        .arg("create table things (id text)")
-        .status()
-        .expect("run sqlite3");
-    assert!(no_table.success());
+    let no_table = sqlite3_on(&test.path("other.db"), "create table things (id text)");
+    assert!(no_table.status.success());
     let cases: &[(&[&str], &str)] = &[
         (
             &["sqlite:devices.csv"],
@@ -329,12 +327,8 @@ fn bad_inventories_are_refused_before_any_device_is_contacted() {
     }
     // A row the validation refuses names the table, the row's id and the column.
     import(&mut test, &fleet);
-    let bad = Command::new("sqlite3")
-        .arg(test.path(DB))
-        .arg("update devices set url = 'ftp://h/x' where id = 'dev-00002'")
-        .status()
-        .expect("run sqlite3");
-    assert!(bad.success());
+    let bad = "update devices set url = 'ftp://h/x' where id = 'dev-00002'";
+    assert!(sqlite3_on(&test.path(DB), bad).status.success());
     let url_column = sqlite3(
         &test,
         "select cid + 1 from pragma_table_info('devices') where name = 'url'",
@@ -409,11 +403,7 @@ impl LockHolder {
         let holder = LockHolder(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         // Held once another writer is refused at once.
-        while Command::new("sqlite3")
-            .arg(test.path(DB))
-            .arg("begin immediate; rollback;")
-            .output()
-            .expect("run sqlite3")
+        while sqlite3_on(&test.path(DB), "begin immediate; rollback;")
             .status
             .success()
         {
