@@ -29,6 +29,7 @@ use crate::payload::{Payload, PayloadReader};
 use crate::registry::{Device, Registry};
 use crate::template::{Escape, Template};
 use std::io::{self, Read};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 pub use tls::TlsRefusal;
 use ureq::tls::{Certificate, ClientCert};
@@ -118,6 +119,8 @@ pub struct HttpDelivery {
     headers: Vec<HeaderTemplate>,
     multipart: Option<MultipartBody>,
     proxies: Proxies,
+    /// The upload agent's open connections, for `shutdown`.
+    open: Arc<stall::OpenStreams>,
 }
 /// Idle connections the upload agent keeps. Devices are distinct hosts, contacted once per
 /// attempt: a pool the size of `--concurrency` kept thousands of useless sockets open and was
@@ -177,7 +180,9 @@ impl HttpDelivery {
             .build();
         // The upload's connections end with the early-answer layer (see early.rs).
         // Our TCP transport keeps --stall-timeout to its value (see stall.rs).
-        let connector = stall::connector(options.stall_timeout, tls.clone()).chain(early::Early);
+        let open = Arc::new(stall::OpenStreams::default());
+        let connector = stall::connector(options.stall_timeout, tls.clone(), Arc::clone(&open))
+            .chain(early::Early);
         HttpDelivery {
             agent: ureq::Agent::with_parts(config, connector, resolve::LiteralFirst::default()),
             fresh: ureq::Agent::with_parts(
@@ -189,6 +194,7 @@ impl HttpDelivery {
             headers: options.headers,
             multipart: None,
             proxies: options.proxies,
+            open,
         }
     }
 
@@ -408,6 +414,7 @@ impl Delivery for HttpDelivery {
     /// socket fail straight away (a connect in progress is still bounded by its timeout). For
     /// the end of a shutdown's grace period; later requests fail too.
     fn shutdown(&self) {
+        self.open.close_all();
         self.agent.clone().shutdown();
         self.fresh.clone().shutdown();
     }
