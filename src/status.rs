@@ -8,9 +8,11 @@ mod html;
 pub use html::render_html;
 
 use crate::journal::{DeviceEntry, DeviceState, Journal};
+use crate::tally::{GroupColumn, Roster, State};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 /// How many recent failures the summary lists.
 pub const RECENT_FAILURES: usize = 20;
@@ -52,6 +54,9 @@ pub struct RegistryCounts {
     pub devices: usize,
     /// Those with no record in the journal.
     pub never_attempted: usize,
+    /// `status --group-by`: the registry's devices by these columns, each in its journal state
+    /// (never attempted and unfinished ones pending).
+    pub groups: Vec<GroupColumn>,
 }
 
 impl RegistryCounts {
@@ -70,7 +75,36 @@ impl RegistryCounts {
             name: name.to_string(),
             devices,
             never_attempted,
+            groups: Vec::new(),
         }
+    }
+
+    /// Adds the breakdown by `columns`: `devices` are each registry device's id and its values
+    /// of those columns, in registry order.
+    pub fn group(
+        mut self,
+        journal: &Journal,
+        columns: &[String],
+        devices: Vec<(Arc<str>, Vec<Arc<str>>)>,
+    ) -> RegistryCounts {
+        let ids: Vec<Arc<str>> = devices.iter().map(|(id, _)| id.clone()).collect();
+        let rows = devices
+            .into_iter()
+            .enumerate()
+            .map(|(index, (id, values))| (index, id, values))
+            .collect();
+        let mut roster = Roster::new(columns, rows);
+        for id in ids {
+            let state = match journal.devices.get(&*id).map(|entry| entry.state) {
+                Some(DeviceState::Succeeded) => State::Succeeded,
+                Some(DeviceState::Failed) => State::Failed,
+                Some(DeviceState::Interrupted) => State::Ended,
+                Some(DeviceState::Unfinished) | None => State::Pending,
+            };
+            roster.settle(&id, state);
+        }
+        self.groups = roster.columns().to_vec();
+        self
     }
 }
 

@@ -11,6 +11,7 @@ use crate::registry;
 use crate::status::RegistryCounts;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
     let Some((first, others)) = args.journals.split_first() else {
@@ -47,8 +48,15 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
         (false, true) => Some(DeviceState::Succeeded),
         (false, false) => None,
     };
+    if !args.group_by.is_empty() && (args.registry.is_none() || !args.html) {
+        return Err(AppError::Input(
+            "status --group-by: give it with --html and --registry FILE (a journal keeps no \
+             registry columns), e.g. status --html --registry devices.csv --group-by site fw.journal"
+                .into(),
+        ));
+    }
     let registry = match &args.registry {
-        Some(path) => Some(registry_counts(path, &journal)?),
+        Some(path) => Some(registry_counts(path, &journal, &args.group_by)?),
         None => None,
     };
     let registry = registry.as_ref();
@@ -76,7 +84,11 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
 /// `--registry FILE`: its devices, and those the journal never saw. Only the `id` column
 /// matters here, so the registry is read as a `--deliver-cmd` run would (URLs not checked): a
 /// registry that needs `--target` reads as well.
-fn registry_counts(path: &Path, journal: &Journal) -> Result<RegistryCounts, AppError> {
+fn registry_counts(
+    path: &Path,
+    journal: &Journal,
+    group_by: &[String],
+) -> Result<RegistryCounts, AppError> {
     let options = registry::LoadOptions {
         command_for_every_device: true,
         ..registry::LoadOptions::default()
@@ -87,9 +99,30 @@ fn registry_counts(path: &Path, journal: &Journal) -> Result<RegistryCounts, App
             other => other,
         })?;
     let ids = registry.devices.iter().map(|device| &*device.id);
-    Ok(RegistryCounts::new(
-        &path.display().to_string(),
-        journal,
-        ids,
-    ))
+    let counts = RegistryCounts::new(&path.display().to_string(), journal, ids);
+    if group_by.is_empty() {
+        return Ok(counts);
+    }
+    if let Some(missing) = group_by
+        .iter()
+        .find(|column| !registry.header.contains(column))
+    {
+        return Err(AppError::Input(format!(
+            "status --group-by {missing}: {} has no such column (its columns: {})",
+            path.display(),
+            registry.header.join(", ")
+        )));
+    }
+    let devices = registry
+        .devices
+        .iter()
+        .map(|device| {
+            let values = group_by
+                .iter()
+                .map(|column| Arc::from(registry.value(device, column).unwrap_or_default()))
+                .collect();
+            (Arc::from(&*device.id), values)
+        })
+        .collect();
+    Ok(counts.group(journal, group_by, devices))
 }

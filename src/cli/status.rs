@@ -40,6 +40,11 @@ pub struct StatusArgs {
     #[argh(switch)]
     pub html: bool,
 
+    /// with --html and --registry: break the devices down by this registry column (as push
+    /// --group-by does; repeat for several), e.g. --group-by site
+    #[argh(option)]
+    pub group_by: Vec<String>,
+
     /// the journal file; several journals of one payload (one per shard) are summarised
     /// together
     #[argh(positional)]

@@ -173,7 +173,7 @@ fn waves(counters: &Counters) -> Value {
 }
 
 /// One column's groups, the worst first, at most `MAX_GROUPS`.
-fn groups(column: &GroupColumn) -> Value {
+pub(crate) fn groups(column: &GroupColumn) -> Value {
     let mut groups: Vec<(&str, &[u64; 5])> = column.groups().collect();
     groups.sort_by(|a, b| worst_first(a.1, b.1).then_with(|| a.0.cmp(b.0)));
     let more = groups.len().saturating_sub(MAX_GROUPS);

@@ -1,6 +1,7 @@
 //! `status --html`: a journal as the HTML report a run's `--report-html` writes (the same page,
 //! charts and tables), from what a journal keeps: each device's state, attempts, last error and
-//! when its record was written. A journal has no waves, bytes or groups: those charts are empty.
+//! when its record was written. A journal has no waves or bytes per second: those charts are
+//! empty. Groups come from the registry (`status --registry FILE --group-by COLUMN`).
 //!
 //! Owns: the journal's document in the page's shape. Must not: do IO.
 
@@ -11,6 +12,7 @@ use serde_json::{Value, json};
 use super::{RegistryCounts, error_classes, recent_failures, state_counts};
 use crate::journal::{DeviceState, Journal};
 use crate::observe::html_report;
+use crate::observe::status::groups;
 use crate::tally::Series;
 use crate::timestamp;
 
@@ -104,7 +106,9 @@ fn document(
         "failures_by_class": error_classes(journal),
         "series": series(journal, first),
         "waves": [],
-        "groups": [],
+        "groups": registry
+            .map(|registry| registry.groups.iter().map(groups).collect::<Vec<Value>>())
+            .unwrap_or_default(),
         "failed_devices": failed_devices(journal),
         "settings": html_report::settings_value(&settings),
         "written_at": timestamp::format(now),

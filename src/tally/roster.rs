@@ -64,7 +64,7 @@ pub struct DeviceRecord {
 }
 
 /// One registry column's groups.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupColumn {
     /// The column's name.
     pub column: String,
@@ -192,6 +192,18 @@ impl Roster {
         };
         if let Some(state) = state {
             self.set_state(place, state);
+        }
+    }
+
+    /// Sets the state of the device `id` (a journal's verdict, for `status`); false when it
+    /// is not in the roster.
+    pub fn settle(&mut self, id: &str, state: State) -> bool {
+        match self.by_id.get(id).copied() {
+            Some(place) => {
+                self.set_state(place, state);
+                true
+            }
+            None => false,
         }
     }
 

@@ -155,3 +155,103 @@ fn status_html_renders_a_journal_as_the_report() {
         assert_eq!(attribute(&dom, &marker, "data-count"), count.to_string());
     }
 }
+
+#[test]
+fn status_html_breaks_a_journal_down_by_a_registry_column() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 8,
+        dead_percent: 40.0,
+        seed: 11,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    // Sites a, b, c in turn; the journal only ever sees two thirds of the registry's devices.
+    let full = fleet_registry(&fleet, 0..8);
+    let mut lines = full.lines();
+    let mut registry = format!("{},site\n", lines.next().unwrap());
+    for (n, line) in lines.enumerate() {
+        registry.push_str(&format!("{line},site-{}\n", ["a", "b", "c"][n % 3]));
+    }
+    let pushed: String = registry.lines().take(7).map(|l| format!("{l}\n")).collect();
+    test.write("devices.csv", &registry);
+    test.write("first.csv", &pushed);
+    test.payload("fw.bin", 4096);
+    test.args(["push", "--payload", "fw.bin", "--retries", "0"])
+        .args(["--journal", "fw.journal", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("first.csv");
+    test.run().expect_status(1);
+    let site_of: std::collections::HashMap<String, String> = registry
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (fields[0].to_string(), fields[fields.len() - 1].to_string())
+        })
+        .collect();
+    // Expected per site: (succeeded, failed, pending) from the push's report; the two devices
+    // the run never saw are pending.
+    let mut expected: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for site in site_of.values() {
+        expected.entry(site.clone()).or_default();
+    }
+    let rows = test.report("report.csv");
+    for row in &rows {
+        let counts = expected.get_mut(&site_of[&row.id]).unwrap();
+        match row.status.as_str() {
+            "succeeded" => counts.0 += 1,
+            "failed" => counts.1 += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    for (id, site) in &site_of {
+        if !rows.iter().any(|row| &row.id == id) {
+            expected.get_mut(site).unwrap().2 += 1;
+        }
+    }
+    assert!(expected.values().any(|c| c.1 > 0), "{expected:?}");
+
+    test.clear()
+        .args(["status", "--html", "--registry", "devices.csv"])
+        .args(["--group-by", "site", "fw.journal"]);
+    let html = test.run().expect_status(0).stdout.clone();
+    let path = test.write("status.html", &html);
+    let document = embedded(&path).unwrap();
+    let column = &document["groups"][0];
+    assert_eq!(column["column"], "site", "{document}");
+    let mut shown: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for group in column["groups"].as_array().unwrap() {
+        let count = |key: &str| group[key].as_u64().unwrap();
+        shown.insert(
+            group["value"].as_str().unwrap().to_string(),
+            (count("succeeded"), count("failed"), count("pending")),
+        );
+        assert_eq!(group["in_flight"], 0);
+    }
+    assert_eq!(shown, expected);
+
+    // Rendered: a table row per site.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = rendered_dom(&file_url(&path), profile.path());
+    for site in expected.keys() {
+        assert!(
+            dom.contains(site.as_str()),
+            "{site} not on the page:\n{dom}"
+        );
+    }
+
+    // What it needs, named.
+    test.clear()
+        .args(["status", "--html", "--group-by", "site", "fw.journal"]);
+    let refused = test.run().expect_status(2).stderr.clone();
+    assert!(refused.contains("--registry"), "{refused}");
+    test.clear()
+        .args(["status", "--html", "--registry", "devices.csv"])
+        .args(["--group-by", "region", "fw.journal"]);
+    let refused = test.run().expect_status(2).stderr.clone();
+    assert!(
+        refused.contains("region") && refused.contains("devices.csv") && refused.contains("site"),
+        "{refused}"
+    );
+}
