@@ -264,6 +264,11 @@ pub const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
 /// Whether the file at `path` starts like a SQLite database (unreadable files are not).
 pub fn is_sqlite(path: &Path) -> bool {
+    // Only a regular file can hold a database; a pipe (`<(...)`, a FIFO) must not lose its
+    // first bytes to the check.
+    if !std::fs::metadata(path).is_ok_and(|meta| meta.is_file()) {
+        return false;
+    }
     let mut start = [0; 16];
     std::fs::File::open(path)
         .and_then(|mut file| file.read_exact(&mut start))

@@ -84,6 +84,32 @@ fn registry_from_stdin_given_as_a_lone_dash() {
     assert!(fleet.stats().iter().all(|device| device.completed == 1));
 }
 
+/// `push ... <(make-registry)`: the shell passes a pipe (`/dev/fd/63`). Every byte of it is the
+/// registry (a check for a SQLite file once read its first 16 bytes and lost them).
+#[test]
+fn registry_from_a_pipe_as_process_substitution_gives_it() {
+    let fleet = fleet(FleetSpec {
+        devices: 3,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 4096);
+    let fifo = test.path("devices.pipe");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let registry = fleet_registry(&fleet, 0..3);
+    let writer = std::thread::spawn(move || std::fs::write(fifo, registry));
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[]))
+        .arg("devices.pipe")
+        .run();
+    output.expect_status(0).expect_stderr("3 succeeded");
+    writer.join().unwrap().expect("write the pipe");
+    assert_eq!(test.report("report.csv").len(), 3);
+}
+
 #[test]
 fn target_template_builds_urls_for_a_registry_without_a_url_column() {
     let fleet = fleet(FleetSpec {
