@@ -112,6 +112,8 @@ pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
 
 fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let config = PushConfig::from_args(args)?;
+    let control = Arc::new(Control::new());
+    signals::install_control(&control)?;
     if config.http.insecure {
         eprintln!("{INSECURE_WARNING}");
     }
@@ -146,8 +148,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
         .map_err(|e| AppError::Input(e.to_string()))?;
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
-    let control = Arc::new(Control::new());
-    let signals = Signals::install(&control)?;
+    let signals = Signals::install()?;
     let (mut outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
     if let Some(path) = &config.observe.report_html {
         let inputs = (&registry, &payload, &plan);

@@ -421,6 +421,9 @@ impl<'a, 'r> Shared<'a, 'r> {
 
     /// Runs the waves in order; a wave starts when the previous one has finished.
     fn run_waves(&self, dispatch: &Dispatch<'r>) {
+        // A pause asked for before the run (SIGUSR1 while the registry was read) holds it
+        // before its first device.
+        self.take_control_requests();
         let waves = &self.run.plan.waves;
         for (number, wave) in waves.iter().enumerate() {
             if self.should_stop() {

@@ -15,9 +15,25 @@ pub(super) struct Signals {
     pub(super) terminated: Arc<AtomicBool>,
 }
 
+/// SIGUSR1 and SIGUSR2, as soon as the push starts: their default action ends the process, so
+/// a pause sent while the payload is hashed or the registry read would otherwise kill the run
+/// it meant to hold. A pause sent then holds the run before its first device.
+pub(super) fn install_control(control: &Control) -> Result<(), AppError> {
+    use signal_hook::consts::{SIGUSR1, SIGUSR2};
+    use signal_hook::flag;
+    let register = || -> io::Result<()> {
+        flag::register(SIGUSR1, control.pause_signal.clone())?;
+        flag::register(SIGUSR2, control.resume_signal.clone())?;
+        Ok(())
+    };
+    register().map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))
+}
+
 impl Signals {
-    pub(super) fn install(control: &Control) -> Result<Signals, AppError> {
-        use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    /// SIGINT and SIGTERM, once the run is about to start (before, their default action ends a
+    /// push that has contacted nothing).
+    pub(super) fn install() -> Result<Signals, AppError> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminated = Arc::new(AtomicBool::new(false));
@@ -35,8 +51,6 @@ impl Signals {
             )?;
             flag::register(SIGTERM, terminated.clone())?;
             flag::register(SIGTERM, interrupt.clone())?;
-            flag::register(SIGUSR1, control.pause_signal.clone())?;
-            flag::register(SIGUSR2, control.resume_signal.clone())?;
             Ok(())
         };
         register().map_err(|e| AppError::Fatal(format!("cannot install signal handlers: {e}")))?;

@@ -285,3 +285,50 @@ fn a_pause_during_a_wave_pause_holds_its_countdown() {
          wave pause were left at the pause"
     );
 }
+
+/// Whether process `pid` catches signal `number` (its `SigCgt` mask in /proc).
+fn catches(pid: u32, number: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (number - 1)) != 0)
+}
+
+#[test]
+fn a_sigusr1_sent_while_the_registry_is_read_holds_the_run_before_its_first_device() {
+    let fleet = slow_fleet(4);
+    let mut test = push(&fleet, 4, false, &[]);
+    // The registry is a named pipe: the push waits on it until the test writes it.
+    let registry = fleet_registry(&fleet, 0..4);
+    let fifo = test.path("devices.csv");
+    std::fs::remove_file(&fifo).unwrap();
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    test.timeout(Duration::from_secs(60));
+    let mut running = test.spawn();
+    wait_until(Duration::from_secs(20), "the SIGUSR1 handler", || {
+        catches(running.pid(), libc::SIGUSR1 as u32)
+    });
+    running.signal("USR1");
+    std::fs::write(&fifo, registry).expect("write the registry into the pipe");
+    let base = page_url(&mut running);
+    assert_paused_run_starts_nothing(&base, &fleet);
+    assert_eq!(fleet.connections(), 0, "no device was contacted");
+    running.signal("USR2");
+    finish(running, 0);
+    assert_eq!(fleet.connections(), 4);
+    let events: Vec<Json> = test
+        .read("events.jsonl")
+        .lines()
+        .map(|line| serde_json::from_str::<Json>(line).unwrap())
+        .collect();
+    let first = |kind: &str| events.iter().position(|e| e["type"] == kind).unwrap();
+    assert!(
+        first("control") < first("device_started"),
+        "the pause came before any device: {events:?}"
+    );
+    assert_eq!(control_events(&test)[0]["by"], "SIGUSR1");
+}
