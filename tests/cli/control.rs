@@ -102,11 +102,18 @@ fn assert_paused_run_starts_nothing(base: &str, fleet: &Fleet) {
     );
 }
 
-/// The `control` lines of the events file.
-fn control_events(test: &Test) -> Vec<Json> {
+/// Every line of the events file.
+fn all_events(test: &Test) -> Vec<Json> {
     test.read("events.jsonl")
         .lines()
         .map(|line| serde_json::from_str::<Json>(line).unwrap())
+        .collect()
+}
+
+/// The `control` lines of the events file.
+fn control_events(test: &Test) -> Vec<Json> {
+    all_events(test)
+        .into_iter()
         .filter(|event| event["type"] == "control")
         .collect()
 }
@@ -252,11 +259,7 @@ fn a_pause_during_a_wave_pause_holds_its_countdown() {
     finish(running, 0);
     assert_eq!(fleet.connections(), 4);
 
-    let events: Vec<Json> = test
-        .read("events.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str::<Json>(line).unwrap())
-        .collect();
+    let events = all_events(&test);
     let at = |event: &Json| {
         let text = event["ts"].as_str().expect("ts");
         update_orchestrator::timestamp::parse(text).expect("a timestamp")
@@ -304,9 +307,7 @@ fn a_sigusr1_sent_while_the_registry_is_read_holds_the_run_before_its_first_devi
     let registry = fleet_registry(&fleet, 0..4);
     let fifo = test.path("devices.csv");
     std::fs::remove_file(&fifo).unwrap();
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    crate::util::mkfifo(&fifo);
     test.timeout(Duration::from_secs(60));
     let mut running = test.spawn();
     wait_until(Duration::from_secs(20), "the SIGUSR1 handler", || {
@@ -320,11 +321,7 @@ fn a_sigusr1_sent_while_the_registry_is_read_holds_the_run_before_its_first_devi
     running.signal("USR2");
     finish(running, 0);
     assert_eq!(fleet.connections(), 4);
-    let events: Vec<Json> = test
-        .read("events.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str::<Json>(line).unwrap())
-        .collect();
+    let events = all_events(&test);
     let first = |kind: &str| events.iter().position(|e| e["type"] == kind).unwrap();
     assert!(
         first("control") < first("device_started"),

@@ -95,9 +95,7 @@ fn registry_from_a_pipe_as_process_substitution_gives_it() {
     let mut test = Test::new();
     test.payload("fw.bin", 4096);
     let fifo = test.path("devices.pipe");
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    crate::util::mkfifo(&fifo);
     let registry = fleet_registry(&fleet, 0..3);
     let writer = std::thread::spawn(move || std::fs::write(fifo, registry));
     let output = test

@@ -9,7 +9,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -557,4 +557,16 @@ fn base64_matches_rfc4648_vectors() {
     ] {
         assert_eq!(base64(input.as_bytes()), expected);
     }
+}
+
+/// Makes a named pipe at `path`.
+pub fn mkfifo(path: &Path) {
+    let text = std::ffi::CString::new(path.to_str().expect("a UTF-8 path")).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(text.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
 }
