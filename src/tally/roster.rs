@@ -195,15 +195,11 @@ impl Roster {
         }
     }
 
-    /// Sets the state of the device `id` (a journal's verdict, for `status`); false when it
-    /// is not in the roster.
-    pub fn settle(&mut self, id: &str, state: State) -> bool {
-        match self.by_id.get(id).copied() {
-            Some(place) => {
-                self.set_state(place, state);
-                true
-            }
-            None => false,
+    /// Sets the state of the device `id` (a journal's verdict, for `status`), if it is in the
+    /// roster.
+    pub fn settle(&mut self, id: &str, state: State) {
+        if let Some(place) = self.by_id.get(id).copied() {
+            self.set_state(place, state);
         }
     }
 

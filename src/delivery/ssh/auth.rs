@@ -5,7 +5,7 @@
 //! put a password or passphrase in any message, or retry a refused login (that is permanent).
 
 use super::SshOptions;
-use super::errors::{failure, is_transport, ssh_failure};
+use super::errors::{failure, is_transport, lost_waiting, ssh_failure};
 use super::keys::Identity;
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
 use ssh2::Session;
@@ -135,10 +135,9 @@ impl Login<'_> {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        if is_transport(&error) || lost_waiting(&error) {
+        if is_transport(&error) {
             let mut failed = ssh_failure(Phase::Auth, &error);
-            if failed.kind == ErrorKind::Auth {
-                failed.kind = ErrorKind::Reset;
+            if lost_waiting(&error) {
                 failed.message = format!(
                     "the connection ended while waiting for the device's answer to {}",
                     what()
@@ -188,42 +187,10 @@ impl Login<'_> {
     }
 }
 
-/// libssh2 reports a connection that ended (or timed out) while it waited for the answer to a
-/// login request as a refusal: `PUBLICKEY_UNVERIFIED` "Waiting for publickey USERAUTH response",
-/// "Waiting for password response". A device's real "no" comes as an answer, with another text.
-fn lost_waiting(error: &ssh2::Error) -> bool {
-    error.message().starts_with("Waiting for")
-}
-
 /// `FILE.pub` beside a private key, when present; otherwise libssh2 derives the public key.
 fn public_key_beside(private: &Path) -> Option<PathBuf> {
     let mut public = private.as_os_str().to_owned();
     public.push(".pub");
     let public = PathBuf::from(public);
     public.is_file().then_some(public)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ssh2::ErrorCode;
-
-    #[test]
-    fn a_connection_lost_waiting_for_the_answer_is_not_a_refusal() {
-        for (code, message, lost) in [
-            (-19, "Waiting for publickey USERAUTH response", true),
-            (-18, "Waiting for password response", true),
-            (-18, "Waiting for USERAUTH response", true),
-            (-18, "Username/PublicKey combination invalid", false),
-            (
-                -19,
-                "Invalid signature for supplied public key, or bad username/public key combination",
-                false,
-            ),
-            (-18, "Authentication failed (username/password)", false),
-        ] {
-            let error = ssh2::Error::new(ErrorCode::Session(code), message);
-            assert_eq!(lost_waiting(&error), lost, "{message}");
-        }
-    }
 }

@@ -110,8 +110,16 @@ pub(crate) fn kind_of(error: &ssh2::Error) -> ErrorKind {
     };
     match by_code {
         ErrorKind::Io => kind_from_text(error.message()).unwrap_or(ErrorKind::Io),
+        ErrorKind::Auth if lost_waiting(error) => ErrorKind::Reset,
         kind => kind,
     }
+}
+
+/// libssh2 reports a connection that ended (or timed out) while it waited for the answer to a
+/// login request as a refusal: `PUBLICKEY_UNVERIFIED` "Waiting for publickey USERAUTH response",
+/// "Waiting for password response". A device's real "no" comes as an answer, with another text.
+pub(crate) fn lost_waiting(error: &ssh2::Error) -> bool {
+    error.message().starts_with("Waiting for")
 }
 
 /// Whether an error means the connection itself failed (so trying another method on the same
@@ -227,6 +235,38 @@ fn describe(kind: ErrorKind, detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_lost_waiting_for_the_login_answer_is_not_a_refusal() {
+        for (code, message, kind) in [
+            (
+                -19,
+                "Waiting for publickey USERAUTH response",
+                ErrorKind::Reset,
+            ),
+            (-18, "Waiting for password response", ErrorKind::Reset),
+            (-18, "Waiting for USERAUTH response", ErrorKind::Reset),
+            (
+                -18,
+                "Username/PublicKey combination invalid",
+                ErrorKind::Auth,
+            ),
+            (
+                -19,
+                "Invalid signature for supplied public key, or bad username/public key combination",
+                ErrorKind::Auth,
+            ),
+            (
+                -18,
+                "Authentication failed (username/password)",
+                ErrorKind::Auth,
+            ),
+        ] {
+            let error = ssh2::Error::new(ErrorCode::Session(code), message);
+            assert_eq!(kind_of(&error), kind, "{message}");
+            assert_eq!(is_transport(&error), kind == ErrorKind::Reset, "{message}");
+        }
+    }
 
     #[track_caller]
     fn check(code: ErrorCode, expected: (&str, bool)) {
