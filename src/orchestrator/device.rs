@@ -289,9 +289,9 @@ enum Backoff {
 pub(super) enum Retried {
     /// The payload: transient errors are retried, and every attempt is announced and journaled.
     Upload,
-    /// A request that may be repeated (a probe, a rollback): transient errors are retried.
+    /// A request that may be repeated (a probe): transient errors are retried.
     Request,
-    /// A request that must not run twice (an install): retried only when it surely never
+    /// A request that must not run twice (an install, a rollback): retried only when it surely never
     /// reached the device (a failed connect).
     UnsentRequest,
 }

@@ -295,15 +295,18 @@ impl Shared<'_, '_> {
         })
     }
 
-    /// `--rollback` or `--rollback-url` after a failed health check, retried like any request;
-    /// `None` when none is configured for the device's protocol.
+    /// `--rollback` or `--rollback-url` after a failed health check; `None` when none is
+    /// configured for the device's protocol. Like the install, it runs at most once: retried
+    /// only when it surely never reached the device (a failed connect). A rollback that
+    /// switches the boot slot, run twice, switches back to the update that just failed.
     fn rollback(&self, index: usize, device: &Device, trail: &mut Trail) -> Option<String> {
         let deadline = trail.tries.deadline;
         if !self.has(device, Action::Rollback) {
             return None;
         }
         self.enter(index, trail, Stage::Rollback);
-        let result = self.retrying(index, device, &mut trail.tries, Retried::Request, |_| {
+        let tries = &mut trail.tries;
+        let result = self.retrying(index, device, tries, Retried::UnsentRequest, |_| {
             self.request(device, Action::Rollback, deadline)
         });
         Some(match result {
@@ -312,6 +315,11 @@ impl Shared<'_, '_> {
                 "failed: {}",
                 refused(Phase::Rollback, "the rollback", &reply)
             ),
+            Err(Ended::Failed(error, _))
+                if error.is_transient() && error.phase != Phase::Connect =>
+            {
+                format!("failed: {error} (outcome unknown; it was sent once)")
+            }
             Err(Ended::Failed(error, note)) => format!("failed: {error}{note}"),
             Err(Ended::Interrupted(why)) => format!("failed: interrupted: {why}"),
         })
