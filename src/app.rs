@@ -112,6 +112,16 @@ pub fn run(top: TopLevel) -> Result<Outcome, AppError> {
 
 fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let config = PushConfig::from_args(args)?;
+    if config.selection.only_failed
+        && config.journal.is_none()
+        && preflight::database(&config.registry).is_none()
+    {
+        return Err(AppError::Input(
+            "--only-failed needs --journal FILE, or a SQLite registry (its updates are the \
+             journal): it reads which devices failed"
+                .into(),
+        ));
+    }
     let control = Arc::new(Control::new());
     signals::install_control(&control)?;
     if config.http.insecure {

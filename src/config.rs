@@ -147,6 +147,9 @@ pub struct SelectionOptions {
     pub canary: usize,
     /// `--waves`.
     pub waves: Vec<WaveSize>,
+    /// `--only-failed`: only the devices the journal (or the SQLite registry) records as
+    /// failed.
+    pub only_failed: bool,
 }
 
 /// `--journal` and the flags that go with it.
@@ -156,8 +159,6 @@ pub struct JournalOptions {
     pub path: PathBuf,
     /// `--journal-reset`.
     pub reset: bool,
-    /// `--only-failed`.
-    pub only_failed: bool,
 }
 
 impl PushConfig {

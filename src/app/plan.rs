@@ -68,7 +68,7 @@ pub(super) fn plan(registry: &Registry, journal: Option<&Journal>, config: &Push
         filters: &options.filters,
         shard: options.shard,
         journal,
-        only_failed: config.journal.as_ref().is_some_and(|o| o.only_failed),
+        only_failed: options.only_failed,
         order: options.order,
         canary: options.canary,
         waves: &options.waves,

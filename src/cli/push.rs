@@ -259,7 +259,7 @@ pub struct PushArgs {
     #[argh(switch)]
     pub journal_reset: bool,
 
-    /// attempt only the devices the journal records as failed
+    /// attempt only the devices the journal (or a SQLite registry) records as failed
     #[argh(switch)]
     pub only_failed: bool,
 

@@ -36,23 +36,21 @@ pub(super) fn estimate_throughput(args: &PushArgs) -> Result<Option<u64>, UsageE
     Ok(args.estimate_throughput)
 }
 
-/// `--journal`, `--journal-reset` and `--only-failed`, checked together.
+/// `--journal`, `--journal-reset` and `--only-failed`, checked together. `--only-failed`
+/// without `--journal` is checked once the registry is known (a SQLite registry's updates are
+/// the journal).
 pub(super) fn journal(args: &PushArgs) -> Result<Option<JournalOptions>, UsageError> {
     let usage = |message: &str| Err(UsageError(message.into()));
     match (&args.journal, args.journal_reset, args.only_failed) {
         (Some(_), true, true) => usage(
             "--only-failed reads the journal that --journal-reset would empty: use one of them",
         ),
-        (Some(path), reset, only_failed) => Ok(Some(JournalOptions {
+        (Some(path), reset, _) => Ok(Some(JournalOptions {
             path: path.clone(),
             reset,
-            only_failed,
         })),
         (None, true, _) => usage("--journal-reset needs --journal FILE"),
-        (None, _, true) => {
-            usage("--only-failed needs --journal FILE: it reads which devices failed")
-        }
-        (None, false, false) => Ok(None),
+        (None, false, _) => Ok(None),
     }
 }
 

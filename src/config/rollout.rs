@@ -76,6 +76,7 @@ pub(super) fn selection(args: &PushArgs) -> Result<SelectionOptions, UsageError>
         order,
         canary: args.canary,
         waves: args.waves.clone().unwrap_or_default(),
+        only_failed: args.only_failed,
     })
 }
 

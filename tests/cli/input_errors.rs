@@ -309,7 +309,7 @@ const CASES: &[Case] = &[
         name: "--only-failed without a journal",
         registry: VALID,
         extra: &["--only-failed"],
-        expect: "update-orchestrator: --only-failed needs --journal FILE: it reads which devices failed",
+        expect: "update-orchestrator: --only-failed needs --journal FILE, or a SQLite registry (its updates are the journal): it reads which devices failed",
         ..DEFAULT
     },
     Case {

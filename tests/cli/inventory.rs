@@ -160,6 +160,76 @@ fn import_then_a_push_with_faults_writes_back_what_the_report_says() {
         .expect_stdout("2.0                      36");
 }
 
+/// `--only-failed` reads the database as it reads a journal file: only the devices whose last
+/// update of this payload failed are pushed; one never attempted is skipped like a success.
+#[test]
+fn only_failed_from_the_database_pushes_only_its_failed_devices() {
+    let fleet = fleet(FleetSpec {
+        devices: 12,
+        dead_percent: 25.0,
+        ..FleetSpec::default()
+    });
+    let stats = fleet.stats();
+    let dead: Vec<&str> = stats
+        .iter()
+        .filter(|d| d.profile == Profile::Dead)
+        .map(|d| d.id.as_str())
+        .collect();
+    let never_run = stats
+        .iter()
+        .rev()
+        .find(|d| d.profile != Profile::Dead)
+        .map(|d| d.id.clone())
+        .expect("a healthy device");
+    assert!(!dead.is_empty(), "the fleet has dead devices: {stats:?}");
+    let mut test = Test::new();
+    test.payload("fw.bin", 4096);
+    import(&mut test, &fleet);
+    let first = push(&mut test, &[("--retries", "1")])
+        .args(["--where", &format!("id!={never_run}")])
+        .arg(DB)
+        .run();
+    first.expect_status(1);
+    let after_first = fleet.stats();
+
+    let output = push(&mut test, &[("--retries", "1")])
+        .arg("--only-failed")
+        .arg(DB)
+        .run();
+    output.expect_status(1).expect_stderr(&format!(
+        "skipping {} of 12 devices (not failed in the journal (--only-failed), per the journal); \
+         {} to push",
+        12 - dead.len(),
+        dead.len()
+    ));
+    for (before, now) in after_first.iter().zip(fleet.stats()) {
+        if dead.contains(&now.id.as_str()) {
+            assert_eq!(now.requests, before.requests + 2, "pushed again: {now:?}");
+        } else {
+            assert_eq!(&now, before, "not attempted");
+        }
+    }
+    let never = sqlite3(
+        &test,
+        &format!("select count(*) from updates where device_id = '{never_run}'"),
+    );
+    assert_eq!(never, [["0"]], "{never_run} was never pushed");
+
+    // A CSV registry has no journal of its own: the flag needs --journal.
+    test.write("devices.csv", fleet.registry_csv());
+    test.clear()
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--only-failed",
+            "devices.csv",
+        ])
+        .run()
+        .expect_status(2)
+        .expect_stderr("--only-failed needs --journal FILE, or a SQLite registry");
+}
+
 /// `kill -9` in the middle of a run, then a re-run: every device the database recorded as
 /// updated keeps its one upload; the only devices uploaded twice were in flight (or in the
 /// batch not yet committed) at the kill; afterwards the database agrees with the fleet.

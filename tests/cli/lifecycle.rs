@@ -210,7 +210,9 @@ fn health_timeout_is_reported_counts_toward_max_failures_and_a_failed_rollback_s
     // so it is not sent again.
     assert!(
         canary.rollback.starts_with("failed: rollback: ")
-            && canary.rollback.ends_with("(outcome unknown; it was sent once)"),
+            && canary
+                .rollback
+                .ends_with("(outcome unknown; it was sent once)"),
         "{canary:?}"
     );
     assert_eq!(canary.version_after, "");
