@@ -23,13 +23,18 @@ impl Shared<'_, '_> {
     /// can queue for its token past the window's end (found by the window-closing test: every
     /// worker passed the window check at once, then started long after it closed).
     /// An operator's pause comes first and again after the rate's wait, so a paused run starts
-    /// nothing, and its window and rate are looked at afresh on resuming.
+    /// nothing. A token taken before a pause is spent: the worker takes a fresh one after the
+    /// resume (and looks at the window again), or every worker holding one would start at once
+    /// and break the rate (found by the pause-under-a-rate test: six starts within 0.3 s at 2/s).
     pub(super) fn admit(&self) -> bool {
-        self.wait_while_paused()
-            && self.wait_for_window()
-            && self.wait_for_rate()
-            && self.wait_while_paused()
-            && self.wait_for_window()
+        loop {
+            if !(self.wait_while_paused() && self.wait_for_window() && self.wait_for_rate()) {
+                return false;
+            }
+            if !self.paused() {
+                return self.wait_for_window();
+            }
+        }
     }
 
     /// Waits while an operator has the run paused; false if it was stopped meanwhile.

@@ -29,13 +29,20 @@ fn slow_fleet(devices: usize) -> Fleet {
     .expect("start the fleet")
 }
 
-/// A push of the whole fleet, two at a time, with the status server (and the control endpoints
-/// when `control`) and an events file.
+/// A push of the whole fleet, two at a time (unless `extra` has a `--concurrency`), with the
+/// status server (and the control endpoints when `control`) and an events file.
 fn push(fleet: &Fleet, devices: usize, control: bool, extra: &[&str]) -> Test {
     let mut test = Test::new();
     test.write("devices.csv", fleet_registry(fleet, 0..devices));
     test.payload("fw.bin", 16 * 1024);
-    test.args(["push", "--payload", "fw.bin", "--concurrency", "2"])
+    let two = ["--concurrency", "2"];
+    let concurrency = if extra.contains(&"--concurrency") {
+        &[][..]
+    } else {
+        &two[..]
+    };
+    test.args(["push", "--payload", "fw.bin"])
+        .args(concurrency)
         .args(["--status-addr", "127.0.0.1:0", "--events", "events.jsonl"])
         .args(["--report", "report.csv"])
         .args(extra)
@@ -286,6 +293,49 @@ fn a_pause_during_a_wave_pause_holds_its_countdown() {
         waited_after_resume >= left_at_pause - 1.5,
         "wave 2 started {waited_after_resume:.2} s after the resume; {left_at_pause:.2} s of the \
          wave pause were left at the pause"
+    );
+}
+
+/// Workers that took their `--rate` tokens before a pause must not all start at the resume: a
+/// token held across a pause is spent, and the starts after it keep the rate.
+#[test]
+fn a_pause_under_a_start_rate_resumes_at_the_rate() {
+    let fleet = slow_fleet(8);
+    let extra = ["--concurrency", "6", "--rate", "2/s"];
+    let test = push(&fleet, 8, true, &extra);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_until(Duration::from_secs(30), "the first device", || {
+        fleet.connections() >= 1
+    });
+    assert_eq!(post(&base, "pause", Some(&bearer())).0, 200);
+    // Past every token the five other workers had taken (the last due 2.5 s after the first).
+    thread::sleep(Duration::from_secs(4));
+    assert_eq!(post(&base, "resume", Some(&bearer())).0, 200);
+    finish(running, 0);
+    assert_eq!(fleet.connections(), 8);
+
+    let events = all_events(&test);
+    let at = |event: &Json| {
+        let text = event["ts"].as_str().expect("ts");
+        update_orchestrator::timestamp::parse(text).expect("a timestamp")
+    };
+    let resumed = at(events
+        .iter()
+        .find(|e| e["type"] == "control" && e["action"] == "resume")
+        .expect("the resume"));
+    let after: Vec<f64> = events
+        .iter()
+        .filter(|e| e["type"] == "device_started")
+        .filter_map(|e| at(e).duration_since(resumed).ok())
+        .map(|d| d.as_secs_f64())
+        .collect();
+    // At 2/s the second start after the resume is due 0.5 s after the first. Held tokens
+    // would start five devices at once (within a paused worker's 250 ms look).
+    let at_once = after.iter().filter(|&&s| s < 0.3).count();
+    assert!(
+        at_once <= 2,
+        "{at_once} devices started within 0.3 s of the resume ({after:.2?} s after it)"
     );
 }
 
