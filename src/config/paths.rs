@@ -1,11 +1,14 @@
 //! Files the run writes must not be files it reads, nor each other: `--report devices.csv
 //! devices.csv` would replace the device list with the report. Checked before anything is
-//! written, on resolved paths (symlinks followed, `./` and `..` gone), never on strings.
+//! written, on resolved paths (symlinks followed, `./` and `..` gone), never on strings, and
+//! for files that exist on their device and inode too (a hard link is another path to the same
+//! file).
 //!
 //! Owns: finding the first clash (paths are resolved by `crate::paths`). Must not: create, open or write a file.
 
 use super::UsageError;
 use crate::paths::resolve;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// A file the run reads or writes: the flag that names it (`the registry` for the positional
@@ -18,21 +21,32 @@ pub(crate) fn check_distinct(
     inputs: &[Named<'_>],
     outputs: &[Named<'_>],
 ) -> Result<(), UsageError> {
-    let resolved_inputs: Vec<PathBuf> = inputs.iter().map(|n| resolve(n.1)).collect();
-    let mut resolved_outputs: Vec<PathBuf> = Vec::with_capacity(outputs.len());
+    let file = |named: &Named<'_>| (resolve(named.1), inode(named.1));
+    let resolved_inputs: Vec<(PathBuf, Option<(u64, u64)>)> = inputs.iter().map(file).collect();
+    let mut resolved_outputs = Vec::with_capacity(outputs.len());
     for output in outputs {
-        let resolved = resolve(output.1);
+        let resolved = file(output);
+        let same = |other: &(PathBuf, Option<(u64, u64)>)| {
+            other.0 == resolved.0 || (resolved.1.is_some() && other.1 == resolved.1)
+        };
         let clash = inputs
             .iter()
             .zip(&resolved_inputs)
             .chain(outputs.iter().zip(&resolved_outputs))
-            .find(|(_, other)| **other == resolved);
+            .find(|(_, other)| same(other));
         if let Some((other, _)) = clash {
             return Err(UsageError(clash_message(output, other)));
         }
         resolved_outputs.push(resolved);
     }
     Ok(())
+}
+
+/// The device and inode of an existing file (symlinks followed): what a hard link shares.
+fn inode(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
 }
 
 fn clash_message(output: &Named<'_>, other: &Named<'_>) -> String {
@@ -51,13 +65,15 @@ mod tests {
     use super::*;
 
     /// In a temp dir: `devices.csv` and `fw.bin` exist, `link.csv` is a symlink to
-    /// `devices.csv`, `sub/` is a directory.
+    /// `devices.csv`, `hard.csv` and `hard.bin` hard links to them, `sub/` is a directory.
     fn fixture() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("devices.csv"), "id,url\n").unwrap();
         std::fs::write(dir.path().join("fw.bin"), "x").unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::os::unix::fs::symlink("devices.csv", dir.path().join("link.csv")).unwrap();
+        std::fs::hard_link(dir.path().join("devices.csv"), dir.path().join("hard.csv")).unwrap();
+        std::fs::hard_link(dir.path().join("fw.bin"), dir.path().join("hard.bin")).unwrap();
         dir
     }
 
@@ -115,6 +131,14 @@ mod tests {
             None,
         );
         check(&[("--report", "no/such/dir/r.csv")], None);
+        check(
+            &[("--report", "hard.csv")],
+            Some("--report DIR/hard.csv names the same file as the registry DIR/devices.csv"),
+        );
+        check(
+            &[("--events", "hard.bin")],
+            Some("--events DIR/hard.bin names the same file as --payload"),
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
     test.payload("fw.bin", 1000);
     std::fs::create_dir(test.path("sub")).unwrap();
     std::os::unix::fs::symlink("devices.csv", test.path("link.csv")).unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    std::fs::hard_link(test.path("devices.csv"), test.path("hard.csv")).unwrap();
+    std::fs::hard_link(test.path("fw.bin"), test.path("hard.bin")).unwrap();
+    let payload = std::fs::read(test.path("fw.bin")).unwrap();
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--report", "devices.csv"],
             "--report devices.csv names the same file as the registry devices.csv: nothing was \
@@ -46,6 +49,15 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
             &["--report", "out.csv", "--journal", "sub/../out.csv"],
             "--journal sub/../out.csv names the same file as --report out.csv",
         ),
+        // A hard link is another name for the same file: compared by device and inode.
+        (
+            &["--report", "hard.csv"],
+            "--report hard.csv names the same file as the registry devices.csv",
+        ),
+        (
+            &["--events", "hard.bin"],
+            "--events hard.bin names the same file as --payload fw.bin",
+        ),
     ];
     for (flags, message) in cases {
         let output = test
@@ -59,6 +71,11 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
             .expect_status(2)
             .expect_stderr(&format!("update-orchestrator: {message}"));
         assert_eq!(test.read("devices.csv"), registry, "{flags:?}");
+        assert_eq!(
+            std::fs::read(test.path("fw.bin")).unwrap(),
+            payload,
+            "{flags:?}"
+        );
         assert!(
             !test.path("out.csv").exists(),
             "{flags:?}: the report was created"
