@@ -33,6 +33,7 @@ pub(super) fn inventory(args: InventoryArgs) -> Result<Outcome, AppError> {
                 }
             }
             .map_err(AppError::Input)?;
+            inventory::checkpoint(&connection);
             let columns = match imported.new_columns.as_slice() {
                 [] => String::new(),
                 names => format!("; new columns: {}", names.join(", ")),

@@ -141,6 +141,13 @@ impl DbJournal {
     }
 }
 
+impl Drop for DbJournal {
+    /// The run's commits into the database file itself (see `super::checkpoint`).
+    fn drop(&mut self) {
+        super::checkpoint(&crate::lock(&self.connection));
+    }
+}
+
 impl Sink for DbJournal {
     fn record(&self, record: &Record) -> Result<(), String> {
         match record {

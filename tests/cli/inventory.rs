@@ -46,6 +46,18 @@ fn sqlite3_on(path: &std::path::Path, sql: &str) -> std::process::Output {
         })
 }
 
+/// `sql`'s one value in a copy of the test's database file made without its `-wal` and `-shm`
+/// files, as `cp fleet.db backup.db` makes one.
+#[track_caller]
+fn copied_alone(test: &Test, sql: &str) -> String {
+    let copy = test.path("copy").join(DB);
+    std::fs::create_dir_all(test.path("copy")).unwrap();
+    std::fs::copy(test.path(DB), &copy).unwrap();
+    let output = sqlite3_on(&copy, sql);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// Imports the fleet's registry (with its `profile` column) into the test's database.
 fn import(test: &mut Test, fleet: &Fleet) {
     test.write("devices.csv", fleet.registry_csv());
@@ -151,6 +163,7 @@ fn import_then_a_push_with_faults_writes_back_what_the_report_says() {
     }
     let runs = sqlite3(&test, "select run_id, count(*) from updates group by 1");
     assert_eq!(runs, [["1", "40"], ["2", "4"]]);
+    assert_eq!(copied_alone(&test, "select count(*) from updates"), "44");
     let failed = test.clear().args(["status", "--failed", DB]).run();
     failed.expect_status(0);
     assert_eq!(failed.stdout.lines().count(), 1 + 4, "{failed}");
@@ -440,6 +453,8 @@ fn import_upserts_by_id_and_export_gives_the_devices_back() {
         .run();
     versions.expect_status(0);
     assert_eq!(versions.stdout, "(unknown)\t3\n");
+    // The database file alone (a `cp` backup, without its -wal) holds every device.
+    assert_eq!(copied_alone(&test, "select count(*) from devices"), "3");
     test.write("case.csv", "id,URL\nd,http://h/d\n");
     test.clear()
         .args(["inventory", "import", "--db", DB, "case.csv"])
