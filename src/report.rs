@@ -221,23 +221,7 @@ pub fn report_row(device: &Device, outcome: &DeviceOutcome, wave: usize) -> [Str
 
 /// Hides a password in a URL's user info (`https://user:secret@host/` → `https://user:***@host/`).
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..scheme_end + 3],
-            &rest[..colon],
-            &rest[at..]
-        ),
-        None => url.to_string(),
-    }
+    crate::address::redact_password(url)
 }
 
 /// How many failed devices the summary names.

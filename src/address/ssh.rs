@@ -40,14 +40,17 @@ impl SshTarget {
 
 /// Parses an `ssh://` URL; the error says what is wrong and how to write it.
 pub fn parse_ssh_url(url: &str) -> Result<SshTarget, String> {
+    // Messages show the URL with any password hidden: it is refused, never echoed.
+    let shown = super::redact_password(url);
+    let shown = shown.as_str();
     let rest = url
         .get(..6)
         .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
         .map(|_| &url[6..])
-        .ok_or_else(|| format!("{url:?} is not an ssh:// URL"))?;
+        .ok_or_else(|| format!("{shown:?} is not an ssh:// URL"))?;
     if rest.contains(['?', '#']) {
         return Err(format!(
-            "'?' or '#' in {url:?}: write them as %3F and %23 in an ssh:// path"
+            "'?' or '#' in {shown:?}: write them as %3F and %23 in an ssh:// path"
         ));
     }
     let (authority, raw_path) = match rest.find('/') {
@@ -55,11 +58,11 @@ pub fn parse_ssh_url(url: &str) -> Result<SshTarget, String> {
         None => (rest, ""),
     };
     let (user, host_port) = match authority.rsplit_once('@') {
-        Some((user, host_port)) => (Some(parse_user(user, url)?), host_port),
+        Some((user, host_port)) => (Some(parse_user(user, shown)?), host_port),
         None => (None, authority),
     };
-    let (host, port) = parse_host_port(host_port, url)?;
-    let path = parse_path(raw_path, url)?;
+    let (host, port) = parse_host_port(host_port, shown)?;
+    let path = parse_path(raw_path, shown)?;
     Ok(SshTarget {
         user,
         host,
@@ -242,6 +245,14 @@ mod tests {
         check_error("ssh://h/~/", "names a directory");
         check_error("ssh://h/~/../etc/x", "would leave its directory");
         check_error("ssh://u:pw@h/x", "--password-env");
+        // The password is refused, never echoed.
+        let error = parse_ssh_url("ssh://root:hunter2@h:2222/x").unwrap_err();
+        assert_eq!(
+            error,
+            r#"a password in "ssh://root:***@h:2222/x" is not supported: use --password-env VAR"#
+        );
+        let error = parse_ssh_url("ssh://root:hunter2@h/x?y").unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
         check_error("ssh:///x", "no host");
         check_error("ssh://h:0/x", "invalid port");
         check_error("ssh://h:99999/x", "invalid port");

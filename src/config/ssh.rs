@@ -75,8 +75,10 @@ fn ssh_config(flag: Option<&str>) -> Result<SshConfig, UsageError> {
 /// `--jump`: each hop must read as `[ssh://][user@]host[:port]`.
 fn jump(flag: Option<&str>) -> Result<Option<String>, UsageError> {
     let Some(chain) = flag else { return Ok(None) };
-    crate::delivery::ssh::check_jump(chain)
-        .map_err(|error| UsageError(format!("--jump {chain}: {error}")))?;
+    crate::delivery::ssh::check_jump(chain).map_err(|error| {
+        let shown = crate::delivery::ssh::shown_jump(chain);
+        UsageError(format!("--jump {shown}: {error}"))
+    })?;
     Ok(Some(chain.to_string()))
 }
 

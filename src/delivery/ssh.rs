@@ -179,6 +179,11 @@ impl Default for SshOptions {
     }
 }
 
+/// A `--jump` chain as messages show it: any password in a hop hidden as `***`.
+pub fn shown_jump(chain: &str) -> String {
+    route::shown_chain(chain)
+}
+
 /// Checks a `--jump` chain (or a `jump` column's value): `a,b`, each hop
 /// `[ssh://][user@]host[:port]`, or `none`.
 pub fn check_jump(chain: &str) -> Result<(), String> {

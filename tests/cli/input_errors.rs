@@ -306,6 +306,18 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "a password in an ssh:// URL is refused, never echoed",
+        registry: b"id,url\na,ssh://root:hunter2@127.0.0.1:2222/tmp/fw.bin\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\n  devices.csv:2: column 2 (url): a password in \"ssh://root:***@127.0.0.1:2222/tmp/fw.bin\" is not supported: use --password-env VAR",
+        ..DEFAULT
+    },
+    Case {
+        name: "a password in --jump is refused, never echoed",
+        extra: &["--jump", "a,ssh://ops:s3cret@127.0.0.1:2222"],
+        expect: "update-orchestrator: --jump a,ssh://ops:***@127.0.0.1:2222: jump host \"ssh://ops:***@127.0.0.1:2222\": a password in \"ssh://ops:***@127.0.0.1:2222\" is not supported: use --password-env VAR",
+        ..DEFAULT
+    },
+    Case {
         name: "--only-failed without a journal",
         registry: VALID,
         extra: &["--only-failed"],

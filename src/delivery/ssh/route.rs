@@ -101,16 +101,35 @@ pub(crate) fn parse_hop(text: &str) -> Result<SshTarget, String> {
         .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
         .map_or(text, |_| &text[6..]);
     let bare = bare.strip_suffix('/').unwrap_or(bare);
+    let shown = shown_hop(text);
     if bare.is_empty() || bare.contains('/') {
         return Err(format!(
-            "jump host {text:?}: write it as [user@]host[:port] or ssh://[user@]host[:port]"
+            "jump host {shown:?}: write it as [user@]host[:port] or ssh://[user@]host[:port]"
         ));
     }
     // The URL parser checks user, host and port; the path is a placeholder.
     let mut target = crate::address::ssh::parse_ssh_url(&format!("ssh://{bare}/jump"))
-        .map_err(|error| format!("jump host {text:?}: {}", error.replace("/jump", "")))?;
+        .map_err(|error| format!("jump host {shown:?}: {}", error.replace("/jump", "")))?;
     target.path = String::new();
     Ok(target)
+}
+
+/// A jump host as written, with a password in it hidden (it is refused, never echoed).
+fn shown_hop(text: &str) -> String {
+    if text.contains("://") {
+        return crate::address::redact_password(text);
+    }
+    let shown = crate::address::redact_password(&format!("ssh://{text}"));
+    shown.strip_prefix("ssh://").unwrap_or(&shown).to_string()
+}
+
+/// A `--jump` chain (hops separated by commas) as `shown_hop` shows each hop.
+pub(crate) fn shown_chain(chain: &str) -> String {
+    chain
+        .split(',')
+        .map(shown_hop)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The inputs of a resolution that do not change per device.
