@@ -182,6 +182,62 @@ fn a_lost_jump_connection_is_reopened_and_its_devices_retried() {
     );
 }
 
+/// A jump connection that goes silent without closing (the bastion's session frozen) is given
+/// up once it answers no keepalive: the devices are retried over a new connection. It was
+/// reused for every retry, each failing "no channel ... within --connect-timeout".
+#[test]
+fn a_silent_jump_connection_is_given_up_and_reopened() {
+    let device = Server::sshd_at("127.0.0.2", "");
+    let bastion = bastion_for(&[&device]);
+    let (dir, remote) = workspace(&[&bastion, &device], 1 << 20);
+    registry(dir.path(), &remote, &[(&device, None)], 12);
+    let key = device.client_key.display().to_string();
+    let jump = jump_url(&bastion);
+    let args = base(
+        &key,
+        &[
+            "--jump",
+            &jump,
+            "--concurrency",
+            "4",
+            "--device-bandwidth",
+            "2MiB/s",
+            "--retries",
+            "10",
+            "--verify",
+            "size",
+        ],
+    );
+    let child = crate::util::push_command(dir.path(), "3s", "3s")
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while finished_files(&remote) < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let frozen = bastion.freeze_connections();
+    let output = child.wait_with_output();
+    Server::thaw(&frozen);
+    let output = output.unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    all_delivered(dir.path(), &remote, 12);
+    assert!(
+        stderr.contains("the jump host answered nothing"),
+        "the silent connection was given up: {stderr}"
+    );
+    let log = bastion.log();
+    assert_eq!(
+        count(&log, "Accepted publickey"),
+        2,
+        "reconnected once:\n{log}"
+    );
+}
+
 fn finished_files(remote: &Path) -> usize {
     fs::read_dir(remote)
         .map(|entries| {

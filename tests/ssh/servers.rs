@@ -110,6 +110,30 @@ impl Server {
         server
     }
 
+    /// Stops (SIGSTOP) every process the server started for its connections, not the server
+    /// itself: its clients' connections go silent without closing, and new ones are served.
+    /// Returns them for `thaw`.
+    pub fn freeze_connections(&self) -> Vec<u32> {
+        let sessions = descendants(self.child.id());
+        for pid in &sessions {
+            let _ = Command::new("kill")
+                .arg("-STOP")
+                .arg(pid.to_string())
+                .status();
+        }
+        sessions
+    }
+
+    /// Lets processes `freeze_connections` stopped go on.
+    pub fn thaw(pids: &[u32]) {
+        for pid in pids {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
     /// Kills the server and every process it started (its connections: clients see them
     /// drop), then starts it again on the same port with the same config and host key.
     pub fn restart(&mut self) {

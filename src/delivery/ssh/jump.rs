@@ -12,7 +12,11 @@
 //! reaches `b` through a channel on `a`'s connection), `--jump-channels` per connection (more
 //! connections past it), the pump threads (joined when the delivery is dropped), and noticing a
 //! lost connection: its channels end, the next device opens a new one, and `Lease::lost` lets
-//! the attempt call its failure transient. Must not: retry, or log in to devices.
+//! the attempt call its failure transient. A connection that stops answering without closing
+//! (the jump host's session frozen, a path that drops packets) is lost too: while a channel
+//! waits on it and it has said nothing for `PROBE_AFTER`, the pump sends OpenSSH keepalives
+//! (`keepalive@openssh.com`, which any live sshd answers at once), and a jump host silent for
+//! its connect timeout after that is given up. Must not: retry, or log in to devices.
 
 use super::connect::{ConnectBudget, Transport};
 use super::errors::{failure, io_failure};
@@ -27,6 +31,11 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a jump host may say nothing, while a channel waits on it, before it is asked
+/// whether it is still there.
+const PROBE_AFTER: Duration = Duration::from_secs(2);
 
 /// Logs in over a transport: connect's and auth's work, done by the delivery.
 pub(crate) type Login<'a> = &'a dyn Fn(Transport, &Endpoint) -> Result<Session, DeliveryError>;
@@ -225,6 +234,8 @@ impl Jumps {
         let fd = transport.as_raw_fd();
         let session = login(transport, last).map_err(named)?;
         session.set_blocking(false);
+        // A keepalive at most each second, asking for an answer: see `Pump::alive`.
+        session.set_keepalive(true, 1);
         let (requests, incoming) = crossbeam_channel::unbounded();
         let (wake, wake_pump) =
             UnixStream::pair().map_err(|error| io_failure(Phase::Connect, &error))?;
@@ -242,6 +253,8 @@ impl Jumps {
             channels: Vec::new(),
             closing: Vec::new(),
             pending: Vec::new(),
+            heard: Instant::now(),
+            silence: PROBE_AFTER + last.connect_timeout,
         };
         let thread = std::thread::Builder::new()
             .name(format!("jump {}", last.describe()))
@@ -317,6 +330,11 @@ struct Pump {
     channels: Vec<Bridge>,
     closing: Vec<Channel>,
     pending: Vec<Request>,
+    /// When the jump host last sent something (or nothing was waited for).
+    heard: Instant,
+    /// How long it may stay silent while something is waited for: `PROBE_AFTER` and its
+    /// connect timeout.
+    silence: Duration,
 }
 
 /// One channel and its socketpair end.
@@ -348,6 +366,14 @@ impl Pump {
                 bridge.pump(&mut buffer);
             }
             self.retire();
+            if !self.alive() {
+                log::warn!(
+                    "jump connection lost: the jump host answered nothing (not even a \
+                     keepalive) for {:?}",
+                    self.silence
+                );
+                break;
+            }
             if !self.wait() {
                 break;
             }
@@ -428,6 +454,26 @@ impl Pump {
             .retain_mut(|channel| matches!(channel.close(), Err(ref e) if e.code() == ssh2::ErrorCode::Session(-37)));
     }
 
+    /// False when the jump host has been silent for `silence` while a channel waited on it;
+    /// after `PROBE_AFTER` of silence, asks it with a keepalive (answered by any live sshd,
+    /// whatever its channels do).
+    fn alive(&mut self) -> bool {
+        let waiting = !self.pending.is_empty() || self.channels.iter().any(Bridge::wants_remote);
+        if !waiting {
+            self.heard = Instant::now();
+            return true;
+        }
+        let silent = self.heard.elapsed();
+        if silent >= self.silence {
+            return false;
+        }
+        if silent >= PROBE_AFTER {
+            // Would block or fails: the next round tries again, the silence still counts.
+            let _ = self.session.keepalive_send();
+        }
+        true
+    }
+
     /// Waits until something can move; false when the jump connection is gone.
     fn wait(&mut self) -> bool {
         let directions = self.session.block_directions();
@@ -456,6 +502,9 @@ impl Pump {
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
             return io::Error::last_os_error().kind() == io::ErrorKind::Interrupted;
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            self.heard = Instant::now();
         }
         let hangup = fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0;
         !(hangup || self.peer_closed())
