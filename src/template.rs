@@ -260,6 +260,12 @@ fn host_into(raw: &str, out: &mut String) {
 }
 
 fn percent_encode_into(raw: &str, out: &mut String) {
+    // A value that is just `~` would make a whole path segment `/~/`, the login user's home in
+    // an ssh:// URL: a CSV value never moves the file, so it is `%7E`, a directory named `~`.
+    if raw == "~" {
+        out.push_str("%7E");
+        return;
+    }
     percent_encode_keeping(raw, b"-._~:", out);
 }
 
@@ -303,6 +309,13 @@ mod tests {
         check_fill("{{literal}} {ip}", &row, Escape::None, "{literal} 10.0.0.7");
         check_fill("héllo {ip}", &row, Escape::None, "héllo 10.0.0.7");
         check_fill("no placeholders", &row, Escape::Url, "no placeholders");
+        // `~` alone is not the home directory when it comes from a row.
+        check_fill(
+            "ssh://h/{dir}/fw.bin",
+            &[("dir", "~")],
+            Escape::Url,
+            "ssh://h/%7E/fw.bin",
+        );
     }
 
     #[test]
