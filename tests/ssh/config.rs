@@ -1,6 +1,6 @@
 //! OpenSSH client configuration resolved like OpenSSH itself: for a table of configs and host
-//! names, what `SshConfig::resolve` gives must equal what `ssh -G -F CONFIG HOST` prints
-//! (the oracle; it connects to nothing).
+//! names (some with `user@`, as a URL gives), what `SshConfig::resolve` gives must equal what
+//! `ssh -G -F CONFIG [USER@]HOST` prints (the oracle; it connects to nothing).
 
 use crate::servers::{current_user, home_of, require};
 use std::fs;
@@ -152,6 +152,10 @@ fn table(dir: &Path) -> Vec<(String, Vec<&'static str>)> {
                 "line-3.plant",
                 "other",
                 "10.1.2.3",
+                // The command line's user is the one `Match user` sees, and `User` keeps it.
+                "admin@10.1.2.3",
+                "dba@other",
+                "nobody@db-1",
             ],
         ),
         (
@@ -173,7 +177,10 @@ fn config_resolves_like_ssh_g() {
         let source = update_orchestrator::delivery::ssh::config::ConfigSource::File(file.clone());
         let config = SshConfig::load(&source, &home, &user).unwrap();
         for host in hosts {
-            let resolved = config.resolve(host).unwrap();
+            let resolved = match host.split_once('@') {
+                Some((login, name)) => config.resolve_as(name, Some(login)).unwrap(),
+                None => config.resolve(host).unwrap(),
+            };
             assert_eq!(
                 ours(&resolved, &home, &user),
                 oracle(&file, host),

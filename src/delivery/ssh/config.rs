@@ -174,6 +174,13 @@ impl SshConfig {
 
     /// What the configuration says for `host`; an error names the file and line.
     pub fn resolve(&self, host: &str) -> Result<HostConfig, String> {
+        self.resolve_as(host, None)
+    }
+
+    /// What the configuration says for `host` when the command line names the user (as
+    /// `ssh user@host` or `ssh -l user host`): that user is the one `Match user` sees, and a
+    /// `User` in the file does not replace it.
+    pub fn resolve_as(&self, host: &str, user: Option<&str>) -> Result<HostConfig, String> {
         if let Some(broken) = &self.broken {
             return Err(broken.clone());
         }
@@ -181,6 +188,7 @@ impl SshConfig {
             config: self,
             resolved: HostConfig {
                 original_host: host.to_string(),
+                user: user.map(str::to_string),
                 ..HostConfig::default()
             },
             host_name: None,

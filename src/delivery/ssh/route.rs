@@ -146,12 +146,12 @@ impl Resolver<'_> {
         jump: Option<&str>,
     ) -> Result<Resolved, String> {
         let options = self.options;
-        let config = options.ssh_config.resolve(&target.host)?;
-        let user = target
+        // The URL's user, else --user, is the command line's: `Match user` sees it.
+        let given = target.user.as_deref().or(options.user.as_deref());
+        let config = options.ssh_config.resolve_as(&target.host, given)?;
+        let user = config
             .user
             .clone()
-            .or_else(|| options.user.clone())
-            .or_else(|| config.user.clone())
             .unwrap_or_else(|| self.local_user.to_string());
         let port = if target.port_given {
             target.port
@@ -186,11 +186,10 @@ impl Resolver<'_> {
 
     fn hop(&self, text: &str) -> Result<Endpoint, String> {
         let target = parse_hop(text)?;
-        let config = self.options.ssh_config.resolve(&target.host)?;
-        let user = target
+        let config = (self.options.ssh_config).resolve_as(&target.host, target.user.as_deref())?;
+        let user = config
             .user
             .clone()
-            .or_else(|| config.user.clone())
             .unwrap_or_else(|| self.local_user.to_string());
         let port = if target.port_given {
             target.port
