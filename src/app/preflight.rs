@@ -5,6 +5,7 @@
 use super::AppError;
 use crate::config::{PushConfig, RegistrySource};
 use crate::delivery::command::{self, COMMAND_COLUMN, CommandOptions};
+use crate::delivery::http::HeaderTemplate;
 use crate::delivery::{Action, Deliveries};
 use crate::lifecycle::Lifecycle;
 use crate::registry::{self, Registry};
@@ -32,6 +33,7 @@ pub(super) fn check(
         return Err(AppError::Input(message));
     }
     check_exec(config.ssh.exec.as_ref(), registry)?;
+    check_headers(&config.http.headers, registry)?;
     check_jump_column(registry)?;
     check_group_by(&config.observe.group_by, registry)?;
     check_commands(&config.command, registry)?;
@@ -133,6 +135,18 @@ fn check_commands(options: &CommandOptions, registry: &Registry) -> Result<(), A
         )));
     }
     command::check_registry(options, registry).map_err(|e| AppError::Input(e.to_string()))
+}
+
+/// Checks `--header` values' placeholders against the registry's columns: a misspelt
+/// `{toekn}` would otherwise send an empty credential to every device.
+fn check_headers(headers: &[HeaderTemplate], registry: &Registry) -> Result<(), AppError> {
+    for header in headers {
+        header
+            .value
+            .check_columns(&registry.header)
+            .map_err(|e| AppError::Input(format!("--header {}: {e}", header.name)))?;
+    }
+    Ok(())
 }
 
 /// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).

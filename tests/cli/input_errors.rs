@@ -299,6 +299,12 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "--header with an unknown column",
+        extra: &["--header", "Authorization: Bearer {toekn}"],
+        expect: "update-orchestrator: --header Authorization: unknown placeholder {toekn} in \"Bearer {toekn}\": the registry has the columns id, url",
+        ..DEFAULT
+    },
+    Case {
         name: "--target with a secret",
         registry: b"id,ip\na,127.0.0.1\n",
         extra: &["--target", "http://{ip}/{env:HOME}"],
