@@ -57,6 +57,13 @@ fn version_check(args: &PushArgs) -> Result<Option<VersionCheck>, UsageError> {
     if version.as_deref().is_some_and(|v| v.trim().is_empty()) {
         return Err(UsageError("--expect-version must not be empty".into()));
     }
+    if version.is_some() && pattern.is_some() {
+        return Err(UsageError(
+            "--expect-version and --expect-match are two ways to say the same thing: give one \
+             (--expect-match replaces the version test)"
+                .into(),
+        ));
+    }
     let probes = command.is_some() || url.is_some();
     let expects = version.is_some() || pattern.is_some();
     if probes && !expects {

@@ -294,7 +294,7 @@ fn placeholders_in_urls_are_percent_encoded() {
 
 #[test]
 fn lifecycle_flags_are_checked_before_anything_is_contacted() {
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &[
                 "--probe-url",
@@ -317,6 +317,17 @@ fn lifecycle_flags_are_checked_before_anything_is_contacted() {
         (
             &["--probe-url", "http://h/v", "--expect-match", "("],
             "--expect-match \"(\": not a valid regular expression",
+        ),
+        (
+            &[
+                "--probe-url",
+                "http://h/v",
+                "--expect-version",
+                "2",
+                "--expect-match",
+                "^2",
+            ],
+            "--expect-version and --expect-match are two ways to say the same thing: give one",
         ),
         (
             &["--rollback-url", "http://h/r"],
