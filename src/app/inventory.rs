@@ -52,14 +52,15 @@ pub(super) fn inventory(args: InventoryArgs) -> Result<Outcome, AppError> {
         InventoryAction::Versions(args) => {
             let connection = read(&args.db)?;
             let versions = inventory::versions(&connection).map_err(AppError::Input)?;
-            for (version, count) in versions {
+            let written = versions.iter().try_for_each(|(version, count)| {
                 let version = if version.is_empty() {
                     "(unknown)"
                 } else {
-                    &version
+                    version
                 };
-                writeln!(out, "{version}\t{count}").map_err(stdout_error)?;
-            }
+                writeln!(out, "{version}\t{count}")
+            });
+            written.or_else(reader_gone).map_err(stdout_error)?;
         }
     }
     Ok(Outcome::Succeeded)
@@ -82,7 +83,9 @@ pub(super) fn status(path: &Path, args: &StatusArgs) -> Result<Outcome, AppError
     }
     let status = FleetStatus::read(&connection, RUNS_LISTED)
         .map_err(|e| AppError::Input(format!("database {}: {e}", path.display())))?;
-    writeln!(out, "{}", status.render(&path.display().to_string())).map_err(stdout_error)?;
+    writeln!(out, "{}", status.render(&path.display().to_string()))
+        .or_else(reader_gone)
+        .map_err(stdout_error)?;
     Ok(Outcome::Succeeded)
 }
 
@@ -106,6 +109,15 @@ fn read(path: &Path) -> Result<rusqlite::Connection, AppError> {
         ));
     }
     Ok(connection)
+}
+
+/// A reader that went away (`| head`) ends the output quietly, as other Unix tools do: what it
+/// wanted, it had.
+fn reader_gone(error: io::Error) -> io::Result<()> {
+    match error.kind() {
+        io::ErrorKind::BrokenPipe => Ok(()),
+        _ => Err(error),
+    }
 }
 
 fn stdout_error(error: io::Error) -> AppError {

@@ -129,21 +129,30 @@ pub(super) fn write_csv(connection: &Connection, sql: &str, out: impl Write) -> 
     let mut statement = connection.prepare(sql).map_err(fail)?;
     let width = statement.column_count();
     let mut writer = csv::Writer::from_writer(out);
-    let write_error = |e: csv::Error| format!("cannot write the CSV: {e}");
-    writer
-        .write_record(statement.column_names())
-        .map_err(write_error)?;
+    // A reader that went away (`| head`) ends the output quietly, as other Unix tools do.
+    let written = |result: Result<(), csv::Error>| -> Result<bool, String> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe) => {
+                Ok(false)
+            }
+            Err(e) => Err(format!("cannot write the CSV: {e}")),
+        }
+    };
+    if !written(writer.write_record(statement.column_names()))? {
+        return Ok(());
+    }
     let mut rows = statement.query([]).map_err(fail)?;
     while let Some(row) = rows.next().map_err(fail)? {
         let mut record = Vec::with_capacity(width);
         for index in 0..width {
             record.push(field_text(row.get_ref(index).map_err(fail)?));
         }
-        writer.write_record(&record).map_err(write_error)?;
+        if !written(writer.write_record(&record))? {
+            return Ok(());
+        }
     }
-    writer
-        .flush()
-        .map_err(|e| format!("cannot write the CSV: {e}"))
+    written(writer.flush().map_err(csv::Error::from)).map(|_| ())
 }
 
 /// How many devices run each version, most first (an empty version is `""`).

@@ -580,3 +580,39 @@ fn a_database_that_cannot_be_written_mid_run_stops_dispatching() {
         }
     }
 }
+
+/// `inventory export --db fleet.db | head -1`: the reader goes away, and the export ends
+/// quietly with 0, as `cat` and `grep` do ("cannot write the CSV: Broken pipe", exit 1).
+#[test]
+fn an_export_whose_reader_goes_away_ends_quietly() {
+    use std::io::Read;
+    let mut test = Test::new();
+    let mut csv = String::from("id,url\n");
+    for index in 0..5000 {
+        csv.push_str(&format!(
+            "dev-{index:05},http://127.0.0.1:9/devices/{index}\n"
+        ));
+    }
+    test.write("devices.csv", csv);
+    test.clear()
+        .args(["inventory", "import", "--db", DB, "devices.csv"])
+        .run()
+        .expect_status(0);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .args(["inventory", "export", "--db", DB])
+        .current_dir(test.path("."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is closed here; the export is still writing.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        (output.status.code(), stderr.as_ref()),
+        (Some(0), ""),
+        "export"
+    );
+}
