@@ -29,6 +29,18 @@ fn demo_fleet(devices: usize) -> FleetSpec {
 }
 
 pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
+    // Checked before the fleet starts or a file is written.
+    if args.payload_size == 0 {
+        return Err(AppError::Input(
+            "demo: --payload-size must be at least 1 byte".into(),
+        ));
+    }
+    if args.concurrency == 0 {
+        return Err(AppError::Input(
+            "demo: --concurrency must be at least 1".into(),
+        ));
+    }
+    let given = args.dir.is_some();
     let dir = match args.dir {
         Some(dir) => dir,
         None => {
@@ -36,7 +48,13 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
         }
     };
     let fatal = |what: &str, e: io::Error| AppError::Fatal(format!("demo: {what}: {e}"));
-    std::fs::create_dir_all(&dir).map_err(|e| fatal("cannot create its directory", e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| match given {
+        true => AppError::Input(format!(
+            "demo: --dir {}: cannot create it: {e} (give a directory, or a path to create)",
+            dir.display()
+        )),
+        false => fatal(&format!("cannot create {}", dir.display()), e),
+    })?;
     let payload_path = dir.join("payload.bin");
     write_demo_payload(&payload_path, args.payload_size)
         .map_err(|e| fatal("cannot write the payload", e))?;
@@ -47,10 +65,10 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
         .map_err(|e| fatal("cannot write the registry", e))?;
     let report_path = dir.join("report.csv");
     eprintln!(
-        "demo: {} simulated devices on http://{} (5% flaky, 1% dead, 2% slow, 2% resetting), \
-         pushing a {} payload at concurrency {}",
+        "demo: {} simulated devices on http://{} ({}), pushing a {} payload at concurrency {}",
         args.devices,
         fleet.addr(),
+        profile_counts(&fleet),
         crate::units::human_bytes(args.payload_size),
         args.concurrency
     );
@@ -72,6 +90,27 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
         }
         (_, Err(message)) => Err(AppError::Fatal(format!("demo: {message}"))),
     }
+}
+
+/// How many devices of each fault the fleet has, as it drew them: `10 flaky, 2 dead, ...`
+/// (a small fleet gets at least one of each, so percentages would not say it).
+fn profile_counts(fleet: &Fleet) -> String {
+    let stats = fleet.stats();
+    let counts: Vec<String> = ["flaky", "dead", "slow", "reset"]
+        .iter()
+        .map(|name| {
+            let count = stats
+                .iter()
+                .filter(|device| device.profile.to_string() == *name)
+                .count();
+            format!("{count} {name}")
+        })
+        .collect();
+    let healthy = stats
+        .iter()
+        .filter(|device| device.profile.to_string() == "healthy")
+        .count();
+    format!("{healthy} healthy, {}", counts.join(", "))
 }
 
 /// The demo's `push` flags, parsed as the command line would be (so every other flag keeps the

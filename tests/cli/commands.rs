@@ -32,6 +32,49 @@ fn demo_runs_a_rollout_and_writes_its_report() {
     assert!(test.path("demo/devices.csv").exists());
 }
 
+/// Bad `demo` flags are usage errors (exit 2) named before the fleet starts or a file is
+/// written; the header counts the faults the fleet really drew.
+#[test]
+fn demo_checks_its_flags_first_and_counts_its_faults() {
+    let mut test = Test::new();
+    test.write("taken", "a file, not a directory");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--dir", "taken"],
+            "demo: --dir taken: cannot create it: File exists",
+        ),
+        (
+            &["--payload-size", "0"],
+            "demo: --payload-size must be at least 1 byte",
+        ),
+        (
+            &["--concurrency", "0"],
+            "demo: --concurrency must be at least 1",
+        ),
+    ];
+    for (flags, message) in cases {
+        let output = test.clear().arg("demo").args(flags).run();
+        output.expect_status(2).expect_stderr(message);
+        assert!(!output.stderr.contains("simulated devices"), "{output}");
+    }
+    let output = test
+        .clear()
+        .args([
+            "demo",
+            "--devices",
+            "5",
+            "--payload-size",
+            "4KiB",
+            "--dir",
+            "d",
+        ])
+        .run();
+    output
+        .expect_status(0)
+        .expect_stderr("demo: 5 simulated devices on http://127.0.0.1:")
+        .expect_stderr("(1 healthy, 1 flaky, 1 dead, 1 slow, 1 reset)");
+}
+
 #[test]
 fn simulate_prints_a_registry_that_push_can_use_and_stops_on_sigint() {
     let mut simulator = Test::new();
