@@ -250,6 +250,56 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A read-only file system (a device's rootfs) failed as a bare "upload: failure", retried: SFTP
+/// version 3 says no more. The device's shell is asked why: the error names the file and the
+/// reason, and it is permanent. A missing directory names the directory.
+#[test]
+fn a_read_only_file_system_or_a_missing_directory_is_named_and_not_retried() {
+    // Mounted before the server starts, so that its mount namespace has it.
+    let disks = tempfile::tempdir().unwrap();
+    let read_only = disks.path().join("ro");
+    let _tmpfs = Tmpfs::mount(&read_only, "64k,ro");
+    let server = Server::sshd();
+    let (dir, _) = workspace(&server);
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let missing = disks.path().join("no-such-dir");
+    fs::write(
+        dir.path().join("d.csv"),
+        format!(
+            "id,url\nro,{}\nmissing,{}\n",
+            server.url(&read_only.join("fw.bin")),
+            server.url(&missing.join("fw.bin"))
+        ),
+    )
+    .unwrap();
+    let args = ["--retries", "3", "--report", "-", "d.csv"];
+    let output = push(dir.path(), &with_key(&server, &args));
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let rows = rows(&stdout);
+    let (ro, gone) = (&rows[0], &rows[1]);
+    assert_eq!((ro[2].as_str(), ro[3].as_str()), ("failed", "1"), "{ro:?}");
+    assert!(
+        ro[7].starts_with(&format!(
+            "upload: cannot create {}/fw.bin.part: ",
+            read_only.display()
+        )) && ro[7].contains("Read-only file system"),
+        "{ro:?}"
+    );
+    assert_eq!(
+        (gone[2].as_str(), gone[3].as_str()),
+        ("failed", "1"),
+        "{gone:?}"
+    );
+    assert!(
+        gone[7].starts_with(&format!(
+            "upload: cannot create {0}/fw.bin.part: its directory {0} does not exist on the device",
+            missing.display()
+        )),
+        "{gone:?}"
+    );
+}
+
 /// 1 MiB into a 512 KiB file system ended as "upload: failure (retries exhausted)" after 4
 /// attempts, leaving a 512 KiB `fw.bin.part` that kept the device's disk full: the space is
 /// asked for first (SFTP's statvfs on sshd, `df` over dropbear's SCP), the failure is

@@ -240,6 +240,40 @@ pub(crate) fn start_sftp(context: &Context<'_>) -> Result<Option<Sftp>, Delivery
 }
 
 /// Uploads by SFTP; returns whether it resumed an existing `.part`.
+/// SFTP version 3 (OpenSSH's server) reports most reasons a file cannot be created (a
+/// read-only file system, a directory in the way) as a bare "failure": the device's shell is
+/// asked why (`: > PART`), and its words decide the kind (read-only: permanent). Every message
+/// names the file.
+fn cannot_create(context: &Context<'_>, error: &ssh2::Error, part: &str) -> DeliveryError {
+    const FX_FAILURE: i32 = 4;
+    let mut failed = ssh_failure(Phase::Upload, error);
+    match error.code() {
+        ErrorCode::SFTP(FX_FAILURE) => {
+            let bound = Bound::new(context.stall, context.stall, context.deadline);
+            let command = format!(": > {}", shell_quote(part));
+            if let Ok(output) = remote::run(context.session, &command, &bound, Phase::Upload)
+                && !output.succeeded()
+            {
+                let text = output.tail_text();
+                failed.kind = super::errors::kind_from_text(&text).unwrap_or(failed.kind);
+                failed.message = format!("cannot create {part}: {text}");
+                return failed;
+            }
+            failed.message = format!("cannot create {part}: {}", failed.message);
+        }
+        ErrorCode::SFTP(_) if failed.kind == ErrorKind::Request => {
+            let dir = space::dir_of(part);
+            failed.message = format!(
+                "cannot create {part}: its directory {dir} does not exist on the device (or is \
+                 not a directory): check the URL's path ({})",
+                error.message()
+            );
+        }
+        _ => failed.message = format!("cannot create {part}: {}", failed.message),
+    }
+    failed
+}
+
 fn sftp_upload(
     context: &Context<'_>,
     sftp: &Sftp,
@@ -262,7 +296,7 @@ fn sftp_upload(
     }
     let mut remote = sftp
         .open_mode(Path::new(part), flags, 0o644, OpenType::File)
-        .map_err(upload_error)?;
+        .map_err(|error| cannot_create(context, &error, part))?;
     if offset > 0 {
         remote
             .seek(SeekFrom::Start(offset))
