@@ -305,7 +305,7 @@ impl SshDelivery {
                     .map(|identity| identity.path.clone())
                     .collect()
             };
-        Ok(resolved.describe(&defaults))
+        Ok(resolved.describe(&defaults, self.options.password.is_some()))
     }
 
     /// Runs `command` on `device` over a session of its own (connect, host key, log in), for a

@@ -66,8 +66,9 @@ pub(crate) struct Resolved {
 }
 
 impl Resolved {
-    /// One line for `--dry-run`: user, host, port, identity and route.
-    pub(crate) fn describe(&self, default_identities: &[PathBuf]) -> String {
+    /// One line for `--dry-run`: user, host, port, identity and route. `password`: whether
+    /// `--password-env` gives one.
+    pub(crate) fn describe(&self, default_identities: &[PathBuf], password: bool) -> String {
         let device = &self.device;
         let identities = if device.identity_files.is_empty() && !device.configured_identities {
             default_identities
@@ -75,7 +76,12 @@ impl Resolved {
             &device.identity_files
         };
         let identity = match identities {
-            [] => "agent only".to_string(),
+            [] if device.use_agent => "agent only".to_string(),
+            [] if password => "password only".to_string(),
+            // What the login would find: say so now, not once per device.
+            [] => "none: no key, no agent, no password (every login will be refused; give \
+                   --identity FILE)"
+                .to_string(),
             files => files
                 .iter()
                 .map(|file| file.display().to_string())
@@ -297,7 +303,7 @@ mod tests {
             local_user: "ops",
         };
         let described = match resolver.device(&target, jump) {
-            Ok(resolved) => resolved.describe(&[PathBuf::from("/home/ops/.ssh/id_ed25519")]),
+            Ok(resolved) => resolved.describe(&[PathBuf::from("/home/ops/.ssh/id_ed25519")], false),
             Err(error) => format!("error: {error}"),
         };
         assert_eq!(described, expected, "{url} {jump:?}");
@@ -353,6 +359,38 @@ mod tests {
             None,
             "flag@plc-1:22 identity /home/ops/.ssh/id_ed25519; jump jumper@10.0.0.1:22",
         );
+    }
+
+    /// Without a key, the dry run says how each device would log in, or that it could not.
+    #[test]
+    fn the_dry_run_names_the_credentials_a_login_would_have() {
+        let options = options("");
+        let target = crate::address::ssh::parse_ssh_url("ssh://pos-1/fw").unwrap();
+        let no_agent = SshOptions {
+            use_agent: false,
+            ..options.clone()
+        };
+        for (options, password, expected) in [
+            (&options, false, "ops@pos-1:22 identity agent only; direct"),
+            (
+                &no_agent,
+                true,
+                "ops@pos-1:22 identity password only; direct",
+            ),
+            (
+                &no_agent,
+                false,
+                "ops@pos-1:22 identity none: no key, no agent, no password (every login will be \
+                 refused; give --identity FILE); direct",
+            ),
+        ] {
+            let resolver = Resolver {
+                options,
+                local_user: "ops",
+            };
+            let resolved = resolver.device(&target, None).unwrap();
+            assert_eq!(resolved.describe(&[], password), expected);
+        }
     }
 
     #[test]
