@@ -34,6 +34,15 @@ pub(super) fn registry(
     validator.names(&header);
     let id_column = header.iter().position(|name| name == "id");
     let url_source = validator.url_source(&header, options.target);
+    if let Some(template) = options.target
+        && header.iter().any(|name| name == "url")
+    {
+        log::warn!(
+            "{source}: --target {:?} replaces the url column for every device (leave out \
+             --target to use the column)",
+            template.text()
+        );
+    }
     if id_column.is_none() {
         let fix = case_hint(&header, "id")
             .unwrap_or_else(|| "add an id column (a unique name per device)".to_string());

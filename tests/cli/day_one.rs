@@ -325,4 +325,14 @@ fn registries_as_spreadsheets_save_them() {
             "twice.csv:3: device other has the same url as {} (line 2): both will be pushed",
             a.0
         ));
+    // --target over a registry that has a url column replaces it, and says so.
+    run(
+        &["--target", "http://127.0.0.1:9/{id}", "--dry-run"],
+        "twice.csv",
+    )
+    .expect_status(0)
+    .expect_stderr(
+        "twice.csv: --target \"http://127.0.0.1:9/{id}\" replaces the url column for every \
+             device",
+    );
 }
