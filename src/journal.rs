@@ -246,7 +246,15 @@ pub enum JournalError {
         /// This run's payload sha256.
         payload: String,
     },
-    /// A line (1-based) is damaged, or the header is not ours.
+    /// The file's first line is no journal header of ours: another kind of file (a registry,
+    /// a report) given where a journal was expected.
+    NotAJournal {
+        /// The file.
+        path: PathBuf,
+        /// What its first line is not.
+        why: String,
+    },
+    /// A line (1-based) is damaged.
     Corrupt {
         /// The journal file.
         path: PathBuf,
@@ -281,6 +289,12 @@ impl fmt::Display for JournalError {
                 "journal {} belongs to another payload (sha256 {journal}, this payload is \
                  {payload}): use a new journal for a new payload, or --journal-reset to start \
                  this one over",
+                path.display()
+            ),
+            JournalError::NotAJournal { path, why } => write!(
+                f,
+                "{} is not an update-orchestrator journal ({why}): a journal is the file push \
+                 --journal FILE writes; name that file, or another path for a new journal",
                 path.display()
             ),
             JournalError::Corrupt { path, line, why } => write!(
@@ -327,17 +341,17 @@ impl Journal {
             Line::Complete(text) => text,
             Line::Torn => return Err(corrupt(1, "the header line is incomplete".into())),
         };
-        let header: Header = serde_json::from_slice(header_text).map_err(|e| {
-            corrupt(
-                1,
-                format!("not an update-orchestrator journal header ({e})"),
-            )
-        })?;
+        let not_a_journal = |why: String| JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            why,
+        };
+        let header: Header = serde_json::from_slice(header_text)
+            .map_err(|e| not_a_journal(format!("its first line is no journal header: {e}")))?;
         if header.journal != FORMAT {
-            return Err(corrupt(
-                1,
-                format!("not an update-orchestrator journal ('{}')", header.journal),
-            ));
+            return Err(not_a_journal(format!(
+                "its header names '{}'",
+                header.journal
+            )));
         }
         if header.version != VERSION {
             return Err(corrupt(

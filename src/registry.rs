@@ -155,13 +155,30 @@ pub struct RegistryError {
     pub problems: Vec<Problem>,
 }
 
+impl RegistryError {
+    /// The error as `inventory import` says it: nothing was imported.
+    pub fn for_import(&self) -> String {
+        Rendered(self, "nothing was imported").to_string()
+    }
+}
+
+/// A registry error and what it means for the command that read the registry.
+struct Rendered<'e>(&'e RegistryError, &'static str);
+
 impl fmt::Display for RegistryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.problems.len();
+        Rendered(self, "nothing was pushed").fmt(f)
+    }
+}
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Rendered(error, consequence) = *self;
+        let count = error.problems.len();
         let noun = if count == 1 { "problem" } else { "problems" };
-        write!(f, "{}: {count} {noun}, nothing was pushed", self.source)?;
-        for problem in self.problems.iter().take(MAX_LISTED_PROBLEMS) {
-            write!(f, "\n  {}", self.source)?;
+        write!(f, "{}: {count} {noun}, {consequence}", error.source)?;
+        for problem in error.problems.iter().take(MAX_LISTED_PROBLEMS) {
+            write!(f, "\n  {}", error.source)?;
             if let Some(location) = &problem.location {
                 write!(f, ":{location}")?;
             }

@@ -39,7 +39,7 @@ pub fn import(
         delimiter,
         ..LoadOptions::default()
     };
-    let registry = registry::load_with(source, reader, &options).map_err(|e| e.to_string())?;
+    let registry = registry::load_with(source, reader, &options).map_err(|e| e.for_import())?;
     let fail = |e: rusqlite::Error| format!("cannot import {source}: {e}");
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)

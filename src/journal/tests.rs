@@ -155,7 +155,7 @@ fn damage_is_an_error_naming_the_line() {
     check_corrupt(
         &["id,url".into()],
         "",
-        "journal fw.journal:1: not an update-orchestrator journal header (expected value at line 1 column 1); the journal is damaged: fix or move it (nothing was pushed)",
+        "fw.journal is not an update-orchestrator journal (its first line is no journal header: expected value at line 1 column 1): a journal is the file push --journal FILE writes; name that file, or another path for a new journal",
     );
 }
 

@@ -355,7 +355,7 @@ const CASES: &[Case] = &[
         name: "a CSV given as the journal",
         registry: VALID,
         extra: &["--journal", "notajournal.journal"],
-        expect: "update-orchestrator: journal notajournal.journal:1: not an update-orchestrator journal header (expected value at line 1 column 1); the journal is damaged: fix or move it (nothing was pushed)",
+        expect: "update-orchestrator: notajournal.journal is not an update-orchestrator journal (its first line is no journal header: expected value at line 1 column 1): a journal is the file push --journal FILE writes; name that file, or another path for a new journal",
         ..DEFAULT
     },
     Case {

@@ -466,6 +466,7 @@ fn import_upserts_by_id_and_export_gives_the_devices_back() {
         .args(["inventory", "import", "--db", DB, "dup.csv"])
         .run()
         .expect_status(2)
+        .expect_stderr("dup.csv: 1 problem, nothing was imported")
         .expect_stderr("dup.csv:3: column 1 (id): duplicate id 'e'");
 }
 
