@@ -26,6 +26,21 @@ pub(super) fn check(
     for warning in registry::duplicate_urls(registry, 10) {
         log::warn!("{warning}");
     }
+    if registry.devices.is_empty() {
+        // A truncated export or a query that matches nothing: a cron job must not read the
+        // night as a success.
+        return Err(AppError::Input(match &config.query {
+            Some(query) => format!(
+                "--query {query:?} selects no device from {}: check its conditions",
+                registry.source
+            ),
+            None => format!(
+                "{} lists no devices (a header and no rows): nothing to push; a registry has \
+                 one device per row",
+                registry.source
+            ),
+        }));
+    }
     let selection = &config.selection;
     scheduler::check_filters(&selection.filters, &registry.header).map_err(AppError::Input)?;
     if let Some(message) = scheduler::empty_selection(registry, &selection.filters, selection.shard)

@@ -424,6 +424,14 @@ fn bad_inventories_are_refused_before_any_device_is_contacted() {
             "fleet.db:devices id 'dev-00002': column {} (url): unsupported scheme 'ftp'",
             url_column[0][0]
         ));
+    // A query that selects nothing is not a night with nothing to do.
+    push(&mut test, &[])
+        .args(["--query", "select * from devices where id = 'dev-99999'", DB])
+        .run()
+        .expect_status(2)
+        .expect_stderr(
+            "--query \"select * from devices where id = 'dev-99999'\" selects no device from fleet.db",
+        );
     assert_eq!(requests(&fleet), 0);
 }
 
