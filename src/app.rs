@@ -206,8 +206,11 @@ fn patches(config: &PushConfig, payload: &Payload) -> Result<Option<Arc<DeltaSet
     Ok(Some(Arc::new(set)))
 }
 
-/// Says what the run is about to do (an info log record).
+/// Says what the run is about to do (an info log record; a warning when there are no devices).
 fn announce(config: &PushConfig, registry: &Registry, payload: &Payload, plan: &Plan) {
+    if registry.devices.is_empty() {
+        log::warn!("{}: no devices: nothing to push", registry.source);
+    }
     log::info!(
         "pushing {} ({} bytes, sha256 {}) to {} of {} devices in {} wave(s); concurrency {}, retries {}",
         config.payload.display(),

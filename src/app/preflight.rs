@@ -26,20 +26,17 @@ pub(super) fn check(
     for warning in registry::duplicate_urls(registry, 10) {
         log::warn!("{warning}");
     }
-    if registry.devices.is_empty() {
-        // A truncated export or a query that matches nothing: a cron job must not read the
-        // night as a success.
-        return Err(AppError::Input(match &config.query {
-            Some(query) => format!(
-                "--query {query:?} selects no device from {}: check its conditions",
-                registry.source
-            ),
-            None => format!(
-                "{} lists no devices (a header and no rows): nothing to push; a registry has \
-                 one device per row",
-                registry.source
-            ),
-        }));
+    // A query that selects nothing is a filter that selects nothing: a cron job must not read
+    // the night as a success. A registry of a header and no rows stays a warning and exit 0:
+    // `status --failed fleet.db | push ... -` retries the failed devices, and none is a night
+    // with nothing to do.
+    if let Some(query) = &config.query
+        && registry.devices.is_empty()
+    {
+        return Err(AppError::Input(format!(
+            "--query {query:?} selects no device from {}: check its conditions",
+            registry.source
+        )));
     }
     let selection = &config.selection;
     scheduler::check_filters(&selection.filters, &registry.header).map_err(AppError::Input)?;

@@ -299,12 +299,6 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
-        name: "a registry of a header and no rows",
-        registry: b"id,url\n",
-        expect: "update-orchestrator: devices.csv lists no devices (a header and no rows): nothing to push; a registry has one device per row",
-        ..DEFAULT
-    },
-    Case {
         name: "--header with an unknown column",
         extra: &["--header", "Authorization: Bearer {toekn}"],
         expect: "update-orchestrator: --header Authorization: unknown placeholder {toekn} in \"Bearer {toekn}\": the registry has the columns id, url",

@@ -171,6 +171,8 @@ pub(crate) fn kind_from_text(text: &str) -> Option<ErrorKind> {
         Some(ErrorKind::NoSpace)
     } else if [
         "permission denied",
+        // EPERM: an immutable file or directory (chattr +i), a mount that refuses writes.
+        "operation not permitted",
         "read-only file system",
         "write protected",
     ]
@@ -348,6 +350,10 @@ mod tests {
             Some(ErrorKind::Permission),
         );
         check_text("touch: Read-only file system", Some(ErrorKind::Permission));
+        check_text(
+            "sh: 1: cannot create /opt/x/fw.bin.part: Operation not permitted",
+            Some(ErrorKind::Permission),
+        );
         check_text(
             "scp: /nope/x: No such file or directory",
             Some(ErrorKind::Request),
