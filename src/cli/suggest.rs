@@ -21,12 +21,30 @@ pub(super) fn explain(output: &str, args: &[String], top: &CommandInfoWithArgs) 
         };
         return Some(unrecognized(unknown, &known, "update-orchestrator"));
     };
-    let name = args[at].as_str();
-    let command = &top.commands.iter().find(|c| c.name == name)?.command;
-    if unknown.starts_with('-') && unknown.len() > 1 {
-        return Some(unrecognized(unknown, &flag_names(command), name));
+    let mut name = args[at].clone();
+    let mut command = &top.commands.iter().find(|c| c.name == args[at])?.command;
+    let mut at = at;
+    // Down into subcommands (`inventory import`): the flags are the innermost command's.
+    while let Some(sub) = args
+        .get(at + 1)
+        .and_then(|word| command.commands.iter().find(|c| c.name == word))
+    {
+        name = format!("{name} {}", sub.name);
+        command = &sub.command;
+        at += 1;
     }
-    Some(stray_positional(unknown, &args[at + 1..], command, name))
+    if unknown.starts_with('-') && unknown.len() > 1 {
+        return Some(unrecognized(unknown, &flag_names(command), &name));
+    }
+    if !command.commands.is_empty() && args.get(at + 1).is_some_and(|word| word == unknown) {
+        let known: Vec<&str> = command.commands.iter().map(|c| c.name).collect();
+        let what = format!("unknown command {name} {unknown}");
+        return Some(match closest(unknown, &known) {
+            Some(sub) => format!("{what}: did you mean {name} {sub}?"),
+            None => format!("{what}: use one of {}", known.join(", ")),
+        });
+    }
+    Some(stray_positional(unknown, &args[at + 1..], command, &name))
 }
 
 /// The known name closest to `word` (edit distance at most a third of its length, at least 1),

@@ -208,10 +208,18 @@ fn failures_are_printed_once_and_the_summary_says_where_the_rest_are() {
         .expect_stderr("more failed devices: run update-orchestrator status --failed fw.journal\n");
 }
 
-/// `--concurency 5`, `--paylod`, `pusj`: argh's bare "Unrecognized argument".
+/// `--concurency 5`, `--paylod`, `pusj`, `inventory imprt`: argh's bare "Unrecognized argument".
 #[test]
 fn a_misspelt_flag_or_command_gets_the_closest_one() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["inventory", "imprt", "--db", "fleet.db", "d.csv"],
+            "unknown command inventory imprt: did you mean inventory import?",
+        ),
+        (
+            &["inventory", "import", "--dbb", "fleet.db", "d.csv"],
+            "unknown flag --dbb for inventory import: did you mean --db?",
+        ),
         (
             &["push", "--concurency", "5", "--payload", "fw.bin", "d.csv"],
             "unknown flag --concurency for push: did you mean --concurrency?",
