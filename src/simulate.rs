@@ -331,6 +331,12 @@ impl Fleet {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
+    /// Connections a fleet thread is serving now (accepted and not yet closed by the fleet). Once
+    /// this reads 0, every counter change those connections made is visible to [`Fleet::stats`].
+    pub fn open_connections(&self) -> u64 {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
     /// The most TCP connections ever open at once (devices in flight, seen by the fleet).
     pub fn peak_connections(&self) -> u64 {
         self.shared.peak_open.load(Ordering::Relaxed)

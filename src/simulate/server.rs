@@ -267,7 +267,8 @@ fn spawn_connection(stream: std::net::TcpStream, shared: Arc<Shared>) -> Option<
         .stack_size(CONNECTION_STACK_SIZE)
         .spawn(move || {
             connection::serve(stream, &shared);
-            shared.open.fetch_sub(1, Ordering::Relaxed);
+            // SeqCst (a release): a reader that sees the count fall sees this connection's counters.
+            shared.open.fetch_sub(1, Ordering::SeqCst);
         });
     match spawned {
         Ok(handle) => Some(handle),

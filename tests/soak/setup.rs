@@ -180,48 +180,53 @@ pub fn report(path: &Path) -> Vec<Row> {
 }
 
 /// The fleet's counters once nothing can change them any more. After a client dies, a device
-/// may still be reading what the kernel had buffered (even on a connection not yet accepted)
-/// and count it as a complete upload. So: wait until the kernel shows no socket of the fleet's
-/// port but the listener (TIME_WAIT aside) and an empty accept queue, and the counters stay
-/// the same over 100 ms.
+/// may still be reading what the kernel had buffered (even on a connection not yet accepted,
+/// or one the client's reset already took out of the kernel's socket table) and count it as a
+/// complete upload. So, in this order: the listener's accept queue is empty, no fleet thread
+/// serves a connection, and only then the counters are read; twice, 100 ms apart, with the
+/// same counters. (Reading the counters before the sockets lost a count made between
+/// the two reads: CI saw a device's upload from a killed run counted in the next one.)
 pub fn quiet_stats(fleet: &Fleet) -> Vec<DeviceStats> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let port = fleet.addr().port();
-    let mut last = fleet.stats();
+    // The previous reading, and whether the fleet was idle when it was taken.
+    let mut last: Option<(Vec<DeviceStats>, bool)> = None;
     loop {
-        std::thread::sleep(Duration::from_millis(100));
+        let queued = accept_queue(port);
+        let serving = fleet.open_connections();
         let now = fleet.stats();
-        if now == last && sockets_busy(port) == 0 {
+        let idle = queued == 0 && serving == 0;
+        if idle
+            && last
+                .as_ref()
+                .is_some_and(|(stats, was_idle)| *was_idle && *stats == now)
+        {
             return now;
         }
         assert!(
             Instant::now() < deadline,
-            "the simulated fleet is still busy 20 s after the client ended              ({} sockets or queued connections on port {port})",
-            sockets_busy(port)
+            "the simulated fleet is still busy 20 s after the client ended \
+             ({serving} connections served, {queued} queued on port {port})"
         );
-        last = now;
+        last = Some((now, idle));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Sockets bound to local `port` on 127.0.0.1 that a server thread may still read from, plus
-/// connections waiting in the listener's accept queue, from /proc/net/tcp.
-fn sockets_busy(port: u16) -> usize {
+/// Connections waiting in the accept queue of the listener on local `port` (127.0.0.1), from
+/// /proc/net/tcp (a listening socket's rx_queue is its accept backlog).
+fn accept_queue(port: u16) -> usize {
     const LISTEN: &str = "0A";
-    const TIME_WAIT: &str = "06";
     let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
     let local = format!("0100007F:{port:04X}");
     table
         .lines()
         .skip(1)
         .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|fields| fields.len() > 4 && fields[1] == local)
-        .map(|fields| match fields[3] {
-            LISTEN => {
-                let queued = fields[4].split_once(':').map_or("0", |(_, rx)| rx);
-                usize::from_str_radix(queued, 16).unwrap_or(1)
-            }
-            TIME_WAIT => 0,
-            _ => 1,
+        .filter(|fields| fields.len() > 4 && fields[1] == local && fields[3] == LISTEN)
+        .map(|fields| {
+            let queued = fields[4].split_once(':').map_or("0", |(_, rx)| rx);
+            usize::from_str_radix(queued, 16).unwrap_or(1)
         })
         .sum()
 }
