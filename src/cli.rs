@@ -29,8 +29,8 @@ pub use simulate::SimulateArgs;
 pub use status::StatusArgs;
 pub use values::{parse_delimiter, parse_duration, parse_exit_codes, parse_percent, parse_size};
 
-/// update-orchestrator pushes one update file to thousands of devices at once, over HTTP(S),
-/// with bounded retries, timeouts on every phase, live progress and a per-device report.
+/// update-orchestrator pushes one update file to thousands of devices at once, over HTTP(S)
+/// or SSH, with bounded retries, timeouts on every phase, live progress and a per-device report.
 #[derive(FromArgs, ArgsInfo, Debug)]
 #[argh(
     help_triggers("-h", "--help"),

@@ -50,6 +50,11 @@ fn help_exits_0_and_documents_exit_codes() {
             .expect_stdout("2 usage or input error")
             .expect_stdout("130 interrupted by SIGINT");
     }
+    // The first line a newcomer reads names both protocols (it said HTTP(S) only).
+    Test::new()
+        .args(["--help"])
+        .run()
+        .expect_stdout("thousands of devices at once, over HTTP(S) or SSH,");
 }
 
 #[test]
