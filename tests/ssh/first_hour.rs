@@ -441,3 +441,60 @@ fn every_failure_fits_one_report_cell_phase_first() {
         }
     }
 }
+
+/// A URL naming a directory on the device (`.../firmware`, as scp users write it) wrote
+/// `firmware.part` beside it and then `mv` moved it inside: the device was recorded as
+/// updated, `--exec` ran on the directory, and nothing was replaced. It is refused before
+/// anything is sent, permanently, over SFTP (sshd) and SCP (dropbear), a symlink to a
+/// directory too, and nothing is left on the device.
+#[test]
+fn a_url_naming_a_directory_is_refused_before_anything_is_sent() {
+    let sshd = Server::sshd();
+    let dropbear = Server::dropbear(true);
+    for (server, method) in [(&sshd, "sftp"), (&dropbear, "scp")] {
+        let (dir, remote) = workspace(server);
+        fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+        let (firmware, linked) = (remote.join("firmware"), remote.join("linked"));
+        fs::create_dir(&firmware).unwrap();
+        std::os::unix::fs::symlink(&firmware, &linked).unwrap();
+        let marker = remote.join("installed");
+        fs::write(
+            dir.path().join("d.csv"),
+            format!(
+                "id,url\ndir,{}\nlink,{}\n",
+                server.url(&firmware),
+                server.url(&linked)
+            ),
+        )
+        .unwrap();
+        let exec = format!("touch {}", marker.display());
+        let args = ["--retries", "3", "--exec", &exec, "--report", "-", "d.csv"];
+        let output = push(dir.path(), &with_key(server, &args));
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{method}: {stderr}");
+        for (row, path) in rows(&stdout).iter().zip([&firmware, &linked]) {
+            assert_eq!(
+                (row[2].as_str(), row[3].as_str(), row[4].as_str()),
+                ("failed", "1", "0"),
+                "{method}: {row:?}"
+            );
+            assert_eq!(
+                row[7],
+                format!(
+                    "upload: {0} is a directory on the device: the URL must name the file to \
+                     write, e.g. {0}/fw.bin",
+                    path.display()
+                ),
+                "{method}"
+            );
+        }
+        let inside: Vec<_> = fs::read_dir(&firmware).unwrap().collect();
+        assert!(inside.is_empty(), "{method}: {inside:?}");
+        let mut beside: Vec<String> = fs::read_dir(&remote)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        beside.sort();
+        assert_eq!(beside, ["firmware", "linked"], "{method}: nothing else");
+    }
+}

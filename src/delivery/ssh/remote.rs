@@ -241,10 +241,18 @@ pub(crate) fn rename(
     to: &str,
     bound: &Bound,
 ) -> Result<(), DeliveryError> {
-    let command = format!("mv -f {} {}", shell_quote(from), shell_quote(to));
+    // `mv` into a directory would move the file inside it and succeed (a URL naming a
+    // directory, as scp users write): refused, with its own exit status.
+    let (quoted_from, quoted_to) = (shell_quote(from), shell_quote(to));
+    let command = format!(
+        "if [ -d {quoted_to} ]; then exit {IS_A_DIRECTORY}; fi; mv -f {quoted_from} {quoted_to}"
+    );
     let output = run(session, &command, bound, Phase::Upload)?;
     if output.succeeded() {
         return Ok(());
+    }
+    if output.status == IS_A_DIRECTORY && output.signal.is_none() {
+        return Err(is_a_directory(to));
     }
     let text = output.tail_text();
     let kind = kind_from_text(&text).unwrap_or(ErrorKind::Io);
@@ -253,6 +261,29 @@ pub(crate) fn rename(
         output.describe_status()
     );
     Err(failure(Phase::Upload, kind, message))
+}
+
+/// The exit status of the rename's check that the final path is not a directory.
+const IS_A_DIRECTORY: i32 = 97;
+
+/// The final path is a directory on the device: the URL must name the file (permanent).
+pub(crate) fn is_a_directory(path: &str) -> DeliveryError {
+    failure(
+        Phase::Upload,
+        ErrorKind::Request,
+        format!(
+            "{path} is a directory on the device: the URL must name the file to write, \
+             e.g. {}/fw.bin",
+            path.trim_end_matches('/')
+        ),
+    )
+}
+
+/// Whether `path` is a directory on the device (`[ -d PATH ]`, symlinks followed as `mv`
+/// does); `false` when the shell cannot say.
+pub(crate) fn is_directory(session: &Session, path: &str, bound: &Bound) -> bool {
+    let command = format!("[ -d {} ]", shell_quote(path));
+    run(session, &command, bound, Phase::Upload).is_ok_and(|output| output.succeeded())
 }
 
 /// `rm -f PATH` on the device, best effort (cleaning up after a failed check).

@@ -70,6 +70,7 @@ pub(crate) fn upload(
     sent: &mut u64,
 ) -> Result<Upload, DeliveryError> {
     let part = format!("{path}.part");
+    refuse_directory(context, sftp.as_ref(), path)?;
     let (route, resumed) = match sftp {
         Some(sftp) => {
             let resume = verify == Verify::Sha256;
@@ -88,6 +89,28 @@ pub(crate) fn upload(
         path: path.to_string(),
         resumed,
     })
+}
+
+/// A URL that names a directory on the device (`/opt/fw/`, as scp users write) is refused
+/// before anything is sent: the `.part` would be written beside it and then moved inside it,
+/// and the device recorded as updated with nothing replaced.
+fn refuse_directory(
+    context: &Context<'_>,
+    sftp: Option<&Sftp>,
+    path: &str,
+) -> Result<(), DeliveryError> {
+    context.arm(Phase::Upload)?;
+    let directory = match sftp {
+        Some(sftp) => sftp.stat(Path::new(path)).is_ok_and(|stat| stat.is_dir()),
+        None => {
+            let bound = Bound::new(context.stall, context.stall, context.deadline);
+            remote::is_directory(context.session, path, &bound)
+        }
+    };
+    if directory {
+        return Err(remote::is_a_directory(path));
+    }
+    Ok(())
 }
 
 impl Context<'_> {
@@ -188,7 +211,13 @@ impl Upload {
         context.arm(Phase::Upload)?;
         let bound = Bound::new(context.stall, context.stall, context.deadline);
         let Route::Sftp(sftp) = &self.route else {
-            return remote::rename(context.session, &self.part, &self.path, &bound);
+            return remote::rename(context.session, &self.part, &self.path, &bound).inspect_err(
+                |error| {
+                    if error.kind == ErrorKind::Request {
+                        remote::remove(context.session, &self.part, &bound);
+                    }
+                },
+            );
         };
         let (from, to) = (Path::new(&self.part), Path::new(&self.path));
         let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
@@ -200,8 +229,13 @@ impl Upload {
         }
         // SFTP version 3 servers (OpenSSH's) refuse to rename over an existing file; `mv` is
         // atomic. Without a shell, remove then rename: the path is briefly absent, never partial.
-        if remote::rename(context.session, &self.part, &self.path, &bound).is_ok() {
-            return Ok(());
+        match remote::rename(context.session, &self.part, &self.path, &bound) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind == ErrorKind::Request => {
+                let _ = sftp.unlink(from);
+                return Err(error);
+            }
+            Err(_) => {}
         }
         let _ = sftp.unlink(to);
         sftp.rename(from, to, flags).map_err(|error| {
