@@ -150,16 +150,20 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     if config.dry_run {
         return plan::dry_run(&config, &registry, &payload, patches.as_ref());
     }
+    // What can still refuse the run is checked before the journal is opened (or reset), the
+    // inventory records a run, or an output is truncated: an exit 2 changes nothing.
+    outputs::preflight(&config)?;
+    let most_workers = config.run.concurrency.min(registry.devices.len()).max(1);
+    crate::limits::ensure(most_workers).map_err(|e| AppError::Input(e.to_string()))?;
+    let server = outputs::start_server(&config.observe, &control)?;
     let journal = plan::open_journal(config.journal.as_ref(), &payload)?;
     let inventory = plan::open_inventory(&config, &payload, registry.devices.len())?;
     // The journal file when given, else the inventory acting as the journal.
     let past = (journal.as_ref().map(|(_, j)| j)).or(inventory.as_ref().map(|(_, j)| j));
     let plan = plan::plan(&registry, past, &config);
-    crate::limits::ensure(crate::orchestrator::workers(&plan, &config.run))
-        .map_err(|e| AppError::Input(e.to_string()))?;
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
     let signals = Signals::install()?;
-    let (mut outputs, server) = outputs::open(&config.observe, config.progress.interval, &control)?;
+    let mut outputs = outputs::open(&config.observe, config.progress.interval, server.as_ref())?;
     if let Some(path) = &config.observe.report_html {
         let inputs = (&registry, &payload, &plan);
         outputs.html_report = Some(outputs::html_report(path, &config, inputs)?);
@@ -178,7 +182,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         (&signals, &control),
         outputs,
     );
-    if let Some(server) = server {
+    if let Some((_, server)) = server {
         server.stop();
     }
     let result = result?;

@@ -117,12 +117,109 @@ pub(super) fn roster(registry: &Registry, plan: &Plan, columns: &[String]) -> Ro
     Roster::new(columns, devices)
 }
 
-/// The outputs for the progress thread, and the status server (stop it after the run).
+/// Before anything is created, truncated or reset (the journal, the report, the events): each
+/// output file can be written, so a wrong path is an input error (exit 2) that leaves the last
+/// run's files as they were. An existing file must be writable and not a directory; a new one's
+/// directory must exist and be writable. Nothing is created here.
+pub(super) fn preflight(config: &PushConfig) -> Result<(), AppError> {
+    let observe = &config.observe;
+    let report = match &config.report {
+        Some(crate::report::ReportTarget::File(path)) => Some(path),
+        _ => None,
+    };
+    let events = match &observe.events {
+        Some(EventsTarget::File(path)) => Some(path),
+        _ => None,
+    };
+    let files = [
+        ("--report", report),
+        ("--events", events),
+        ("--metrics-file", observe.metrics_file.as_ref()),
+        ("--report-html", observe.report_html.as_ref()),
+    ];
+    for (flag, path) in files {
+        if let Some(path) = path
+            && let Err(why) = writable(path)
+        {
+            return Err(AppError::Input(format!(
+                "{flag} {}: cannot write it: {why}; nothing was written or pushed",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Why `path` cannot be written, if it cannot (`access(2)`, as the run's user).
+fn writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let can_write = |path: &Path| {
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `access` reads the NUL-terminated path; nothing else is passed.
+        unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err("it is a directory: give a file's path".into()),
+        Ok(_) if can_write(path) => Ok(()),
+        Ok(_) => Err("the file is not writable".into()),
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() && can_write(dir) => Ok(()),
+                Ok(meta) if meta.is_dir() => {
+                    Err(format!("its directory {} is not writable", dir.display()))
+                }
+                _ => Err(format!(
+                    "its directory {} does not exist: create it first",
+                    dir.display()
+                )),
+            }
+        }
+    }
+}
+
+/// The status server (`--status-addr`), listening before the journal is opened, so a busy port
+/// is an input error that changed nothing; with the board it serves. Stop it after the run.
+pub(super) fn start_server(
+    options: &ObserveOptions,
+    control: &Arc<Control>,
+) -> Result<Option<(Arc<StatusBoard>, StatusServer)>, AppError> {
+    let Some(addr) = options.status_addr else {
+        return Ok(None);
+    };
+    let board = Arc::new(StatusBoard::new());
+    let access = options.control_token.clone().map(|token| ControlAccess {
+        control: control.clone(),
+        token,
+    });
+    let server = StatusServer::start(addr, board.clone(), access).map_err(|e| {
+        AppError::Input(format!(
+            "--status-addr {addr}: cannot listen there: {e}: pick another port (0 picks a free one)"
+        ))
+    })?;
+    let control = if options.control_token.is_some() {
+        ", POST /control/pause|resume|abort"
+    } else {
+        ""
+    };
+    eprintln!(
+        "status page: {} (also /status.json and /metrics{control})",
+        server.url()
+    );
+    Ok(Some((board, server)))
+}
+
+/// The outputs for the progress thread (the board of the server `start_server` started).
 pub(super) fn open(
     options: &ObserveOptions,
     interval: Duration,
-    control: &Arc<Control>,
-) -> Result<(Outputs, Option<StatusServer>), AppError> {
+    server: Option<&(Arc<StatusBoard>, StatusServer)>,
+) -> Result<Outputs, AppError> {
     let mut outputs = Outputs::default();
     outputs.metrics_interval = interval;
     outputs.event_log = match &options.events {
@@ -148,31 +245,6 @@ pub(super) fn open(
         })?;
         outputs.metrics_file = Some(file);
     }
-    let server = match options.status_addr {
-        None => None,
-        Some(addr) => {
-            let board = Arc::new(StatusBoard::new());
-            let access = options.control_token.clone().map(|token| ControlAccess {
-                control: control.clone(),
-                token,
-            });
-            let server = StatusServer::start(addr, board.clone(), access).map_err(|e| {
-                AppError::Input(format!(
-                    "--status-addr {addr}: cannot listen there: {e}: pick another port (0 picks a free one)"
-                ))
-            })?;
-            let control = if options.control_token.is_some() {
-                ", POST /control/pause|resume|abort"
-            } else {
-                ""
-            };
-            eprintln!(
-                "status page: {} (also /status.json and /metrics{control})",
-                server.url()
-            );
-            outputs.board = Some(board);
-            Some(server)
-        }
-    };
-    Ok((outputs, server))
+    outputs.board = server.map(|(board, _)| board.clone());
+    Ok(outputs)
 }

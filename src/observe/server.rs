@@ -49,7 +49,8 @@ pub struct ControlAccess {
 pub struct StatusServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    /// `None` once joined.
+    thread: Option<JoinHandle<()>>,
 }
 
 impl StatusServer {
@@ -70,7 +71,11 @@ impl StatusServer {
                 .name("status-server".into())
                 .spawn(move || accept_loop(&listener, &board, control.as_ref(), &stop))?
         };
-        Ok(StatusServer { addr, stop, thread })
+        Ok(StatusServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// The address it listens on.
@@ -85,9 +90,23 @@ impl StatusServer {
 
     /// Stops accepting, waits for the connections being served (each bounded by its
     /// timeouts) and joins every thread.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A server dropped on an error path (a run refused after it started listening) is stopped
+/// and joined too: every thread is joined.
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        self.join();
     }
 }
 

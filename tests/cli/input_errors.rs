@@ -472,7 +472,7 @@ const CASES: &[Case] = &[
         name: "report in a missing directory",
         registry: VALID,
         extra: &["--report", "no/such/dir/report.csv"],
-        expect: "update-orchestrator: cannot create report no/such/dir/report.csv: No such file or directory (os error 2): give --report a writable path in an existing directory",
+        expect: "update-orchestrator: --report no/such/dir/report.csv: cannot write it: its directory no/such/dir does not exist: create it first; nothing was written or pushed",
         ..DEFAULT
     },
 ];

@@ -625,3 +625,70 @@ fn an_export_whose_reader_goes_away_ends_quietly() {
         "export"
     );
 }
+
+/// A run refused with exit 2 after some checks had passed had already truncated the last
+/// run's report and events, reset the journal (`--journal-reset`) and recorded a run in the
+/// inventory: "nothing was pushed" with the history gone. Each refusal below (a busy
+/// `--status-addr`, a `--metrics-file` or `--report-html` in a missing directory, a `--report`
+/// that is a directory) now leaves every file byte for byte as it was and no run recorded.
+#[test]
+fn a_run_refused_with_exit_2_changes_no_file_and_records_no_run() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 4,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.payload("fw.bin", 1000);
+    import(&mut test, &fleet);
+    push(
+        &mut test,
+        &[("--events", "events.jsonl"), ("--journal", "fw.journal")],
+    )
+    .arg(DB)
+    .run()
+    .expect_status(0);
+    let before: Vec<(&str, String)> = ["report.csv", "events.jsonl", "fw.journal"]
+        .into_iter()
+        .map(|name| (name, test.read(name)))
+        .collect();
+    assert!(before.iter().all(|(_, text)| !text.is_empty()));
+    let runs = |test: &Test| sqlite3(test, "select count(*) from runs");
+    let runs_before = runs(&test);
+    test.payload("fw2.bin", 2000);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    std::fs::create_dir(test.path("a-directory")).unwrap();
+    let refusals: [((&str, &str), &str); 4] = [
+        (("--status-addr", &busy), "cannot listen there"),
+        (
+            ("--metrics-file", "nope/fleet.prom"),
+            "--metrics-file nope/fleet.prom: cannot write it: its directory nope does not exist",
+        ),
+        (
+            ("--report-html", "nope/report.html"),
+            "--report-html nope/report.html: cannot write it",
+        ),
+        (
+            ("--report", "a-directory"),
+            "--report a-directory: cannot write it: it is a directory",
+        ),
+    ];
+    for (flag, message) in refusals {
+        let flags = [
+            ("--payload", "fw2.bin"),
+            ("--events", "events.jsonl"),
+            ("--journal", "fw.journal"),
+            flag,
+        ];
+        push(&mut test, &flags)
+            .args(["--journal-reset", DB])
+            .run()
+            .expect_status(2)
+            .expect_stderr(message);
+        for (name, text) in &before {
+            assert_eq!(&test.read(name), text, "{flag:?} changed {name}");
+        }
+        assert_eq!(runs(&test), runs_before, "{flag:?} recorded a run");
+    }
+}
