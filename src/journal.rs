@@ -552,6 +552,13 @@ pub trait Sink: Sync {
 
     /// Makes every record taken so far durable (group commit).
     fn sync(&self) -> Result<(), String>;
+
+    /// The probe found device `id` already at `version`, so it was skipped with no outcome to
+    /// record: a sink that keeps devices' versions (the inventory) notes it; a journal file,
+    /// keyed by payload, has nothing to say.
+    fn version_seen(&self, _id: &str, _version: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl Sink for JournalWriter {
@@ -574,6 +581,10 @@ impl Sink for Sinks<'_> {
 
     fn sync(&self) -> Result<(), String> {
         each(&self.0, |sink| sink.sync())
+    }
+
+    fn version_seen(&self, id: &str, version: &str) -> Result<(), String> {
+        each(&self.0, |sink| sink.version_seen(id, version))
     }
 }
 

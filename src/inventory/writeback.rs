@@ -30,6 +30,8 @@ pub struct DbJournal {
     pending: Mutex<Vec<Record>>,
     /// When each device's first attempt of this run started.
     started: Mutex<HashMap<String, String>>,
+    /// Versions the probe found on devices it skipped (already up to date), not committed yet.
+    seen: Mutex<Vec<(String, String)>>,
     run_id: i64,
     payload: String,
     payload_sha256: String,
@@ -79,6 +81,7 @@ impl DbJournal {
             connection: Mutex::new(connection),
             pending: Mutex::new(Vec::new()),
             started: Mutex::new(HashMap::new()),
+            seen: Mutex::new(Vec::new()),
             run_id,
             payload,
             payload_sha256,
@@ -89,10 +92,14 @@ impl DbJournal {
     }
 
     /// Commits `records` in one transaction.
-    fn commit(&self, records: &[Record]) -> rusqlite::Result<()> {
+    fn commit(&self, records: &[Record], seen: &[(String, String)]) -> rusqlite::Result<()> {
         let mut connection = crate::lock(&self.connection);
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
+            let mut version = transaction.prepare_cached(SET_VERSION)?;
+            for (id, seen) in seen {
+                version.execute(params![id, seen])?;
+            }
             let mut update = transaction.prepare_cached(UPDATE_DEVICE)?;
             let mut insert = transaction.prepare_cached(INSERT_UPDATE)?;
             let mut started = crate::lock(&self.started);
@@ -161,16 +168,25 @@ impl Sink for DbJournal {
         Ok(())
     }
 
+    fn version_seen(&self, id: &str, version: &str) -> Result<(), String> {
+        crate::lock(&self.seen).push((id.to_string(), version.to_string()));
+        Ok(())
+    }
+
     fn sync(&self) -> Result<(), String> {
         let records = std::mem::take(&mut *crate::lock(&self.pending));
-        if records.is_empty() {
+        let seen = std::mem::take(&mut *crate::lock(&self.seen));
+        if records.is_empty() && seen.is_empty() {
             return Ok(());
         }
-        self.commit(&records).map_err(|error| {
+        self.commit(&records, &seen).map_err(|error| {
             // Kept for the next commit (the one at the end of the run): nothing is dropped.
             let mut pending = crate::lock(&self.pending);
             let newer = std::mem::replace(&mut *pending, records);
             pending.extend(newer);
+            let mut pending_seen = crate::lock(&self.seen);
+            let newer = std::mem::replace(&mut *pending_seen, seen);
+            pending_seen.extend(newer);
             format!(
                 "database {}: {}",
                 self.path.display(),
@@ -179,6 +195,9 @@ impl Sink for DbJournal {
         })
     }
 }
+
+/// A version the probe found on a device it skipped; its last outcome stays as it was.
+const SET_VERSION: &str = "update devices set version = ?2 where id = ?1";
 
 /// Sets a device's write-back columns; a version nobody reported leaves the column as it was.
 const UPDATE_DEVICE: &str = "update devices set version = coalesce(?2, version), \

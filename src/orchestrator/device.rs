@@ -132,7 +132,16 @@ impl Shared<'_, '_> {
                 fields,
                 lifecycle,
             },
-            Status::Skipped | Status::NotStarted => return,
+            Status::Skipped | Status::NotStarted => {
+                // Already at the expected version: the inventory learns the version.
+                if let (Some(journal), Some(version)) =
+                    (self.run.journal, &outcome.lifecycle.version_before)
+                    && let Err(error) = journal.version_seen(&id, version)
+                {
+                    self.set_stop(StopReason::JournalFailed(error));
+                }
+                return;
+            }
         };
         self.journal(record);
     }

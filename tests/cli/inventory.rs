@@ -692,3 +692,61 @@ fn a_run_refused_with_exit_2_changes_no_file_and_records_no_run() {
         assert_eq!(runs(&test), runs_before, "{flag:?} recorded a run");
     }
 }
+
+/// Devices the probe finds already at `--expect-version` are skipped: the inventory did not
+/// learn their version (empty), so `inventory versions` said "(unknown)" and the documented
+/// `--where 'version!=2.0'` selected and probed them again on every run. Their version is
+/// written back now; their last outcome stays as it was (nothing was pushed).
+#[test]
+fn a_device_the_probe_finds_up_to_date_has_its_version_written_back() {
+    let fleet = fleet(FleetSpec {
+        devices: 10,
+        updated_percent: 30.0,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 4096);
+    import(&mut test, &fleet);
+    let version_url = format!("http://{}/devices/{{id}}/version", fleet.addr());
+    let install_url = format!("POST http://{}/devices/{{id}}/install", fleet.addr());
+    let lifecycle = [
+        ("--probe-url", version_url.as_str()),
+        ("--expect-version", "2.0"),
+        ("--then-url", install_url.as_str()),
+        ("--probe-interval", "100ms"),
+    ];
+    push(&mut test, &lifecycle).arg(DB).run().expect_status(0);
+    let report = test.report("report.csv");
+    let current: Vec<&str> = report
+        .iter()
+        .filter(|row| row.status == "skipped")
+        .map(|row| row.id.as_str())
+        .collect();
+    let updated: Vec<String> = fleet
+        .stats()
+        .into_iter()
+        .filter(|d| d.profile == Profile::Updated)
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        current, updated,
+        "the skipped devices are the up-to-date ones"
+    );
+    assert!(!current.is_empty());
+    let devices = sqlite3(
+        &test,
+        "select id, coalesce(version, ''), coalesce(last_status, '') from devices order by id",
+    );
+    for device in &devices {
+        let skipped = current.contains(&device[0].as_str());
+        let status = if skipped { "" } else { "succeeded" };
+        assert_eq!(device[1..], ["2.0", status], "{device:?}");
+    }
+    let versions = test
+        .clear()
+        .args(["inventory", "versions", "--db", DB])
+        .run();
+    versions.expect_status(0);
+    assert!(!versions.stdout.contains("unknown"), "{versions}");
+    assert!(copied_alone(&test, "select count(*) from devices where version = '2.0'") == "10");
+}
