@@ -125,6 +125,24 @@ fn stray_positional(
             "{flag} {value} {next}: '{next}' is not part of {flag}'s value: write the value as \
              one argument, without spaces ({name} takes one registry file)"
         ),
+        None if command.positionals.is_empty() => {
+            // `inventory versions fleet.db`: the file goes with a flag.
+            let file_flag = command
+                .flags
+                .iter()
+                .find(|f| matches!(f.kind, FlagInfoKind::Option { .. }) && f.long == "--db");
+            match file_flag {
+                Some(flag) if looks_like_file(word) => format!(
+                    "unexpected argument '{word}': {name} takes no positional argument: did you \
+                     mean {} {word}?",
+                    flag.long
+                ),
+                _ => format!(
+                    "unexpected argument '{word}': {name} takes no positional argument (see \
+                     {name} --help)"
+                ),
+            }
+        }
         None => format!(
             "unexpected argument '{word}': {name} takes one registry file (see {name} --help)"
         ),

@@ -211,7 +211,12 @@ fn failures_are_printed_once_and_the_summary_says_where_the_rest_are() {
 /// `--concurency 5`, `--paylod`, `pusj`, `inventory imprt`: argh's bare "Unrecognized argument".
 #[test]
 fn a_misspelt_flag_or_command_gets_the_closest_one() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["inventory", "versions", "fleet.db"],
+            "unexpected argument 'fleet.db': inventory versions takes no positional argument: \
+             did you mean --db fleet.db?",
+        ),
         (
             &["inventory", "imprt", "--db", "fleet.db", "d.csv"],
             "unknown command inventory imprt: did you mean inventory import?",
