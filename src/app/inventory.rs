@@ -68,10 +68,17 @@ pub(super) fn inventory(args: InventoryArgs) -> Result<Outcome, AppError> {
 
 /// `status fleet.db`: the summary, or `--failed` devices as CSV.
 pub(super) fn status(path: &Path, args: &StatusArgs) -> Result<Outcome, AppError> {
-    if args.succeeded || args.json || args.registry.is_some() || args.journals.len() > 1 {
+    let journal_only = args.succeeded
+        || args.json
+        || args.html
+        || !args.group_by.is_empty()
+        || args.registry.is_some()
+        || args.journals.len() > 1;
+    if journal_only {
         return Err(AppError::Input(format!(
             "status {}: an inventory database takes --failed only (--succeeded, --json, \
-             --registry and several files are for journals): ask it with sqlite3 for more",
+             --html, --group-by, --registry and several files are for journals): ask it with \
+             sqlite3 for more",
             path.display()
         )));
     }

@@ -110,7 +110,8 @@ pub fn load_registry(
     if let Some(path) = database(source) {
         if !path.is_file() {
             return Err(AppError::Input(format!(
-                "cannot read registry {}: no such file: create it with 'update-orchestrator                  inventory import --db {} devices.csv'",
+                "cannot read registry {}: no such file: create it with 'update-orchestrator \
+                 inventory import --db {} devices.csv'",
                 path.display(),
                 path.display()
             )));

@@ -22,6 +22,10 @@ pub(super) fn status(args: StatusArgs) -> Result<Outcome, AppError> {
     if crate::registry::is_sqlite(first) {
         return super::inventory::status(first, &args);
     }
+    // `sqlite:FILE`, as push reads it.
+    if let Some(path) = first.to_str().and_then(|text| text.strip_prefix("sqlite:")) {
+        return super::inventory::status(Path::new(path), &args);
+    }
     let read = |path: &PathBuf| journal::read(path).map_err(|e| AppError::Input(e.to_string()));
     let mut journal = read(first)?;
     for path in others {

@@ -398,7 +398,8 @@ fn bad_inventories_are_refused_before_any_device_is_contacted() {
         ),
         (
             &["sqlite:missing.db"],
-            "cannot read registry missing.db: no such file",
+            "cannot read registry missing.db: no such file: create it with \
+             'update-orchestrator inventory import --db missing.db devices.csv'",
         ),
     ];
     for (args, expected) in cases {
@@ -424,6 +425,18 @@ fn bad_inventories_are_refused_before_any_device_is_contacted() {
             "fleet.db:devices id 'dev-00002': column {} (url): unsupported scheme 'ftp'",
             url_column[0][0]
         ));
+    // `status --html` of a database printed the text summary into the .html file, exit 0.
+    test.clear()
+        .args(["status", "--html", DB])
+        .run()
+        .expect_status(2)
+        .expect_stderr("an inventory database takes --failed only (--succeeded, --json, --html,");
+    // `sqlite:FILE` names the database for status as for push (it was read as a journal).
+    test.clear()
+        .args(["status", "sqlite:fleet.db"])
+        .run()
+        .expect_status(0)
+        .expect_stdout("fleet.db: 3 devices");
     // A query that selects nothing is not a night with nothing to do.
     push(&mut test, &[])
         .args(["--query", "select * from devices where id = 'dev-99999'", DB])
