@@ -16,7 +16,7 @@ mod schema;
 mod writeback;
 
 pub use fleet_status::{FleetStatus, failed_csv};
-pub use import::{export, import, versions};
+pub use import::{export, import, import_rows, read_rows, versions};
 pub use schema::SCHEMA_VERSION;
 pub use writeback::{DbJournal, RunInfo, read_journal};
 

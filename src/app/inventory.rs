@@ -18,21 +18,22 @@ pub(super) fn inventory(args: InventoryArgs) -> Result<Outcome, AppError> {
     let mut out = io::stdout().lock();
     match args.action {
         InventoryAction::Import(args) => {
-            let mut connection = inventory::open(&args.db).map_err(AppError::Input)?;
-            let imported = match args.csv.as_str() {
-                "-" => inventory::import(
-                    &mut connection,
+            // The CSV first: a refused one neither creates nor migrates the database.
+            let (source, rows) = match args.csv.as_str() {
+                "-" => (
                     "<stdin>",
-                    io::stdin().lock(),
-                    args.delimiter,
+                    inventory::read_rows("<stdin>", io::stdin().lock(), args.delimiter),
                 ),
                 path => {
                     let file = File::open(path)
                         .map_err(|e| AppError::Input(format!("cannot read {path}: {e}")))?;
-                    inventory::import(&mut connection, path, file, args.delimiter)
+                    (path, inventory::read_rows(path, file, args.delimiter))
                 }
-            }
-            .map_err(AppError::Input)?;
+            };
+            let rows = rows.map_err(AppError::Input)?;
+            let mut connection = inventory::open(&args.db).map_err(AppError::Input)?;
+            let imported =
+                inventory::import_rows(&mut connection, source, &rows).map_err(AppError::Input)?;
             inventory::checkpoint(&connection);
             let columns = match imported.new_columns.as_slice() {
                 [] => String::new(),

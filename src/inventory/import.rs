@@ -34,23 +34,42 @@ pub fn import(
     reader: impl Read,
     delimiter: Option<u8>,
 ) -> Result<Imported, String> {
+    let registry = read_rows(source, reader, delimiter)?;
+    import_rows(connection, source, &registry)
+}
+
+/// The CSV read and validated as a registry, before any database is opened: a refused CSV
+/// neither creates nor migrates one.
+pub fn read_rows(
+    source: &str,
+    reader: impl Read,
+    delimiter: Option<u8>,
+) -> Result<Registry, String> {
     let options = LoadOptions {
         command_for_every_device: true,
         delimiter,
         ..LoadOptions::default()
     };
-    let registry = registry::load_with(source, reader, &options).map_err(|e| e.for_import())?;
+    registry::load_with(source, reader, &options).map_err(|e| e.for_import())
+}
+
+/// Upserts the rows `read_rows` accepted, in one transaction.
+pub fn import_rows(
+    connection: &mut Connection,
+    source: &str,
+    registry: &Registry,
+) -> Result<Imported, String> {
     let fail = |e: rusqlite::Error| format!("cannot import {source}: {e}");
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
     let existing = schema::columns(&transaction, "devices").map_err(fail)?;
-    let new_columns = new_columns(source, &registry, &existing)?;
+    let new_columns = new_columns(source, registry, &existing)?;
     for column in &new_columns {
         let sql = format!("alter table devices add column {} text", quoted(column));
         transaction.execute_batch(&sql).map_err(fail)?;
     }
-    let (added, updated) = upsert(&transaction, &registry).map_err(fail)?;
+    let (added, updated) = upsert(&transaction, registry).map_err(fail)?;
     transaction.commit().map_err(fail)?;
     Ok(Imported {
         added,

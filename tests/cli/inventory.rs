@@ -763,3 +763,23 @@ fn a_device_the_probe_finds_up_to_date_has_its_version_written_back() {
     assert!(!versions.stdout.contains("unknown"), "{versions}");
     assert!(copied_alone(&test, "select count(*) from devices where version = '2.0'") == "10");
 }
+
+/// A CSV the import refuses (here a duplicate id) created the database anyway, empty, so the
+/// next push of it said "missing column 'url' in the header row". The CSV is read and
+/// checked before the database is opened: no file is created.
+#[test]
+fn a_refused_import_creates_no_database() {
+    let mut test = Test::new();
+    test.write(
+        "dup.csv",
+        "id,url\na,http://127.0.0.1:9/a\na,http://127.0.0.1:9/b\n",
+    );
+    test.clear()
+        .args(["inventory", "import", "--db", "new.db", "dup.csv"])
+        .run()
+        .expect_status(2)
+        .expect_stderr("duplicate id");
+    for name in ["new.db", "new.db-wal", "new.db-shm"] {
+        assert!(!test.path(name).exists(), "{name} was created");
+    }
+}
