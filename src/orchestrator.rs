@@ -382,7 +382,16 @@ impl<'a, 'r> Shared<'a, 'r> {
             }
             std::thread::sleep(TICK);
         }
-        self.sync_journal();
+        // The last chance: what is not written now is lost (the report still has it).
+        if let Some(journal) = self.run.journal
+            && let Err(error) = journal.sync()
+        {
+            log::error!(
+                "cannot write {error}: those outcomes are lost; the report has them, and the \
+                 next run pushes those devices again"
+            );
+            self.set_stop(StopReason::JournalFailed(error));
+        }
     }
 
     /// Reports what operators asked since the last look (a log record and an event each), and

@@ -187,8 +187,9 @@ impl Sink for DbJournal {
             let mut pending_seen = crate::lock(&self.seen);
             let newer = std::mem::replace(&mut *pending_seen, seen);
             pending_seen.extend(newer);
+            let waiting = pending.len();
             format!(
-                "database {}: {}",
+                "database {}: {} ({waiting} device outcomes wait to be written)",
                 self.path.display(),
                 database_error(&error)
             )

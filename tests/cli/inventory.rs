@@ -570,7 +570,13 @@ fn a_database_that_cannot_be_written_mid_run_stops_dispatching() {
     stopped
         .expect_status(1)
         .expect_stderr("cannot write database")
-        .expect_stderr("stayed locked for 5 s");
+        .expect_stderr("stayed locked for 5 s")
+        .expect_stderr("device outcomes wait to be written)")
+        // Still locked at the end: the last commit fails, and the run says what that means.
+        .expect_stderr(
+            "those outcomes are lost; the report has them, and the next run pushes those \
+             devices again",
+        );
     let report = test.report("report.csv");
     let not_started = report
         .iter()
