@@ -7,7 +7,7 @@
 //! imports too).
 
 use super::{quoted, schema};
-use crate::registry::sqlite_rows::field_text;
+use crate::registry::sqlite_rows::{database_error, field_text};
 use crate::registry::{self, LoadOptions, Registry};
 use rusqlite::{Connection, TransactionBehavior, params_from_iter};
 use std::io::{Read, Write};
@@ -59,7 +59,7 @@ pub fn import_rows(
     source: &str,
     registry: &Registry,
 ) -> Result<Imported, String> {
-    let fail = |e: rusqlite::Error| format!("cannot import {source}: {e}");
+    let fail = |e: rusqlite::Error| format!("cannot import {source}: {}", database_error(&e));
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;

@@ -83,6 +83,13 @@ pub fn database_error(error: &rusqlite::Error) -> String {
              transaction open; end it and try again",
             BUSY_TIMEOUT.as_secs()
         ),
+        // Reading too: a database in WAL mode has its -wal and -shm files beside it, which
+        // SQLite creates (and writes) as any reader opens it.
+        Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen) => format!(
+            "SQLite cannot write it or beside it ({error}): the file and its directory must be \
+             writable by this user, even to read (a database in WAL mode keeps -wal and -shm \
+             files beside it): run as its owner, fix the permissions, or use a copy"
+        ),
         _ => format!("{error}"),
     }
 }

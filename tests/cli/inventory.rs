@@ -789,3 +789,52 @@ fn a_refused_import_creates_no_database() {
         assert!(!test.path(name).exists(), "{name} was created");
     }
 }
+
+/// A user who may read the database file but not write its directory (a copy in a shared,
+/// root-owned directory) got "attempt to write a readonly database" from `status`: a read that
+/// said write, with no fix. SQLite needs to create the WAL's -shm file beside it even to read:
+/// the message says so and what to do. Run as `nobody` through `setpriv` (CI runs as root).
+#[test]
+fn a_database_in_a_directory_the_user_cannot_write_is_explained() {
+    use std::os::unix::fs::PermissionsExt;
+    if !String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout)
+        .trim()
+        .eq("0")
+    {
+        eprintln!("skipped: needs root to run the binary as another user (setpriv)");
+        return;
+    }
+    let mut test = Test::new();
+    test.write("d.csv", "id,url\na,http://127.0.0.1:9/a\n");
+    let shared = test.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    test.clear()
+        .args(["inventory", "import", "--db", "shared/fleet.db", "d.csv"])
+        .run()
+        .expect_status(0);
+    // The file alone, as `cp fleet.db /srv/shared/` leaves it.
+    for extra in ["fleet.db-wal", "fleet.db-shm"] {
+        let _ = std::fs::remove_file(shared.join(extra));
+    }
+    for dir in [test.path(""), shared.clone()] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .arg("status")
+        .arg(shared.join("fleet.db"))
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "SQLite cannot write it or beside it (attempt to write a readonly database): the \
+             file and its directory must be writable by this user, even to read (a database in \
+             WAL mode keeps -wal and -shm files beside it): run as its owner, fix the \
+             permissions, or use a copy"
+        ),
+        "{stderr}"
+    );
+}
