@@ -212,6 +212,7 @@ fn where_flags(filters: &[Filter]) -> String {
 /// by one for `~`.
 fn column_values(registry: &Registry, filter: &Filter) -> String {
     const SHOWN: usize = 10;
+    const SHOWN_CHARS: usize = 40;
     let column = filter.column();
     let mut values: Vec<&str> = Vec::new();
     for device in &registry.devices {
@@ -232,6 +233,10 @@ fn column_values(registry: &Registry, filter: &Filter) -> String {
         .map(|v| {
             if v.is_empty() {
                 "(empty)".to_string()
+            } else if v.chars().count() > SHOWN_CHARS {
+                // A long cell (a key, a blob) would make the message as long as the registry.
+                let head: String = v.chars().take(SHOWN_CHARS).collect();
+                format!("{head}...")
             } else {
                 v.to_string()
             }
@@ -352,6 +357,14 @@ mod tests {
         let registry = crate::registry::load("d.csv", text.as_bytes(), None).unwrap();
         let got = empty_selection(&registry, &["site=x".parse().unwrap()], None).unwrap();
         assert!(got.ends_with("site has: s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, ... (25 values in all); fix the value"), "{got}");
+        // A 2 MB cell made a 2 MB message: each value shows its first 40 characters.
+        let long = "é".repeat(1 << 20);
+        let text = format!("id,url,key\na,http://h/a,{long}\nb,http://h/b,short\n");
+        let registry = crate::registry::load("d.csv", text.as_bytes(), None).unwrap();
+        let got = empty_selection(&registry, &["key=x".parse().unwrap()], None).unwrap();
+        let shown = format!("key has: {}..., short; fix the value", "é".repeat(40));
+        let start: String = got.chars().take(300).collect();
+        assert!(got.ends_with(&shown) && got.len() < 300, "{start}");
     }
 
     #[track_caller]
