@@ -53,6 +53,37 @@ fn no_credentials_says_how_to_give_some() {
     .error();
     check_error(&error, Phase::Auth, ErrorKind::Auth, false);
     assert!(error.message.contains("give --identity FILE"), "{error}");
+
+    // A password given for a device that does not take one: it said "give ... --password-env
+    // VAR", the flag that was given.
+    let mut options = options_without_keys(&server, dir.path());
+    options.password = Some(Secret::new("not-taken".to_string()));
+    let error = attempt(
+        &SshDelivery::new(options),
+        &one_device("d", &server.url(&target)),
+        0,
+        &payload,
+    )
+    .error();
+    check_error(&error, Phase::Auth, ErrorKind::Auth, false);
+    assert!(
+        error.message.starts_with(&format!(
+            "no credentials the device takes to log in as {:?}: --password-env is for the \
+             'password' method, which it does not offer (it accepts publickey",
+            server.user
+        )),
+        "{error}"
+    );
+    assert!(!error.message.contains("not-taken"), "{error}");
+}
+
+fn options_without_keys(
+    server: &Server,
+    dir: &std::path::Path,
+) -> update_orchestrator::delivery::ssh::SshOptions {
+    let mut options = options(server, dir);
+    options.identities.clear();
+    options
 }
 
 #[test]

@@ -46,7 +46,7 @@ pub(crate) fn authenticate(
     if session.authenticated() {
         return Ok(());
     }
-    Err(login.refusal(&offered))
+    Err(login.refusal(&offered, options.password.is_some()))
 }
 
 struct Login<'s> {
@@ -169,8 +169,16 @@ impl Login<'_> {
         Ok(())
     }
 
-    fn refusal(&self, offered: &str) -> DeliveryError {
-        let message = if self.tried.is_empty() {
+    fn refusal(&self, offered: &str, have_password: bool) -> DeliveryError {
+        let message = if self.tried.is_empty() && have_password {
+            // keyboard-interactive is not answered with the password (it may ask for more).
+            format!(
+                "no credentials the device takes to log in as {:?}: --password-env is for the \
+                 'password' method, which it does not offer (it accepts {offered}): give \
+                 --identity FILE or run an ssh-agent",
+                self.user
+            )
+        } else if self.tried.is_empty() {
             format!(
                 "no credentials to log in as {:?}: give --identity FILE, run an ssh-agent, or \
                  --password-env VAR (the device accepts {offered})",
