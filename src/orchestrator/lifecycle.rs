@@ -35,6 +35,13 @@ impl Shared<'_, '_> {
     /// The stages in order: probe, upload, install, wait and check (then rollback).
     fn stages(&self, index: usize, device: &Device, trail: &mut Trail) -> Result<(), Stop> {
         self.probe_stage(index, device, trail)?;
+        // A stop that came while the device was probed: nothing new starts on it.
+        if self.run.lifecycle.check.is_some()
+            && let Some(reason) = self.stop_reason()
+        {
+            let why = format!("stopped before the upload ({reason})");
+            return Err(Stop::Ended(Ended::Interrupted(why)));
+        }
         let mut install_note = self.upload_stage(index, device, trail)?;
         if self.has(device, Action::Install)
             && let Some(note) = self.install_stage(index, device, trail)?
@@ -127,16 +134,25 @@ impl Shared<'_, '_> {
         trail: &mut Trail,
     ) -> Result<Option<String>, Stop> {
         self.enter(index, trail, Stage::Install);
-        if self.interrupted() {
-            let why = "stopped before the install (the update is uploaded, not installed)";
-            return Err(Stop::Ended(Ended::Interrupted(why.into())));
+        // Any stop (an interrupt, the threshold, an abort, the window): no new install starts.
+        if let Some(reason) = self.stop_reason() {
+            let mut why =
+                "stopped before the install (the update is uploaded, not installed)".to_string();
+            if reason != crate::orchestrator::StopReason::Interrupted {
+                why = format!("{why}: {reason}");
+            }
+            return Err(Stop::Ended(Ended::Interrupted(why)));
         }
         match self.install(index, device, &mut trail.tries) {
             Ok(()) => Ok(None),
             // The request went out and the answer was lost: the device may be rebooting into
             // the update already. The health check tells.
+            // (A connect that failed sent nothing: that is a plain failure, and nothing to roll
+            // back.)
             Err(Ended::Failed(error, _))
-                if self.run.lifecycle.check.is_some() && error.is_transient() =>
+                if self.run.lifecycle.check.is_some()
+                    && error.is_transient()
+                    && error.phase != Phase::Connect =>
             {
                 Ok(Some(format!(
                     " (the install request got no answer: {error})"

@@ -489,3 +489,104 @@ fn an_unanswered_install_request_is_sent_once_and_its_outcome_is_unknown() {
     );
     assert_eq!(installer.accepted(), 1, "the install request went out once");
 }
+
+/// An install request whose connection was refused never reached the device, yet it was taken
+/// for "sent, answer lost": the run waited the whole --health-timeout and then rolled back a
+/// device that never installed (a rollback can switch a real device's boot slot). It fails at
+/// the install now, with nothing to roll back.
+#[test]
+fn an_install_that_could_not_connect_fails_with_nothing_to_roll_back() {
+    let fleet = versioned_fleet(1, |_| {});
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut flags = lifecycle_flags(&fleet, "rollback");
+    let at = flags.iter().position(|flag| flag == "--then-url").unwrap();
+    flags[at + 1] = format!("POST http://127.0.0.1:{port}/devices/{{id}}/install");
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args(["--health-timeout", "120s"])
+        .args(flags)
+        .args(quick(&[("--retries", "1")]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(1);
+    let row = &parse_report(&output.stdout)[0];
+    assert_eq!(
+        (row.status.as_str(), row.stage.as_str()),
+        ("failed", "install"),
+        "{row:?}"
+    );
+    assert!(
+        row.error.starts_with("connect: ") && !row.error.contains("health"),
+        "{row:?}"
+    );
+    assert_eq!(row.rollback, "", "{row:?}");
+    let stats = &fleet.stats()[0];
+    assert_eq!((stats.installs, stats.rollbacks), (0, 0), "{stats:?}");
+}
+
+/// A run stopped by its failure threshold while other devices were still being probed: those
+/// devices went on to upload and install after the run said no other device would start. A
+/// stop now ends them before the upload (and a device past its upload before the install).
+#[test]
+fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
+    let fleet = versioned_fleet(3, |spec| spec.dead_percent = 34.0);
+    let dead = fleet
+        .stats()
+        .iter()
+        .position(|s| s.profile == Profile::Dead)
+        .expect("a dead device");
+    let others: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
+    // One thread answers each probe after 700 ms, in turn; devices start 500 ms apart
+    // (--rate 2/s), the dead one first: its upload fails (the threshold) at about 0.8 s while
+    // the second device waits for its probe's answer (1.4 s), and the third never starts.
+    let probe = HttpServer::start(|_| {
+        std::thread::sleep(Duration::from_millis(700));
+        Reply::status(200).body("1.0\n")
+    });
+    let mut flags = lifecycle_flags(&fleet, "rollback");
+    let at = flags.iter().position(|flag| flag == "--probe-url").unwrap();
+    flags[at + 1] = probe.url("/version/{id}");
+    let mut test = Test::new();
+    test.write(
+        "devices.csv",
+        fleet_registry(&fleet, std::iter::once(dead).chain(others.iter().copied())),
+    );
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "-"])
+        .args([
+            "--concurrency",
+            "3",
+            "--max-failures",
+            "0",
+            "--min-sample",
+            "1",
+        ])
+        .args(["--rate", "2/s", "--health-timeout", "3s"])
+        .args(flags)
+        .args(quick(&[("--retries", "0")]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(3);
+    let stats = fleet.stats();
+    for &index in &others {
+        let device = &stats[index];
+        assert_eq!(
+            (device.requests, device.installs),
+            (0, 0),
+            "{device:?}\n{output}"
+        );
+    }
+    let rows = parse_report(&output.stdout);
+    let probed = row(&rows, &stats[others[0]].id);
+    assert!(
+        probed.status == "interrupted" && probed.error.contains("stopped before the upload"),
+        "{probed:?}"
+    );
+    assert_eq!(row(&rows, &stats[others[1]].id).status, "not-started");
+}
