@@ -261,6 +261,10 @@ struct Shared<'a, 'r> {
     /// Set with `stopped`: every worker asks before each device, and at thousands of workers
     /// a lock there was contended.
     stopping: AtomicBool,
+    /// When SIGINT or SIGTERM came after the run was already stopping for another reason (an
+    /// abort, the threshold, the window): it still cuts waits and starts `--grace`, though the
+    /// first reason stays the run's.
+    late_interrupt: Mutex<Option<Instant>>,
     /// Set when `--grace` has expired after an interrupt: in-flight transfers give up.
     abort: AtomicBool,
     /// Set when the pool is done, to end the watchdog.
@@ -301,6 +305,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             in_flight: AtomicUsize::new(0),
             stopped: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            late_interrupt: Mutex::new(None),
             abort: AtomicBool::new(false),
             done: AtomicBool::new(false),
             clock: WallClock::new(settings.zone),
@@ -320,12 +325,41 @@ impl<'a, 'r> Shared<'a, 'r> {
 
     fn should_stop(&self) -> bool {
         if self.stopping.load(Ordering::SeqCst) {
+            if self.run.interrupt.load(Ordering::SeqCst) {
+                self.note_late_interrupt();
+            }
             return true;
         }
         if self.run.interrupt.load(Ordering::SeqCst) {
             self.set_stop(StopReason::Interrupted);
         }
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// SIGINT or SIGTERM after another stop: said once, and from now on an interrupt.
+    fn note_late_interrupt(&self) {
+        if matches!(&*self.lock_stopped(), Some((StopReason::Interrupted, _))) {
+            return;
+        }
+        let mut late = crate::lock(&self.late_interrupt);
+        if late.is_some() {
+            return;
+        }
+        *late = Some(Instant::now());
+        drop(late);
+        let _ = self.events.send(Event::Stopping {
+            reason: StopReason::Interrupted.to_string(),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            wait: Some(self.run.settings.grace),
+        });
+    }
+
+    /// When the run was interrupted (first, or after another stop), if it was.
+    fn interrupted_at(&self) -> Option<Instant> {
+        match &*self.lock_stopped() {
+            Some((StopReason::Interrupted, at)) => Some(*at),
+            _ => *crate::lock(&self.late_interrupt),
+        }
     }
 
     fn set_stop(&self, reason: StopReason) {
@@ -366,10 +400,9 @@ impl<'a, 'r> Shared<'a, 'r> {
         while !self.done.load(Ordering::SeqCst) {
             self.take_control_requests();
             self.should_stop();
-            let expired = match &*self.lock_stopped() {
-                Some((StopReason::Interrupted, at)) => at.elapsed() >= self.run.settings.grace,
-                _ => false,
-            };
+            let expired = self
+                .interrupted_at()
+                .is_some_and(|at| at.elapsed() >= self.run.settings.grace);
             if expired && !self.abort.swap(true, Ordering::SeqCst) {
                 self.run.delivery.shutdown();
             }
@@ -524,7 +557,7 @@ impl<'a, 'r> Shared<'a, 'r> {
     /// Whether SIGINT or SIGTERM stopped the run (not a threshold or the window, which let
     /// in-flight devices finish).
     fn interrupted(&self) -> bool {
-        matches!(self.stop_reason(), Some(StopReason::Interrupted))
+        self.should_stop() && self.interrupted_at().is_some()
     }
 
     /// Sleeps `delay` in short steps; false if SIGINT or SIGTERM came meanwhile. For retry

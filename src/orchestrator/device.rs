@@ -254,6 +254,7 @@ impl Shared<'_, '_> {
                 reason,
                 StopReason::Threshold(_)
                     | StopReason::CanaryFailed(_)
+                    | StopReason::Aborted(_)
                     | StopReason::PayloadChanged(_)
                     | StopReason::JournalFailed(_)
             )

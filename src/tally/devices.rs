@@ -247,10 +247,13 @@ impl DeviceCounts {
         in_flight: usize,
         wait: Option<Duration>,
     ) -> Option<Notice> {
-        if self.stopping.is_some() {
-            return None;
+        match &self.stopping {
+            // An interrupt after another stop (an abort, the threshold, the window) is said
+            // too: it cuts the waits and starts --grace. The first reason stays the run's.
+            Some(first) if reason == "interrupted" && first != "interrupted" => {}
+            Some(_) => return None,
+            None => self.stopping = Some(reason.clone()),
         }
-        self.stopping = Some(reason.clone());
         Some(Notice::Stopping {
             reason,
             in_flight,

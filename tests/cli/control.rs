@@ -379,3 +379,85 @@ fn a_sigusr1_sent_while_the_registry_is_read_holds_the_run_before_its_first_devi
     );
     assert_eq!(control_events(&test)[0]["by"], "SIGUSR1");
 }
+
+/// An operator's abort let every device in flight run all its retries (a dead fleet with 4 s
+/// backoffs went on for the whole backoff schedule), where a threshold stop halts them: an
+/// abort halts retries too, each device ending "not retried, the run is stopping".
+#[test]
+fn control_abort_halts_retries() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        dead_percent: 100.0,
+        ..FleetSpec::default()
+    })
+    .expect("start the fleet");
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 1024);
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(["--status-addr", "127.0.0.1:0"])
+        .args(["--control-token-env", "UO_CONTROL_TOKEN"])
+        .env("UO_CONTROL_TOKEN", TOKEN)
+        .args(quick(&[
+            ("--retries", "3"),
+            ("--backoff-base", "4s"),
+            ("--backoff-max", "4s"),
+        ]))
+        .arg("devices.csv");
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_until(
+        Duration::from_secs(30),
+        "both devices' first attempt",
+        || fleet.stats().iter().all(|device| device.requests >= 1),
+    );
+    assert_eq!(post(&base, "abort", Some(&bearer())).0, 200);
+    finish(running, 3);
+    for device in fleet.stats() {
+        assert_eq!(device.requests, 1, "no retry after the abort: {device:?}");
+    }
+    for row in test.report("report.csv") {
+        assert!(
+            row.status == "interrupted"
+                && row
+                    .error
+                    .starts_with("interrupted: not retried, the run is stopping (aborted by"),
+            "{row:?}"
+        );
+    }
+}
+
+/// SIGINT after an abort (or a threshold or window stop) was ignored: devices waiting for
+/// their health check held the run for the whole wait. Ctrl-C still cuts waits and starts
+/// --grace, and says so; the run keeps its first reason (exit 3).
+#[test]
+fn an_interrupt_after_an_abort_still_cuts_the_waits() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        reboot: Duration::from_secs(60),
+        ..FleetSpec::default()
+    })
+    .expect("start the fleet");
+    let mut flags = crate::lifecycle::lifecycle_flags(&fleet, "rollback");
+    flags.extend(["--health-timeout", "90s", "--grace", "1s"].map(String::from));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let test = push(&fleet, 2, true, &flags);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    wait_until(Duration::from_secs(30), "both installs", || {
+        fleet.stats().iter().all(|device| device.installs == 1)
+    });
+    assert_eq!(post(&base, "abort", Some(&bearer())).0, 200);
+    thread::sleep(Duration::from_millis(300));
+    running.signal("INT");
+    // Without the interrupt the run would wait for health until the 60 s reboot ends; the
+    // test's own timeout (120 s) would not catch that, the rows below do.
+    let output = finish(running, 3);
+    output.expect_stderr("stopping: interrupted");
+    for row in test.report("report.csv") {
+        assert!(
+            row.status == "interrupted" && row.error.contains("waiting for health"),
+            "{row:?}\n{output}"
+        );
+    }
+}
