@@ -16,8 +16,8 @@ use std::io;
 use std::path::Path;
 
 /// Checks `registry` against the flags: filters name its columns, the selection is not empty,
-/// `--exec`, the delivery commands and the lifecycle's templates fit it. Warns about devices
-/// that share a URL.
+/// `--exec`, `--delta-base`, the delivery commands and the lifecycle's templates fit it. Warns
+/// about devices that share a URL.
 pub(super) fn check(
     config: &PushConfig,
     registry: &Registry,
@@ -44,7 +44,8 @@ pub(super) fn check(
     {
         return Err(AppError::Input(message));
     }
-    check_exec(config.ssh.exec.as_ref(), registry)?;
+    check_ssh_template("--exec", config.ssh.exec.as_ref(), registry)?;
+    check_ssh_template("--delta-base", config.delta.base.as_ref(), registry)?;
     check_headers(&config.http.headers, registry)?;
     check_jump_column(registry)?;
     check_group_by(&config.observe.group_by, registry)?;
@@ -162,13 +163,22 @@ fn check_headers(headers: &[HeaderTemplate], registry: &Registry) -> Result<(), 
     Ok(())
 }
 
-/// Checks `--exec`'s placeholders against the registry's columns (`{path}` is the remote path).
-fn check_exec(exec: Option<&Template>, registry: &Registry) -> Result<(), AppError> {
-    let Some(exec) = exec else { return Ok(()) };
+/// Checks an SSH device template's placeholders against the registry's columns (`{path}` is
+/// the remote path): `--exec`, and `--delta-base`, where a misspelt column would otherwise
+/// send every device the whole file with only a note in the report.
+fn check_ssh_template(
+    flag: &str,
+    template: Option<&Template>,
+    registry: &Registry,
+) -> Result<(), AppError> {
+    let Some(template) = template else {
+        return Ok(());
+    };
     let mut columns = registry.header.to_vec();
     columns.push("path".to_string());
-    exec.check_columns(&columns)
-        .map_err(|e| AppError::Input(format!("--exec: {e}")))
+    template
+        .check_columns(&columns)
+        .map_err(|e| AppError::Input(format!("{flag}: {e}")))
 }
 
 /// Checks the lifecycle's placeholders against the registry's columns (`{path}` too in SSH

@@ -469,6 +469,20 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        // It was not checked: every device got "no readable base at /x/old-.bin" and the
+        // whole file, exit 0.
+        name: "--delta-base with an unknown column",
+        extra: &[
+            "--quiet",
+            "--delta-from",
+            "old.bin",
+            "--delta-base",
+            "/x/old-{verison}.bin",
+        ],
+        expect: "update-orchestrator: --delta-base: unknown placeholder {verison} in \"/x/old-{verison}.bin\": the registry has the columns id, url, path",
+        ..DEFAULT
+    },
+    Case {
         name: "report in a missing directory",
         registry: VALID,
         extra: &["--report", "no/such/dir/report.csv"],
