@@ -257,6 +257,12 @@ fn a_patch_that_fails_to_apply_or_verify_falls_back_in_the_same_attempt() {
             "echo wrong > {out}",
             "the patched file failed its check: SHA-256 on the device is",
         ),
+        // the tool says it worked but wrote nothing: it failed the device with "cannot compute
+        // SHA-256 on the device with openssl, sha256sum or busybox"
+        (
+            "true {base} {patch} {out}",
+            "--delta-apply exited 0 but wrote no ",
+        ),
     ] {
         let (dir, remote) = workspace(&server);
         let base = write_versions(dir.path());

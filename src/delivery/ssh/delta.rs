@@ -9,10 +9,10 @@
 //! fail the attempt for any of those (only a broken connection or a deadline does), or leave
 //! the patch or a wrong `PATH.part` behind.
 
-use super::remote::{self, Bound};
+use super::remote::{self, Bound, Hashed};
 use super::transfer::{self, Context, Upload};
 use super::{VERIFY_BYTES_PER_SECOND, Verify, payload_error};
-use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
+use crate::delivery::{ByteMeter, DeliveryError, Phase};
 use crate::delta::{self, DeltaSet, Format, Patch};
 use crate::events::Transfer;
 use crate::registry::{Device, Registry};
@@ -59,15 +59,14 @@ impl Step<'_> {
         sent: &mut u64,
     ) -> Result<Tried, DeliveryError> {
         let base_path = self.base_path();
-        let hash = match remote::sha256(self.context.session, &base_path, &self.bound(0)) {
-            Ok(hash) => hash,
-            Err(error) if error.kind == ErrorKind::Exec => {
+        let hash = match remote::sha256(self.context.session, &base_path, &self.bound(0))? {
+            Hashed::Digest(hash) => hash,
+            Hashed::Unreadable | Hashed::NoTool(_) => {
                 return Ok(Tried::Full(
                     sftp,
                     format!("no readable base at {base_path}"),
                 ));
             }
-            Err(error) => return Err(error),
         };
         let set = &self.plan.set;
         let Some(base) = set.base_with(&hash) else {
@@ -108,21 +107,16 @@ impl Step<'_> {
         let upload = transfer::upload(&context, sftp, file, &delta_path, verify, meter, sent)?;
         let patch_part = format!("{delta_path}.part");
         let out = format!("{}.part", self.path);
-        let applied = self.apply(patch, &base_path, &patch_part, &out)?;
-        if let Err(why) = applied {
+        let (tool, command) = self.apply_command(patch, &base_path, &patch_part, &out);
+        let checked = match self.apply(tool, &command, &patch_part)? {
+            Ok(()) => self.check_result(tool, &out)?,
+            Err(why) => Err(why),
+        };
+        if let Err(why) = checked {
             remote::remove(self.context.session, &out, &self.bound(0));
             return Ok(Tried::Full(upload.into_sftp(), why));
         }
         let upload = upload.applied_into(self.path);
-        let limit = self.verify_limit(self.context.payload.len());
-        match upload.verify(self.context, Verify::Sha256, limit) {
-            Ok(()) => {}
-            Err(error) if error.kind == ErrorKind::Verify => {
-                let why = format!("the patched file failed its check: {}", error.message);
-                return Ok(Tried::Full(upload.into_sftp(), why));
-            }
-            Err(error) => return Err(error),
-        }
         let transfer = Transfer {
             delta_base: Some(base.name.clone()),
             format: Some(format_name(patch.format)),
@@ -161,16 +155,16 @@ impl Step<'_> {
         Ok(delta::parse_tools(&output.text()))
     }
 
-    /// Applies `patch` (at `patch_part` on the device) to the base into `out`, then removes
-    /// the patch. `Ok(Err(why))`: the tool failed; `Err`: the connection did.
-    fn apply(
+    /// The tool (for messages) and the command that applies `patch` (at `patch_part` on the
+    /// device) to the base into `out`.
+    fn apply_command(
         &self,
         patch: &Patch,
         base: &str,
         patch_part: &str,
         out: &str,
-    ) -> Result<Result<(), String>, DeliveryError> {
-        let (tool, command) = match (&self.plan.apply, patch.format) {
+    ) -> (&'static str, String) {
+        match (&self.plan.apply, patch.format) {
             (Some(apply), format) => {
                 let format = format_name(format);
                 let command = apply.fill(
@@ -198,7 +192,17 @@ impl Step<'_> {
                     shell_quote(patch_part)
                 ),
             ),
-        };
+        }
+    }
+
+    /// Runs `command` (`tool`'s), then removes the patch at `patch_part`. `Ok(Err(why))`: the
+    /// tool failed; `Err`: the connection did.
+    fn apply(
+        &self,
+        tool: &str,
+        command: &str,
+        patch_part: &str,
+    ) -> Result<Result<(), String>, DeliveryError> {
         let command = format!(
             "( {command} ); status=$?; rm -f {}; exit $status",
             shell_quote(patch_part)
@@ -213,6 +217,25 @@ impl Step<'_> {
             output.describe_status(),
             output.tail_text()
         );
+        Ok(Err(why))
+    }
+
+    /// Checks `out`, what `tool` applied the patch into, against the payload's SHA-256,
+    /// whatever `--verify` says. `Ok(Err(why))`: it is not the payload (or not there).
+    fn check_result(&self, tool: &str, out: &str) -> Result<Result<(), String>, DeliveryError> {
+        let bound = self.bound(self.context.payload.len());
+        let expected = self.context.payload.digest().hex();
+        let why = match remote::sha256(self.context.session, out, &bound)? {
+            Hashed::Digest(stored) if stored == expected => return Ok(Ok(())),
+            Hashed::Digest(stored) => format!(
+                "the patched file failed its check: SHA-256 on the device is {stored}, the \
+                 payload's is {expected}"
+            ),
+            Hashed::Unreadable => format!("{tool} exited 0 but wrote no {out}"),
+            Hashed::NoTool(error) => {
+                format!("the patched file could not be checked: {}", error.message)
+            }
+        };
         Ok(Err(why))
     }
 

@@ -187,35 +187,63 @@ fn overran(bound: &Bound, phase: Phase) -> DeliveryError {
     }
 }
 
-/// The SHA-256 of `path` on the device, in lowercase hex, by whichever of `openssl dgst`,
-/// `sha256sum` and `busybox sha256sum` the device has. OpenSSL first: its SHA-256 uses the
-/// CPU's hash instructions (SHA-NI, ARMv8 crypto extensions) where coreutils' and BusyBox's
-/// are plain C; 64 MiB took 0.065 s against `sha256sum`'s 0.19 s on this project's machine.
-/// A delta push hashes the whole base and the whole result on every device.
+/// What the device said about a file's SHA-256.
+#[derive(Debug)]
+pub(crate) enum Hashed {
+    /// The digest, in lowercase hex.
+    Digest(String),
+    /// There is no readable file at the path (none, a directory, or not readable).
+    Unreadable,
+    /// None of the tools gave a digest: the device has none of them
+    /// (`DeliveryError::message` says which failed how), or they could not read the file.
+    NoTool(DeliveryError),
+}
+
+/// The SHA-256 of `path` on the device, by whichever of `openssl dgst`, `sha256sum` and
+/// `busybox sha256sum` the device has. OpenSSL first: its SHA-256 uses the CPU's hash
+/// instructions (SHA-NI, ARMv8 crypto extensions) where coreutils' and BusyBox's are plain C;
+/// 64 MiB took 0.065 s against `sha256sum`'s 0.19 s on this project's machine. A delta push
+/// hashes the whole base and the whole result on every device. The file is looked for first,
+/// in the same command, so that a missing file is said as missing (the tools' own words are
+/// hidden: each one's "No such file" would read as the next one's absence).
 pub(crate) fn sha256(
     session: &Session,
     path: &str,
     bound: &Bound,
-) -> Result<String, DeliveryError> {
+) -> Result<Hashed, DeliveryError> {
     let command = sha256_command(path);
     let output = run(session, &command, bound, Phase::Verify)?;
-    let parsed = parse_sha256(&output.text()).filter(|_| output.succeeded());
-    parsed.ok_or_else(|| {
-        let message = format!(
-            "cannot compute SHA-256 on the device with openssl, sha256sum or busybox (the last {}; \
-             {}): install one, or use --verify size",
-            output.describe_status(),
-            output.tail_text()
-        );
-        failure(Phase::Verify, ErrorKind::Exec, message)
-    })
+    Ok(hashed(&output))
 }
 
-/// The shell command `sha256` runs: each tool in turn until one answers.
+/// Reads `sha256_command`'s output.
+fn hashed(output: &Output) -> Hashed {
+    let text = output.text();
+    if let Some(digest) = parse_sha256(&text).filter(|_| output.succeeded()) {
+        return Hashed::Digest(digest);
+    }
+    if !output.succeeded() && text.trim_end() == UNREADABLE {
+        return Hashed::Unreadable;
+    }
+    let message = format!(
+        "cannot compute SHA-256 on the device with openssl, sha256sum or busybox (the last {}; \
+         {}): install one, or use --verify size",
+        output.describe_status(),
+        output.tail_text()
+    );
+    Hashed::NoTool(failure(Phase::Verify, ErrorKind::Exec, message))
+}
+
+/// What `sha256_command` prints when there is no readable file to hash.
+const UNREADABLE: &str = "update-orchestrator: no readable file";
+
+/// The shell command `sha256` runs: whether the file is there, then each tool in turn until
+/// one answers.
 fn sha256_command(path: &str) -> String {
     let path = shell_quote(path);
     format!(
-        "openssl dgst -sha256 {path} 2>/dev/null || sha256sum {path} 2>/dev/null || busybox sha256sum {path}"
+        "if [ -d {path} ] || [ ! -r {path} ]; then echo '{UNREADABLE}'; exit 1; fi; \
+         openssl dgst -sha256 {path} 2>/dev/null || sha256sum {path} 2>/dev/null || busybox sha256sum {path}"
     )
 }
 
@@ -351,10 +379,11 @@ mod tests {
         }
     }
 
-    /// Runs `sha256_command` for a file named to need quoting with `/bin/sh` and `PATH`
-    /// holding only `tools` (links to this machine's), as a device with those tools would.
+    /// Runs `sha256_command` for `name` (beside `fw 2.1 'a'.bin`, named to need quoting; `""`:
+    /// the directory) with `/bin/sh` and `PATH` holding only `tools` (links to this machine's),
+    /// as a device with those tools would, and reads its answer as `sha256` does.
     #[track_caller]
-    fn check_device_hash(tools: &[&str], expected: Option<&str>) {
+    fn check_device_hash(tools: &[&str], name: &str, expected: &str) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).expect("bin");
@@ -366,25 +395,45 @@ mod tests {
                 .unwrap_or_else(|| panic!("{tool} is not installed"));
             std::os::unix::fs::symlink(found, bin.join(tool)).expect("link");
         }
-        let file = dir.path().join("fw 2.1 'a'.bin");
-        std::fs::write(&file, "abc").expect("payload");
+        std::fs::write(dir.path().join("fw 2.1 'a'.bin"), "abc").expect("payload");
+        let file = dir.path().join(name);
         let output = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(sha256_command(&file.to_string_lossy()))
             .env("PATH", &bin)
             .output()
             .expect("/bin/sh");
-        let text = String::from_utf8_lossy(&output.stdout);
-        let parsed = parse_sha256(&text).filter(|_| output.status.success());
-        assert_eq!(parsed.as_deref(), expected, "{tools:?}: {text:?}");
+        let device = Output {
+            status: output.status.code().unwrap_or(-1),
+            signal: None,
+            tail: output.stdout,
+        };
+        let said = match hashed(&device) {
+            Hashed::Digest(digest) => digest,
+            Hashed::Unreadable => "unreadable".to_string(),
+            Hashed::NoTool(error) => error.to_string(),
+        };
+        assert!(said.starts_with(expected), "{tools:?} {name:?}: {said}");
     }
 
     #[test]
     fn the_device_hashes_with_whichever_tool_it_has() {
-        check_device_hash(&["openssl", "sha256sum"], Some(HEX));
-        check_device_hash(&["openssl"], Some(HEX));
-        check_device_hash(&["sha256sum"], Some(HEX));
-        check_device_hash(&[], None);
+        let file = "fw 2.1 'a'.bin";
+        check_device_hash(&["openssl", "sha256sum"], file, HEX);
+        check_device_hash(&["openssl"], file, HEX);
+        check_device_hash(&["sha256sum"], file, HEX);
+        let no_tool = "verify: cannot compute SHA-256 on the device with openssl, sha256sum or \
+                       busybox (the last exited with status 127; ";
+        check_device_hash(&[], file, no_tool);
+    }
+
+    // A file that is not there read as a device without any tool ("busybox: not found"), and
+    // a delta whose tool wrote nothing failed the device for it.
+    #[test]
+    fn a_missing_file_is_said_as_missing_whatever_the_tools() {
+        check_device_hash(&["openssl", "sha256sum"], "absent.bin", "unreadable");
+        check_device_hash(&[], "absent.bin", "unreadable");
+        check_device_hash(&["sha256sum"], "", "unreadable");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::connect::millis;
 use super::errors::{
     excerpt, failure, io_failure, kind_from_text, session_io_failure, ssh_failure,
 };
-use super::remote::{self, Bound};
+use super::remote::{self, Bound, Hashed};
 use super::space;
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
 use crate::payload::{Payload, PayloadReader};
@@ -188,11 +188,18 @@ impl Upload {
             }
             Verify::Sha256 => {
                 let expected = context.payload.digest().hex();
-                let stored = remote::sha256(context.session, &self.part, &bound)?;
-                if stored == expected {
-                    return Ok(());
+                match remote::sha256(context.session, &self.part, &bound)? {
+                    Hashed::Digest(stored) if stored == expected => return Ok(()),
+                    Hashed::Digest(stored) => {
+                        format!("SHA-256 on the device is {stored}, the payload's is {expected}")
+                    }
+                    Hashed::Unreadable => {
+                        let message =
+                            format!("{} is not on the device (or not readable)", self.part);
+                        return Err(failure(Phase::Verify, ErrorKind::Verify, message));
+                    }
+                    Hashed::NoTool(error) => return Err(error),
                 }
-                format!("SHA-256 on the device is {stored}, the payload's is {expected}")
             }
         };
         match &self.route {
