@@ -198,14 +198,13 @@ fn a_known_base_gets_a_patch_and_others_the_whole_file() {
     );
 }
 
-#[test]
-fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
-    // The device's PATH has every program of this machine but zstd and bspatch.
+/// A directory of links to every program of this machine but those whose names start with
+/// one of `skip`: a device's `PATH` without them.
+fn programs_but(skip: &[&str]) -> tempfile::TempDir {
     let bin = tempfile::tempdir().unwrap();
     for dir in ["/usr/bin", "/bin", "/usr/sbin"] {
         for entry in fs::read_dir(dir).unwrap().flatten() {
             let name = entry.file_name();
-            let skip = ["zstd", "unzstd", "zstdcat", "bspatch"];
             if skip
                 .iter()
                 .any(|tool| name.to_string_lossy().starts_with(tool))
@@ -215,10 +214,18 @@ fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
             let _ = std::os::unix::fs::symlink(entry.path(), bin.path().join(&name));
         }
     }
-    let server = Server::sshd_at(
-        "127.0.0.1",
-        &format!("SetEnv PATH={}", bin.path().display()),
-    );
+    bin
+}
+
+/// The private sshd, its commands run with `PATH` set to `bin`.
+fn sshd_with_path(bin: &Path) -> Server {
+    Server::sshd_at("127.0.0.1", &format!("SetEnv PATH={}", bin.display()))
+}
+
+#[test]
+fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
+    let bin = programs_but(&["zstd", "unzstd", "zstdcat", "bspatch"]);
+    let server = sshd_with_path(bin.path());
     let (dir, remote) = workspace(&server);
     let base = write_versions(dir.path());
     registry(
@@ -241,6 +248,34 @@ fn a_device_without_zstd_or_bspatch_gets_the_whole_file() {
         "{note}"
     );
     assert_all_updated(dir.path(), &remote, &["no-tools"]);
+}
+
+// The note said "no readable base at PATH" though the base was there: any failure to hash it
+// read as a missing base.
+#[test]
+fn a_device_that_cannot_hash_the_base_gets_the_whole_file_and_says_why() {
+    let bin = programs_but(&["openssl", "sha256sum", "busybox"]);
+    let server = sshd_with_path(bin.path());
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    registry(
+        &server,
+        dir.path(),
+        &remote,
+        &[("no-hash", Some(&base[..]))],
+    );
+    let (stdout, _) = run(&server, dir.path(), &["--verify", "size"]);
+    let (status, attempts, _, transfer, _, note) = &outcomes(&stdout)[0];
+    assert_eq!(
+        (&**status, &**attempts, &**transfer),
+        ("succeeded", "1", "full"),
+        "{stdout}"
+    );
+    assert_eq!(
+        note,
+        "cannot hash the base: the device has no openssl, sha256sum or busybox"
+    );
+    assert_all_updated(dir.path(), &remote, &["no-hash"]);
 }
 
 #[test]

@@ -61,11 +61,13 @@ impl Step<'_> {
         let base_path = self.base_path();
         let hash = match remote::sha256(self.context.session, &base_path, &self.bound(0))? {
             Hashed::Digest(hash) => hash,
-            Hashed::Unreadable | Hashed::NoTool(_) => {
-                return Ok(Tried::Full(
-                    sftp,
-                    format!("no readable base at {base_path}"),
-                ));
+            Hashed::Unreadable => {
+                let why = format!("no readable base at {base_path}");
+                return Ok(Tried::Full(sftp, why));
+            }
+            Hashed::NoTool(_) => {
+                let why = "cannot hash the base: the device has no openssl, sha256sum or busybox";
+                return Ok(Tried::Full(sftp, why.to_string()));
             }
         };
         let set = &self.plan.set;
