@@ -5,7 +5,7 @@
 //! device ends with exactly the payload (`sha256_file`).
 
 use crate::servers::Server;
-use crate::util::{push, rows, sha256_file, text, with_key, workspace};
+use crate::util::{push, push_with_timeouts, rows, sha256_file, text, with_key, workspace};
 use std::fs;
 use std::path::Path;
 
@@ -317,6 +317,68 @@ fn a_patch_that_fails_to_apply_or_verify_falls_back_in_the_same_attempt() {
         );
         assert_all_updated(dir.path(), &remote, &["dev"]);
     }
+}
+
+// A zstd that never ended failed the device with the generic "upload: the command on the
+// device did not finish within 4s" and left PATH.delta.part (and zstd running) behind.
+#[test]
+fn a_patch_step_that_never_ends_is_stopped_and_the_whole_file_goes() {
+    // The device's zstd answers the probe, writes its process ID, and sleeps.
+    let bin = programs_but(&["zstd", "unzstd", "zstdcat", "bspatch"]);
+    let pid_file = bin.path().join("zstd.pid");
+    let zstd = bin.path().join("zstd");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in -V) exec /usr/bin/zstd -V ;; esac\necho $$ > '{}'\nexec sleep 20\n",
+        pid_file.display()
+    );
+    fs::write(&zstd, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&zstd, fs::Permissions::from_mode(0o755)).unwrap();
+    let server = sshd_with_path(bin.path());
+    let (dir, remote) = workspace(&server);
+    let base = write_versions(dir.path());
+    registry(&server, dir.path(), &remote, &[("stuck", Some(&base[..]))]);
+    let args = ["--delta-from", "fw-1.0.bin", "--report", "-", "devices.csv"];
+    let output = push_with_timeouts(dir.path(), "5s", "3s", &with_key(&server, &args));
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "{stderr}\n{stdout}");
+    let (status, attempts, _, transfer, _, note) = &outcomes(&stdout)[0];
+    assert_eq!(
+        (&**status, &**attempts, &**transfer),
+        ("succeeded", "1", "full"),
+        "{stdout}"
+    );
+    let path = remote.join("stuck.bin");
+    let expected = format!(
+        "zstd -d --patch-from={} did not finish within 4s; stopped it",
+        path.display()
+    );
+    assert_eq!(note, &expected);
+    assert_all_updated(dir.path(), &remote, &["stuck"]);
+    let pid = fs::read_to_string(&pid_file).expect("the stuck zstd ran");
+    assert!(!running(pid.trim()), "zstd (pid {pid}) is still running");
+}
+
+/// Whether process `pid` is alive (not gone, not a zombie), waiting up to 2 s for it to go.
+fn running(pid: &str) -> bool {
+    let stat = Path::new("/proc").join(pid).join("stat");
+    for _ in 0..20 {
+        match fs::read_to_string(&stat) {
+            Err(_) => return false,
+            Ok(text)
+                if text
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                return false;
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    true
 }
 
 #[test]

@@ -5,14 +5,17 @@
 //! `--verify` says.
 //!
 //! Owns: the decision to fall back to the full upload, in the same attempt, with the reason:
-//! an unknown or unreadable base, no tool, a patch that fails to apply or to verify. Must not:
-//! fail the attempt for any of those (only a broken connection or a deadline does), or leave
-//! the patch or a wrong `PATH.part` behind.
+//! an unknown or unreadable base, no tool, a patch that fails to apply or to verify, a patch
+//! step that overran its bound (killed first, with all it started, so nothing writes
+//! `PATH.part` afterwards). Must not: fail the attempt for any of those (only a broken
+//! connection, a deadline, or a step that overran and could not be stopped does), or leave
+//! the patch or a wrong `PATH.part` behind while the session works.
 
-use super::remote::{self, Bound, Hashed};
+use super::connect::seconds;
+use super::remote::{self, Bound, Ended, Hashed};
 use super::transfer::{self, Context, Upload};
 use super::{VERIFY_BYTES_PER_SECOND, Verify, payload_error};
-use crate::delivery::{ByteMeter, DeliveryError, Phase};
+use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
 use crate::delta::{self, DeltaSet, Format, Patch};
 use crate::events::Transfer;
 use crate::registry::{Device, Registry};
@@ -109,9 +112,9 @@ impl Step<'_> {
         let upload = transfer::upload(&context, sftp, file, &delta_path, verify, meter, sent)?;
         let patch_part = format!("{delta_path}.part");
         let out = format!("{}.part", self.path);
-        let (tool, command) = self.apply_command(patch, &base_path, &patch_part, &out);
-        let checked = match self.apply(tool, &command, &patch_part)? {
-            Ok(()) => self.check_result(tool, &out)?,
+        let (step, command) = self.apply_command(patch, &base_path, &patch_part, &out);
+        let checked = match self.apply(&step, &command, (&patch_part, &out))? {
+            Ok(()) => self.check_result(&step, &out)?,
             Err(why) => Err(why),
         };
         if let Err(why) = checked {
@@ -157,15 +160,16 @@ impl Step<'_> {
         Ok(delta::parse_tools(&output.text()))
     }
 
-    /// The tool (for messages) and the command that applies `patch` (at `patch_part` on the
-    /// device) to the base into `out`.
+    /// The step (for messages: `--delta-apply`, `zstd -d --patch-from=BASE` or `bspatch
+    /// BASE`) and the command that applies `patch` (at `patch_part` on the device) to the base
+    /// into `out`.
     fn apply_command(
         &self,
         patch: &Patch,
         base: &str,
         patch_part: &str,
         out: &str,
-    ) -> (&'static str, String) {
+    ) -> (String, String) {
         match (&self.plan.apply, patch.format) {
             (Some(apply), format) => {
                 let format = format_name(format);
@@ -179,14 +183,14 @@ impl Step<'_> {
                     },
                     Escape::Shell,
                 );
-                ("--delta-apply", command)
+                ("--delta-apply".to_string(), command)
             }
             (None, Format::Zstd) => (
-                "zstd",
+                format!("zstd -d --patch-from={base}"),
                 delta::zstd_apply_command(patch.window_log, base, patch_part, out),
             ),
             (None, Format::Bsdiff) => (
-                "bspatch",
+                format!("bspatch {base}"),
                 format!(
                     "bspatch {} {} {}",
                     shell_quote(base),
@@ -197,34 +201,68 @@ impl Step<'_> {
         }
     }
 
-    /// Runs `command` (`tool`'s), then removes the patch at `patch_part`. `Ok(Err(why))`: the
-    /// tool failed; `Err`: the connection did.
+    /// Runs `command` (`step`'s), then removes the patch at `patch_part`. `Ok(Err(why))`: the
+    /// step failed, or overran its bound and was stopped; `Err`: the connection failed, the
+    /// device deadline passed, or a step that overran could not be stopped (then `PATH.part`
+    /// may still be written to: no full upload may follow in this attempt). A step that
+    /// overran leaves neither the patch nor `out`, where the session still works.
     fn apply(
         &self,
-        tool: &str,
+        step: &str,
         command: &str,
-        patch_part: &str,
+        (patch_part, out): (&str, &str),
     ) -> Result<Result<(), String>, DeliveryError> {
         let command = format!(
             "( {command} ); status=$?; rm -f {}; exit $status",
             shell_quote(patch_part)
         );
-        let bound = self.bound(self.context.payload.len());
-        let output = remote::run(self.context.session, &command, &bound, Phase::Upload)?;
+        let len = self.context.payload.len();
+        let bound = self.bound(len);
+        let stall = self.context.stall;
+        let remove = format!("rm -f {} {}", shell_quote(patch_part), shell_quote(out));
+        let cleanup = (&*remove, &Bound::new(stall, stall, None));
+        let session = self.context.session;
+        let output = match remote::run_stoppable(session, &command, &bound, cleanup, Phase::Upload)?
+        {
+            Ended::Finished(output) => output,
+            Ended::Stopped(error) if error.kind != ErrorKind::DeviceTimeout => {
+                let limit = seconds(self.verify_limit(len));
+                return Ok(Err(format!(
+                    "{step} did not finish within {limit}; stopped it"
+                )));
+            }
+            Ended::Stopped(error) | Ended::Overran(error) => {
+                return Err(self.overran(step, len, error));
+            }
+        };
         if output.succeeded() {
             return Ok(Ok(()));
         }
         let why = format!(
-            "{tool} on the device {}: {}",
+            "{step} on the device {}: {}",
             output.describe_status(),
             output.tail_text()
         );
         Ok(Err(why))
     }
 
-    /// Checks `out`, what `tool` applied the patch into, against the payload's SHA-256,
+    /// The error of a step still running at its bound, naming the step.
+    fn overran(&self, step: &str, len: u64, error: DeliveryError) -> DeliveryError {
+        let message = match error.kind {
+            ErrorKind::DeviceTimeout => {
+                format!("delta: {step} was still running when --device-timeout passed")
+            }
+            _ => format!(
+                "delta: {step} did not finish within {}",
+                seconds(self.verify_limit(len))
+            ),
+        };
+        DeliveryError { message, ..error }
+    }
+
+    /// Checks `out`, what `step` applied the patch into, against the payload's SHA-256,
     /// whatever `--verify` says. `Ok(Err(why))`: it is not the payload (or not there).
-    fn check_result(&self, tool: &str, out: &str) -> Result<Result<(), String>, DeliveryError> {
+    fn check_result(&self, step: &str, out: &str) -> Result<Result<(), String>, DeliveryError> {
         let bound = self.bound(self.context.payload.len());
         let expected = self.context.payload.digest().hex();
         let why = match remote::sha256(self.context.session, out, &bound)? {
@@ -233,7 +271,7 @@ impl Step<'_> {
                 "the patched file failed its check: SHA-256 on the device is {stored}, the \
                  payload's is {expected}"
             ),
-            Hashed::Unreadable => format!("{tool} exited 0 but wrote no {out}"),
+            Hashed::Unreadable => format!("{step} exited 0 but wrote no {out}"),
             Hashed::NoTool(error) => {
                 format!("the patched file could not be checked: {}", error.message)
             }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// How much output is kept (the end of it).
 const TAIL_BYTES: usize = 16 * 1024;
+/// How much of the start of the output is kept (for a stoppable command's process ID).
+const HEAD_BYTES: usize = 64;
 /// How many lines of output an error shows.
 const TAIL_LINES: usize = 20;
 /// The longest single wait while a command runs, between checks of its bound and keepalives.
@@ -87,7 +89,92 @@ pub(crate) fn run(
 ) -> Result<Output, DeliveryError> {
     let result = run_bounded(session, command, bound, phase);
     session.set_timeout(millis(bound.stall));
-    result
+    match result? {
+        Ran::Exited(output) => Ok(output),
+        Ran::Overran { error, .. } => Err(error),
+    }
+}
+
+/// How a stoppable command ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// It finished by itself.
+    Finished(Output),
+    /// It was still running at its bound (the error says so: its limit, or the device
+    /// deadline) and was killed, with every process it started.
+    Stopped(DeliveryError),
+    /// It was still running at its bound and could not be stopped (the session failed, or it
+    /// printed no process ID); the clean-up was tried all the same.
+    Overran(DeliveryError),
+}
+
+/// Runs `command` as `run` does, but one still running at its bound is killed with every
+/// process it started, then `then` runs (a clean-up), in one more command bounded by
+/// `cleanup`: nothing it started writes on afterwards. sshd and dropbear start each command
+/// in a session of its own, so its shell leads a process group of everything it starts: the
+/// shell prints its process ID first, and the group is what is killed. `Err`: the connection
+/// failed before the bound.
+pub(crate) fn run_stoppable(
+    session: &Session,
+    command: &str,
+    bound: &Bound,
+    (then, cleanup): (&str, &Bound),
+    phase: Phase,
+) -> Result<Ended, DeliveryError> {
+    let wrapped = format!("echo '{PID_LINE}'$$; {command}");
+    let result = run_bounded(session, &wrapped, bound, phase);
+    session.set_timeout(millis(bound.stall));
+    let (error, head) = match result? {
+        Ran::Exited(mut output) => {
+            if output.tail.starts_with(PID_LINE.as_bytes()) {
+                let line = output.tail.iter().position(|&b| b == b'\n');
+                output
+                    .tail
+                    .drain(..line.map_or(output.tail.len(), |end| end + 1));
+            }
+            return Ok(Ended::Finished(output));
+        }
+        Ran::Overran { error, head } => (error, head),
+    };
+    let command = match process_id(&head) {
+        Some(pid) => kill_command(pid, then),
+        None => format!("{then}; exit 1"),
+    };
+    match run(session, &command, cleanup, phase) {
+        Ok(output) if output.succeeded() => Ok(Ended::Stopped(error)),
+        _ => Ok(Ended::Overran(error)),
+    }
+}
+
+/// Kills process group `pid`, runs `then`, and exits 0 when nothing of the group is left: the
+/// group is gone (killed now, or ended already), and its leader is not alive outside it
+/// (then it is killed alone, and the exit is 1: what it started may live on).
+fn kill_command(pid: u32, then: &str) -> String {
+    format!(
+        "if kill -s KILL -- -{pid} 2>/dev/null || ! kill -0 {pid} 2>/dev/null; then stopped=0; \
+         else kill -s KILL {pid} 2>/dev/null; stopped=1; fi; {then}; exit $stopped"
+    )
+}
+
+/// The line a stoppable command starts with, before its shell's process ID.
+const PID_LINE: &str = "update-orchestrator: pid ";
+
+/// The process ID on the first line of `head`, when it is `PID_LINE`'s (never 0 or 1: `kill`
+/// reads those as every process of the group or of the user).
+fn process_id(head: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(head).ok()?;
+    let line = text.lines().next()?.strip_prefix(PID_LINE)?;
+    line.trim().parse::<u32>().ok().filter(|&pid| pid > 1)
+}
+
+/// How a bounded run ended.
+enum Ran {
+    Exited(Output),
+    /// Still running at its bound: the error, and the first bytes it printed.
+    Overran {
+        error: DeliveryError,
+        head: Vec<u8>,
+    },
 }
 
 fn run_bounded(
@@ -95,7 +182,7 @@ fn run_bounded(
     command: &str,
     bound: &Bound,
     phase: Phase,
-) -> Result<Output, DeliveryError> {
+) -> Result<Ran, DeliveryError> {
     let ssh = |error: ssh2::Error| ssh_failure(phase, &error);
     let mut channel = session.channel_session().map_err(ssh)?;
     channel
@@ -109,16 +196,24 @@ fn run_bounded(
     channel.send_eof().map_err(ssh)?;
     session.set_timeout(millis(POLL.min(bound.stall)));
     let mut tail = Vec::new();
+    let mut head = Vec::new();
     let mut buffer = vec![0u8; 32 * 1024];
+    let overran = |head: Vec<u8>| Ran::Overran {
+        error: overran(bound, phase),
+        head,
+    };
     loop {
         match channel.read(&mut buffer) {
             Ok(0) => break,
-            Ok(n) => keep_tail(&mut tail, &buffer[..n]),
+            Ok(n) => {
+                keep_head(&mut head, &buffer[..n]);
+                keep_tail(&mut tail, &buffer[..n]);
+            }
             Err(error) if error.kind() == io::ErrorKind::TimedOut => {}
             Err(error) => return Err(started(session_io_failure(session, phase, &error))),
         }
         if Instant::now() >= bound.until {
-            return Err(overran(bound, phase));
+            return Ok(overran(head));
         }
         // Only sends when the interval has passed; keeps NATs and the device's timers happy.
         let _ = session.keepalive_send();
@@ -130,16 +225,16 @@ fn run_bounded(
             Err(error) => return Err(ssh(error)),
         }
         if Instant::now() >= bound.until {
-            return Err(overran(bound, phase));
+            return Ok(overran(head));
         }
     }
     let status = channel.exit_status().map_err(ssh)?;
     let signal = channel.exit_signal().ok().and_then(|exit| exit.exit_signal);
-    Ok(Output {
+    Ok(Ran::Exited(Output {
         status,
         signal,
         tail,
-    })
+    }))
 }
 
 /// A failure of a command that may have started: for the install (`--exec`), the outcome is
@@ -157,6 +252,11 @@ fn started_then_lost(phase: Phase, error: DeliveryError) -> DeliveryError {
         ),
         ..error
     }
+}
+
+fn keep_head(head: &mut Vec<u8>, bytes: &[u8]) {
+    let room = HEAD_BYTES.saturating_sub(head.len());
+    head.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }
 
 fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
@@ -488,6 +588,52 @@ mod tests {
             "exec: connection lost during the install (outcome unknown; it ran once): \
              connection closed by the device"
         );
+    }
+
+    #[test]
+    fn reads_a_stoppable_commands_process_id() {
+        let check =
+            |head: &str, expected| assert_eq!(process_id(head.as_bytes()), expected, "{head:?}");
+        check("update-orchestrator: pid 4321\nzstd: ...", Some(4321));
+        check("update-orchestrator: pid 4321", Some(4321));
+        // never a pid that kill reads as a whole group or every process
+        check("update-orchestrator: pid 1\n", None);
+        check("update-orchestrator: pid 0\n", None);
+        check("update-orchestrator: pid -1\n", None);
+        check("zstd: error\nupdate-orchestrator: pid 4321\n", None);
+        check("", None);
+    }
+
+    /// Runs `kill_command(pid, "echo cleaned")` with `/bin/sh`: its exit status and output.
+    fn kill(pid: u32) -> (Option<i32>, String) {
+        let output = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(kill_command(pid, "echo cleaned"))
+            .output()
+            .expect("/bin/sh");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.code(), text)
+    }
+
+    #[test]
+    fn a_stopped_command_is_killed_with_its_process_group() {
+        // A shell leading its own session and group, as sshd starts a command, with a child.
+        let mut leader = std::process::Command::new("setsid")
+            .args(["sh", "-c", "sleep 20 & wait"])
+            .spawn()
+            .expect("setsid (util-linux)");
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(kill(leader.id()), (Some(0), "cleaned\n".to_string()));
+        let ended = leader.wait().expect("the leader ends");
+        assert_eq!(ended.code(), None, "killed by a signal: {ended:?}");
+        // A process that leads no group is killed alone, and that is said: its children may
+        // live on.
+        let mut alone = std::process::Command::new("sleep")
+            .arg("20")
+            .spawn()
+            .expect("sleep");
+        assert_eq!(kill(alone.id()), (Some(1), "cleaned\n".to_string()));
+        assert_eq!(alone.wait().expect("sleep ends").code(), None);
     }
 
     #[test]
