@@ -381,6 +381,57 @@ fn running(pid: &str) -> bool {
     true
 }
 
+/// The patch the run sends a device with zstd and bspatch: made here as the run makes it.
+fn the_patch(dir: &Path) -> Vec<u8> {
+    use update_orchestrator::delta::{DeltaSet, Tools, choose};
+    let payload = update_orchestrator::payload::Payload::open(&dir.join("fw.bin"), false).unwrap();
+    let base = dir.join("fw-1.0.bin");
+    let set = DeltaSet::prepare(&payload, &[base], &mut |_| {}).unwrap();
+    let tools = Tools {
+        zstd: true,
+        bspatch: true,
+        custom: false,
+    };
+    let patch = choose(&set.bases[0], tools).expect("a patch");
+    fs::read(patch.file.path()).unwrap()
+}
+
+// A PATH.delta.part left by something else was resumed blindly: the patch was appended to it,
+// zstd failed, and the whole file went. A resumed patch was reported as "sftp".
+#[test]
+fn a_resumed_patch_is_checked_and_sent_again_when_it_is_not_ours() {
+    let server = Server::sshd();
+    for (name, stale) in [("ours", true), ("garbage", false)] {
+        let (dir, remote) = workspace(&server);
+        let base = write_versions(dir.path());
+        let patch = the_patch(dir.path());
+        let half = patch.len() / 2;
+        let left = match stale {
+            true => patch[..half].to_vec(),
+            false => crate::util::bytes(half, 5),
+        };
+        fs::write(remote.join("dev.bin.delta.part"), &left).unwrap();
+        registry(&server, dir.path(), &remote, &[("dev", Some(&base[..]))]);
+        let (stdout, _) = run(&server, dir.path(), &[]);
+        let (status, attempts, bytes, transfer, _, _) = &outcomes(&stdout)[0];
+        assert_eq!(
+            (&**status, &**attempts, &**transfer),
+            ("succeeded", "1", "delta"),
+            "{name}: {stdout}"
+        );
+        let method = rows(&stdout)[0][9].clone();
+        let (patch_len, half) = (patch.len() as u64, half as u64);
+        let expected = match stale {
+            // the rest of the patch only
+            true => ("sftp-resumed", patch_len - half),
+            // the rest appended to the garbage, then the whole patch again
+            false => ("sftp", patch_len - half + patch_len),
+        };
+        assert_eq!((&*method, *bytes), expected, "{name}: {stdout}");
+        assert_all_updated(dir.path(), &remote, &["dev"]);
+    }
+}
+
 #[test]
 fn delta_apply_runs_a_custom_tool() {
     let server = Server::sshd();

@@ -106,10 +106,8 @@ impl Step<'_> {
             payload: &patch.file,
             ..*self.context
         };
-        let file = patch.file.open_for_attempt().map_err(payload_error)?;
         let delta_path = format!("{}.delta", self.path);
-        let verify = Verify::Sha256;
-        let upload = transfer::upload(&context, sftp, file, &delta_path, verify, meter, sent)?;
+        let upload = self.upload_patch(&context, patch, sftp, &delta_path, (meter, sent))?;
         let patch_part = format!("{delta_path}.part");
         let out = format!("{}.part", self.path);
         let (step, command) = self.apply_command(patch, &base_path, &patch_part, &out);
@@ -130,6 +128,42 @@ impl Step<'_> {
             considered: true,
         };
         Ok(Tried::Applied(upload, transfer))
+    }
+
+    /// Uploads `patch` to `delta_path.part`, resuming one left there. A resumed patch is
+    /// checked by its SHA-256 first (a `.delta.part` left by anything else would be appended
+    /// to, and the whole file would go), and when it does not match it is removed and the
+    /// patch sent again from the start, once.
+    fn upload_patch(
+        &self,
+        context: &Context<'_>,
+        patch: &Patch,
+        sftp: Option<Sftp>,
+        delta_path: &str,
+        (meter, sent): (&mut ByteMeter<'_>, &mut u64),
+    ) -> Result<Upload, DeliveryError> {
+        let file = patch.file.open_for_attempt().map_err(payload_error)?;
+        let verify = Verify::Sha256;
+        let upload = transfer::upload(context, sftp, file, delta_path, verify, meter, sent)?;
+        if !upload.resumed() {
+            return Ok(upload);
+        }
+        let limit = self.verify_limit(patch.file.len());
+        match upload.verify(context, Verify::Sha256, limit) {
+            Ok(()) => Ok(upload),
+            Err(error) if error.kind == ErrorKind::Verify => {
+                log::info!(
+                    "{}: the resumed patch failed its check ({}): sending it again",
+                    self.device.id,
+                    error.message
+                );
+                let file = patch.file.open_for_attempt().map_err(payload_error)?;
+                // `Verify::None`: no resuming this time (the check removed the `.part`).
+                let sftp = upload.into_sftp();
+                transfer::upload(context, sftp, file, delta_path, Verify::None, meter, sent)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// `--delta-base` filled from the row (`{path}` is the target path), else the target path.

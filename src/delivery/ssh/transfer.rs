@@ -149,14 +149,19 @@ impl Upload {
         }
     }
 
+    /// Whether it resumed a `.part` left on the device.
+    pub(crate) fn resumed(&self) -> bool {
+        self.resumed
+    }
+
     /// The same route for the file a patch was applied into: `PATH.part`, to be checked and
-    /// moved over `path`.
+    /// moved over `path`; resumed when the patch was.
     pub(crate) fn applied_into(self, path: &str) -> Upload {
         Upload {
             route: self.route,
             part: format!("{path}.part"),
             path: path.to_string(),
-            resumed: false,
+            resumed: self.resumed,
         }
     }
 
