@@ -45,8 +45,9 @@ impl Shared<'_, '_> {
             report.record(index, device, &outcome);
         }
         self.announce(index, device, &outcome);
-        self.count_finished(outcome.status);
+        // Out of flight first: a threshold this outcome crosses counts the others in flight.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.count_finished(outcome.status);
         let _ = self.outcomes[index].set(outcome);
     }
 

@@ -154,11 +154,13 @@ fn the_threshold_is_not_evaluated_below_min_sample() {
         .expect_stderr("8 succeeded, 2 failed, 0 skipped");
     assert!(!output.stderr.contains("threshold crossed"), "{output}");
     assert!(fleet.stats().iter().all(|device| device.requests == 1));
-    // The same run with the sample reached by the last device aborts.
+    // The same run with the sample reached by the last device aborts; that device is no
+    // longer in flight when the stop is said (it counted itself: "1 in flight").
     let output = push(&mut test, &flags("10")).arg("devices.csv").run();
     output
         .expect_status(3)
-        .expect_stderr("failure threshold crossed: 2 of 10 finished devices failed");
+        .expect_stderr("failure threshold crossed: 2 of 10 finished devices failed")
+        .expect_stderr("no other device was started, 0 in flight");
 }
 
 #[test]
