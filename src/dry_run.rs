@@ -7,7 +7,7 @@ use crate::config::PushConfig;
 use crate::delta::DeltaSet;
 use crate::registry::Registry;
 use crate::scheduler::{Plan, SkipReason};
-use crate::units::{human_bytes, human_duration};
+use crate::units::{human_bytes, human_duration, human_setting};
 use std::time::Duration;
 
 /// How many ids a wave line names.
@@ -149,7 +149,7 @@ pub fn render_plan(
     if plan.waves.len() > 1 && !run.wave_pause.is_zero() {
         lines.push(format!(
             "  pause between waves: {}",
-            human_duration(run.wave_pause)
+            human_setting(run.wave_pause)
         ));
     }
     lines.push(format!(
@@ -202,8 +202,14 @@ pub fn render_plan(
     }
     if let Some(throughput) = config.estimate_throughput {
         let estimate = estimate(plan, config, payload_len, Some(throughput));
+        let lifecycle = if config.lifecycle.is_active() {
+            ", the probes, installs and health waits"
+        } else {
+            ""
+        };
         lines.push(format!(
-            "  estimated duration: {} at {}/s (not counting retries or waiting for the window)",
+            "  estimated duration: {} at {}/s (not counting retries{lifecycle} or waiting for \
+             the window)",
             human_duration(estimate),
             human_bytes(throughput)
         ));
@@ -300,8 +306,8 @@ fn lifecycle_line(lifecycle: &crate::lifecycle::Lifecycle) -> Option<String> {
         "  lifecycle: devices already at version {} are skipped (probed at run time){install}; \
          health polled every {} for up to {}{rollback}",
         check.expected(),
-        human_duration(lifecycle.probe_interval),
-        human_duration(lifecycle.health_timeout),
+        human_setting(lifecycle.probe_interval),
+        human_setting(lifecycle.health_timeout),
     ))
 }
 

@@ -32,6 +32,21 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A setting's duration as typed, sub-second parts kept: `500ms`, `1.5s`, else as
+/// [`human_duration`] (`--probe-interval 500ms` was shown as `0s`).
+pub fn human_setting(d: Duration) -> String {
+    let millis = d.subsec_millis();
+    match d.as_secs() {
+        0 if millis > 0 => format!("{millis}ms"),
+        1..60 if millis > 0 => {
+            // Three decimals, trailing zeros dropped (there is a non-zero one).
+            let seconds = format!("{:.3}", d.as_secs_f64());
+            format!("{}s", seconds.trim_end_matches('0'))
+        }
+        _ => human_duration(d),
+    }
+}
+
 /// Parses a size: bytes, or with a unit `KiB`, `MiB`, `GiB` (1024-based) or `KB`, `MB`, `GB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let invalid = || format!("invalid size '{text}': use e.g. 65536, 64KiB, 4MiB or 1GiB");
@@ -142,6 +157,26 @@ mod tests {
         check(10 * GIB - 1, show, "10 GiB");
         check(MIB - 1, show, "1.0 MiB");
         check(u64::MAX, show, "16 EiB");
+    }
+
+    #[test]
+    fn human_setting_keeps_sub_second_parts() {
+        for (millis, shown) in [
+            (500, "500ms"),
+            (1, "1ms"),
+            (1500, "1.5s"),
+            (1250, "1.25s"),
+            (2000, "2s"),
+            (0, "0s"),
+            (90_000, "1m30s"),
+            (90_500, "1m30s"),
+        ] {
+            assert_eq!(
+                human_setting(Duration::from_millis(millis)),
+                shown,
+                "{millis}"
+            );
+        }
     }
 
     #[test]

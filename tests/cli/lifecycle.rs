@@ -406,15 +406,20 @@ fn dry_run_shows_the_lifecycle_and_contacts_nothing() {
             "http://127.0.0.1:9/{id}/rollback",
             "--health-timeout",
             "2m",
+            "--probe-interval",
+            "500ms",
+            "--estimate-throughput",
+            "10MiB/s",
         ])
         .arg("devices.csv")
         .run()
         .expect_status(0)
         .expect_stdout(
             "  lifecycle: devices already at version 2.1 are skipped (probed at run time), \
-             installed by POST http://127.0.0.1:9/{id}/install; health polled every 5s for up to \
-             2m00s; rolled back when unhealthy",
-        );
+             installed by POST http://127.0.0.1:9/{id}/install; health polled every 500ms for up \
+             to 2m00s; rolled back when unhealthy",
+        )
+        .expect_stdout("(not counting retries, the probes, installs and health waits or waiting");
 }
 
 /// A rollback, like the install, runs at most once: one that switches the boot slot, run again
