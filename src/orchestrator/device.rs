@@ -185,9 +185,12 @@ impl Shared<'_, '_> {
                 Err(error) => error,
             };
             if self.abort.load(Ordering::SeqCst) {
-                return Err(Ended::Interrupted(
-                    "--grace expired during the attempt".into(),
-                ));
+                let mut why = "--grace expired during the attempt".to_string();
+                // An install or rollback past its connect may have reached the device.
+                if retried == Retried::UnsentRequest && error.phase != Phase::Connect {
+                    why.push_str(" (outcome unknown; it was sent once)");
+                }
+                return Err(Ended::Interrupted(why));
             }
             if error.kind == ErrorKind::PayloadChanged {
                 self.set_stop(StopReason::PayloadChanged(error.message.clone()));

@@ -595,3 +595,40 @@ fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
     );
     assert_eq!(row(&rows, &stats[others[1]].id).status, "not-started");
 }
+
+/// Ctrl-C while a rollback request was out, then --grace expiring: the report said "rollback
+/// failed: interrupted: --grace expired during the attempt", inviting a second rollback the
+/// device may already have run. It says the outcome is unknown and that it was sent once.
+#[test]
+fn grace_expiring_while_a_rollback_is_out_says_it_was_sent_once() {
+    let fleet = versioned_fleet(1, |spec| spec.bad_update_percent = 100.0);
+    let rollback = BlackHole::behaving(Stall::ReadsThenStops(usize::MAX));
+    let mut flags = lifecycle_flags(&fleet, "rollback");
+    let at = flags
+        .iter()
+        .position(|flag| flag == "--rollback-url")
+        .unwrap();
+    flags[at + 1] = format!("POST {}", rollback.url("/rollback"));
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    test.payload("fw.bin", 1000);
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(["--health-timeout", "1s", "--grace", "500ms"])
+        .args(flags)
+        .args(quick(&[("--response-timeout", "60s")]))
+        .arg("devices.csv");
+    let mut running = test.spawn();
+    crate::util::wait_until(Duration::from_secs(30), "the rollback request", || {
+        rollback.accepted() == 1
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    running.signal("INT");
+    running.wait().expect_status(130);
+    let row = &test.report("report.csv")[0];
+    assert!(
+        row.rollback
+            .ends_with("--grace expired during the attempt (outcome unknown; it was sent once)"),
+        "{row:?}"
+    );
+    assert_eq!(rollback.accepted(), 1);
+}
