@@ -99,11 +99,18 @@ impl CsvRows<'_> {
             return None; // a blank line, or a row of separators only (a spreadsheet's blank row)
         }
         if record.len() != self.width {
-            let message = format!(
+            let mut message = format!(
                 "this row has {} fields but the header has {}: check for a missing or extra comma",
                 record.len(),
                 self.width
             );
+            // A quote never closed swallows the line ends after it into one field.
+            if record.iter().any(|field| field.contains('\n')) {
+                message.push_str(
+                    ", or a quote (\") opened in this row and never closed: the rows after it \
+                     were read as part of one field",
+                );
+            }
             problems.push(Problem::new(Some(Location::Line(line)), &message));
             return None;
         }

@@ -122,6 +122,13 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "a quote never closed",
+        registry: b"id,url\na,U1\n\"b\r\n,U2\n",
+        expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
+            \n  devices.csv:3: this row has 1 fields but the header has 2: check for a missing or extra comma, or a quote (\") opened in this row and never closed: the rows after it were read as part of one field",
+        ..DEFAULT
+    },
+    Case {
         name: "non-utf-8 field",
         registry: b"id,url\na,U1\n\xff\xfe,U2\n",
         expect: "update-orchestrator: devices.csv: 1 problem, nothing was pushed\
