@@ -111,6 +111,9 @@ pub enum Record {
         attempts: u32,
         /// Payload bytes sent over all attempts.
         bytes: u64,
+        /// Why, in words (absent in older journals).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        error: String,
         /// The device's registry row, in the order of the run's `columns`.
         fields: Vec<String>,
         /// The lifecycle's stage and versions (absent in older journals).

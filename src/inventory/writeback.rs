@@ -269,10 +269,12 @@ impl<'r> Outcome<'r> {
                 url,
                 attempts,
                 bytes,
+                error,
                 lifecycle,
                 ..
             } => {
-                let outcome = Outcome::new("interrupted", (at, id, url), lifecycle);
+                let mut outcome = Outcome::new("interrupted", (at, id, url), lifecycle);
+                outcome.error = (!error.is_empty()).then_some(error);
                 (outcome, *attempts, *bytes)
             }
         };
@@ -378,6 +380,7 @@ fn journal(connection: &Connection, sha256: &str, size: u64) -> rusqlite::Result
                 url,
                 attempts,
                 bytes,
+                error,
                 fields,
                 lifecycle,
             },

@@ -130,6 +130,7 @@ impl Shared<'_, '_> {
                 url,
                 attempts,
                 bytes,
+                error: outcome.error.clone(),
                 fields,
                 lifecycle,
             },

@@ -838,3 +838,38 @@ fn a_database_in_a_directory_the_user_cannot_write_is_explained() {
         "{stderr}"
     );
 }
+
+/// A device interrupted by Ctrl-C (its --grace expired) had last_error NULL in `devices` and
+/// `updates` while the report said why: the reason is written back too.
+#[test]
+fn an_interrupted_device_has_its_reason_written_back() {
+    let fleet = fleet(FleetSpec {
+        devices: 1,
+        slow_percent: 100.0,
+        slow_bytes_per_sec: 64 * 1024,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", 4 << 20);
+    import(&mut test, &fleet);
+    let options = [("--grace", "500ms"), ("--stall-timeout", "30s")];
+    let mut child = push(&mut test, &options).arg(DB).spawn();
+    crate::util::wait_until(Duration::from_secs(20), "the upload to start", || {
+        fleet.stats()[0].bytes > 0
+    });
+    child.signal("INT");
+    child.wait().expect_status(130);
+    let rows = sqlite3(
+        &test,
+        "select d.last_status, d.last_error, u.error from devices d join updates u \
+         on u.device_id = d.id",
+    );
+    assert_eq!(
+        rows,
+        [[
+            "interrupted",
+            "interrupted: --grace expired during the attempt",
+            "interrupted: --grace expired during the attempt"
+        ]],
+    );
+}

@@ -133,6 +133,13 @@ fn grace_expiry_interrupts_the_in_flight_device_and_a_rerun_pushes_it_again() {
         .run()
         .expect_status(0)
         .expect_stdout("devices: 2: 1 succeeded, 0 failed, 1 interrupted, 0 unfinished");
+    // The journal keeps why (the inventory's last_error reads it from there).
+    assert!(
+        test.read(JOURNAL)
+            .contains(&format!("\"error\":\"{}\"", interrupted.error)),
+        "{}",
+        test.read(JOURNAL)
+    );
 
     // The slow device is now reachable at a healthy server under the same id.
     let healthy = healthy_fleet(2);

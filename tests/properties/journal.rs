@@ -56,6 +56,7 @@ fn record(kind: u8, device: u8) -> Record {
             url,
             attempts: 1,
             bytes: 0,
+            error: "interrupted: --grace expired \"x\"\n".into(),
             fields,
             lifecycle: None,
         },

@@ -39,6 +39,7 @@ fn journal_of(records: &[(&str, &str, DeviceState)]) -> Journal {
                 url,
                 attempts: 1,
                 bytes: 1,
+                error: "interrupted: e".into(),
                 fields,
                 lifecycle: None,
             },
