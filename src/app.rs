@@ -136,6 +136,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
         payload.digest().hex(),
         payload.snapshot_kind()
     );
+    only_failed_has_a_past(&config, &payload)?;
     let patches = patches(&config, &payload)?;
     let delivery = execute::deliveries(&config, &payload, patches.as_ref())?;
     let options = registry::LoadOptions {
@@ -188,6 +189,32 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let result = result?;
     summary::finish(&config, &registry, &result, report)?;
     Ok(outcome(&result, &signals))
+}
+
+/// `--only-failed` from a database that never saw this payload: nothing can have failed with
+/// it, so the flag is a mistake (another payload meant, or a first run); an input error, as a
+/// journal file of another payload is.
+fn only_failed_has_a_past(config: &PushConfig, payload: &Payload) -> Result<(), AppError> {
+    if !config.selection.only_failed || config.journal.is_some() {
+        return Ok(());
+    }
+    let Some(path) = preflight::database(&config.registry) else {
+        return Ok(());
+    };
+    if !path.is_file() {
+        return Ok(()); // said when the registry is loaded
+    }
+    let past = crate::inventory::read_journal(path, payload).map_err(AppError::Input)?;
+    if past.devices.is_empty() {
+        return Err(AppError::Input(format!(
+            "--only-failed: {} has no update with this payload ({}, sha256 {}): nothing has \
+             failed with it; leave out --only-failed to push it",
+            path.display(),
+            payload.path().display(),
+            &payload.digest().hex()[..12]
+        )));
+    }
+    Ok(())
 }
 
 /// `--delta-from`: the patches, made before anything is contacted, each step said on stderr

@@ -241,6 +241,19 @@ fn only_failed_from_the_database_pushes_only_its_failed_devices() {
         .run()
         .expect_status(2)
         .expect_stderr("--only-failed needs --journal FILE, or a SQLite registry");
+
+    // A payload the database never saw: nothing failed with it (it said "nothing to do", 0).
+    test.payload("fw-next.bin", 2048);
+    let runs_before = sqlite3(&test, "select count(*) from runs");
+    test.clear()
+        .args(["push", "--payload", "fw-next.bin", "--only-failed", DB])
+        .run()
+        .expect_status(2)
+        .expect_stderr(
+            "--only-failed: fleet.db has no update with this payload (fw-next.bin, sha256 ",
+        )
+        .expect_stderr("nothing has failed with it; leave out --only-failed to push it");
+    assert_eq!(sqlite3(&test, "select count(*) from runs"), runs_before);
 }
 
 /// `kill -9` in the middle of a run, then a re-run: every device the database recorded as
