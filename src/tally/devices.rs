@@ -88,6 +88,9 @@ pub(crate) struct DeviceCounts {
     retrying: HashSet<usize>,
     /// In-flight devices waiting for health after their install.
     waiting: HashSet<usize>,
+    /// In-flight devices in a lifecycle stage other than the upload (probe, install, wait,
+    /// rollback): a retry there is a request's, and leaves the upload's bytes as they are.
+    past_upload: HashSet<usize>,
     stopping: Option<String>,
     rollout: String,
     finished: bool,
@@ -108,13 +111,7 @@ impl DeviceCounts {
             Event::AttemptStarted { index, .. } => self.attempt_started(index),
             Event::BytesSent { index, bytes } => self.bytes_sent(index, bytes),
             Event::RetryScheduled { index, .. } => self.retry_scheduled(index),
-            Event::Stage { index, stage, .. } => {
-                if stage == Stage::Wait {
-                    self.waiting.insert(index);
-                } else {
-                    self.waiting.remove(&index);
-                }
-            }
+            Event::Stage { index, stage, .. } => self.stage(index, stage),
             Event::Succeeded { index, .. } => {
                 self.device_ended(index);
                 self.succeeded += 1;
@@ -211,9 +208,26 @@ impl DeviceCounts {
         }
     }
 
+    /// Only a failed upload attempt takes its bytes back: a probe, install or rollback request
+    /// that is retried leaves the upload before it (if any) as done as it was.
     fn retry_scheduled(&mut self, index: usize) {
-        self.restart_attempt(index);
+        if !self.past_upload.contains(&index) {
+            self.restart_attempt(index);
+        }
         self.retrying.insert(index);
+    }
+
+    fn stage(&mut self, index: usize, stage: Stage) {
+        if stage == Stage::Wait {
+            self.waiting.insert(index);
+        } else {
+            self.waiting.remove(&index);
+        }
+        if stage == Stage::Upload {
+            self.past_upload.remove(&index);
+        } else {
+            self.past_upload.insert(index);
+        }
     }
 
     /// The device's current attempt starts from zero bytes.
@@ -239,6 +253,7 @@ impl DeviceCounts {
         }
         self.retrying.remove(&index);
         self.waiting.remove(&index);
+        self.past_upload.remove(&index);
     }
 
     fn stopping(
@@ -335,6 +350,14 @@ mod tests {
             index,
             id: id(index),
             reason: "interrupted".into(),
+        }
+    }
+
+    fn stage(index: usize, stage: Stage) -> Event {
+        Event::Stage {
+            index,
+            stage,
+            output: None,
         }
     }
 
@@ -456,13 +479,59 @@ mod tests {
         check(&started_then_skipped, (0, 0, 1, 0, 0, 9, 0), &[]);
     }
 
+    /// Applies `events` to a fresh state of [`RUN`] (4 devices of 100 bytes) and compares
+    /// `(bytes_sent, bytes_done, bytes_total)`.
+    #[track_caller]
+    fn check_bytes(events: &[Event], expected: (u64, u64, u64)) {
+        let mut state = DeviceCounts::default();
+        for event in [RUN].iter().chain(events) {
+            state.apply(event.clone());
+        }
+        let s = state.snapshot();
+        let bytes = (s.bytes_sent, s.bytes_done, s.bytes_total);
+        assert_eq!(bytes, expected, "(sent, done, total) after {events:#?}");
+    }
+
+    /// A retried install request took the finished upload's bytes back: a device that uploaded
+    /// 200 KiB and then failed its install showed `1/1 devices ... 0/0 B`. Only a retried upload
+    /// attempt starts the device's bytes again.
+    #[test]
+    fn a_retried_request_leaves_the_uploads_bytes_done() {
+        let uploaded = [
+            started(0),
+            stage(0, Stage::Probe),
+            retry(0, 1),
+            stage(0, Stage::Upload),
+            attempt(0, 1),
+            sent(0, 100),
+        ];
+        check_bytes(&uploaded, (100, 100, 400));
+        let install_retried = [&uploaded[..], &[stage(0, Stage::Install), retry(0, 1)]].concat();
+        check_bytes(&install_retried, (100, 100, 400));
+        check_bytes(
+            &[&install_retried[..], &[failed(0, 1)]].concat(),
+            (100, 100, 400),
+        );
+        let rollback = [
+            &uploaded[..],
+            &[stage(0, Stage::Wait), stage(0, Stage::Rollback)],
+        ];
+        let rollback_retried = [&rollback.concat()[..], &[retry(0, 1), failed(0, 1)]].concat();
+        check_bytes(&rollback_retried, (100, 100, 400));
+        // An upload retried in a run with stages still starts from zero.
+        let upload_retried = [&uploaded[..], &[retry(0, 1)]].concat();
+        check_bytes(&upload_retried, (100, 0, 400));
+        // And a device's stage does not carry over to another device.
+        let other = [
+            &install_retried[..],
+            &[started(1), attempt(1, 1), sent(1, 30), retry(1, 1)],
+        ]
+        .concat();
+        check_bytes(&other, (130, 100, 400));
+    }
+
     #[test]
     fn devices_waiting_for_health_are_counted_until_they_move_on_or_end() {
-        let stage = |index, stage| Event::Stage {
-            index,
-            stage,
-            output: None,
-        };
         let waiting = |events: &[Event]| {
             let mut state = DeviceCounts::default();
             for event in events {

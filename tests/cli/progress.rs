@@ -2,11 +2,11 @@
 //! with --quiet only failures and the summary.
 
 use crate::servers::fleet_registry;
-use crate::util::{Test, quick};
+use crate::util::{Output, Test, quick};
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
 /// Two devices, one reading at 512 KiB/s and one dead: a run of about a second.
-fn run(quiet: bool) -> crate::util::Output {
+fn run(quiet: bool) -> Output {
     let fleet = Fleet::start(FleetSpec {
         devices: 2,
         slow_percent: 50.0,
@@ -108,4 +108,51 @@ fn the_eta_of_a_bandwidth_bound_run_is_within_twice_the_time_left() {
             "at {at} s the eta was {eta} s with {left} s left\n{output}"
         );
     }
+}
+
+/// The last plain progress line's bytes, `done/total UNIT` as (`done`, `total`, `UNIT`).
+fn final_bytes(output: &Output) -> (String, String, String) {
+    let last = output
+        .stderr
+        .lines()
+        .rfind(|line| line.starts_with('[') && line.contains(" devices ok="))
+        .unwrap_or_else(|| panic!("no progress line\n{output}"));
+    let fields: Vec<&str> = last.split(' ').collect();
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let at = (1..fields.len())
+        .find(|&at| units.contains(&fields[at]) && fields[at - 1].contains('/'))
+        .map(|at| at - 1)
+        .unwrap_or_else(|| panic!("no bytes in {last:?}\n{output}"));
+    let (done, total) = fields[at].split_once('/').unwrap();
+    (done.into(), total.into(), fields[at + 1].into())
+}
+
+/// A device that uploaded 200 KiB and whose install request was retried (it could not connect)
+/// ended `1/1 devices ... 0/0 B`: the retried request took the upload's bytes back.
+#[test]
+fn a_retried_install_request_keeps_the_uploads_bytes() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 1,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..1));
+    test.payload("fw.bin", 200 * 1024);
+    let output = test
+        .args(["push", "--payload", "fw.bin"])
+        .args([
+            "--then-url",
+            &format!("POST http://127.0.0.1:{port}/install"),
+        ])
+        .args(quick(&[("--retries", "1")]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(1).expect_stderr("1 failed");
+    let bytes = final_bytes(&output);
+    let expected = ("200.0".into(), "200.0".into(), "KiB".into());
+    assert_eq!(bytes, expected, "{output}");
 }
