@@ -32,11 +32,12 @@ pub struct Snapshot {
     pub waiting_for_health: usize,
     /// Payload bytes written to sockets, every attempt counted.
     pub bytes_sent: u64,
-    /// Progress in bytes: a full payload per device that succeeded, the last attempt's bytes of
-    /// each device that failed, plus the current attempts' bytes of in-flight devices, at most
-    /// `bytes_total`.
+    /// Progress in bytes: a full payload per device that succeeded, the last upload attempt's
+    /// bytes of each device that ended otherwise (failed, skipped, interrupted), plus the
+    /// current upload attempts' bytes of in-flight devices, at most `bytes_total`.
     pub bytes_done: u64,
-    /// Devices × payload length, less what failed devices will never be sent.
+    /// Devices × payload length, less what the devices that ended without succeeding will
+    /// never be sent.
     pub bytes_total: u64,
     /// Time since the progress thread started.
     pub elapsed: Duration,
@@ -76,8 +77,9 @@ pub(crate) struct DeviceCounts {
     skipped: usize,
     interrupted: usize,
     bytes_sent: u64,
-    /// The bytes of failed devices' last attempts, and what those attempts left unsent.
-    failed_bytes: u64,
+    /// The bytes of the last upload attempts of devices that ended without succeeding, and what
+    /// those attempts left unsent.
+    partial_bytes: u64,
     unsent_bytes: u64,
     /// In-flight devices by index, with the bytes of their current attempt.
     attempt_bytes: HashMap<usize, u64>,
@@ -123,7 +125,7 @@ impl DeviceCounts {
                 error,
                 ..
             } => {
-                self.device_failed(index);
+                self.device_ended_short(index);
                 self.failed += 1;
                 return Some(Notice::Failed {
                     id,
@@ -132,11 +134,11 @@ impl DeviceCounts {
                 });
             }
             Event::Skipped { index, .. } => {
-                self.device_ended(index);
+                self.device_ended_short(index);
                 self.skipped += 1;
             }
             Event::Interrupted { index, .. } => {
-                self.device_ended(index);
+                self.device_ended_short(index);
                 self.interrupted += 1;
             }
             Event::Stopping {
@@ -237,12 +239,14 @@ impl DeviceCounts {
         }
     }
 
-    /// A failed device counts the bytes its last attempt sent as done, and the rest no longer
-    /// counts at all: the progress never shows bytes that were not sent.
-    fn device_failed(&mut self, index: usize) {
+    /// A device that ends without succeeding (failed, skipped, interrupted) counts the bytes
+    /// its last upload attempt sent as done, and the rest leaves the total: the progress never
+    /// shows bytes that were not sent, nor waits for bytes that never will be. Each device adds
+    /// as much to `partial_bytes` as it takes from the total, so done stays at most the total.
+    fn device_ended_short(&mut self, index: usize) {
         let sent = self.attempt_bytes.get(&index).copied().unwrap_or(0);
         let sent = sent.min(self.payload_len);
-        self.failed_bytes = self.failed_bytes.saturating_add(sent);
+        self.partial_bytes = self.partial_bytes.saturating_add(sent);
         self.unsent_bytes = self.unsent_bytes.saturating_add(self.payload_len - sent);
         self.device_ended(index);
     }
@@ -291,7 +295,7 @@ impl DeviceCounts {
     fn bytes_done(&self) -> u64 {
         (self.succeeded as u64)
             .saturating_mul(self.payload_len)
-            .saturating_add(self.failed_bytes)
+            .saturating_add(self.partial_bytes)
             .saturating_add(self.attempt_bytes_sum)
             .min(self.bytes_total())
     }
@@ -350,6 +354,14 @@ mod tests {
             index,
             id: id(index),
             reason: "interrupted".into(),
+        }
+    }
+
+    fn interrupted(index: usize) -> Event {
+        Event::Interrupted {
+            index,
+            id: id(index),
+            attempts: 1,
         }
     }
 
@@ -476,7 +488,7 @@ mod tests {
     fn skipped_devices_with_and_without_start() {
         check(&[RUN, skipped(3)], (0, 0, 1, 0, 0, 0, 0), &[]);
         let started_then_skipped = [RUN, started(3), attempt(3, 1), sent(3, 9), skipped(3)];
-        check(&started_then_skipped, (0, 0, 1, 0, 0, 9, 0), &[]);
+        check(&started_then_skipped, (0, 0, 1, 0, 0, 9, 9), &[]);
     }
 
     /// Applies `events` to a fresh state of [`RUN`] (4 devices of 100 bytes) and compares
@@ -490,6 +502,50 @@ mod tests {
         let s = state.snapshot();
         let bytes = (s.bytes_sent, s.bytes_done, s.bytes_total);
         assert_eq!(bytes, expected, "(sent, done, total) after {events:#?}");
+    }
+
+    /// Devices that end without succeeding count what their last upload attempt sent as done,
+    /// and the rest leaves the total, whichever way they end. Skipped and interrupted devices
+    /// kept their payload in the total and lost their bytes from done: 48 devices already at
+    /// the version ended `0.0/96.0 MiB`, and an interrupted run `2.0/100.0 MiB` with 26 MiB
+    /// sent.
+    #[test]
+    fn every_way_of_ending_short_counts_the_bytes_sent_and_drops_the_rest() {
+        let upload = |index, bytes| [started(index), attempt(index, 1), sent(index, bytes)];
+        let probed_and_skipped =
+            |index| [started(index), stage(index, Stage::Probe), skipped(index)];
+        let all_at_version: Vec<Event> = (0..4).flat_map(probed_and_skipped).collect();
+        check_bytes(&all_at_version, (0, 0, 0));
+        check_bytes(&probed_and_skipped(0), (0, 0, 300));
+        check_bytes(
+            &[&upload(0, 40)[..], &[interrupted(0)]].concat(),
+            (40, 40, 340),
+        );
+        check_bytes(
+            &[&upload(0, 40)[..], &[failed(0, 1)]].concat(),
+            (40, 40, 340),
+        );
+        check_bytes(&[&upload(0, 40)[..], &[skipped(0)]].concat(), (40, 40, 340));
+        check_bytes(
+            &[&upload(0, 100)[..], &[succeeded(0)]].concat(),
+            (100, 100, 400),
+        );
+        // Interrupted in its second attempt: the first one's bytes were taken back at its retry.
+        let second = [
+            &upload(1, 60)[..],
+            &[retry(1, 1), attempt(1, 2), sent(1, 30), interrupted(1)],
+        ]
+        .concat();
+        check_bytes(&second, (90, 30, 330));
+        // An interrupted run: one device done, two cut short, one never started.
+        let run = [
+            &upload(0, 100)[..],
+            &upload(1, 50),
+            &upload(2, 20),
+            &[succeeded(0), interrupted(1), interrupted(2)],
+        ]
+        .concat();
+        check_bytes(&run, (170, 170, 270));
     }
 
     /// A retried install request took the finished upload's bytes back: a device that uploaded
@@ -563,7 +619,7 @@ mod tests {
         let ended = [&two[..], &[succeeded(1)]].concat();
         check(&ended, (1, 0, 0, 0, 1, 140, 130), &[]);
         let skipped_too = [&ended[..], &[skipped(0)]].concat();
-        check(&skipped_too, (1, 0, 1, 0, 0, 140, 100), &[]);
+        check(&skipped_too, (1, 0, 1, 0, 0, 140, 130), &[]);
     }
 
     #[test]

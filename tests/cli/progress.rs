@@ -1,8 +1,10 @@
 //! Progress when stderr is not a terminal (cron, pipes, these tests): plain periodic lines, or
 //! with --quiet only failures and the summary.
 
+use crate::lifecycle::lifecycle_flags;
 use crate::servers::fleet_registry;
-use crate::util::{Output, Test, quick};
+use crate::util::{Output, Test, quick, wait_until};
+use std::time::Duration;
 use update_orchestrator::simulate::{Fleet, FleetSpec};
 
 /// Two devices, one reading at 512 KiB/s and one dead: a run of about a second.
@@ -127,6 +129,30 @@ fn final_bytes(output: &Output) -> (String, String, String) {
     (done.into(), total.into(), fields[at + 1].into())
 }
 
+/// 48 devices all at the version already ended `48/48 devices ok=0 ... 0.0/96.0 MiB`: devices
+/// skipped by the probe kept their payload in the total.
+#[test]
+fn devices_skipped_by_the_probe_leave_the_byte_total() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 4,
+        updated_percent: 100.0,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..4));
+    test.payload("fw.bin", 64 * 1024);
+    let output = test
+        .args(["push", "--payload", "fw.bin"])
+        .args(lifecycle_flags(&fleet, "rollback"))
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .run();
+    output.expect_status(0).expect_stderr("4 skipped");
+    let bytes = final_bytes(&output);
+    assert_eq!(bytes, ("0".into(), "0".into(), "B".into()), "{output}");
+}
+
 /// A device that uploaded 200 KiB and whose install request was retried (it could not connect)
 /// ended `1/1 devices ... 0/0 B`: the retried request took the upload's bytes back.
 #[test]
@@ -155,4 +181,46 @@ fn a_retried_install_request_keeps_the_uploads_bytes() {
     let bytes = final_bytes(&output);
     let expected = ("200.0".into(), "200.0".into(), "KiB".into());
     assert_eq!(bytes, expected, "{output}");
+}
+
+/// An interrupted run ended `11/50 ... 2.0/100.0 MiB` while the summary said `26 MiB sent`:
+/// the bytes the interrupted devices sent dropped out of the progress, and what they will
+/// never be sent stayed in the total. Two devices reading 16 MiB at 128 KiB/s (what the
+/// sockets' buffers hold is sent at once), cut by --grace.
+#[test]
+fn interrupted_devices_count_what_they_sent_and_leave_the_rest_of_the_total() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        slow_percent: 100.0,
+        slow_bytes_per_sec: 128 * 1024,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 16 << 20);
+    let mut child = test
+        .args(["push", "--payload", "fw.bin", "--concurrency", "2"])
+        .args(["--grace", "1s"])
+        .args(quick(&[("--stall-timeout", "10s")]))
+        .arg("devices.csv")
+        .spawn();
+    wait_until(Duration::from_secs(20), "both uploads", || {
+        fleet.stats().iter().all(|device| device.requests > 0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child.signal("INT");
+    let output = child.wait();
+    output.expect_status(130).expect_stderr("2 interrupted");
+    let (done, total, unit) = final_bytes(&output);
+    assert_eq!(
+        done, total,
+        "every byte that will be sent was sent\n{output}"
+    );
+    assert_eq!(unit, "MiB", "{output}");
+    let done: f64 = done.parse().unwrap();
+    assert!(
+        done > 0.0 && done < 32.0,
+        "some of 32 MiB were sent\n{output}"
+    );
 }
