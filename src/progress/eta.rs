@@ -6,8 +6,10 @@
 //! (what bounds the rest of the run: the `--bandwidth` budget, the workers and the typical
 //! device's time, the start rate, the waves and their pause; see `RunShape`); a moving average
 //! over the last `window` of samples is the fallback while the model has no basis, and gives the
-//! throughput. Must not: read a clock, print, or know about the event channel; the caller passes
-//! the elapsed time of everything.
+//! throughput. Once the run stops dispatching, only its devices in flight are ahead (within
+//! `--grace` when one bounds them), and while an operator holds it paused there is no estimate.
+//! Must not: read a clock, print, or know about the event channel; the caller passes the elapsed
+//! time of everything.
 
 mod ends;
 mod model;
@@ -60,6 +62,10 @@ pub struct EtaEstimator {
     now: Duration,
     /// The model's last estimate: when, for how many devices, and what it said.
     modelled: Cell<Option<(f64, usize, Option<f64>)>>,
+    /// When the devices in flight of a stopping run are cut short (its `--grace` ends).
+    cut_at: Option<Duration>,
+    /// Whether an operator holds the run paused.
+    paused: bool,
 }
 
 /// What the estimator is told about one device (by its index in the plan) or the run.
@@ -77,6 +83,11 @@ pub enum Observation {
     Bytes(usize, u64),
     /// The device is done with, whatever the outcome (or will not start at all).
     Ended(usize),
+    /// The run stops dispatching; the devices in flight go on for at most this long (`None`:
+    /// until they finish).
+    Stopping(Option<Duration>),
+    /// An operator paused (`true`) or resumed (`false`) the run.
+    Paused(bool),
 }
 
 /// One observation of a run's progress.
@@ -108,6 +119,8 @@ impl EtaEstimator {
             fleet: model::DevicesSeen::default(),
             now: Duration::ZERO,
             modelled: Cell::new(None),
+            cut_at: None,
+            paused: false,
         }
     }
 
@@ -129,6 +142,14 @@ impl EtaEstimator {
             Observation::Retrying(index, delay) => fleet.retrying(now, index, delay.as_secs_f64()),
             Observation::Bytes(index, bytes) => fleet.bytes(now, index, bytes),
             Observation::Ended(index) => fleet.device_ended(now, index),
+            Observation::Stopping(wait) => {
+                fleet.stopping();
+                if let Some(cut_at) = wait.map(|wait| elapsed + wait) {
+                    self.cut_at = Some(self.cut_at.map_or(cut_at, |at| at.min(cut_at)));
+                }
+                self.modelled.set(None); // it counted the devices that will not start now
+            }
+            Observation::Paused(paused) => self.paused = paused,
         }
     }
 
@@ -161,9 +182,12 @@ impl EtaEstimator {
     }
 
     /// The estimate to show: [`EtaEstimator::eta`] once there is enough data for a first one
-    /// (see [`EtaEstimator::has_enough_data`]), else `None`.
+    /// (see [`EtaEstimator::has_enough_data`]), else `None`; `None` too while an operator holds
+    /// the run paused (the time left depends on when they resume it), unless it is stopping
+    /// anyway (its devices in flight go on while paused).
     pub fn shown_eta(&self) -> Option<Duration> {
-        self.eta().filter(|_| self.has_enough_data())
+        let held = self.paused && !self.fleet.stopping;
+        self.eta().filter(|_| self.has_enough_data() && !held)
     }
 
     /// Whether the run has made enough progress for an estimate worth showing: at least 5 s of
@@ -186,12 +210,24 @@ impl EtaEstimator {
     /// The estimated time left: zero once every device finished; the model's estimate once an
     /// observed device says how long a device takes; else the windowed one, `None` while there is
     /// no basis (fewer than two samples, a window shorter than a second, or no progress in it).
+    /// Once the run is stopping, the model's estimate for the devices in flight, at most what is
+    /// left of `--grace`, and no windowed one (its rates count devices that will not start).
     pub fn eta(&self) -> Option<Duration> {
         let newest = self.samples.back()?;
         if newest.devices_finished >= self.total_devices {
             return Some(Duration::ZERO);
         }
-        if let Some(left) = self.modelled() {
+        let modelled = self.modelled();
+        if self.fleet.stopping {
+            let cut_in = self
+                .cut_at
+                .map(|at| at.saturating_sub(self.now).as_secs_f64());
+            return match (modelled, cut_in) {
+                (Some(left), Some(cut_in)) => seconds(left.min(cut_in)),
+                (left, cut_in) => left.or(cut_in).and_then(seconds),
+            };
+        }
+        if let Some(left) = modelled {
             return seconds(left);
         }
         let by_devices = self.device_rate().and_then(|rate| {
@@ -476,6 +512,60 @@ mod tests {
         // older than any seen.
         estimator.observe(Duration::from_millis(10_500), Observation::Bytes(1, 0));
         assert_eq!(secs(&estimator), Some(2.5));
+    }
+
+    /// Ten devices on two workers: five took 10 s each, two more in flight since 10 s, then
+    /// `more` (each at its time in seconds), shown at `at` seconds; `None` for `eta --`.
+    #[track_caller]
+    fn check_shown(more: &[(u64, Observation)], at: u64, expected: Option<u64>) {
+        let shape = RunShape {
+            concurrency: 2,
+            ..RunShape::default()
+        };
+        let mut estimator = EtaEstimator::new(10, 0).with_shape(shape);
+        let secs = Duration::from_secs;
+        for index in 0..5 {
+            estimator.observe(secs(0), Observation::Started(index));
+            estimator.observe(secs(10), Observation::Ended(index));
+        }
+        estimator.observe(secs(10), Observation::Started(5));
+        estimator.observe(secs(10), Observation::Started(6));
+        estimator.record(secs(0), 0, 0);
+        estimator.record(secs(10), 5, 0);
+        for &(when, observation) in more {
+            estimator.observe(secs(when), observation);
+        }
+        estimator.record(secs(at), 5, 0);
+        let shown = estimator
+            .shown_eta()
+            .map(|eta| eta.as_secs_f64().round() as u64);
+        assert_eq!(shown, expected, "{more:?} at {at} s");
+    }
+
+    /// After an abort the final lines said `eta 2m00s`, after a window or threshold stop the
+    /// ETA grew while the run waited for its devices in flight, and while an operator held the
+    /// run paused it counted down with nothing moving.
+    #[test]
+    fn a_stopping_run_waits_for_its_devices_in_flight_and_a_paused_one_has_no_eta() {
+        use Observation::{Paused, Stopping};
+        // Running: the two in flight end at 20 s, then three more take two rounds.
+        check_shown(&[], 12, Some(28));
+        // Stopping: the two in flight alone, counting down as time passes.
+        check_shown(&[(12, Stopping(None))], 12, Some(8));
+        check_shown(&[(12, Stopping(None))], 16, Some(4));
+        // An interrupt with --grace 3s: they are cut at 15 s at the latest.
+        check_shown(&[(12, Stopping(Some(Duration::from_secs(3))))], 13, Some(2));
+        // A later interrupt's grace only shortens it.
+        let late = [
+            (12, Stopping(None)),
+            (14, Stopping(Some(Duration::from_secs(1)))),
+        ];
+        check_shown(&late, 14, Some(1));
+        // Paused: no estimate, until resumed.
+        check_shown(&[(12, Paused(true))], 14, None);
+        check_shown(&[(12, Paused(true)), (14, Paused(false))], 14, Some(26));
+        // Paused and then stopping: nothing new starts either way; those in flight go on.
+        check_shown(&[(12, Paused(true)), (13, Stopping(None))], 14, Some(6));
     }
 
     #[test]

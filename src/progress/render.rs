@@ -9,7 +9,8 @@ use crate::units::{BINARY_UNITS, human_bytes, human_duration, scale};
 
 /// One plain progress line, for logs and cron mail:
 /// `[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 1.2/12.0 GiB 95 MiB/s eta 2m10s`.
-/// The first count is every device that finished, skipped ones included; `eta --` when unknown.
+/// The first count is every device that finished, skipped ones included; `eta --` when unknown,
+/// no `eta` at all once the run has ended.
 pub fn format_plain_line(s: &Snapshot) -> String {
     plain_fields(s).join(" ")
 }
@@ -101,13 +102,14 @@ fn columns(text: &str) -> usize {
     text.chars().count()
 }
 
-/// `95 MiB/s` and `eta 2m10s` (`eta --` when unknown).
-fn rate_and_eta_fields(s: &Snapshot) -> [String; 2] {
-    let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
-    [
-        format!("{}/s", human_bytes(throughput_bytes(s.throughput))),
-        format!("eta {eta}"),
-    ]
+/// `95 MiB/s` and `eta 2m10s` (`eta --` when unknown; none once the run has ended).
+fn rate_and_eta_fields(s: &Snapshot) -> Vec<String> {
+    let mut fields = vec![format!("{}/s", human_bytes(throughput_bytes(s.throughput)))];
+    if !s.finished {
+        let eta = s.eta.map_or_else(|| "--".to_string(), human_duration);
+        fields.push(format!("eta {eta}"));
+    }
+    fields
 }
 
 /// The line shown for a notice, or `None` if this mode does not show it. Failures are errors and
@@ -198,6 +200,7 @@ mod tests {
             elapsed: Duration::from_secs(27),
             eta: Some(Duration::from_secs(130)),
             throughput: (95 * MIB) as f64,
+            finished: false,
         }
     }
 
@@ -225,6 +228,17 @@ mod tests {
             Snapshot::default(),
             show,
             "[   0s] 0/0 devices ok=0 failed=0 retrying=0 in-flight=0 0/0 B 0 B/s eta --",
+        );
+        // The line at the end of a run has nothing left to estimate, whatever `eta` says.
+        let ended = Snapshot {
+            finished: true,
+            ..snapshot()
+        };
+        check(
+            ended,
+            show,
+            "[  27s] 1234/10000 devices ok=1200 failed=4 retrying=30 in-flight=50 \
+             1.2/12.0 GiB 95 MiB/s",
         );
         let small = Snapshot {
             bytes_done: 300,

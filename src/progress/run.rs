@@ -181,18 +181,22 @@ impl Tracker {
         }
     }
 
+    /// The counters with the elapsed time, the throughput and the ETA: none before the run
+    /// starts nor once it has finished.
     fn snapshot(&self, now: Instant) -> Snapshot {
-        let started = self.tally.devices.is_started();
+        let devices = &self.tally.devices;
+        let live = devices.is_started() && !devices.is_finished();
         Snapshot {
             elapsed: now.saturating_duration_since(self.start),
-            eta: self.estimator.shown_eta().filter(|_| started),
+            eta: self.estimator.shown_eta().filter(|_| live),
             throughput: self.estimator.throughput(),
             ..self.tally.devices.snapshot()
         }
     }
 }
 
-/// What the ETA estimator needs to know of an event.
+/// What the ETA estimator needs to know of an event: what devices do, a wave begun, the run
+/// stopping (`Stopping`, the first and a later interrupt's), an operator's pause and resume.
 fn observation(event: &Event) -> Option<Observation> {
     Some(match *event {
         Event::WaveStarted { wave, .. } => Observation::WaveStarted(wave),
@@ -204,6 +208,13 @@ fn observation(event: &Event) -> Option<Observation> {
         | Event::Failed { index, .. }
         | Event::Skipped { index, .. }
         | Event::Interrupted { index, .. } => Observation::Ended(index),
+        Event::Stopping { wait, .. } => Observation::Stopping(wait),
+        Event::Control {
+            action: "pause", ..
+        } => Observation::Paused(true),
+        Event::Control {
+            action: "resume", ..
+        } => Observation::Paused(false),
         _ => return None,
     })
 }
@@ -317,4 +328,118 @@ fn write_line(sink: &mut dyn Write, line: &str) {
     // A failed write to stderr leaves nowhere to report it; progress is not worth stopping for.
     let _ = sink.write_all(format!("{line}\n").as_bytes());
     let _ = sink.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::eta::RunShape;
+    use std::sync::Arc;
+
+    fn id(index: usize) -> Arc<str> {
+        format!("dev-{index:05}").into()
+    }
+
+    fn started(index: usize) -> Event {
+        Event::DeviceStarted {
+            index,
+            id: id(index),
+        }
+    }
+
+    fn succeeded(index: usize) -> Event {
+        Event::Succeeded {
+            index,
+            id: id(index),
+            attempts: 1,
+        }
+    }
+
+    fn stopping(reason: &str, wait: Option<u64>) -> Event {
+        Event::Stopping {
+            reason: reason.into(),
+            in_flight: 2,
+            wait: wait.map(Duration::from_secs),
+        }
+    }
+
+    fn control(action: &'static str) -> Event {
+        Event::Control {
+            action,
+            by: "SIGUSR1".into(),
+        }
+    }
+
+    /// Ten devices on two workers: five took 10 s each, two more in flight since 10 s; then
+    /// `more` (each at its second). The ETA the lines show at `at` seconds (`None`: `eta --`),
+    /// and whether the snapshot says the run has finished.
+    #[track_caller]
+    fn check(more: &[(u64, Event)], at: u64, expected: (Option<u64>, bool)) {
+        let start = Instant::now();
+        let shape = RunShape {
+            concurrency: 2,
+            ..RunShape::default()
+        };
+        let mut tracker = Tracker::new(start, shape);
+        let mut feed = vec![(
+            0,
+            Event::RunStarted {
+                devices: 10,
+                payload_len: 0,
+            },
+        )];
+        feed.extend((0..5).map(|index| (0, started(index))));
+        feed.extend((0..5).map(|index| (10, succeeded(index))));
+        feed.extend([(10, started(5)), (10, started(6))]);
+        feed.extend(more.iter().cloned());
+        for (second, event) in feed {
+            let now = start + Duration::from_secs(second);
+            tracker.stamp(now);
+            tracker.apply(event);
+            tracker.sample(now);
+        }
+        let now = start + Duration::from_secs(at);
+        tracker.sample(now);
+        let snapshot = tracker.snapshot(now);
+        let eta = snapshot.eta.map(|eta| eta.as_secs_f64().round() as u64);
+        assert_eq!((eta, snapshot.finished), expected, "{more:#?} at {at} s");
+    }
+
+    /// The tester's runs: final lines after the run ended said `eta 2m00s` (an abort), `eta 6s`
+    /// (the window), `eta 37m18s` (the threshold); waiting for the devices in flight after a
+    /// stop the ETA grew (44s, 1m29s, 2m14s); operator-paused, it counted down with nothing
+    /// moving.
+    #[test]
+    fn the_eta_covers_the_devices_in_flight_once_stopping_and_none_when_paused_or_finished() {
+        // Running: the two in flight end at 20 s, then three more in two rounds.
+        check(&[], 12, (Some(28), false));
+        // A window or threshold stop: the two in flight alone, counting down.
+        let window = [(12, stopping("the window closed", None))];
+        check(&window, 12, (Some(8), false));
+        check(&window, 16, (Some(4), false));
+        // An interrupt: at most its --grace.
+        check(
+            &[(12, stopping("interrupted", Some(2)))],
+            13,
+            (Some(1), false),
+        );
+        // Paused: `eta --`, until resumed.
+        check(&[(12, control("pause"))], 14, (None, false));
+        let resumed = [(12, control("pause")), (14, control("resume"))];
+        check(&resumed, 14, (Some(26), false));
+        // Aborted while paused: the devices in flight go on, and are what is left.
+        let aborted = [(12, control("pause")), (13, stopping("aborted", None))];
+        check(&aborted, 14, (Some(6), false));
+        // Finished (stopped with devices never started): no ETA at all.
+        let finished = [
+            &window[..],
+            &[
+                (18, succeeded(5)),
+                (19, succeeded(6)),
+                (19, Event::RunFinished),
+            ],
+        ]
+        .concat();
+        check(&finished, 19, (None, true));
+    }
 }

@@ -47,6 +47,9 @@ pub struct Snapshot {
     pub throughput: f64,
     /// The rollout's state (wave, failure threshold, limits, waiting), empty when none.
     pub rollout: String,
+    /// Whether the run has ended (`RunFinished`): nothing is left to estimate, and the
+    /// progress lines show no ETA.
+    pub finished: bool,
 }
 
 /// Something the progress thread may show as a line of its own.
@@ -186,6 +189,7 @@ impl DeviceCounts {
             bytes_sent: self.bytes_sent,
             bytes_done: self.bytes_done(),
             bytes_total: self.bytes_total(),
+            finished: self.finished,
             ..Snapshot::default()
         }
     }

@@ -461,3 +461,59 @@ fn an_interrupt_after_an_abort_still_cuts_the_waits() {
         );
     }
 }
+
+/// Operator-paused, the ETA counted down with nothing moving; and the final line, after the
+/// run, still showed one. Paused, there is none (`eta_seconds` null, `eta --` on the lines);
+/// resumed, it comes back; the last line has no `eta` at all.
+#[test]
+fn a_paused_run_has_no_eta_and_a_finished_one_none_either() {
+    // Two devices every 300 ms: about 9 s, the first ETA at 5 s.
+    let fleet = slow_fleet(60);
+    let test = push(&fleet, 60, false, &[]);
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    let eta = |base: &str| status_json(base)["eta_seconds"].as_u64();
+    // The first estimate needs 5 s of the run and 5 devices finished.
+    wait_until(Duration::from_secs(30), "a first ETA", || {
+        eta(&base).is_some()
+    });
+    running.signal("USR1");
+    wait_until(Duration::from_secs(30), "the pause", || {
+        status_json(&base)["control"]["paused"] == true
+    });
+    for _ in 0..5 {
+        let status = status_json(&base);
+        assert_eq!(status["eta_seconds"], Json::Null, "paused: {status}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    running.signal("USR2");
+    wait_until(Duration::from_secs(30), "an ETA after the resume", || {
+        eta(&base).is_some()
+    });
+    let output = finish(running, 0);
+    // The progress lines and the control actions' log lines, in order.
+    let lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| {
+            line.starts_with('[') && line.contains(" devices ok=") || line.contains("control: ")
+        })
+        .collect();
+    let at = |action: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(&format!("control: {action} by SIGUSR")))
+            .unwrap_or_else(|| panic!("no {action} logged\n{output}"))
+    };
+    // The line after the pause's may have been drawn before the progress thread heard of it.
+    let held = &lines[at("pause") + 2..at("resume")];
+    assert!(held.len() >= 2, "{output}");
+    for line in held {
+        assert!(
+            line.contains(" eta -- ") || line.ends_with(" eta --"),
+            "paused: {line}\n{output}"
+        );
+    }
+    let last = lines.last().expect("a final line");
+    assert!(!last.contains(" eta "), "the run is over: {last}\n{output}");
+}

@@ -91,6 +91,8 @@ pub(super) struct DevicesSeen {
     backoffs: [(f64, u32); BACKOFFS],
     /// Payload bytes sent by every attempt of every device.
     pub(super) sent: u64,
+    /// Whether the run stopped dispatching: no device starts any more, nor does a wave.
+    pub(super) stopping: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -249,9 +251,15 @@ impl DevicesSeen {
         }
     }
 
+    /// The run stops dispatching: from now on only the devices in flight are ahead.
+    pub(super) fn stopping(&mut self) {
+        self.stopping = true;
+    }
+
     /// Seconds until the run ends, seen at `now`, for `devices` in all (when the shape has no
     /// waves) moving `payload_len` bytes each, with `send_rate` the recent bytes per second;
-    /// `None` while nothing says how long a device takes.
+    /// `None` while nothing says how long a device takes. Once the run is stopping, the devices
+    /// in flight alone: those not started and the waves to come never will be.
     pub(super) fn remaining(
         &self,
         now: f64,
@@ -265,6 +273,9 @@ impl DevicesSeen {
         } else {
             &shape.waves[..]
         };
+        if self.stopping && self.in_flight.is_empty() {
+            return Some(0.0);
+        }
         let attempts = match shape.attempts {
             0 => DEFAULT_ATTEMPTS,
             attempts => attempts,
@@ -286,6 +297,9 @@ impl DevicesSeen {
         };
         let current = self.wave.max(1);
         let size = waves.get(current - 1).copied().unwrap_or(0);
+        if self.stopping {
+            return Some(self.current_wave(now, 0, &bounds));
+        }
         let unstarted = size.saturating_sub(self.wave_taken);
         let pause = shape.wave_pause.as_secs_f64();
         // Between waves, the pause under way replaces the next wave's.
@@ -327,6 +341,7 @@ mod tests {
                 Feed::End(index) => fleet.device_ended(at, index),
                 Feed::Attempt(index) => fleet.attempt(at, index),
                 Feed::Retry(index, delay) => fleet.retrying(at, index, delay),
+                Feed::Stop => fleet.stopping(),
             }
         }
         let total = shape.waves.iter().sum();
@@ -344,6 +359,7 @@ mod tests {
         End(usize),
         Attempt(usize),
         Retry(usize, f64),
+        Stop,
     }
     use Feed::*;
 
@@ -464,6 +480,35 @@ mod tests {
         // and its own expected 12.5 s: 5 or 7.5 s), or it fails at once, half the time each.
         let last = [&feed[..], &[(5.0, Attempt(1))]].concat();
         check(&flaky, &last, 10.0, 0.0, 3.1);
+    }
+
+    /// After a window or threshold stop the ETA grew while the run waited for its devices in
+    /// flight (44s, 1m29s, 2m14s): it counted the devices and waves that would never start.
+    #[test]
+    fn a_stopping_run_has_only_its_devices_in_flight_ahead() {
+        let mut waves = shape(2, &[2, 4, 1]);
+        waves.wave_pause = Duration::from_secs(30);
+        let first = [
+            (0.0, Wave(1)),
+            (0.0, Start(0)),
+            (0.0, Start(1)),
+            (10.0, End(0)),
+        ];
+        // Not stopping: the waves to come (92.5 s, as above); stopping: device 1's 2.5 s.
+        check(&waves, &first, 10.0, 0.0, 92.5);
+        let stopped = [&first[..], &[(10.0, Stop)]].concat();
+        check(&waves, &stopped, 10.0, 0.0, 2.5);
+        // The current wave's devices not started count no more than later waves do: two
+        // workers, one device in flight, six to start (two rounds of 10 s), or none.
+        let one_wave = shape(2, &[8]);
+        let mut feed = vec![(0.0, Wave(1)), (0.0, Start(0)), (0.0, Start(1))];
+        feed.extend([(10.0, End(0)), (10.0, End(1)), (10.0, Start(2))]);
+        check(&one_wave, &feed, 15.0, 0.0, 30.0);
+        feed.push((15.0, Stop));
+        check(&one_wave, &feed, 15.0, 0.0, 5.0);
+        // Nothing in flight: nothing is ahead.
+        feed.push((20.0, End(2)));
+        check(&one_wave, &feed, 20.0, 0.0, 0.0);
     }
 
     #[test]
