@@ -190,6 +190,14 @@ pub fn check_jump(chain: &str) -> Result<(), String> {
     if chain.trim().eq_ignore_ascii_case("none") {
         return Ok(());
     }
+    // Before any parsing: a parser would echo a password's pieces as a host or a port.
+    if crate::address::hide_jump_passwords(chain).1 {
+        return Err(
+            "a password in a jump host is refused (and not shown): give it with \
+             --password-env VAR, or use a key"
+                .to_string(),
+        );
+    }
     for hop in chain.split(',') {
         route::parse_hop(hop.trim())?;
     }

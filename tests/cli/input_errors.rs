@@ -327,7 +327,19 @@ const CASES: &[Case] = &[
     Case {
         name: "a password in --jump is refused, never echoed",
         extra: &["--jump", "a,ssh://ops:s3cret@127.0.0.1:2222"],
-        expect: "update-orchestrator: --jump a,ssh://ops:***@127.0.0.1:2222: jump host \"ssh://ops:***@127.0.0.1:2222\": a password in \"ssh://ops:***@127.0.0.1:2222\" is not supported: use --password-env VAR",
+        expect: "update-orchestrator: --jump a,ssh://ops:***@127.0.0.1:2222: a password in a jump host is refused (and not shown): give it with --password-env VAR, or use a key",
+        ..DEFAULT
+    },
+    Case {
+        name: "a --jump password holding a comma or a slash is not echoed in pieces",
+        extra: &["--jump", "root:se,cret@127.0.0.1:2201"],
+        expect: "update-orchestrator: --jump root:***@127.0.0.1:2201: a password in a jump host is refused (and not shown): give it with --password-env VAR, or use a key",
+        ..DEFAULT
+    },
+    Case {
+        name: "a jump column password holding a slash is not echoed",
+        registry: b"id,url,jump\na,ssh://127.0.0.1:2222/tmp/fw.bin,root:Pa/SECRET@127.0.0.1:2201\n",
+        expect: "update-orchestrator: devices.csv:2: column jump: a password in a jump host is refused (and not shown): give it with --password-env VAR, or use a key",
         ..DEFAULT
     },
     Case {

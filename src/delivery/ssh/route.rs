@@ -107,7 +107,13 @@ pub(crate) fn parse_hop(text: &str) -> Result<SshTarget, String> {
         .filter(|scheme| scheme.eq_ignore_ascii_case("ssh://"))
         .map_or(text, |_| &text[6..]);
     let bare = bare.strip_suffix('/').unwrap_or(bare);
-    let shown = shown_hop(text);
+    let (shown, has_password) = crate::address::hide_jump_passwords(text);
+    if has_password {
+        return Err(format!(
+            "jump host {shown:?}: a password in a jump host is refused (and not shown): give it \
+             with --password-env VAR, or use a key"
+        ));
+    }
     if bare.is_empty() || bare.contains('/') {
         return Err(format!(
             "jump host {shown:?}: write it as [user@]host[:port] or ssh://[user@]host[:port]"
@@ -120,22 +126,10 @@ pub(crate) fn parse_hop(text: &str) -> Result<SshTarget, String> {
     Ok(target)
 }
 
-/// A jump host as written, with a password in it hidden (it is refused, never echoed).
-fn shown_hop(text: &str) -> String {
-    if text.contains("://") {
-        return crate::address::redact_password(text);
-    }
-    let shown = crate::address::redact_password(&format!("ssh://{text}"));
-    shown.strip_prefix("ssh://").unwrap_or(&shown).to_string()
-}
-
-/// A `--jump` chain (hops separated by commas) as `shown_hop` shows each hop.
+/// A `--jump` chain (hops separated by commas) with every password hidden, even one holding
+/// `,` `/` `?` `#` or `@` (see `address::hide_jump_passwords`).
 pub(crate) fn shown_chain(chain: &str) -> String {
-    chain
-        .split(',')
-        .map(shown_hop)
-        .collect::<Vec<_>>()
-        .join(",")
+    crate::address::hide_jump_passwords(chain).0
 }
 
 /// The inputs of a resolution that do not change per device.
@@ -286,6 +280,24 @@ mod tests {
     use super::*;
     use crate::delivery::ssh::config::SshConfig;
     use std::path::Path;
+
+    /// A `ProxyJump root:Pa#SECRET@...` from the SSH config reached the report whole: a URL
+    /// parser ends the user info at `#`.
+    #[test]
+    fn a_jump_host_password_is_refused_whatever_it_holds() {
+        for hop in [
+            "root:Pa#SECRET@127.0.0.1:2201",
+            "root:se,SECRET@127.0.0.1:2201",
+            "ssh://root:pa/SECRET@127.0.0.1:2201",
+        ] {
+            let error = parse_hop(hop).unwrap_err();
+            assert!(
+                !error.contains("SECRET") && error.contains("a password in a jump host is refused"),
+                "{error}"
+            );
+        }
+        assert!(parse_hop("ops@bastion:2222").is_ok());
+    }
 
     fn options(config: &str) -> SshOptions {
         SshOptions {
