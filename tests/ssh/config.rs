@@ -163,6 +163,15 @@ fn table(dir: &Path) -> Vec<(String, Vec<&'static str>)> {
             vec!["web", "WEB", "web2", "x.example.org"],
         ),
         (String::new(), vec!["plain"]),
+        // Match host lowers the name too; Match user keeps both sides' case (OpenSSH's
+        // match_hostname and match_pattern_list(user, patterns, 0)).
+        (
+            "Host dev\n  HostName Real.Example\nMatch host real.example\n  Port 15\n\
+             Match originalhost dev2\n  Port 12\nMatch host dev3\n  Port 11\n\
+             Match user Alice\n  ServerAliveInterval 20\nHost *\n  User ops\n"
+                .to_string(),
+            vec!["dev", "DEV2", "DEV3", "Alice@other", "alice@other"],
+        ),
     ]
 }
 

@@ -249,10 +249,10 @@ impl Walk<'_> {
         criteria.iter().all(|(negated, criterion)| {
             let matched = match criterion {
                 Criterion::All => true,
-                Criterion::Host(patterns) => pattern::comma_list(patterns, &host),
-                Criterion::OriginalHost(patterns) => pattern::comma_list(patterns, original),
-                Criterion::User(patterns) => pattern::comma_list(patterns, user),
-                Criterion::LocalUser(patterns) => pattern::comma_list(patterns, local_user),
+                Criterion::Host(patterns) => pattern::host_list(patterns, &host),
+                Criterion::OriginalHost(patterns) => pattern::host_list(patterns, original),
+                Criterion::User(patterns) => pattern::exact_list(patterns, user),
+                Criterion::LocalUser(patterns) => pattern::exact_list(patterns, local_user),
             };
             matched != *negated
         })
@@ -309,6 +309,7 @@ impl Walk<'_> {
                 resolved.strictness = Some(strictness(&first()?)?);
             }
             "connecttimeout" if resolved.connect_timeout.is_none() => {
+                // 0 is kept (first value wins, as in OpenSSH); the route reads it as "none".
                 resolved.connect_timeout = Some(duration(keyword, &first()?)?);
             }
             "serveraliveinterval" if resolved.server_alive_interval.is_none() => {

@@ -255,8 +255,10 @@ impl Resolver<'_> {
             };
             endpoint.asked_no_checking = strictness == Strictness::No;
         }
+        // `ConnectTimeout 0` is OpenSSH's "no timeout of its own": ours stays the default (a
+        // zero budget failed every attempt at once with "--device-timeout passed").
         if !options.given.connect_timeout
-            && let Some(timeout) = config.connect_timeout
+            && let Some(timeout) = config.connect_timeout.filter(|t| !t.is_zero())
         {
             endpoint.connect_timeout = timeout;
         }
@@ -409,7 +411,8 @@ mod tests {
     fn host_key_policy_from_the_config_unless_a_flag_says() {
         let config = "Host a\n  StrictHostKeyChecking accept-new\nHost b\n  StrictHostKeyChecking no\n\
                       Host c\n  StrictHostKeyChecking ask\n  ConnectTimeout 3\n  \
-                      UserKnownHostsFile ~/fleet_hosts\n";
+                      UserKnownHostsFile ~/fleet_hosts\nHost d\n  ConnectTimeout 0\n  \
+                      ConnectTimeout 5\n";
         let mut options = options(config);
         let resolve = |options: &SshOptions, host: &str| {
             let target = crate::address::ssh::parse_ssh_url(&format!("ssh://{host}/f")).unwrap();
@@ -434,6 +437,9 @@ mod tests {
         }
         let c = resolve(&options, "c");
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        // 0: no timeout of the config's own (the first value wins: not the 5 after it).
+        let d = resolve(&options, "d");
+        assert_eq!(d.connect_timeout, options.connect_timeout);
         assert_eq!(c.known_hosts, PathBuf::from("/home/ops/fleet_hosts"));
         options.given.host_key_policy = true;
         options.given.connect_timeout = true;

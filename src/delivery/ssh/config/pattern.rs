@@ -50,6 +50,18 @@ pub(crate) fn comma_list(patterns: &str, name: &str) -> bool {
     list(lowered.split(','), name) == Some(true)
 }
 
+/// `Match host` and `Match originalhost`: as OpenSSH's `match_hostname`, the name is lowered
+/// as well as the patterns (`Match host dev` matches `DEV`).
+pub(crate) fn host_list(patterns: &str, name: &str) -> bool {
+    comma_list(patterns, &name.to_lowercase())
+}
+
+/// `Match user` and `Match localuser`: as OpenSSH's `match_pattern_list(user, patterns, 0)`,
+/// neither side's case is changed (`Match user Alice` matches `Alice`, not `alice`).
+pub(crate) fn exact_list(patterns: &str, name: &str) -> bool {
+    list(patterns.split(','), name) == Some(true)
+}
+
 /// The values `%` tokens stand for.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tokens {
