@@ -180,11 +180,45 @@ impl Resolver<'_> {
     }
 
     /// The jump hosts of `chain` (`a,b` as OpenSSH's ProxyJump; each `[ssh://][user@]host[:port]`).
+    /// As `ssh` reaches the first hop with its own config (`ssh -W b a`), the first hop's own
+    /// `ProxyJump` comes before it, and so on; later hops are reached through the ones before
+    /// them, whatever their config says.
     fn hops(&self, chain: &str) -> Result<Vec<Endpoint>, String> {
-        chain.split(',').map(|hop| self.hop(hop.trim())).collect()
+        self.hops_within(chain, 0)
     }
 
-    fn hop(&self, text: &str) -> Result<Endpoint, String> {
+    fn hops_within(&self, chain: &str, depth: usize) -> Result<Vec<Endpoint>, String> {
+        /// Deeper than this, a ProxyJump leads back to itself.
+        const MOST_DEPTH: usize = 8;
+        let mut hops = Vec::new();
+        for (index, text) in chain.split(',').enumerate() {
+            let (hop, config) = self.hop(text.trim())?;
+            if index == 0 {
+                match (config.jump(), config.command()) {
+                    (Some(_), _) if depth >= MOST_DEPTH => {
+                        return Err(format!(
+                            "jump host {}: its ProxyJump goes more than {MOST_DEPTH} jump hosts \
+                             deep: a loop in the SSH config?",
+                            hop.alias
+                        ));
+                    }
+                    (Some(before), _) => hops.extend(self.hops_within(before, depth + 1)?),
+                    (None, Some(_)) => {
+                        return Err(format!(
+                            "jump host {}: its ProxyCommand (SSH config) cannot be used for a jump \
+                             host: give its route as ProxyJump, or reach it directly",
+                            hop.alias
+                        ));
+                    }
+                    (None, None) => {}
+                }
+            }
+            hops.push(hop);
+        }
+        Ok(hops)
+    }
+
+    fn hop(&self, text: &str) -> Result<(Endpoint, HostConfig), String> {
         let target = parse_hop(text)?;
         let config = (self.options.ssh_config).resolve_as(&target.host, target.user.as_deref())?;
         let user = config
@@ -196,7 +230,8 @@ impl Resolver<'_> {
         } else {
             config.port.unwrap_or(22)
         };
-        self.endpoint(&target, &config, user, port)
+        let endpoint = self.endpoint(&target, &config, user, port)?;
+        Ok((endpoint, config))
     }
 
     fn endpoint(
@@ -405,6 +440,43 @@ mod tests {
             let resolved = resolver.device(&target, None).unwrap();
             assert_eq!(resolved.describe(&[], password), expected);
         }
+    }
+
+    /// `ssh dev2` with `ProxyJump b2` for dev2 and `ProxyJump b1` for b2 goes through b1, then
+    /// b2: the first hop's own ProxyJump comes before it. It went to b2 directly.
+    #[test]
+    fn a_jump_hosts_own_proxy_jump_comes_before_it() {
+        let config = "Host dev2\n  ProxyJump b2\nHost b2\n  HostName 10.0.0.3\n  ProxyJump b1\n\
+                      Host b1\n  HostName 10.0.0.1\nHost loop-a\n  ProxyJump loop-b\n\
+                      Host loop-b\n  ProxyJump loop-a\nHost piped\n  ProxyJump gw\n\
+                      Host gw\n  ProxyCommand nc %h %p\n";
+        let options = options(config);
+        let resolver = Resolver {
+            options: &options,
+            local_user: "ops",
+        };
+        let route = |host: &str, jump: Option<&str>| {
+            let target = crate::address::ssh::parse_ssh_url(&format!("ssh://{host}/f")).unwrap();
+            resolver
+                .device(&target, jump)
+                .map(|resolved| match resolved.route {
+                    Route::Jump(hops) => hops
+                        .iter()
+                        .map(|hop| format!("{}={}", hop.alias, hop.target.host))
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+        };
+        let both = ["b1=10.0.0.1", "b2=10.0.0.3"].map(String::from).to_vec();
+        assert_eq!(route("dev2", None), Ok(both.clone()));
+        assert_eq!(route("other", Some("b2")), Ok(both));
+        // Only the first hop's config: b1 is reached directly, b2 through it as written.
+        let written = ["b1=10.0.0.1", "b2=10.0.0.3"].map(String::from).to_vec();
+        assert_eq!(route("other", Some("b1,b2")), Ok(written));
+        let looped = route("loop-a", None).unwrap_err();
+        assert!(looped.contains("a loop in the SSH config?"), "{looped}");
+        let piped = route("piped", None).unwrap_err();
+        assert!(piped.contains("jump host gw: its ProxyCommand"), "{piped}");
     }
 
     #[test]
