@@ -265,6 +265,8 @@ fn a_jump_host_with_a_changed_key_is_refused_and_no_device_is_contacted() {
     registry(dir.path(), &remote, &[(&device, None)], 3);
     let key = device.client_key.display().to_string();
     let jump = jump_url(&bastion);
+    // The servers' readiness probes connected already: only what the run adds counts.
+    let before = bastion.log().len();
     let output = push(dir.path(), &base(&key, &["--jump", &jump]));
     let stderr = text(&output.stderr);
     assert_ne!(output.status.code(), Some(0), "{stderr}");
@@ -283,6 +285,61 @@ fn a_jump_host_with_a_changed_key_is_refused_and_no_device_is_contacted() {
         device.log()
     );
     assert_eq!(count(&bastion.log(), "Accepted publickey"), 0);
+    // One try for all three devices: a refusal no retry can mend is remembered (a login per
+    // device trips fail2ban on a real bastion).
+    let log = bastion.log()[before..].to_string();
+    assert_eq!(count(&log, "Connection from"), 1, "{log}");
+}
+
+/// A jump host that accepts TCP and never speaks SSH held the devices behind it one after
+/// another, each for the whole --connect-timeout (N devices: N timeouts, a connection each):
+/// the workers that waited while the one open failed now fail with it.
+#[test]
+fn devices_waiting_on_a_silent_jump_host_fail_with_its_one_open() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let device = Server::sshd_at("127.0.0.2", "");
+    let (dir, remote) = workspace(&[&device], 1024);
+    registry(dir.path(), &remote, &[(&device, None)], 6);
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    silent.set_nonblocking(true).unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let acceptor = {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            // Bounded: the test ends it, or 60 s pass.
+            for _ in 0..3000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok((stream, _)) = silent.accept() {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    held.push(stream);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let key = device.client_key.display().to_string();
+    let jump = format!("ssh://{}@127.0.0.1:{port}", device.user);
+    let extra = ["--jump", &jump, "--retries", "0", "--concurrency", "6"];
+    let output = crate::util::push_with_timeouts(dir.path(), "2s", "10s", &base(&key, &extra));
+    stop.store(true, Ordering::SeqCst);
+    acceptor.join().unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let report = fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    for row in rows(&report) {
+        assert_eq!(row[2], "failed", "{row:?}");
+        assert!(
+            row[7].contains(&format!("jump host {}@127.0.0.1:{port}", device.user))
+                && row[7].contains("SSH handshake"),
+            "{row:?}"
+        );
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one open for all six");
 }
 
 #[test]

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -41,7 +41,24 @@ const PROBE_AFTER: Duration = Duration::from_secs(2);
 pub(crate) type Login<'a> = &'a dyn Fn(Transport, &Endpoint) -> Result<Session, DeliveryError>;
 
 /// The connections to one jump host (through one chain).
-type Pool = Arc<Mutex<Vec<Arc<Connection>>>>;
+type Pool = Arc<PoolShared>;
+
+#[derive(Debug, Default)]
+struct PoolShared {
+    /// Opens that failed so far: a worker that waited while one failed takes its error.
+    failed_opens: AtomicU64,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    connections: Vec<Arc<Connection>>,
+    /// The last open's failure, for the workers that waited on it.
+    last_failure: Option<DeliveryError>,
+    /// A failure no retry can mend (the jump host's key, its login): every later device behind
+    /// it gets the same error without another login (200 failed logins trip fail2ban).
+    permanent: Option<DeliveryError>,
+}
 
 /// The run's jump host connections.
 #[derive(Debug, Default)]
@@ -164,7 +181,7 @@ impl Jumps {
         let pools: Vec<_> = crate::lock(&self.pools).values().cloned().collect();
         pools
             .iter()
-            .flat_map(|pool| crate::lock(pool).clone())
+            .flat_map(|pool| crate::lock(&pool.state).connections.clone())
             .collect()
     }
 
@@ -181,8 +198,19 @@ impl Jumps {
             .or_default()
             .clone();
         // Held while a connection is opened: the other workers behind this jump host wait for
-        // it rather than open one each.
-        let mut connections = crate::lock(&pool);
+        // it rather than open one each; when it fails, they fail with it rather than each
+        // trying again in turn (N devices behind a silent jump host took N connect timeouts).
+        let failed_before = pool.failed_opens.load(Ordering::SeqCst);
+        let mut state = crate::lock(&pool.state);
+        if let Some(error) = &state.permanent {
+            return Err(error.clone());
+        }
+        if pool.failed_opens.load(Ordering::SeqCst) != failed_before
+            && let Some(error) = &state.last_failure
+        {
+            return Err(error.clone());
+        }
+        let connections = &mut state.connections;
         connections.retain(|connection| {
             let dead = connection.shared.dead.load(Ordering::SeqCst);
             if dead {
@@ -202,9 +230,20 @@ impl Jumps {
                 return Ok(connection.clone());
             }
         }
-        let connection = Arc::new(self.open(hops, budget, login)?);
+        let connection = match self.open(hops, budget, login) {
+            Ok(connection) => Arc::new(connection),
+            Err(error) => {
+                // The jump host's own key or login (not a device's deadline running out).
+                if matches!(error.kind, ErrorKind::Auth | ErrorKind::HostKey) {
+                    state.permanent = Some(error.clone());
+                }
+                state.last_failure = Some(error.clone());
+                pool.failed_opens.fetch_add(1, Ordering::SeqCst);
+                return Err(error);
+            }
+        };
         connection.shared.in_use.fetch_add(1, Ordering::SeqCst);
-        connections.push(connection.clone());
+        state.connections.push(connection.clone());
         Ok(connection)
     }
 
