@@ -122,6 +122,16 @@ fn table(dir: &Path) -> Vec<(String, Vec<&'static str>)> {
     )
     .unwrap();
     fs::write(included.join("ignored.txt"), "Host *\n  User nope\n").unwrap();
+    // glob(3) skips dotfiles for `*` (an editor's leftovers), and globs every component.
+    fs::write(included.join(".hidden.conf"), "Host *\n  User hidden\n").unwrap();
+    for (sub, text) in [
+        ("a", "Host w\n  User sub-a\n"),
+        ("b", "Host w\n  Port 104\n"),
+    ] {
+        let dir = dir.join("sub").join(sub);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("x.conf"), text).unwrap();
+    }
     let fleet = format!(
         "# a fleet's config\n\
          Host pos-* !pos-9*\n  User root\n  IdentityFile ~/.ssh/fleet_%h_%r\n  ProxyJump store-gw\n\
@@ -171,6 +181,16 @@ fn table(dir: &Path) -> Vec<(String, Vec<&'static str>)> {
              Match user Alice\n  ServerAliveInterval 20\nHost *\n  User ops\n"
                 .to_string(),
             vec!["dev", "DEV2", "DEV3", "Alice@other", "alice@other"],
+        ),
+        (
+            format!("Include {}/sub/*/x.conf\n", dir.display()),
+            vec!["w"],
+        ),
+        // Quoting as OpenSSH's argv_split: single quotes, quotes inside a word, escapes.
+        (
+            "Host q1\n  User 'www data'\nHost q2\n  IdentityFile /k/a\"b c\"d\n  User a\\ b\n"
+                .to_string(),
+            vec!["q1", "q2"],
         ),
     ]
 }

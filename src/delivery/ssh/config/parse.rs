@@ -186,66 +186,83 @@ fn split(line: &str) -> Result<(Vec<String>, String), String> {
         .and_then(|inner| inner.strip_suffix('"'))
         .unwrap_or(keyword);
     let mut words = vec![keyword.to_string()];
-    let mut chars = rest.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        let Some(&first) = chars.peek() else { break };
-        if first == '#' {
-            break;
-        }
-        let mut word = String::new();
-        if first == '"' {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') => break,
-                    Some(c) => word.push(c),
-                    None => return Err("unbalanced quote".to_string()),
-                }
-            }
-        } else {
-            while let Some(&c) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                word.push(c);
-                chars.next();
-            }
-        }
-        words.push(word);
-    }
+    words.extend(argv_split(rest)?);
     Ok((words, rest.trim().to_string()))
 }
 
-/// The files `pattern` names, sorted; `*` and `?` are understood in the last component only. A
-/// pattern that matches nothing names no file, as in OpenSSH.
+/// A line's arguments as OpenSSH's `argv_split` reads them: words split at blanks; `"` or `'`
+/// quote anywhere in a word (`/k/a"b c"d` is `/k/ab cd`) and are removed; `\` escapes a quote, a
+/// backslash and (outside quotes) a space; a `#` that starts a word ends the line.
+fn argv_split(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+            chars.next();
+        }
+        match chars.peek() {
+            None | Some('#') => break,
+            Some(_) => {}
+        }
+        let (mut word, mut quote) = (String::new(), None);
+        while let Some(c) = chars.next() {
+            match (c, quote) {
+                ('\\', _) => match chars.peek().copied() {
+                    Some(next @ ('\'' | '"' | '\\')) => {
+                        word.push(next);
+                        chars.next();
+                    }
+                    Some(' ') if quote.is_none() => {
+                        word.push(' ');
+                        chars.next();
+                    }
+                    _ => word.push('\\'),
+                },
+                (' ' | '\t', None) => break,
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(open)) if c == open => quote = None,
+                (c, _) => word.push(c),
+            }
+        }
+        if quote.is_some() {
+            return Err("unbalanced quote".to_string());
+        }
+        words.push(word);
+    }
+    Ok(words)
+}
+
+/// The files `pattern` names, sorted, as glob(3) finds them for OpenSSH: `*` and `?` in any
+/// component (`sub/*/x.conf`), never matching a name that starts with `.` unless the pattern's
+/// component does (an editor's `.x.conf.swp` is not read). A pattern that matches nothing names
+/// no file, as in OpenSSH.
 fn glob(pattern: &str, base: &Path) -> Result<Vec<PathBuf>, String> {
     let path = base.join(pattern);
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?']) {
-        return Ok(if path.is_file() {
-            vec![path]
-        } else {
-            Vec::new()
-        });
+    let mut found: Vec<PathBuf> = vec![PathBuf::new()];
+    for component in path.components() {
+        let part = component.as_os_str().to_string_lossy().into_owned();
+        if !part.contains(['*', '?']) {
+            for candidate in &mut found {
+                candidate.push(component);
+            }
+            continue;
+        }
+        let mut next = Vec::new();
+        for dir in &found {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.filter_map(Result::ok) {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hidden = name.starts_with('.') && !part.starts_with('.');
+                if !hidden && super::pattern::wildcard(&part, &name) {
+                    next.push(entry.path());
+                }
+            }
+        }
+        found = next;
     }
-    let Some(dir) = path.parent() else {
-        return Ok(Vec::new());
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .filter(|entry| super::pattern::wildcard(&name, &entry.file_name().to_string_lossy()))
-        .map(|entry| entry.path())
-        .filter(|path| path.is_file())
-        .collect();
+    found.retain(|path| path.is_file());
     found.sort();
     Ok(found)
 }
@@ -273,6 +290,14 @@ mod tests {
             &["ProxyCommand", "nc %h %p", "x"],
         );
         assert!(split("IdentityFile \"a b").is_err());
+        // As OpenSSH's argv_split: single quotes, quotes inside a word, escapes.
+        check_split("User 'www data'", &["User", "www data"]);
+        check_split("IdentityFile /k/a\"b c\"d", &["IdentityFile", "/k/ab cd"]);
+        check_split("IdentityFile /k/a\\ b", &["IdentityFile", "/k/a b"]);
+        check_split("IdentityFile /k/a\\\\b", &["IdentityFile", "/k/a\\b"]);
+        check_split("IdentityFile /k/a\\x", &["IdentityFile", "/k/a\\x"]);
+        check_split("User \"it's\" x#y", &["User", "it's", "x#y"]);
+        assert!(split("User 'www data").is_err());
     }
 
     #[test]
