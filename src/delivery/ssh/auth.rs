@@ -147,7 +147,7 @@ impl Login<'_> {
                 // sshd disconnects after MaxAuthTries refusals: that is a refusal too.
                 failed.kind = ErrorKind::Auth;
                 failed.message = format!(
-                    "the device closed the connection after refusing {} (MaxAuthTries?)",
+                    "the host closed the connection after refusing {} (MaxAuthTries?)",
                     self.tried.join(", ")
                 );
             }
@@ -186,7 +186,7 @@ impl Login<'_> {
             )
         } else {
             format!(
-                "the device refused {:?}: tried {}; it accepts {offered}",
+                "the host refused {:?}: tried {}; it accepts {offered}",
                 self.user,
                 self.tried.join(", ")
             )

@@ -102,7 +102,7 @@ impl KnownHostsFile {
             failure(
                 Phase::HostKey,
                 ErrorKind::Protocol,
-                "the device presented no host key",
+                "the host presented no host key",
             )
         })?;
         match (known.verdict(presented), policy) {
@@ -174,7 +174,7 @@ impl KnownHostsFile {
                  once with --host-key-policy accept-new)"
             ),
             Verdict::Changed(old) => format!(
-                "host key of {name} CHANGED: {file} line {} has {}, the device presented {new}; \
+                "host key of {name} CHANGED: {file} line {} has {}, the host presented {new}; \
                  this may be an attack. If the device was reinstalled, remove the old key with \
                  ssh-keygen -R '{name}' -f {file}",
                 old.line,
