@@ -14,6 +14,7 @@
 mod early;
 mod errors;
 mod resolve;
+mod secrets;
 mod stall;
 mod tls;
 
@@ -405,9 +406,12 @@ impl Delivery for HttpDelivery {
     ) -> Option<Result<Reply, DeliveryError>> {
         let (method, url) = http_action(action, lifecycle)?;
         let phase = action.phase();
-        Some(HttpDelivery::request(
-            self, registry, device, method, url, phase, until,
-        ))
+        let mut secrets = self.secrets(registry, device);
+        secrets.url(&url.fill(|column| registry.value(device, column), Escape::Url));
+        Some(
+            HttpDelivery::request(self, registry, device, method, url, phase, until)
+                .map_err(|error| secrets.hide(error)),
+        )
     }
 
     /// Closes every connection of the run at once, idle or in use: requests blocked on a
@@ -430,13 +434,43 @@ impl Delivery for HttpDelivery {
         deadline: Option<Instant>,
     ) -> Result<Delivered, DeliveryError> {
         let _device = for_device(registry, device, &device.url, Phase::Connect)?;
-        let file = payload.open_for_attempt().map_err(payload_error)?;
-        let mut body = MeteredReader { inner: file, meter };
         let body_len = match &self.multipart {
             None => payload.len(),
             Some(multipart) => multipart.len(payload.len()),
         };
         let expect = body_len > EXPECT_CONTINUE_OVER;
+        let secrets = self.secrets(registry, device);
+        self.upload_with(registry, device, payload, meter, deadline, expect)
+            .map_err(|error| secrets.hide(error))
+    }
+}
+
+impl HttpDelivery {
+    /// What this device's request carries that its answer must not bring into our messages.
+    fn secrets(&self, registry: &Registry, device: &Device) -> secrets::Secrets {
+        let mut secrets = secrets::Secrets::default();
+        for header in &self.headers {
+            let value = header
+                .value
+                .fill(|column| registry.value(device, column), Escape::None);
+            secrets.header(&value);
+        }
+        secrets.url(&device.url);
+        secrets
+    }
+
+    /// The upload (`attempt` hides the request's secrets in what it returns).
+    fn upload_with(
+        &self,
+        registry: &Registry,
+        device: &Device,
+        payload: &Payload,
+        meter: &mut ByteMeter<'_>,
+        deadline: Option<Instant>,
+        expect: bool,
+    ) -> Result<Delivered, DeliveryError> {
+        let file = payload.open_for_attempt().map_err(payload_error)?;
+        let mut body = MeteredReader { inner: file, meter };
         let request = self.upload_request(registry, device, payload, deadline, expect)?;
         // Only payload bytes go through the meter: the multipart framing is a few hundred bytes.
         let mut send =

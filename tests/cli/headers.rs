@@ -120,3 +120,41 @@ fn token_stays_out_of_the_most_verbose_log() {
         leaked.join("\n")
     );
 }
+
+/// A device's error page that echoes the request's headers, and a redirect that carries a
+/// token and a password, brought them into the terminal, the report and the events: what the
+/// request carried is hidden in whatever comes back.
+#[test]
+fn a_device_that_echoes_the_token_does_not_leak_it() {
+    const TOKEN: &str = "TOPSECRET-abc123";
+    let server = HttpServer::start(|number| match number {
+        0 => Reply::status(400).body(&format!("bad request, you sent x-token: {TOKEN}")),
+        _ => Reply::status(307).header(
+            "Location",
+            format!("http://admin:DEVICEPASSWD@127.0.0.1:9/moved?token={TOKEN}"),
+        ),
+    });
+    let mut test = Test::new();
+    test.write("devices.csv", registry(&server, &["a", "b"]));
+    test.payload("fw.bin", 1000);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--concurrency", "1"])
+        .args(["--header", "X-Token: {env:FLEET_TOKEN}"])
+        .args(["--report", "report.csv", "--events", "events.jsonl"])
+        .args(quick(&[("--retries", "0")]))
+        .arg("devices.csv")
+        .env("FLEET_TOKEN", TOKEN)
+        .run();
+    output.expect_status(1).expect_stderr("x-token: ***");
+    output.expect_stderr("redirect to http://admin:***@127.0.0.1:9/moved?token=***");
+    for (what, text) in [
+        ("stderr", output.stderr.clone()),
+        ("report", test.read("report.csv")),
+        ("events", test.read("events.jsonl")),
+    ] {
+        assert!(
+            !text.contains(TOKEN) && !text.contains("DEVICEPASSWD"),
+            "{what}: {text}"
+        );
+    }
+}

@@ -60,7 +60,11 @@ pub(super) fn status_error(
         .headers()
         .get("location")
         .and_then(|value| value.to_str().ok())
-        .map(|location| format!(" (redirect to {location}; give the final URL)"))
+        .map(|location| {
+            // A redirect may carry the device's own credentials: never shown.
+            let location = crate::address::redact_password(location);
+            format!(" (redirect to {location}; give the final URL)")
+        })
         .unwrap_or_default();
     let mut excerpt = Vec::new();
     let _ = response
