@@ -470,22 +470,33 @@ impl HttpDelivery {
         expect: bool,
     ) -> Result<Delivered, DeliveryError> {
         let file = payload.open_for_attempt().map_err(payload_error)?;
-        let mut body = MeteredReader { inner: file, meter };
+        let mut body = MeteredReader {
+            inner: file,
+            meter,
+            left: payload.len(),
+        };
         let request = self.upload_request(registry, device, payload, deadline, expect)?;
         // Only payload bytes go through the meter: the multipart framing is a few hundred bytes.
-        let mut send =
-            |request: ureq::RequestBuilder<ureq::typestate::WithBody>| match &self.multipart {
-                None => request.send(ureq::SendBody::from_reader(&mut body)),
-                Some(multipart) => request.send(ureq::SendBody::from_reader(
-                    &mut multipart.head().chain(&mut body).chain(multipart.tail()),
-                )),
-            };
-        let mut result = send(request);
+        let send = |request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+                    body: &mut MeteredReader<'_, '_>| match &self.multipart {
+            None => request.send(ureq::SendBody::from_reader(body)),
+            Some(multipart) => request.send(ureq::SendBody::from_reader(
+                &mut multipart.head().chain(body).chain(multipart.tail()),
+            )),
+        };
+        let mut result = send(request, &mut body);
         // RFC 9110: a 417 to our expectation asks for the request again without it (as curl
-        // does); no body went with the first.
+        // does). A device that said `100 Continue` first took the body already: the payload
+        // is read again from its start (reading on from its end sent nothing, and ureq waited
+        // for the rest forever).
         if expect && matches!(&result, Ok(response) if response.status() == 417) {
             let request = self.upload_request(registry, device, payload, deadline, false)?;
-            result = send(request);
+            if body.left < payload.len() {
+                body.inner.check_unchanged().map_err(payload_error)?;
+                body.inner = payload.open_for_attempt().map_err(payload_error)?;
+                body.left = payload.len();
+            }
+            result = send(request, &mut body);
         }
         let bytes_sent = body.meter.total();
         body.meter.flush();
@@ -557,6 +568,9 @@ fn for_device(
 struct MeteredReader<'m, 'e> {
     inner: PayloadReader,
     meter: &'m mut ByteMeter<'e>,
+    /// Payload bytes not read yet: an end before them is an error (ureq waits forever for
+    /// the rest of a body shorter than its Content-Length).
+    left: u64,
 }
 
 impl Read for MeteredReader<'_, '_> {
@@ -568,6 +582,16 @@ impl Read for MeteredReader<'_, '_> {
             ));
         }
         let n = self.inner.read(buffer)?;
+        if n == 0 && self.left > 0 && !buffer.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the payload ended {} bytes early: it changed while it was sent",
+                    self.left
+                ),
+            ));
+        }
+        self.left = self.left.saturating_sub(n as u64);
         self.meter.add(n as u64);
         Ok(n)
     }

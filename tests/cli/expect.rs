@@ -376,3 +376,72 @@ fn a_trickling_answer_head_is_bounded_by_the_response_timeout() {
     assert!(row.duration_ms < 15_000, "{row:?}");
     device.join().unwrap();
 }
+
+/// A device that said `100 Continue` and then `417` took the body; the request sent again
+/// without `Expect` (as curl does after a 417) read the payload on from its end, sent nothing,
+/// and ureq waited for the rest of the body forever, a worker spinning at full CPU past every
+/// timeout. The payload is read again from its start: the second request carries it whole.
+#[test]
+fn continue_then_417_sends_the_whole_body_again_without_expect() {
+    const LEN: u64 = 3 * MIB;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let device = thread::spawn(move || -> Vec<(String, u64)> {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut requests = Vec::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        // Two requests at most, each read whole: head, then Content-Length bytes.
+        for number in 0..2 {
+            let end = loop {
+                if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => return requests,
+                    Ok(n) => pending.extend_from_slice(&buffer[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+            pending.drain(..end);
+            if number == 0 {
+                let both = "HTTP/1.1 100 Continue\r\n\r\n\
+                            HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n";
+                stream.write_all(both.as_bytes()).unwrap();
+            }
+            let mut body = pending.len() as u64;
+            pending.clear();
+            while body < LEN {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => return requests,
+                    Ok(n) => body += n as u64,
+                }
+            }
+            let expect = head.contains("expect: 100-continue");
+            requests.push((if expect { "expect" } else { "plain" }.to_string(), body));
+            if number == 1 {
+                let done = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+                stream.write_all(done.as_bytes()).unwrap();
+            }
+        }
+        requests
+    });
+    let mut test = Test::new();
+    test.payload("fw.bin", LEN);
+    test.write(
+        "devices.csv",
+        format!("id,url\nd,http://127.0.0.1:{port}/update\n"),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "0")]))
+        .arg("devices.csv");
+    test.run().expect_status(0);
+    let requests = device.join().unwrap();
+    assert_eq!(
+        requests,
+        [("expect".to_string(), LEN), ("plain".to_string(), LEN)]
+    );
+}
