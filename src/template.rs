@@ -108,6 +108,17 @@ impl Template {
         })
     }
 
+    /// The `{env:NAME}` placeholders' names, in order of appearance.
+    pub fn env_names(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter_map(|part| match part {
+                Piece::Env(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether the template uses `{env:NAME}`.
     pub fn uses_env(&self) -> bool {
         self.parts.iter().any(|part| matches!(part, Piece::Env(_)))

@@ -159,6 +159,18 @@ fn check_headers(headers: &[HeaderTemplate], registry: &Registry) -> Result<(), 
             .value
             .check_columns(&registry.header)
             .map_err(|e| AppError::Input(format!("--header {}: {e}", header.name)))?;
+        // A row's value with a line break would end the header: said with its line and column.
+        for column in header.value.columns() {
+            for device in &registry.devices {
+                let value = registry.value(device, column).unwrap_or("");
+                if value.contains(['\r', '\n']) {
+                    return Err(AppError::Input(format!(
+                        "{}:{}: column {column}: a line break cannot go in --header {}",
+                        registry.source, device.location, header.name
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -128,6 +128,17 @@ pub fn parse_header(
         return Err(error("this header is set by update-orchestrator itself"));
     }
     let template = Template::parse(value.trim()).map_err(|e| error(&e.to_string()))?;
+    // A line break in a value would end the header (and start another): refused here, not
+    // found per device as "failed to parse header value".
+    if value.contains(['\r', '\n']) {
+        return Err(error("a line break cannot go in a header value"));
+    }
+    let broken = |name: &&str| env(name).is_some_and(|value| value.contains(['\r', '\n']));
+    if let Some(name) = template.env_names().into_iter().find(broken) {
+        return Err(error(&format!(
+            "the variable {name} holds a line break, which cannot go in a header value"
+        )));
+    }
     let value = template
         .resolve_env(env)
         .map_err(|e| error(&e.to_string()))?;

@@ -158,3 +158,23 @@ fn a_device_that_echoes_the_token_does_not_leak_it() {
         );
     }
 }
+
+/// A variable holding a line break failed every device at run time ("connect: failed to parse
+/// header value", naming nothing): refused at start, naming the variable, never its value.
+#[test]
+fn a_variable_with_a_line_break_is_refused_at_start() {
+    let mut test = Test::new();
+    test.write("devices.csv", "id,url\na,http://127.0.0.1:9/a\n");
+    test.payload("fw.bin", 10);
+    let output = test
+        .args(["push", "--payload", "fw.bin"])
+        .args(["--header", "Authorization: Bearer {env:UO_TEST_BROKEN}"])
+        .arg("devices.csv")
+        .env("UO_TEST_BROKEN", "tok\r\nX-Evil: 1")
+        .run();
+    output.expect_status(2).expect_stderr(
+        "--header \"Authorization: ...\": the variable UO_TEST_BROKEN holds a line break, which \
+         cannot go in a header value",
+    );
+    assert!(!output.stderr.contains("X-Evil"), "{output}");
+}

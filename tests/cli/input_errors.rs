@@ -236,6 +236,13 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
+        name: "a row's value with a line break in a header",
+        registry: b"id,url,site\na,U1,\"eu\r\nX-Injected: yes\"\nb,U2,us\n",
+        extra: &["--header", "X-Site: {site}"],
+        expect: "update-orchestrator: devices.csv:2: column site: a line break cannot go in --header X-Site",
+        ..DEFAULT
+    },
+    Case {
         name: "shard out of range",
         registry: VALID,
         extra: &["--shard", "4/4"],
