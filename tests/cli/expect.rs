@@ -445,3 +445,66 @@ fn continue_then_417_sends_the_whole_body_again_without_expect() {
         [("expect".to_string(), LEN), ("plain".to_string(), LEN)]
     );
 }
+
+/// A device that answers mid-body and closes at once, with the rest of the body unread (a
+/// reset): the upload ended "upload: Broken pipe", a transient error, retried four times
+/// against a device that had said 413. The answer waiting in the socket is read: a permanent
+/// 413, said as the device said it.
+#[test]
+fn an_answer_then_a_close_mid_body_is_the_answer_not_a_broken_pipe() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let device = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            // Each connection (one, unless the client retries: at most 4): 64 KiB, then 413.
+            listener.set_nonblocking(true).unwrap();
+            let until = Instant::now() + Duration::from_secs(20);
+            let mut connections = 0;
+            while Instant::now() < until && connections < 4 && !stop.load(Ordering::SeqCst) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                connections += 1;
+                stream.set_nonblocking(false).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut buffer = vec![0u8; 64 * 1024];
+                let mut got = 0;
+                while got < 64 * 1024 {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n,
+                    }
+                }
+                let answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\
+                          Connection: close\r\n\r\ntoo big!\n";
+                let _ = stream.write_all(answer.as_bytes());
+                // Closed with the body unread: the kernel resets the connection.
+                drop(stream);
+            }
+            connections
+        })
+    };
+    let mut test = Test::new();
+    test.sparse_payload("fw.bin", PAYLOAD);
+    test.write(
+        "devices.csv",
+        format!("id,url\nd,http://127.0.0.1:{port}/update\n"),
+    );
+    test.args(["push", "--payload", "fw.bin", "--report", "report.csv"])
+        .args(quick(&[("--retries", "3")]))
+        .arg("devices.csv");
+    test.run().expect_status(1);
+    let row = test.report("report.csv").remove(0);
+    assert_eq!((row.http_status, row.attempts), (Some(413), 1), "{row:?}");
+    assert!(
+        row.error.contains("413") && row.error.contains("before the body was complete"),
+        "{row:?}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    assert_eq!(device.join().unwrap(), 1, "one connection: not retried");
+}

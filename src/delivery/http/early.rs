@@ -28,6 +28,8 @@ use ureq::unversioned::transport::{
 pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(100);
 /// How long each listen lasts when nothing arrived (about 1% of the time spent sending).
 pub(crate) const PROBE_WAIT: Duration = Duration::from_millis(1);
+/// How long a broken upload looks for the answer the device may have sent before it closed.
+const CLOSED_WAIT: Duration = Duration::from_millis(200);
 /// A longer head than this is not waited for: it is passed to ureq as it is.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -190,7 +192,27 @@ impl Transport for Listening {
             self.last_probe = None;
         }
         self.probe()?;
-        self.inner.transmit_output(amount, timeout)
+        match self.inner.transmit_output(amount, timeout) {
+            // A device that answered and closed with the body unread breaks the pipe; its
+            // answer may wait in the socket still ("413", "507 full"): that, not "Broken pipe"
+            // (a transient error, retried), is what went wrong.
+            Err(ureq::Error::Io(error)) if is_closed(&error) => {
+                let wait = NextTimeout {
+                    after: UreqDuration::from(CLOSED_WAIT),
+                    reason: ureq::Timeout::PerRead,
+                    per_read: None,
+                    per_write: None,
+                };
+                if let Ok(true) = self.inner.await_input(wait) {
+                    self.stage();
+                }
+                match final_answer(self.input.input()) {
+                    Some(answer) => Err(ureq::Error::Io(io::Error::other(answer))),
+                    None => Err(ureq::Error::Io(error)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Reads until something reaches ureq's input: a head arriving in pieces is waited for
@@ -260,6 +282,16 @@ impl Buffers for Listening {
         let unseen = self.unseen.swap(false, Ordering::Relaxed);
         self.input.can_use_input() || (unseen && !self.input.input().is_empty())
     }
+}
+
+/// The device closed the connection under a write.
+fn is_closed(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    )
 }
 
 fn append(buffers: &mut LazyBuffers, mut bytes: &[u8]) {
