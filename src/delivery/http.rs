@@ -459,6 +459,23 @@ impl HttpDelivery {
         secrets
     }
 
+    /// A connection that failed before anything was sent went to the proxy, when the device is
+    /// reached through one: the error says so (it read as the device being down).
+    fn through_proxy(&self, device: &Device, mut error: DeliveryError) -> DeliveryError {
+        let to_the_proxy = error.phase == Phase::Connect
+            && matches!(
+                error.kind,
+                ErrorKind::Refused | ErrorKind::Dns | ErrorKind::Timeout
+            );
+        if let Some(choice) = self.proxies.for_url(&device.url).filter(|_| to_the_proxy) {
+            error.message = format!(
+                "the proxy {choice}: {} (check it, or bypass it with --noproxy)",
+                error.message
+            );
+        }
+        error
+    }
+
     /// The upload (`attempt` hides the request's secrets in what it returns).
     fn upload_with(
         &self,
@@ -510,7 +527,10 @@ impl HttpDelivery {
         })?;
         let mut response = match result {
             Ok(response) => response,
-            Err(error) => return Err(classify(error, bytes_sent, payload.len())),
+            Err(error) => {
+                let failed = classify(error, bytes_sent, payload.len());
+                return Err(self.through_proxy(device, failed));
+            }
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {

@@ -68,13 +68,17 @@ fn a_cidr_in_no_proxy_bypasses_http_proxy() {
 #[test]
 fn http_proxy_to_a_dead_port_fails_http_devices() {
     let (fleet, mut test) = setup();
-    test.env("http_proxy", &dead_proxy()).arg("devices.csv");
+    let proxy = dead_proxy();
+    test.env("http_proxy", &proxy).arg("devices.csv");
     test.run().expect_status(1);
     assert_eq!(completed(&fleet), 0);
+    // The error names the proxy (it read "connect: Connection refused", as if the device were
+    // down).
+    let said = format!("connect: the proxy {proxy} (from http_proxy): Connection refused");
     assert!(
         test.report("report.csv")
             .iter()
-            .all(|row| row.status == "failed"),
+            .all(|row| row.status == "failed" && row.error.starts_with(&said)),
         "{}",
         test.read("report.csv")
     );
