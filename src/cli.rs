@@ -180,7 +180,12 @@ fn help_command(program: &str, args: &[String]) -> Option<Parsed> {
                 status: 0,
             },
             None => Parsed::Exit {
-                output: format!("{program}: no help topic '{topic}'\n\n{list}"),
+                output: match manual::closest(topic) {
+                    Some(near) => format!(
+                        "{program}: no help topic '{topic}': did you mean {near}?\n\n{list}"
+                    ),
+                    None => format!("{program}: no help topic '{topic}'\n\n{list}"),
+                },
                 status: exit::USAGE,
             },
         },

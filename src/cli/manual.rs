@@ -89,7 +89,16 @@ pub const TOPICS: &[Topic] = &[
 
 /// The chapter named `name`, if there is one.
 pub fn find(name: &str) -> Option<&'static Topic> {
-    TOPICS.iter().find(|topic| topic.name == name)
+    // `help HTTP` is `help http`.
+    TOPICS
+        .iter()
+        .find(|topic| topic.name.eq_ignore_ascii_case(name))
+}
+
+/// The topic name closest to a misspelt `name` (`htp`: `http`), as commands get.
+pub fn closest(name: &str) -> Option<&'static str> {
+    let names: Vec<&'static str> = TOPICS.iter().map(|topic| topic.name).collect();
+    super::suggest::closest(name, &names)
 }
 
 /// The topic list that `help` prints: one line per topic, then how to read one.

@@ -27,7 +27,8 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
     std::fs::hard_link(test.path("devices.csv"), test.path("hard.csv")).unwrap();
     std::fs::hard_link(test.path("fw.bin"), test.path("hard.bin")).unwrap();
     let payload = std::fs::read(test.path("fw.bin")).unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
+        (&["help", "htp"], "no help topic 'htp': did you mean http?"),
         (
             &["--report", "devices.csv"],
             "--report devices.csv names the same file as the registry devices.csv: nothing was \
