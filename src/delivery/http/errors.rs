@@ -188,6 +188,13 @@ fn classify_proxy_refusal(reason: &str) -> (Phase, ErrorKind, String) {
         ),
         _ => (ErrorKind::Refused, "the proxy failed to reach the device"),
     };
+    // ureq writes a status without a reason phrase as "407/407".
+    let reason = match status {
+        Some(code) if reason.ends_with(&format!(" {code}/{code}")) => {
+            format!("proxy server responded {code}")
+        }
+        _ => reason.to_string(),
+    };
     (Phase::Connect, kind, format!("{advice} ({reason})"))
 }
 
@@ -370,6 +377,8 @@ mod tests {
             0,
             ("auth", Phase::Connect, false),
         );
+        let (_, _, said) = classify_proxy_refusal("proxy server responded 407/407");
+        assert!(said.ends_with("(proxy server responded 407)"), "{said}");
         check_class(
             proxy("proxy server responded 403/Forbidden"),
             0,
