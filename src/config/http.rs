@@ -139,6 +139,15 @@ pub fn parse_header(
             "the variable {name} holds a line break, which cannot go in a header value"
         )));
     }
+    // Set but empty: allowed (as curl sends it), but an empty credential is seldom meant.
+    for variable in template.env_names() {
+        if env(variable).is_some_and(|value| value.is_empty()) {
+            log::warn!(
+                "--header {name}: the variable {variable} is empty: the header goes out with \
+                 it empty"
+            );
+        }
+    }
     let value = template
         .resolve_env(env)
         .map_err(|e| error(&e.to_string()))?;

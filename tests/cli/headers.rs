@@ -178,3 +178,24 @@ fn a_variable_with_a_line_break_is_refused_at_start() {
     );
     assert!(!output.stderr.contains("X-Evil"), "{output}");
 }
+
+/// A variable that is set but empty sent `Authorization: Bearer ` to every device without a
+/// word: it still goes (as curl sends it), with a warning naming the header and the variable.
+#[test]
+fn an_empty_variable_in_a_header_is_warned_about() {
+    let server = HttpServer::start(|_| Reply::status(204));
+    let mut test = Test::new();
+    test.write("devices.csv", registry(&server, &["a"]));
+    test.payload("fw.bin", 10);
+    test.args(["push", "--payload", "fw.bin"])
+        .args(["--header", "Authorization: Bearer {env:UO_TEST_EMPTY}"])
+        .args(quick(&[]))
+        .arg("devices.csv")
+        .env("UO_TEST_EMPTY", "")
+        .run()
+        .expect_status(0)
+        .expect_stderr(
+            "--header Authorization: the variable UO_TEST_EMPTY is empty: the header goes out \
+             with it empty",
+        );
+}
