@@ -65,6 +65,9 @@ pub struct EarlyAnswer {
     pub status: u16,
     /// The answer's header fields, names in lowercase.
     pub headers: Vec<(String, String)>,
+    /// What of its body had arrived with the head (within its Content-Length, at most
+    /// `excerpt::EXCERPT_READ_BYTES`), for the error's excerpt ("disk full").
+    pub body: String,
 }
 
 impl EarlyAnswer {
@@ -355,11 +358,25 @@ fn parse_head(input: &[u8]) -> Head {
             status_line: status_line.to_string(),
         };
     }
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
         .collect();
-    Head::Final(EarlyAnswer { status, headers })
+    let declared = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse::<usize>().ok());
+    let arrived = &input[end..];
+    let take = arrived
+        .len()
+        .min(declared.unwrap_or(arrived.len()))
+        .min(crate::excerpt::EXCERPT_READ_BYTES as usize);
+    let body = String::from_utf8_lossy(&arrived[..take]).into_owned();
+    Head::Final(EarlyAnswer {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The final answer at the start of `input`, after any interim ones.
@@ -389,13 +406,31 @@ mod tests {
     }
 
     fn answer(status: u16, headers: &[(&str, &str)]) -> Head {
+        answer_with(status, headers, "")
+    }
+
+    fn answer_with(status: u16, headers: &[(&str, &str)], body: &str) -> Head {
         Head::Final(EarlyAnswer {
             status,
             headers: headers
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect(),
+            body: body.to_string(),
         })
+    }
+
+    /// What of the body came with the head is kept (within its length) for the excerpt.
+    #[test]
+    fn an_answers_body_that_came_with_it_is_kept() {
+        check(
+            "HTTP/1.1 507 Insufficient Storage\r\nContent-Length: 5\r\n\r\nfull\nHTTP/1.1",
+            answer_with(507, &[("content-length", "5")], "full\n"),
+        );
+        check(
+            "HTTP/1.1 413 Too Large\r\n\r\ntoo big",
+            answer_with(413, &[], "too big"),
+        );
     }
 
     #[test]

@@ -96,13 +96,19 @@ fn early_answer_error(answer: &EarlyAnswer, bytes_sent: u64) -> DeliveryError {
         .ok()
         .and_then(|status| status.canonical_reason())
         .unwrap_or("");
+    let mut message = format!(
+        "HTTP {} {reason} (answered before the body was complete: stopped sending)",
+        answer.status
+    );
+    let excerpt = crate::excerpt::excerpt(&answer.body);
+    if !excerpt.is_empty() {
+        message.push_str(": ");
+        message.push_str(&excerpt);
+    }
     DeliveryError {
         phase: Phase::Response,
         kind: ErrorKind::Status(answer.status),
-        message: format!(
-            "HTTP {} {reason} (answered before the body was complete: stopped sending)",
-            answer.status
-        ),
+        message,
         retry_after: answer
             .header("retry-after")
             .and_then(|value| parse_retry_after(value, SystemTime::now())),
