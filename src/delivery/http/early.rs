@@ -165,21 +165,27 @@ impl Listening {
             return Ok(());
         }
         self.last_probe = Some(now);
+        // Nothing arrived (a timeout) is the usual case; a broken connection shows on the
+        // next write.
+        match self.listen(PROBE_WAIT) {
+            Some(answer) => Err(ureq::Error::Io(io::Error::other(answer))),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads for at most `after` what the device sent, and says whether a final answer is
+    /// there now.
+    fn listen(&mut self, after: Duration) -> Option<EarlyAnswer> {
         let wait = NextTimeout {
-            after: UreqDuration::from(PROBE_WAIT),
+            after: UreqDuration::from(after),
             reason: ureq::Timeout::PerRead,
             per_read: None,
             per_write: None,
         };
-        // Nothing arrived (a timeout) is the usual case; a broken connection shows on the
-        // next write.
         if let Ok(true) = self.inner.await_input(wait) {
             self.stage();
         }
-        match final_answer(self.input.input()) {
-            Some(answer) => Err(ureq::Error::Io(io::Error::other(answer))),
-            None => Ok(()),
-        }
+        final_answer(self.input.input())
     }
 }
 
@@ -199,21 +205,10 @@ impl Transport for Listening {
             // A device that answered and closed with the body unread breaks the pipe; its
             // answer may wait in the socket still ("413", "507 full"): that, not "Broken pipe"
             // (a transient error, retried), is what went wrong.
-            Err(ureq::Error::Io(error)) if is_closed(&error) => {
-                let wait = NextTimeout {
-                    after: UreqDuration::from(CLOSED_WAIT),
-                    reason: ureq::Timeout::PerRead,
-                    per_read: None,
-                    per_write: None,
-                };
-                if let Ok(true) = self.inner.await_input(wait) {
-                    self.stage();
-                }
-                match final_answer(self.input.input()) {
-                    Some(answer) => Err(ureq::Error::Io(io::Error::other(answer))),
-                    None => Err(ureq::Error::Io(error)),
-                }
-            }
+            Err(ureq::Error::Io(error)) if is_closed(&error) => match self.listen(CLOSED_WAIT) {
+                Some(answer) => Err(ureq::Error::Io(io::Error::other(answer))),
+                None => Err(ureq::Error::Io(error)),
+            },
             other => other,
         }
     }
