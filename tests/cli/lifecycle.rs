@@ -33,6 +33,25 @@ pub fn lifecycle_flags(fleet: &Fleet, rollback_action: &str) -> Vec<String> {
     ]
 }
 
+/// Gives `flag` (one `lifecycle_flags` has) another value.
+fn set_flag(flags: &mut [String], flag: &str, value: String) {
+    let at = flags.iter().position(|f| f == flag).unwrap();
+    flags[at + 1] = value;
+}
+
+/// `fleet`'s lifecycle flags with a rollback URL that reads the whole request and never
+/// answers.
+fn unanswered_rollback(fleet: &Fleet) -> (BlackHole, Vec<String>) {
+    let rollback = BlackHole::behaving(Stall::ReadsThenStops(usize::MAX));
+    let mut flags = lifecycle_flags(fleet, "rollback");
+    set_flag(
+        &mut flags,
+        "--rollback-url",
+        format!("POST {}", rollback.url("/rollback")),
+    );
+    (rollback, flags)
+}
+
 fn row<'a>(rows: &'a [Row], id: &str) -> &'a Row {
     rows.iter()
         .find(|row| row.id == id)
@@ -427,14 +446,7 @@ fn dry_run_shows_the_lifecycle_and_contacts_nothing() {
 #[test]
 fn an_unanswered_rollback_is_sent_once_and_its_outcome_is_unknown() {
     let fleet = versioned_fleet(1, |spec| spec.bad_update_percent = 100.0);
-    // Reads the whole request, never answers.
-    let rollback = BlackHole::behaving(Stall::ReadsThenStops(usize::MAX));
-    let mut flags = lifecycle_flags(&fleet, "rollback");
-    let at = flags
-        .iter()
-        .position(|flag| flag == "--rollback-url")
-        .unwrap();
-    flags[at + 1] = format!("POST {}", rollback.url("/rollback"));
+    let (rollback, flags) = unanswered_rollback(&fleet);
     let mut test = Test::new();
     test.write("devices.csv", fleet_registry(&fleet, 0..1));
     test.payload("fw.bin", 1000);
@@ -506,8 +518,11 @@ fn an_install_that_could_not_connect_fails_with_nothing_to_roll_back() {
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     let mut flags = lifecycle_flags(&fleet, "rollback");
-    let at = flags.iter().position(|flag| flag == "--then-url").unwrap();
-    flags[at + 1] = format!("POST http://127.0.0.1:{port}/devices/{{id}}/install");
+    set_flag(
+        &mut flags,
+        "--then-url",
+        format!("POST http://127.0.0.1:{port}/devices/{{id}}/install"),
+    );
     let mut test = Test::new();
     test.write("devices.csv", fleet_registry(&fleet, 0..1));
     test.payload("fw.bin", 1000);
@@ -554,8 +569,7 @@ fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
         Reply::status(200).body("1.0\n")
     });
     let mut flags = lifecycle_flags(&fleet, "rollback");
-    let at = flags.iter().position(|flag| flag == "--probe-url").unwrap();
-    flags[at + 1] = probe.url("/version/{id}");
+    set_flag(&mut flags, "--probe-url", probe.url("/version/{id}"));
     let mut test = Test::new();
     test.write(
         "devices.csv",
@@ -602,13 +616,7 @@ fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
 #[test]
 fn grace_expiring_while_a_rollback_is_out_says_it_was_sent_once() {
     let fleet = versioned_fleet(1, |spec| spec.bad_update_percent = 100.0);
-    let rollback = BlackHole::behaving(Stall::ReadsThenStops(usize::MAX));
-    let mut flags = lifecycle_flags(&fleet, "rollback");
-    let at = flags
-        .iter()
-        .position(|flag| flag == "--rollback-url")
-        .unwrap();
-    flags[at + 1] = format!("POST {}", rollback.url("/rollback"));
+    let (rollback, flags) = unanswered_rollback(&fleet);
     let mut test = Test::new();
     test.write("devices.csv", fleet_registry(&fleet, 0..1));
     test.payload("fw.bin", 1000);
