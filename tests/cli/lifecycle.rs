@@ -561,16 +561,31 @@ fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
         .position(|s| s.profile == Profile::Dead)
         .expect("a dead device");
     let others: Vec<usize> = (0..3).filter(|&i| i != dead).collect();
-    // One thread answers each probe after 700 ms, in turn; devices start 500 ms apart
-    // (--rate 2/s), the dead one first: its upload fails (the threshold) at about 0.8 s while
-    // the second device waits for its probe's answer (1.4 s), and the third never starts.
-    let probe = HttpServer::start(|_| {
-        std::thread::sleep(Duration::from_millis(700));
+    // Devices start 2 s apart (--rate 30/m), the dead one first. The probe server answers in
+    // order and is driven by the run's own events, not by sleeps (a loaded CI machine made a
+    // 500 ms margin too thin): the dead device's probe is answered once the second device is
+    // in its probe stage, so the dead upload fails (the threshold) while the second device
+    // waits; the second device's probe is answered only after the run logged its stop. The
+    // third device is due 2 s after the second and never starts.
+    let mut test = Test::new();
+    let events = test.path("events.jsonl");
+    let second = fleet.stats()[others[0]].id.clone();
+    let probe = HttpServer::start(move |number| {
+        let needle = match number {
+            0 => format!(r#""type":"stage","id":"{second}","stage":"probe""#),
+            _ => r#""type":"stopping""#.to_string(),
+        };
+        // Bounded; past it the answer goes anyway and the assertions below say what happened.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline
+            && !std::fs::read_to_string(&events).is_ok_and(|log| log.contains(&needle))
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Reply::status(200).body("1.0\n")
     });
     let mut flags = lifecycle_flags(&fleet, "rollback");
     set_flag(&mut flags, "--probe-url", probe.url("/version/{id}"));
-    let mut test = Test::new();
     test.write(
         "devices.csv",
         fleet_registry(&fleet, std::iter::once(dead).chain(others.iter().copied())),
@@ -586,7 +601,8 @@ fn a_stop_while_devices_are_probed_starts_no_upload_or_install() {
             "--min-sample",
             "1",
         ])
-        .args(["--rate", "2/s", "--health-timeout", "3s"])
+        .args(["--rate", "30/min", "--health-timeout", "3s"])
+        .args(["--events", "events.jsonl"])
         .args(flags)
         .args(quick(&[("--retries", "0")]))
         .arg("devices.csv")
