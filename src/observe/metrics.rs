@@ -165,11 +165,20 @@ pub fn render(snapshot: &Snapshot, counters: &Counters) -> String {
     out.text
 }
 
-/// The metrics file (and the HTML report), replaced whole each time it is written.
+/// The metrics file (and the HTML report), replaced whole each time it is written. A symlink is
+/// followed (the file it names is replaced, the link stays); a character device such as
+/// `/dev/null` is written in place, never replaced (as root, a rename over `/dev/null` would
+/// replace the host's null device with a regular file); a FIFO, socket or block device is
+/// refused (the file is rewritten at every interval, and a FIFO without a reader would block).
 #[derive(Debug)]
 pub struct MetricsFile {
+    /// The path given, for messages.
     path: PathBuf,
+    /// Where the text goes: the given path with its symlinks resolved.
+    target: PathBuf,
     temp: PathBuf,
+    /// The target is a character device: written in place.
+    in_place: bool,
     warned: Option<io::ErrorKind>,
     /// The flag that named it, for warnings.
     flag: &'static str,
@@ -184,16 +193,27 @@ impl MetricsFile {
 
     /// `create` for the file of another flag (`--report-html`), which warnings name.
     pub fn create_for(flag: &'static str, path: &Path, text: &str) -> io::Result<MetricsFile> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        if path.file_name().is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ));
+        }
+        let target = crate::paths::resolve(path);
+        let in_place = match fs::metadata(&target) {
+            Ok(meta) => special_kind(&meta.file_type())?,
+            Err(_) => false,
+        };
+        let name = target.file_name().unwrap_or(path.as_os_str());
         // Hidden and without the `.prom` suffix, so the textfile collector never reads it.
         let mut temp_name = std::ffi::OsString::from(".");
         temp_name.push(name);
         temp_name.push(format!(".{}.tmp", std::process::id()));
         let file = MetricsFile {
             path: path.to_path_buf(),
-            temp: path.with_file_name(temp_name),
+            temp: target.with_file_name(temp_name),
+            target,
+            in_place,
             warned: None,
             flag,
         };
@@ -218,14 +238,44 @@ impl MetricsFile {
     }
 
     fn replace(&self, text: &str) -> io::Result<()> {
+        if self.in_place {
+            return fs::OpenOptions::new()
+                .write(true)
+                .open(&self.target)
+                .and_then(|mut file| file.write_all(text.as_bytes()));
+        }
         let written = fs::File::create(&self.temp)
             .and_then(|mut file| file.write_all(text.as_bytes()))
-            .and_then(|()| fs::rename(&self.temp, &self.path));
+            .and_then(|()| fs::rename(&self.temp, &self.target));
         if written.is_err() {
             let _ = fs::remove_file(&self.temp);
         }
         written
     }
+}
+
+/// Whether an existing file of this type is written in place (a character device), `false` for
+/// a regular file (replaced), or why it cannot be an output that is rewritten whole.
+fn special_kind(kind: &fs::FileType) -> io::Result<bool> {
+    use std::os::unix::fs::FileTypeExt;
+    let refused = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        return Ok(kind.is_char_device());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "it is {refused}; the file is rewritten whole at every interval: give a regular \
+             file's path (or /dev/null to discard it)"
+        ),
+    ))
 }
 
 /// Text in the exposition format, every name prefixed `update_orchestrator_`.
@@ -378,6 +428,66 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["fleet.prom"]);
+    }
+
+    /// A symlink's target is replaced and the link stays a link (it was replaced by a regular
+    /// file, its target left empty).
+    #[test]
+    fn a_symlink_is_followed_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("real")).unwrap();
+        let link = dir.path().join("fleet.prom");
+        std::os::unix::fs::symlink("real/fleet.prom", &link).unwrap();
+        let mut file = MetricsFile::create(&link, "a 1\n").unwrap();
+        file.write("b 2\n");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("real/fleet.prom")).unwrap(),
+            "b 2\n"
+        );
+    }
+
+    /// A character device (`--metrics-file /dev/null`) is written in place: run as root, the
+    /// rename replaced the host's /dev/null with a regular file. A private null device here.
+    #[test]
+    fn a_character_device_is_written_in_place_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let null = dir.path().join("null");
+        let c_path = std::ffi::CString::new(null.to_str().unwrap()).unwrap();
+        // SAFETY: mknod reads the NUL-terminated path; 1,3 is the null device.
+        let made =
+            unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+        if made != 0 {
+            // Creating a device node needs CAP_MKNOD (CI runs as root): say why nothing ran.
+            eprintln!("skipped: mknod: {}", io::Error::last_os_error());
+            return;
+        }
+        let mut file = MetricsFile::create(&null, "a 1\n").unwrap();
+        file.write("b 2\n");
+        assert!(fs::metadata(&null).unwrap().file_type().is_char_device());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["null"], "no temp file left");
+    }
+
+    /// A FIFO would block the writer without a reader, at every interval: refused at creation.
+    #[test]
+    fn a_fifo_is_refused_at_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fleet.prom");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let error = MetricsFile::create(&fifo, "a 1\n").unwrap_err();
+        assert!(error.to_string().contains("it is a FIFO"), "{error}");
     }
 
     #[test]
