@@ -14,6 +14,7 @@ use super::AppError;
 use crate::config::PushConfig;
 use crate::config::{EventsTarget, ObserveOptions};
 use crate::control::Control;
+use crate::observe::server::PAGE;
 use crate::observe::{
     self, ControlAccess, EventLog, HtmlReport, MetricsFile, Outputs, StatusBoard, StatusServer,
 };
@@ -131,16 +132,31 @@ pub(super) fn preflight(config: &PushConfig) -> Result<(), AppError> {
         Some(EventsTarget::File(path)) => Some(path),
         _ => None,
     };
+    // What each is about to need: the report's header, the first lines of events, the first
+    // metrics, the first HTML report (the page and a small document).
+    let metrics = observe::metrics::render(&Snapshot::default(), &Default::default()).len();
     let files = [
-        ("--report", report),
-        ("--events", events),
-        ("--metrics-file", observe.metrics_file.as_ref()),
-        ("--report-html", observe.report_html.as_ref()),
+        ("--report", report, 4096, false),
+        ("--events", events, 4096, false),
+        (
+            "--metrics-file",
+            observe.metrics_file.as_ref(),
+            metrics,
+            true,
+        ),
+        (
+            "--report-html",
+            observe.report_html.as_ref(),
+            PAGE.len() + 4096,
+            true,
+        ),
     ];
-    for (flag, path) in files {
-        if let Some(path) = path
-            && let Err(why) = writable(path)
-        {
+    for (flag, path, bytes, replaced) in files {
+        let Some(path) = path else { continue };
+        let checked = writable(path)
+            .and_then(|()| replaced_whole(path, replaced))
+            .and_then(|()| room_for(path, bytes));
+        if let Err(why) = checked {
             return Err(AppError::Input(format!(
                 "{flag} {}: cannot write it: {why}; nothing was written or pushed",
                 path.display()
@@ -148,6 +164,58 @@ pub(super) fn preflight(config: &PushConfig) -> Result<(), AppError> {
         }
     }
     Ok(())
+}
+
+/// An output rewritten whole at every interval (`--metrics-file`, `--report-html`) that exists
+/// must be a regular file or a character device (`/dev/null`), as `MetricsFile` writes them.
+fn replaced_whole(path: &Path, replaced: bool) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    let what = match () {
+        _ if !replaced || kind.is_file() || kind.is_char_device() => return Ok(()),
+        _ if kind.is_fifo() => "a FIFO",
+        _ if kind.is_socket() => "a socket",
+        _ => "a block device",
+    };
+    Err(format!(
+        "it is {what}; the file is rewritten whole at every interval: give a regular file's \
+         path (or /dev/null to discard it)"
+    ))
+}
+
+/// Room for `bytes` beside `path` (a hidden probe file written and removed): `access(2)` says
+/// yes on a full or read-only filesystem, and the first write failed only after the last run's
+/// report and events had been truncated. Not checked for a device such as `/dev/null`, or when
+/// only the file itself is writable (the report is then rewritten in place).
+fn room_for(path: &Path, bytes: usize) -> Result<(), String> {
+    use std::io::Write;
+    let target = crate::paths::resolve(path);
+    if std::fs::metadata(&target).is_ok_and(|meta| !meta.is_file()) {
+        return Ok(());
+    }
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let probe = target.with_file_name(format!(".{name}.{}.probe", std::process::id()));
+    let file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            return Err("its filesystem is read-only".into());
+        }
+        Err(e) => return Err(format!("cannot create a file beside it: {e}")),
+    };
+    let written = (&file)
+        .write_all(&vec![0; bytes])
+        .and_then(|()| file.sync_data());
+    drop(file);
+    let _ = std::fs::remove_file(&probe);
+    written.map_err(|e| format!("no room for it: {e}"))
 }
 
 /// Why `path` cannot be written, if it cannot (`access(2)`, as the run's user).

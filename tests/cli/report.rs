@@ -2,6 +2,7 @@
 //! when devices failed.
 
 use crate::nginx::Nginx;
+use crate::servers::fleet_registry;
 use crate::util::{Test, ids, parse_report, quick};
 use update_orchestrator::simulate::{Fleet, FleetSpec, Profile};
 
@@ -181,4 +182,80 @@ fn report_error_column_holds_the_status_line_and_a_short_excerpt_of_nginx_error_
         output.expect_stderr(&format!("{line}: {text}"));
     }
     assert!(!output.stderr.contains("<html>"), "{}", output.stderr);
+}
+
+/// The binary run in a private mount namespace where `full/` (in the test's dir) is a 64 KiB
+/// tmpfs filled up: every write there fails with ENOSPC, yet `access(2)` says it is writable.
+/// Root unshares the mount namespace directly; anyone else in a user namespace first.
+fn in_a_full_filesystem(test: &mut Test) {
+    std::fs::create_dir_all(test.path("full")).unwrap();
+    let script = "mount -t tmpfs -o size=64k tmpfs full && \
+                  { head -c 1048576 /dev/zero > full/filler 2>/dev/null || true; } && \
+                  exec \"$0\" \"$@\"";
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut wrapper = vec!["unshare"];
+    if !root {
+        wrapper.push("-r");
+    }
+    wrapper.extend(["--mount", "--propagation", "private", "sh", "-c", script]);
+    test.wrap(&wrapper);
+}
+
+/// A full filesystem passes `access(2)`: a run whose `--report-html` was on one truncated the
+/// last run's report and events and replaced its metrics, then exited 2 ("nothing was
+/// pushed"). The room each output needs is found before anything is written: exit 2, every
+/// file byte for byte as it was, no device contacted.
+#[test]
+fn a_full_filesystem_is_found_before_the_last_run_s_outputs_are_truncated() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 2,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 1000);
+    let old = [
+        ("report.csv", "OLD REPORT\n"),
+        ("events.jsonl", "OLD EVENTS\n"),
+        ("fleet.prom", "OLD METRICS\n"),
+        ("report.html", "OLD HTML\n"),
+    ];
+    for (name, text) in old {
+        test.write(name, text);
+    }
+    in_a_full_filesystem(&mut test);
+    let outputs = [
+        ("--report", "report.csv"),
+        ("--events", "events.jsonl"),
+        ("--metrics-file", "fleet.prom"),
+        ("--report-html", "report.html"),
+    ];
+    for (full_flag, _) in outputs {
+        let full_path = format!(
+            "full/{}",
+            outputs.iter().find(|o| o.0 == full_flag).unwrap().1
+        );
+        test.clear().args(["push", "--payload", "fw.bin"]);
+        for (flag, path) in outputs {
+            let path = if flag == full_flag {
+                full_path.as_str()
+            } else {
+                path
+            };
+            test.args([flag, path]);
+        }
+        let output = test.arg("devices.csv").run();
+        for (name, text) in old {
+            assert_eq!(
+                test.read(name),
+                text,
+                "{full_flag} on a full filesystem changed {name}\n{output}"
+            );
+        }
+        output.expect_status(2).expect_stderr(&format!(
+            "{full_flag} {full_path}: cannot write it: no room for it"
+        ));
+    }
+    assert!(fleet.stats().iter().all(|device| device.requests == 0));
 }

@@ -32,6 +32,8 @@ pub struct Test {
     timeout: Duration,
     /// `RLIMIT_NOFILE` (soft, hard) for the child, as `ulimit -n` in its shell would set.
     open_files: Option<(u64, u64)>,
+    /// A command the binary runs under (its path and arguments follow), e.g. `unshare ...`.
+    wrapper: Vec<OsString>,
 }
 
 impl Test {
@@ -46,6 +48,7 @@ impl Test {
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             open_files: None,
+            wrapper: Vec::new(),
         }
     }
 
@@ -152,9 +155,24 @@ impl Test {
         self.spawn().wait()
     }
 
+    /// Runs the binary under `program args...` (which must exec its first extra argument with
+    /// the rest), e.g. in a private mount namespace.
+    pub fn wrap(&mut self, program: &[&str]) -> &mut Test {
+        self.wrapper = program.iter().map(OsString::from).collect();
+        self
+    }
+
     /// Starts the binary and returns at once, for tests that signal it or watch it run.
     pub fn spawn(&self) -> Running {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"));
+        let binary = env!("CARGO_BIN_EXE_update-orchestrator");
+        let mut command = match self.wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+        };
         command
             .args(&self.args)
             .current_dir(self.dir.path())
