@@ -670,7 +670,14 @@ impl SshDelivery {
     ) -> DeliveryError {
         error.bytes_sent = sent;
         error.message = errors::one_cell(&error.message);
-        if self.sockets.is_closed() {
+        if self.sockets.is_closed() && error.phase == Phase::Exec {
+            // The installer started: cut by the shutdown, it may have done its work. It is an
+            // install of unknown outcome, never an interrupted upload a rerun starts again.
+            error.kind = ErrorKind::InstallUnknown;
+            error.message = "aborted: the shutdown's --grace period expired while --exec ran \
+                             (outcome unknown; it ran once)"
+                .to_string();
+        } else if self.sockets.is_closed() {
             error.kind = ErrorKind::Io;
             error.message = "aborted: the shutdown's --grace period expired".to_string();
         } else if error.kind == ErrorKind::Timeout

@@ -185,6 +185,11 @@ impl Shared<'_, '_> {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
+            if self.abort.load(Ordering::SeqCst) && error.kind == ErrorKind::InstallUnknown {
+                // `--exec` had started: a failure of unknown outcome (its class says so), not
+                // an interrupted device that the next run would upload and install again.
+                return Err(Ended::Failed(error, ""));
+            }
             if self.abort.load(Ordering::SeqCst) {
                 let mut why = "--grace expired during the attempt".to_string();
                 // An install or rollback past its connect may have reached the device.

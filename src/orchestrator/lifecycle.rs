@@ -115,7 +115,8 @@ impl Shared<'_, '_> {
             // never runs twice; the health check tells whether it worked.
             Err(Ended::Failed(error, _))
                 if error.kind == ErrorKind::InstallUnknown
-                    && self.run.lifecycle.check.is_some() =>
+                    && self.run.lifecycle.check.is_some()
+                    && !self.abort.load(Ordering::SeqCst) =>
             {
                 log::info!("{}: {error}; waiting for health", device.id);
                 trail.lifecycle.stage = Some(Stage::Install);

@@ -259,3 +259,70 @@ fn secrets_never_reach_the_output_the_log_or_the_report() {
         }
     }
 }
+
+/// Ctrl-C while `--exec` ran, then `--grace` expiring, recorded the device `interrupted` at
+/// the upload stage, and the next run (interrupted devices are attempted again) uploaded and
+/// ran the installer a second time. The installer had started: the device now fails at the
+/// install stage with an outcome unknown (class install-unknown), as when its session drops.
+#[test]
+fn grace_expiring_while_exec_runs_is_an_install_of_unknown_outcome() {
+    let server = Server::sshd();
+    let (dir, remote) = crate::util::workspace(&server);
+    fs::write(dir.path().join("fw.bin"), crate::util::bytes(10_000, 3)).unwrap();
+    let target = remote.join("fw.bin");
+    let runs = remote.join("runs");
+    fs::write(
+        dir.path().join("devices.csv"),
+        format!("id,url\nd,{}\n", server.url(&target)),
+    )
+    .unwrap();
+    let exec = format!("echo run >> {}; sleep 20", runs.display());
+    let args = crate::util::with_key(
+        &server,
+        &[
+            "--exec",
+            &exec,
+            "--grace",
+            "1s",
+            "--report",
+            "report.csv",
+            "devices.csv",
+        ],
+    );
+    let mut child = crate::util::push_command(dir.path(), "5s", "10s")
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !runs.exists() {
+        assert!(std::time::Instant::now() < deadline, "--exec never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill sends a signal to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the run did not end after --grace");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let report = fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    let row = &rows(&report)[0];
+    assert_eq!(
+        (row[2].as_str(), row[10].as_str()),
+        ("failed", "install"),
+        "{row:?}"
+    );
+    assert!(
+        row[7].contains("while --exec ran (outcome unknown; it ran once)"),
+        "{row:?}"
+    );
+    assert_eq!(fs::read_to_string(&runs).unwrap(), "run\n");
+}
