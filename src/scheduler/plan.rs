@@ -140,7 +140,10 @@ impl Plan {
             return Some(SkipReason::NotFailed);
         }
         match entry {
-            Some(entry) if entry.state == DeviceState::Succeeded && entry.url == device.url => {
+            Some(entry)
+                if entry.state == DeviceState::Succeeded
+                    && same_target(&entry.url, &device.url) =>
+            {
                 Some(SkipReason::AlreadyUpdated)
             }
             Some(entry) if entry.state == DeviceState::Succeeded => {
@@ -187,3 +190,10 @@ impl Plan {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a device's URL names what it named when it succeeded: a rotated password in the
+/// URL is the same device and path (pushing the firmware again, an install with it, only
+/// because a credential changed, was the wrong answer; the notice showed two identical URLs).
+fn same_target(before: &str, now: &str) -> bool {
+    before == now || crate::address::redact_password(before) == crate::address::redact_password(now)
+}

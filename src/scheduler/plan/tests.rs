@@ -269,3 +269,32 @@ fn random_order_is_stable_and_the_canary_comes_from_it() {
     assert_ne!(a.waves[0].devices, vec![0, 1, 2]);
     assert_eq!(a.wave_numbers().iter().filter(|&&n| n == 1).count(), 3);
 }
+
+/// A password rotated in a device's URL leaves it the same device: skipped as already
+/// updated, not pushed again with a "url changed" notice showing two identical masked URLs.
+/// Any other part of the URL (user, host, port, path) changing still pushes it again.
+#[test]
+fn a_rotated_url_password_is_the_same_device() {
+    let registry = crate::registry::load(
+        "t.csv",
+        &b"id,url\na,http://u:new@h/a\nb,http://u:x@h2/b\nc,http://v:x@h/c\nd,https://root:new@h:8443/fw\n"[..],
+        None,
+    )
+    .unwrap();
+    let journal = journal_of(&[
+        ("a", "http://u:old@h/a", DeviceState::Succeeded),
+        ("b", "http://u:x@h/b", DeviceState::Succeeded),
+        ("c", "http://u:x@h/c", DeviceState::Succeeded),
+        ("d", "https://root:old@h:8443/fw", DeviceState::Succeeded),
+    ]);
+    let selection = Selection {
+        journal: Some(&journal),
+        ..Selection::default()
+    };
+    let plan = Plan::build(&registry, &selection);
+    let id = |index: &usize| registry.devices[*index].id.to_string();
+    let skipped: Vec<String> = plan.skipped.iter().map(|(i, _)| id(i)).collect();
+    let changed: Vec<String> = plan.url_changed.iter().map(id).collect();
+    assert_eq!(skipped, ["a", "d"]);
+    assert_eq!(changed, ["b", "c"]);
+}
