@@ -274,6 +274,9 @@ fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
     ] {
         inputs.extend(path.as_deref().map(|path| named(flag, path)));
     }
+    if let Some(config) = args.ssh_config.as_deref().filter(|c| *c != "none") {
+        inputs.push(named("--ssh-config", config.as_ref()));
+    }
     let mut outputs = Vec::new();
     for (flag, path) in [("--report", &args.report), ("--events", &args.events)] {
         if let Some(path) = path.as_deref().filter(|path| *path != "-") {

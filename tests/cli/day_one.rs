@@ -27,7 +27,8 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
     std::fs::hard_link(test.path("devices.csv"), test.path("hard.csv")).unwrap();
     std::fs::hard_link(test.path("fw.bin"), test.path("hard.bin")).unwrap();
     let payload = std::fs::read(test.path("fw.bin")).unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    test.write("ssh.conf", "Host *\n");
+    let cases: [(&[&str], &str); 8] = [
         (
             &["--report", "devices.csv"],
             "--report devices.csv names the same file as the registry devices.csv: nothing was \
@@ -58,6 +59,11 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
             &["--events", "hard.bin"],
             "--events hard.bin names the same file as --payload fw.bin",
         ),
+        // The SSH client configuration is an input too (it was overwritten by the report).
+        (
+            &["--report", "ssh.conf", "--ssh-config", "ssh.conf"],
+            "--report ssh.conf names the same file as --ssh-config ssh.conf",
+        ),
     ];
     for (flags, message) in cases {
         let output = test
@@ -81,6 +87,7 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
             "{flags:?}: the report was created"
         );
     }
+    assert_eq!(test.read("ssh.conf"), "Host *\n");
     assert_eq!(fleet.connections(), 0, "a device was contacted");
 }
 
