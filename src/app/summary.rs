@@ -52,17 +52,40 @@ pub(super) fn finish(
         }
         Some(reason) => summary.push_str(&format!("\nstopped: {reason}")),
     }
+    let mut unwritten = None;
     if let Some(report) = report {
         let path = report.path().map(|path| path.display().to_string());
-        report
-            .finish(registry, &result.outcomes)
-            .map_err(|e| AppError::Fatal(format!("cannot write the report: {e}")))?;
-        if let Some(path) = path {
-            summary.push_str(&format!("\nreport: {path}"));
+        match (report.finish(registry, &result.outcomes), path) {
+            (Ok(()), Some(path)) => summary.push_str(&format!("\nreport: {path}")),
+            (Ok(()), None) => {}
+            (Err(e), path) => unwritten = Some(report_unwritten(config, path, &e)),
         }
     }
+    // The outcomes are final whatever happened to the report: the summary says them first.
     eprintln!("{summary}");
-    Ok(())
+    match unwritten {
+        Some(message) => Err(AppError::Fatal(message)),
+        None => Ok(()),
+    }
+}
+
+/// The report could not be written at the end (a full disk): what is in it, and where every
+/// outcome is.
+fn report_unwritten(config: &PushConfig, path: Option<String>, error: &std::io::Error) -> String {
+    let Some(path) = path else {
+        return format!("cannot write the report: {error}");
+    };
+    let rest = match &config.journal {
+        Some(journal) => format!(
+            "; the journal has every outcome (update-orchestrator status {})",
+            journal.path.display()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "cannot write the report {path}: {error}: it holds the rows written before, each one \
+         complete{rest}"
+    )
 }
 
 /// Where every device's outcome can be read after the run, for the summary.

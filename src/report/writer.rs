@@ -31,17 +31,48 @@ enum Target {
 }
 
 struct Live {
-    /// The rows so far; `None` when rows are not written as they come.
-    csv: Option<csv::Writer<File>>,
+    /// The file the rows go to; `None` when rows are not written as they come.
+    file: Option<File>,
+    /// The file's length after its last complete row: a failed write (a full disk) is cut
+    /// back to it, so the file never ends in a torn row.
+    complete: u64,
     /// The first write that failed: rows stop, the run goes on, `finish` says so.
     error: Option<String>,
+}
+
+impl Live {
+    /// Writes `record` as one whole row, or leaves the file as it was and says why.
+    fn append<I, T>(&mut self, record: I) -> io::Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        let Some(mut file) = self.file.as_ref() else {
+            return Ok(());
+        };
+        // Formatted whole first, then written with one call.
+        let mut row = csv::Writer::from_writer(Vec::new());
+        row.write_record(record)?;
+        let bytes = row.into_inner().map_err(|e| e.into_error())?;
+        match file.write_all(&bytes) {
+            Ok(()) => {
+                self.complete += bytes.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = file.set_len(self.complete);
+                Err(error)
+            }
+        }
+    }
 }
 
 impl ReportWriter {
     /// Creates the report and writes its header (flushed).
     pub fn create(target: &ReportTarget, waves: Vec<usize>) -> io::Result<ReportWriter> {
         let mut live = Live {
-            csv: None,
+            file: None,
+            complete: 0,
             error: None,
         };
         let target = match target {
@@ -49,10 +80,8 @@ impl ReportWriter {
             ReportTarget::File(path) => {
                 let file = File::create(path)?;
                 if file.metadata()?.is_file() {
-                    let mut csv = csv::Writer::from_writer(file);
-                    csv.write_record(REPORT_HEADER)?;
-                    csv.flush()?;
-                    live.csv = Some(csv);
+                    live.file = Some(file);
+                    live.append(REPORT_HEADER)?;
                     Target::File {
                         path: path.clone(),
                         resolved: crate::paths::resolve(path),
@@ -81,22 +110,23 @@ impl ReportWriter {
     /// `finish`; the run goes on (the journal, not the report, is what a resume reads).
     pub fn record(&self, index: usize, device: &Device, outcome: &DeviceOutcome) {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let Live { csv, error } = &mut *live;
-        let Some(csv) = csv.as_mut().filter(|_| error.is_none()) else {
+        if live.file.is_none() || live.error.is_some() {
             return;
-        };
+        }
         let wave = self.waves.get(index).copied().unwrap_or(0);
-        let written = csv.write_record(report_row(device, outcome, wave));
-        if let Err(e) = written.and_then(|()| csv.flush().map_err(csv::Error::from)) {
-            log::warn!("cannot write the report: {e}: its rows stop here; the journal is complete");
-            *error = Some(e.to_string());
+        if let Err(e) = live.append(report_row(device, outcome, wave)) {
+            log::warn!(
+                "cannot write the report: {e}: its rows stop here (each one complete); the \
+                 journal is complete"
+            );
+            live.error = Some(e.to_string());
         }
     }
 
     /// Writes the final report: every device in registry order (those never started too).
     pub fn finish(self, registry: &Registry, outcomes: &[DeviceOutcome]) -> io::Result<()> {
         let live = self.live.into_inner().unwrap_or_else(|e| e.into_inner());
-        drop(live.csv);
+        drop(live.file);
         match self.target {
             Target::Stdout => {
                 let mut out = io::stdout().lock();

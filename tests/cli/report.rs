@@ -188,10 +188,20 @@ fn report_error_column_holds_the_status_line_and_a_short_excerpt_of_nginx_error_
 /// tmpfs filled up: every write there fails with ENOSPC, yet `access(2)` says it is writable.
 /// Root unshares the mount namespace directly; anyone else in a user namespace first.
 fn in_a_full_filesystem(test: &mut Test) {
+    in_a_filesystem_with_room(test, 0);
+}
+
+/// `in_a_full_filesystem` with `pages` pages of 4 KiB left free in `full/`.
+fn in_a_filesystem_with_room(test: &mut Test, pages: usize) {
     std::fs::create_dir_all(test.path("full")).unwrap();
-    let script = "mount -t tmpfs -o size=64k tmpfs full && \
-                  { head -c 1048576 /dev/zero > full/filler 2>/dev/null || true; } && \
-                  exec \"$0\" \"$@\"";
+    let filler = (16 - pages) * 4096;
+    // The mount ends with the namespace: what the run left in `full/` is copied to `kept/`.
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs full && \
+         {{ head -c {filler} /dev/zero > full/filler 2>/dev/null || true; }} && \
+         {{ \"$0\" \"$@\"; status=$?; mkdir -p kept; cp -a full/. kept/; exit $status; }}"
+    );
+    let script = script.as_str();
     let root = unsafe { libc::geteuid() } == 0;
     let mut wrapper = vec!["unshare"];
     if !root {
@@ -258,4 +268,47 @@ fn a_full_filesystem_is_found_before_the_last_run_s_outputs_are_truncated() {
         ));
     }
     assert!(fleet.stats().iter().all(|device| device.requests == 0));
+}
+
+/// A disk that fills up during the run: the report's rows stopped with a torn last row, and at
+/// the end the run printed no summary at all (only "cannot write the report"). Each row is
+/// whole or absent, the summary says what happened to every device, and then the error says
+/// where the report stands (exit 1).
+#[test]
+fn a_disk_filling_up_leaves_complete_rows_and_the_summary_still_printed() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 120,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..120));
+    test.payload("fw.bin", 1000);
+    // Two free pages: the preflight's probe fits, then the header and about 40 rows.
+    in_a_filesystem_with_room(&mut test, 2);
+    let output = test
+        .args(["push", "--payload", "fw.bin", "--report", "full/report.csv"])
+        .args(["--concurrency", "4"])
+        .arg("devices.csv")
+        .run();
+    output
+        .expect_status(1)
+        .expect_stderr("120 devices in ")
+        .expect_stderr("120 succeeded")
+        .expect_stderr(
+            "cannot write the report full/report.csv: No space left on device (os error 28): it \
+             holds the rows written before, each one complete",
+        );
+    let rows = test.read("kept/report.csv");
+    assert!(rows.ends_with('\n'), "a torn last row:\n{rows}");
+    let mut reader = csv::Reader::from_reader(rows.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    // Some rows but not all fit; every one has every field (csv refuses a short one).
+    assert!(
+        !records.is_empty() && records.len() < 120,
+        "{} rows",
+        records.len()
+    );
+    assert!(records.iter().all(|row| &row[2] == "succeeded"));
+    output.expect_stderr("its rows stop here (each one complete)");
 }
