@@ -125,7 +125,7 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let control = Arc::new(Control::new());
     signals::install_control(&control)?;
     if config.http.insecure {
-        eprintln!("{INSECURE_WARNING}");
+        crate::say!("{INSECURE_WARNING}");
     }
     let payload = Payload::open(&config.payload, config.allow_empty)
         .map_err(|e| AppError::Input(e.to_string()))?;
@@ -228,7 +228,7 @@ fn patches(config: &PushConfig, payload: &Payload) -> Result<Option<Arc<DeltaSet
         let text = note.render(payload.len());
         match note.stage {
             NoteStage::Dropped(_) | NoteStage::Skipped(_) => log::warn!("delta: {text}"),
-            _ if !quiet => eprintln!("delta: {text}"),
+            _ if !quiet => crate::say!("delta: {text}"),
             _ => {}
         }
     };

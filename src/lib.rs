@@ -110,6 +110,17 @@
 //! ```
 #![deny(missing_docs)]
 
+/// `eprintln!` that never panics: a closed stderr (`2>&1 | head`, a log shipper that went
+/// away) must not turn a finished run's exit code into a panic's 101. What cannot be written
+/// is dropped; the journal and the report keep the truth.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod address;
 pub mod app;
 pub mod cli;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
         .map(|a| a.into_string())
         .collect();
     let Ok(args) = args else {
-        eprintln!("update-orchestrator: arguments must be valid UTF-8");
+        update_orchestrator::say!("update-orchestrator: arguments must be valid UTF-8");
         return ExitCode::from(cli::exit::USAGE);
     };
     let top = match cli::parse("update-orchestrator", &args) {
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         cli::Parsed::Exit { output, status } => {
-            eprintln!("{output}");
+            update_orchestrator::say!("{output}");
             return ExitCode::from(status);
         }
     };
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match app::run(top) {
         Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(error) => {
-            eprintln!("update-orchestrator: {error}");
+            update_orchestrator::say!("update-orchestrator: {error}");
             ExitCode::from(error.exit_code())
         }
     }

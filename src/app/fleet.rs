@@ -64,7 +64,7 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
     std::fs::write(&registry_path, fleet.registry_csv())
         .map_err(|e| fatal("cannot write the registry", e))?;
     let report_path = dir.join("report.csv");
-    eprintln!(
+    crate::say!(
         "demo: {} simulated devices on http://{} ({}), pushing a {} payload at concurrency {}",
         args.devices,
         fleet.addr(),
@@ -81,11 +81,11 @@ pub(super) fn demo(args: DemoArgs) -> Result<Outcome, AppError> {
     let outcome = push(push_args)?;
     let verdict = demo_verdict(&fleet, &report_path);
     fleet.shutdown();
-    eprintln!("demo: files kept in {}", dir.display());
+    crate::say!("demo: files kept in {}", dir.display());
     match (outcome, verdict) {
         (Outcome::Interrupted | Outcome::Terminated, _) => Ok(outcome),
         (_, Ok(message)) => {
-            eprintln!("demo: {message}");
+            crate::say!("demo: {message}");
             Ok(Outcome::Succeeded)
         }
         (_, Err(message)) => Err(AppError::Fatal(format!("demo: {message}"))),
@@ -227,7 +227,7 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
     // Every device may hold a connection (and a thread) at once: a fleet of thousands needs
     // more than a default soft limit of 1024 open files.
     if let Err(error) = crate::limits::ensure(args.devices) {
-        eprintln!(
+        crate::say!(
             "simulate: {} devices at once may run out of open files or threads (the same \
              limits as push {error})",
             args.devices
@@ -240,7 +240,7 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
         .and_then(|()| stdout.flush())
         .map_err(|e| AppError::Fatal(format!("cannot print the registry: {e}")))?;
     drop(stdout);
-    eprintln!(
+    crate::say!(
         "simulating {} devices on http://{} (counters: GET /_stats); Ctrl-C to stop",
         args.devices,
         fleet.addr()
@@ -248,8 +248,8 @@ pub(super) fn simulate(args: SimulateArgs) -> Result<Outcome, AppError> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("{}", simulate::summary(&fleet.stats()));
-    eprintln!(
+    crate::say!("{}", simulate::summary(&fleet.stats()));
+    crate::say!(
         "connections: {} accepted, at most {} open at once",
         fleet.connections(),
         fleet.peak_connections()

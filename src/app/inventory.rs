@@ -39,7 +39,7 @@ pub(super) fn inventory(args: InventoryArgs) -> Result<Outcome, AppError> {
                 [] => String::new(),
                 names => format!("; new columns: {}", names.join(", ")),
             };
-            eprintln!(
+            crate::say!(
                 "{}: {} devices added, {} updated{columns}",
                 args.db.display(),
                 imported.added,

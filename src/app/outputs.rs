@@ -275,7 +275,7 @@ pub(super) fn start_server(
     } else {
         ""
     };
-    eprintln!(
+    crate::say!(
         "status page: {} (also /status.json and /metrics{control})",
         server.url()
     );

@@ -79,7 +79,7 @@ pub(super) fn plan(registry: &Registry, journal: Option<&Journal>, config: &Push
         let before = journal
             .and_then(|j| j.device(&device.id))
             .map_or("", |e| e.url.as_str());
-        eprintln!(
+        crate::say!(
             "{}: url changed since it succeeded ({} -> {}): pushing again",
             device.id,
             report::redact_url(before),
@@ -87,7 +87,7 @@ pub(super) fn plan(registry: &Registry, journal: Option<&Journal>, config: &Push
         );
     }
     if plan.url_changed.len() > LISTED {
-        eprintln!(
+        crate::say!(
             "... and {} more devices whose url changed",
             plan.url_changed.len() - LISTED
         );
@@ -99,7 +99,7 @@ pub(super) fn plan(registry: &Registry, journal: Option<&Journal>, config: &Push
                 0 => "nothing to do".to_string(),
                 n => format!("{n} to push"),
             };
-            eprintln!(
+            crate::say!(
                 "skipping {count} of {} devices ({}, per the journal); {left}",
                 registry.devices.len(),
                 reason.text(),

@@ -62,7 +62,7 @@ pub(super) fn finish(
         }
     }
     // The outcomes are final whatever happened to the report: the summary says them first.
-    eprintln!("{summary}");
+    crate::say!("{summary}");
     match unwritten {
         Some(message) => Err(AppError::Fatal(message)),
         None => Ok(()),

@@ -331,3 +331,51 @@ fn secret_canary_appears_in_no_output_at_debug_level() {
 fn secret_canary_appears_in_no_output_at_trace_level() {
     canary_run(&[], &[("RUST_LOG", "trace")]);
 }
+
+/// Whoever read stderr went away (`2>&1 | head`, a log shipper restarting): the run went on to
+/// its end, then printing the summary panicked and the exit code was 101, none of the
+/// documented ones. What cannot be printed is dropped; the exit code is the run's.
+#[test]
+fn a_closed_stderr_keeps_the_run_s_exit_code() {
+    use std::process::Stdio;
+    let fleet = Fleet::start(FleetSpec {
+        devices: 3,
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.payload("fw.bin", 1000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_update-orchestrator"))
+        .current_dir(test.path("."))
+        // Three starts 200 ms apart: the reader is gone long before the summary.
+        .args([
+            "push",
+            "--payload",
+            "fw.bin",
+            "--rate",
+            "5/s",
+            "--report",
+            "report.csv",
+        ])
+        .args(["--progress-interval", "100ms", "devices.csv"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("the run did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let rows = test.report("report.csv");
+    assert!(rows.len() == 3 && rows.iter().all(|row| row.status == "succeeded"));
+}
