@@ -76,7 +76,9 @@ impl fmt::Display for PayloadError {
             PayloadError::Changed { path, what } => write!(
                 f,
                 "payload {} changed during the run ({what}): devices would receive bytes that \
-                 differ from its SHA-256; stopped dispatching, re-run with the final file",
+                 differ from its SHA-256; stopped dispatching. The devices this run updated \
+                 have the file as it was when the run started: to push the final file, run \
+                 again with a new --journal (or --journal-reset)",
                 path.display()
             ),
         }

@@ -148,7 +148,9 @@ fn payload_changed_mid_run_stops_dispatching_and_exits_1() {
     let output = child.wait();
     output
         .expect_status(1)
-        .expect_stderr("changed during the run");
+        .expect_stderr("changed during the run")
+        // What to do next: the same journal would refuse the final file.
+        .expect_stderr("to push the final file, run again with a new --journal");
 
     let rows = test.report("report.csv");
     let stats = fleet.stats();
