@@ -49,17 +49,31 @@ impl Secrets {
     }
 
     /// `error` with every secret in its message shown as `***` (the longest first, so a
-    /// value's word does not split the value).
+    /// value's word does not split the value), in any ASCII case: a device that echoes the
+    /// request's headers lowercased (`authorization: bearer toksecret...`) echoes the secret.
     pub(super) fn hide(&self, mut error: DeliveryError) -> DeliveryError {
         let mut secrets: Vec<&String> = self.0.iter().collect();
         secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
         for secret in secrets {
-            if error.message.contains(secret.as_str()) {
-                error.message = error.message.replace(secret.as_str(), "***");
-            }
+            error.message = hide_ignoring_case(&error.message, secret);
         }
         error
     }
+}
+
+/// `text` with each occurrence of `secret`, in any ASCII case, replaced by `***`. ASCII case
+/// changes no byte's length, so positions in the lowercased text are positions in `text`.
+fn hide_ignoring_case(text: &str, secret: &str) -> String {
+    let (lower, needle) = (text.to_ascii_lowercase(), secret.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(&needle) {
+        out.push_str(&text[from..from + found]);
+        out.push_str("***");
+        from += found + needle.len();
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 #[cfg(test)]
@@ -98,6 +112,15 @@ mod tests {
                 "HTTP 307 (redirect to http://admin:***@h/x)",
             ),
             (&format!("HTTP 400: Basic {basic}"), "HTTP 400: Basic ***"),
+            // Echoed in another case (a device lowercasing the request's headers).
+            (
+                "HTTP 400: authorization: bearer topsecret-ABC123",
+                "HTTP 400: authorization: ***",
+            ),
+            (
+                "HTTP 400: TOKEN=TOPSECRET-ABC123 é",
+                "HTTP 400: TOKEN=*** é",
+            ),
             // Short values are not hidden: they would hide ordinary words.
             ("HTTP 400: site eu is closed", "HTTP 400: site eu is closed"),
         ] {
