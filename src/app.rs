@@ -163,7 +163,11 @@ fn push(args: PushArgs) -> Result<Outcome, AppError> {
     let past = (journal.as_ref().map(|(_, j)| j)).or(inventory.as_ref().map(|(_, j)| j));
     let plan = plan::plan(&registry, past, &config);
     let report = summary::open_report(config.report.as_ref(), plan.wave_numbers())?;
-    let signals = Signals::install()?;
+    let journal_path = config
+        .journal
+        .as_ref()
+        .map(|journal| journal.path.as_path());
+    let signals = Signals::install(journal_path)?;
     let mut outputs = outputs::open(&config.observe, config.progress.interval, server.as_ref())?;
     if let Some(path) = &config.observe.report_html {
         let inputs = (&registry, &payload, &plan);

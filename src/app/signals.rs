@@ -32,23 +32,17 @@ pub(super) fn install_control(control: &Control) -> Result<(), AppError> {
 impl Signals {
     /// SIGINT and SIGTERM, once the run is about to start (before, their default action ends a
     /// push that has contacted nothing).
-    pub(super) fn install() -> Result<Signals, AppError> {
+    /// `journal`: the run's journal, which the second signal's message points to.
+    pub(super) fn install(journal: Option<&std::path::Path>) -> Result<Signals, AppError> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         use signal_hook::flag;
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminated = Arc::new(AtomicBool::new(false));
+        let said: Arc<[u8]> = second_signal_message(journal).into_bytes().into();
         let register = || -> io::Result<()> {
-            flag::register_conditional_shutdown(
-                SIGINT,
-                exit::INTERRUPTED.into(),
-                interrupt.clone(),
-            )?;
+            exit_on_second(SIGINT, exit::INTERRUPTED.into(), &interrupt, &said)?;
             flag::register(SIGINT, interrupt.clone())?;
-            flag::register_conditional_shutdown(
-                SIGTERM,
-                exit::TERMINATED.into(),
-                interrupt.clone(),
-            )?;
+            exit_on_second(SIGTERM, exit::TERMINATED.into(), &interrupt, &said)?;
             flag::register(SIGTERM, terminated.clone())?;
             flag::register(SIGTERM, interrupt.clone())?;
             Ok(())
@@ -59,4 +53,45 @@ impl Signals {
             terminated,
         })
     }
+}
+
+/// What the second signal leaves: the outputs as the last interval wrote them (a report of the
+/// rows so far, metrics and an HTML report still "running"), said before the process ends.
+fn second_signal_message(journal: Option<&std::path::Path>) -> String {
+    let truth = match journal {
+        Some(path) => format!(
+            "the journal has every final outcome (update-orchestrator status {})",
+            path.display()
+        ),
+        None => "devices in flight are left as they are".to_string(),
+    };
+    format!(
+        "\nupdate-orchestrator: a second signal: exiting now, without waiting for the devices in \
+         flight; the report holds the rows written so far, and --metrics-file and \
+         --report-html (if given) still show the run as running; {truth}\n"
+    )
+}
+
+/// After the first `signal` (`interrupt` set), the next one writes `said` to stderr and ends
+/// the process with `status`: only `write(2)` of bytes made before and `_exit(2)`, which are
+/// async-signal-safe.
+fn exit_on_second(
+    signal: i32,
+    status: i32,
+    interrupt: &Arc<AtomicBool>,
+    said: &Arc<[u8]>,
+) -> io::Result<()> {
+    let (interrupt, said) = (interrupt.clone(), said.clone());
+    let action = move || {
+        if interrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            // SAFETY: write(2) and _exit(2) are async-signal-safe; `said` was allocated before
+            // the handler was installed and is only read here.
+            unsafe {
+                libc::write(2, said.as_ptr().cast(), said.len());
+            }
+            signal_hook::low_level::exit(status);
+        }
+    };
+    // SAFETY: the action only loads an atomic, writes and exits (see above).
+    unsafe { signal_hook::low_level::register(signal, action) }.map(|_| ())
 }

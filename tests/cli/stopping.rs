@@ -196,6 +196,44 @@ fn sigterm_lets_in_flight_devices_finish_and_exits_143() {
     assert!(fleet.stats()[5].requests == 0);
 }
 
+/// A second signal exits at once, as documented; it used to end without a word, leaving a
+/// report of the rows so far and metrics still "in flight" for the operator to misread. It says
+/// what it leaves and where the truth is, and the journal stays readable.
+#[test]
+fn a_second_signal_exits_at_once_and_says_what_it_leaves() {
+    // 512 KiB at 128 KiB/s: four seconds per device, far longer than the test's signals.
+    let fleet = slow_fleet(2, 128 * 1024);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 512 * 1024);
+    let mut child = test
+        .args(["push", "--payload", "fw.bin", "--journal", "fw.journal"])
+        .args(["--grace", "60s"])
+        .args(quick(&[("--stall-timeout", "30s")]))
+        .arg("devices.csv")
+        .spawn();
+    wait_until(Duration::from_secs(20), "both uploads", || {
+        requests(&fleet) >= 2
+    });
+    child.signal("INT");
+    child.wait_for_stderr(Duration::from_secs(20), |text| {
+        text.contains("stopping: interrupted")
+    });
+    child.signal("INT");
+    let output = child.wait();
+    output.expect_status(130).expect_stderr(
+        "a second signal: exiting now, without waiting for the devices in flight; the report \
+         holds the rows written so far",
+    );
+    output.expect_stderr(
+        "the journal has every final outcome (update-orchestrator status fw.journal)",
+    );
+    test.clear()
+        .args(["status", "fw.journal"])
+        .run()
+        .expect_status(0);
+}
+
 // Regression: `cp other.bin fw.bin` during a run made the HTTP uploads in flight send a mix of
 // old and new bytes; nginx stored the mixed files, the report called them succeeded, and a
 // rerun with the journal skipped them.
