@@ -271,12 +271,20 @@ pub enum JournalError {
 impl fmt::Display for JournalError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JournalError::Io { path, error } => write!(
-                f,
-                "journal {}: {error}: a journal is a file this user can read and write (push \
-                 creates it when missing); check the path",
-                path.display()
-            ),
+            JournalError::Io { path, error } => {
+                let fix = match error.raw_os_error() {
+                    Some(libc::ENOSPC | libc::EDQUOT) => {
+                        "its filesystem is full: free some space, or give --journal a path on \
+                         another one"
+                    }
+                    Some(libc::EROFS) => "its filesystem is read-only: give --journal another path",
+                    _ => {
+                        "a journal is a file this user can read and write (push creates it \
+                         when missing); check the path"
+                    }
+                };
+                write!(f, "journal {}: {error}: {fix}", path.display())
+            }
             JournalError::Locked(path) => write!(
                 f,
                 "journal {} is in use by another update-orchestrator run; wait for it to end \
@@ -357,13 +365,12 @@ impl Journal {
             )));
         }
         if header.version != VERSION {
-            return Err(corrupt(
-                1,
-                format!(
-                    "journal format version {} is not supported (this build reads {VERSION})",
-                    header.version
-                ),
-            ));
+            // Not damage: another build's format (a newer one, as a rule).
+            return Err(not_a_journal(format!(
+                "it is in journal format version {}, and this build of update-orchestrator \
+                 reads version {VERSION}: read it with the version that wrote it",
+                header.version
+            )));
         }
         let mut journal = Journal::new(header.payload_sha256, header.payload_size);
         journal.valid_len = lines.offset as u64;

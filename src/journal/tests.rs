@@ -150,7 +150,7 @@ fn damage_is_an_error_naming_the_line() {
     check_corrupt(
         &[r#"{"journal":"update-orchestrator-journal","version":2,"payload_sha256":"x","payload_size":1,"created":"t"}"#.into()],
         "",
-        "journal fw.journal:1: journal format version 2 is not supported (this build reads 1); the journal is damaged: fix or move it (nothing was pushed)",
+        "fw.journal is not an update-orchestrator journal (it is in journal format version 2, and this build of update-orchestrator reads version 1: read it with the version that wrote it): a journal is the file push --journal FILE writes; name that file, or another path for a new journal",
     );
     check_corrupt(
         &["id,url".into()],
@@ -335,4 +335,29 @@ fn transfer_records_round_trip_and_are_omitted_without_delta() {
         "{line}"
     );
     assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), record);
+}
+
+/// A journal that cannot be written says why in words that fit: a full disk is not a wrong
+/// path or a permission (it said "a journal is a file this user can read and write").
+#[test]
+fn io_errors_name_their_fix() {
+    let cases = [
+        (libc::ENOSPC, "its filesystem is full: free some space"),
+        (libc::EROFS, "its filesystem is read-only"),
+        (
+            libc::EACCES,
+            "a journal is a file this user can read and write",
+        ),
+    ];
+    for (code, fix) in cases {
+        let error = JournalError::Io {
+            path: "fw.journal".into(),
+            error: std::io::Error::from_raw_os_error(code),
+        };
+        let text = error.to_string();
+        assert!(
+            text.starts_with("journal fw.journal: ") && text.contains(fix),
+            "{text}"
+        );
+    }
 }
