@@ -226,8 +226,9 @@ pub fn render_plan(
 
 /// How long the plan takes at `throughput` bytes per second in all (`None`: as fast as the
 /// limits allow): each wave takes the longer of its bytes at the throughput the limits leave
-/// and its starts at `--rate` (then the last device's own transfer), and a `--wave-pause`
-/// separates the waves.
+/// and its starts at `--rate` (then the last device's own transfer), and begins a
+/// `--wave-pause` after the one before it ends; `--rate` spaces the starts across waves too, so
+/// a wave begins a token after the last start before it at the earliest.
 pub fn estimate(
     plan: &Plan,
     config: &PushConfig,
@@ -256,16 +257,26 @@ struct Limits {
 }
 
 impl Limits {
-    /// How long waves of `waves` devices take, `pause` apart.
+    /// How long waves of `waves` devices take, `pause` apart. The start rate's bucket holds
+    /// one token and is shared by every wave: a wave's first start comes the later of the
+    /// pause's end and a token after the last start of the wave before (a wave of one quick
+    /// device takes no time of its own, but its start still costs a token).
     fn plan(&self, waves: &[usize], payload_len: u64, pause: Duration) -> Duration {
-        let seconds: f64 = waves
-            .iter()
-            .map(|&devices| self.wave(devices, payload_len as f64))
-            .sum();
-        let pauses = u32::try_from(waves.len().saturating_sub(1)).unwrap_or(u32::MAX);
-        Duration::try_from_secs_f64(seconds)
-            .unwrap_or(Duration::MAX)
-            .saturating_add(pause.saturating_mul(pauses))
+        let pause = pause.as_secs_f64();
+        // The end of the waves so far, and when their last device started at the rate.
+        let mut before: Option<(f64, f64)> = None;
+        for &devices in waves.iter().filter(|&&devices| devices > 0) {
+            let begins = match (before, self.rate) {
+                (None, _) => 0.0,
+                (Some((end, _)), None) => end + pause,
+                (Some((end, last_start)), Some(rate)) => (end + pause).max(last_start + 1.0 / rate),
+            };
+            let end = begins + self.wave(devices, payload_len as f64);
+            let last_start = begins + self.rate.map_or(0.0, |rate| (devices - 1) as f64 / rate);
+            before = Some((end, last_start));
+        }
+        let end = before.map_or(0.0, |(end, _)| end);
+        Duration::try_from_secs_f64(end).unwrap_or(Duration::MAX)
     }
 
     /// Seconds a wave of `devices` takes to receive `payload_len` bytes each.
@@ -383,5 +394,52 @@ mod tests {
         let plan = quick.plan(&[1, 1, 11], MIB as u64, pause);
         assert_eq!(plan.as_millis(), 100 + 100 + 1100 + 2000);
         assert_eq!(quick.plan(&[], 1, pause), Duration::ZERO);
+    }
+
+    /// The seconds waves of `waves` × 1 MiB take, `pause` seconds apart, at `throughput` MiB/s
+    /// (`None`: the limits alone) and `rate` starts per second.
+    #[track_caller]
+    fn check_plan(
+        (throughput, rate): (Option<f64>, f64),
+        waves: &[usize],
+        pause: f64,
+        expected: f64,
+    ) {
+        let limits = Limits {
+            throughput: throughput.map(|mib| mib * MIB),
+            bandwidth: None,
+            device_bandwidth: None,
+            concurrency: 50,
+            rate: Some(rate),
+        };
+        let plan = limits.plan(waves, MIB as u64, Duration::from_secs_f64(pause));
+        let seconds = plan.as_secs_f64();
+        assert!(
+            (seconds - expected).abs() < 1e-6,
+            "{waves:?}: {seconds} != {expected}"
+        );
+    }
+
+    /// The estimate counted each wave's starts on its own: 12 devices at 60/min, which the run
+    /// starts a second apart across its waves (11 s), were 0 s in waves of one, 8 s in waves
+    /// of three, 10 s after a canary; at 1/h in waves of one, "at least 0s" for 11 hours.
+    #[test]
+    fn the_start_rate_spaces_starts_across_waves() {
+        let ones = [1; 12];
+        for waves in [&[12][..], &ones, &[3, 3, 3, 3], &[1, 11], &[2, 5, 5]] {
+            check_plan((None, 1.0), waves, 0.0, 11.0);
+            // The last device's own transfer: 0.1 s at 10 MiB/s.
+            check_plan((Some(10.0), 1.0), waves, 0.0, 11.1);
+        }
+        check_plan((None, 1.0 / 3600.0), &ones, 0.0, 11.0 * 3600.0);
+        // A pause longer than a token: the bucket is full again when it ends (no burst; it
+        // holds one token). 0–2 s, a 5 s pause, 7–9 s.
+        check_plan((None, 1.0), &[3, 3], 5.0, 9.0);
+        check_plan((Some(10.0), 1.0), &[3, 3], 5.0, 2.1 + 5.0 + 2.1);
+        // A pause shorter than a token: the token decides.
+        check_plan((None, 1.0), &[1, 1], 0.5, 1.0);
+        check_plan((Some(10.0), 1.0), &[1, 1, 1], 0.5, 2.1);
+        // Bytes that take longer than the tokens: the waves' own time and the pauses.
+        check_plan((Some(0.5), 1.0), &[1, 1], 0.5, 2.0 + 0.5 + 2.0);
     }
 }

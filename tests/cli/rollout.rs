@@ -563,6 +563,55 @@ fn dry_run_estimates_at_least_what_the_limits_allow() {
     assert_eq!(fleet.connections(), 0, "a dry run contacted the fleet");
 }
 
+// Broke: the estimate counted each wave's starts on its own, though --rate spaces them across
+// waves: 12 devices at 60/min (11 s) were 0s in waves of one, 8s in waves of three, 10s after
+// a canary, and "at least 0s" at 1/h in waves of one (11 hours).
+#[test]
+fn dry_run_estimates_the_start_rate_across_waves() {
+    let fleet = healthy_fleet(12);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..12));
+    test.payload("fw.bin", 64 * 1024);
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[], "  estimated duration: 11s at 100 MiB/s"),
+        (
+            &[("--waves", "1")],
+            "  estimated duration: 11s at 100 MiB/s",
+        ),
+        (
+            &[("--waves", "3")],
+            "  estimated duration: 11s at 100 MiB/s",
+        ),
+        (
+            &[("--canary", "1")],
+            "  estimated duration: 11s at 100 MiB/s",
+        ),
+        (
+            &[("--canary", "1"), ("--waves", "2,5")],
+            "  estimated duration: 11s at 100 MiB/s",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut all = vec![("--rate", "60/min"), ("--estimate-throughput", "100MiB/s")];
+        all.extend_from_slice(flags);
+        let output = push(&mut test, &all)
+            .args(["--dry-run", "devices.csv"])
+            .run();
+        output.expect_status(0);
+        assert!(
+            output.stdout.lines().any(|line| line.starts_with(expected)),
+            "{flags:?}: no line {expected:?}\n{output}"
+        );
+    }
+    let output = push(&mut test, &[("--rate", "1/h"), ("--waves", "1")])
+        .args(["--dry-run", "devices.csv"])
+        .run();
+    output
+        .expect_status(0)
+        .expect_stdout("  estimated duration: at least 11h00m (the limits alone");
+    assert_eq!(fleet.connections(), 0, "a dry run contacted the fleet");
+}
+
 #[test]
 fn random_order_is_stable_for_a_seed() {
     let server = HttpServer::start(|_| Reply::status(204));

@@ -16,7 +16,8 @@
 //! ends after its backoff and its attempts left; a device not started yet takes one of the
 //! durations seen, on the first free worker, after its start token. With `--bandwidth` in use,
 //! the bytes left over the budget bound it too, and its last round is drained max-min fairly.
-//! Each wave after it adds the pause and the same bounds for its size.
+//! Each wave after it adds the pause and the same bounds for its size, and begins a start
+//! token after the last start before it at the earliest (the waves share the rate's bucket).
 
 mod device;
 mod learned;
@@ -309,8 +310,23 @@ impl DevicesSeen {
             }
             _ => (self.current_wave(now, unstarted, &bounds), pause),
         };
+        // The start rate's bucket (one token) is shared by the waves: a wave's first device
+        // starts a token after the last start before it at the earliest, however quick the
+        // wave before it was (waves of one quick device each took no time, so `eta 0s` was
+        // shown with a token a wave still to wait).
+        let mut last_start = match bounds.rate {
+            Some(rate) if unstarted > 0 => {
+                (self.last_start + unstarted as f64 / rate - now).max(0.0)
+            }
+            _ => self.last_start - now,
+        };
         for &devices in waves.iter().skip(current) {
-            left += next_pause + bounds.wave(devices);
+            let mut begins = left + next_pause;
+            if let Some(rate) = bounds.rate {
+                begins = begins.max(last_start + 1.0 / rate);
+                last_start = begins + devices.saturating_sub(1) as f64 / rate;
+            }
+            left = begins + bounds.wave(devices);
             next_pause = pause;
         }
         Some(left)
@@ -444,6 +460,59 @@ mod tests {
             (2.0, Start(2)),
         ];
         check(&rated, &feed, 2.0, 0.0, 19.0);
+    }
+
+    /// Devices of 0.2 s started a second apart (`--rate 1/s`), in `waves` (`pause` apart),
+    /// from the first start at 0 s; `started` of them so far, asked at `now` (what happened
+    /// after it is not fed).
+    #[track_caller]
+    fn check_rated_waves(waves: &[usize], pause: f64, started: usize, now: f64, expected: f64) {
+        let mut rated = shape(50, waves);
+        rated.rate = Some(1.0);
+        rated.wave_pause = Duration::from_secs_f64(pause);
+        let mut feed = Vec::new();
+        // The wave begins when the one before has ended and the pause is over; its first
+        // device starts a token after the last start (`next`).
+        let (mut index, mut begins, mut next) = (0, 0.0f64, 0.0f64);
+        for (number, &devices) in waves.iter().enumerate() {
+            feed.push((begins, Wave(number + 1)));
+            next = next.max(begins);
+            if started - index < devices {
+                for index in index..started {
+                    feed.extend([(next, Start(index)), (next + 0.2, End(index))]);
+                    next += 1.0;
+                }
+                break;
+            }
+            for _ in 0..devices {
+                feed.extend([(next, Start(index)), (next + 0.2, End(index))]);
+                index += 1;
+                next += 1.0;
+            }
+            begins = next - 1.0 + 0.2 + pause;
+        }
+        feed.retain(|event| event.0 <= now);
+        check(&rated, &feed, now, 0.0, expected);
+    }
+
+    /// Waves of one quick device each under --rate showed `eta 0s` with 8 s left: each wave
+    /// took its device's 0.2 s, the token between waves was lost.
+    #[test]
+    fn the_start_rate_spaces_starts_across_waves() {
+        // 15 waves of one, 7 started (the last at 6 s): the 15th starts at 14 s, ends 14.2 s.
+        check_rated_waves(&[1; 15], 0.0, 7, 6.5, 7.7);
+        // Waves of three, 1.5 s in: the 12th device starts at 11 s.
+        check_rated_waves(&[3, 3, 3, 3], 0.0, 2, 1.5, 9.7);
+        check_rated_waves(&[3, 3, 3, 3], 0.0, 5, 4.5, 6.7);
+        // A canary of one, then the rest.
+        check_rated_waves(&[1, 11], 0.0, 1, 0.5, 10.7);
+        // One wave: as before.
+        check_rated_waves(&[12], 0.0, 2, 1.5, 9.7);
+        // A pause longer than a token: the bucket is full again when it ends. Two at 0 and
+        // 1 s, the second ends at 1.2 s; 2 s into the 5 s pause: 3 s of it, one token, 0.2 s.
+        check_rated_waves(&[2, 2], 5.0, 2, 3.2, 4.2);
+        // A pause shorter than a token: the token decides. 1 s, 2 s, then 0.2 s.
+        check_rated_waves(&[1, 1, 1], 0.5, 1, 0.5, 1.7);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The ETA's replay harness: synthetic runs through the real estimator, judged against the truth.
 //!
 //! Owns: the scenarios (a bandwidth-bound run, far devices, mixed sizes, flaky devices, waves
-//! with pauses, a start rate; each fleet drawn from a seed, 10 seeds a scenario), the known
+//! with pauses, a start rate, a start rate across small waves; each fleet drawn from a seed, 10 seeds a scenario), the known
 //! misses, and the judgement: from 10% of each run on, every simulated second, the estimate
 //! shown against the time the run really had left. The runs themselves are `simulation`'s.
 //! Must not: be compiled outside tests.
@@ -174,6 +174,14 @@ fn scenarios(seed: u64) -> Vec<Scenario> {
             d.between(0.5, 1.5),
         )
     });
+    let rated_waves = fleet(60, &mut |d| {
+        device(
+            MIB,
+            d.between(4.0, 8.0) * MIB,
+            d.between(0.05, 0.15),
+            d.between(0.05, 0.15),
+        )
+    });
     let scenario = |name, devices: Vec<Spec>, payload, concurrency| Scenario {
         name,
         waves: vec![devices.len()],
@@ -235,6 +243,18 @@ fn scenarios(seed: u64) -> Vec<Scenario> {
                 "start rate: 240 × 2 MiB, --rate 4/s, concurrency 50",
                 rated,
                 2.0 * MIB,
+                50,
+            )
+        },
+        // The token between waves: each wave of quick devices is a token apart from the one
+        // before (the estimate counted each wave's starts on its own, and lost a second a wave).
+        Scenario {
+            rate: Some(1.0),
+            waves: [&[1][..], &[2; 29], &[1]].concat(),
+            ..scenario(
+                "start rate across waves: 60 × 1 MiB, a canary of 1, waves of 2, --rate 1/s, concurrency 50",
+                rated_waves,
+                MIB,
                 50,
             )
         },
