@@ -283,8 +283,9 @@ struct Shared<'a, 'r> {
     wave: AtomicUsize,
     /// What the run is waiting for (a wave pause, the window), for progress.
     waiting: Mutex<Option<String>>,
-    /// When a device last waited for a start-rate token (since `epoch`).
-    rate_waited: Mutex<Option<Duration>>,
+    /// When the latest wait for a start-rate token ends (since `epoch`): the rate holds
+    /// devices back until then.
+    rate_held_until: Mutex<Option<Duration>>,
     /// The status line last sent, so only changes are sent.
     last_status: Mutex<String>,
 }
@@ -318,7 +319,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             failed: AtomicUsize::new(0),
             wave: AtomicUsize::new(0),
             waiting: Mutex::new(None),
-            rate_waited: Mutex::new(None),
+            rate_held_until: Mutex::new(None),
             last_status: Mutex::new(String::new()),
         }
     }

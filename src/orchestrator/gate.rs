@@ -91,8 +91,12 @@ impl Shared<'_, '_> {
             bucket.take(1.0, now)
         };
         if !wait.is_zero() {
-            let mut last = crate::lock(&self.rate_waited);
-            *last = Some(now);
+            // Held until this wait ends: with more workers than devices left, every worker
+            // takes its token at once and sleeps; the label went at the first second.
+            let mut held = crate::lock(&self.rate_held_until);
+            *held = Some(held.unwrap_or_default().max(now + wait));
+            drop(held);
+            self.send_status();
         }
         self.sleep_unless_stopped(wait) && !self.should_stop()
     }
@@ -178,9 +182,10 @@ impl Shared<'_, '_> {
         }
         // Limits are shown while they hold devices or bytes back (within the last second).
         let recently = Duration::from_secs(1);
-        let rate_waited = *crate::lock(&self.rate_waited);
+        let rate_held_until = *crate::lock(&self.rate_held_until);
         if let Some(rate) = settings.rate
-            && rate_waited.is_some_and(|at| self.epoch.elapsed().saturating_sub(at) <= recently)
+            && rate_held_until
+                .is_some_and(|until| self.epoch.elapsed().saturating_sub(until) <= recently)
         {
             parts.push(format!("rate-limited to {rate}"));
         }

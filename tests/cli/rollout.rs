@@ -725,6 +725,43 @@ fn plain_progress_lines_show_limits_while_they_hold_back() {
     }
 }
 
+// Broke: with more workers than devices (the default), every worker took its token at once
+// and slept; the label went a second into the run while the rate still held devices back
+// (events: rollout "rate-limited to 2/s", then rollout "" for the rest of the run).
+#[test]
+fn the_rate_limit_is_shown_while_it_holds_devices_back() {
+    let fleet = healthy_fleet(6);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..6));
+    test.payload("fw.bin", 1000);
+    let output = push(
+        &mut test,
+        &[("--rate", "2/s"), ("--events", "events.jsonl")],
+    )
+    .arg("devices.csv")
+    .run();
+    output.expect_status(0).expect_stderr("6 succeeded");
+    // Every device after the first waited for its token: the status line said why when it
+    // started (its events come after the rollout line it saw).
+    let mut label = String::new();
+    let mut started = Vec::new();
+    for line in test.read("events.jsonl").lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("an events line");
+        match event["type"].as_str() {
+            Some("rollout") => label = event["text"].as_str().unwrap_or_default().to_string(),
+            Some("device_started") => started.push((event["id"].to_string(), label.clone())),
+            _ => {}
+        }
+    }
+    assert_eq!(started.len(), 6, "{started:?}");
+    for (id, label) in &started[1..] {
+        assert!(
+            label.contains("rate-limited to 2/s"),
+            "{id} started under the status {label:?}\n{started:?}"
+        );
+    }
+}
+
 /// `push --payload fw.bin --report report.csv` with quick timeouts; `flags` replace those or add
 /// flags. The caller adds switches and the registry.
 fn push<'t>(test: &'t mut Test, flags: &[(&str, &str)]) -> &'t mut Test {
