@@ -142,6 +142,9 @@ pub enum Event {
     Rollout {
         /// The text shown beside the progress counts.
         text: String,
+        /// While the run waits for the maintenance window to open (`--window-wait`): how long
+        /// until it does, when this was sent (the ETA counts it; the text says it too).
+        window_opens_in: Option<Duration>,
     },
     /// Every worker has finished; no event follows.
     RunFinished,

@@ -286,6 +286,8 @@ struct Shared<'a, 'r> {
     /// When the latest wait for a start-rate token ends (since `epoch`): the rate holds
     /// devices back until then.
     rate_held_until: Mutex<Option<Duration>>,
+    /// When the window opens (since `epoch`), while a worker waits for it.
+    window_opens_at: Mutex<Option<Duration>>,
     /// The status line last sent, so only changes are sent.
     last_status: Mutex<String>,
 }
@@ -320,6 +322,7 @@ impl<'a, 'r> Shared<'a, 'r> {
             wave: AtomicUsize::new(0),
             waiting: Mutex::new(None),
             rate_held_until: Mutex::new(None),
+            window_opens_at: Mutex::new(None),
             last_status: Mutex::new(String::new()),
         }
     }

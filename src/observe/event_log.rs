@@ -287,7 +287,7 @@ impl EventLog {
                 in_flight: *in_flight,
                 wait_ms: wait.map(|wait| wait.as_millis()),
             }),
-            Event::Rollout { text } => self.line(Body::Rollout { text }),
+            Event::Rollout { text, .. } => self.line(Body::Rollout { text }),
             Event::Control { action, by } => self.line(Body::Control { action, by }),
             Event::Version {
                 index,
@@ -495,6 +495,7 @@ mod tests {
         };
         let rollout = Event::Rollout {
             text: "canary".into(),
+            window_opens_in: None,
         };
         let control = Event::Control {
             action: "pause",

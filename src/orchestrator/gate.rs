@@ -65,6 +65,7 @@ impl Shared<'_, '_> {
         loop {
             let now = self.clock.seconds_of_day();
             if window.is_open(now) {
+                *crate::lock(&self.window_opens_at) = None;
                 self.set_waiting(None);
                 return true;
             }
@@ -73,6 +74,8 @@ impl Shared<'_, '_> {
                 self.set_stop(StopReason::WindowClosed(window));
                 return false;
             }
+            // For the ETA: the wait is known (it said `eta 0s` while the run waited 24 h).
+            *crate::lock(&self.window_opens_at) = Some(self.epoch.elapsed() + opens_in);
             self.set_waiting(Some(format!(
                 "waiting for the window {window} (opens in {})",
                 human_duration(opens_in)
@@ -142,14 +145,19 @@ impl Shared<'_, '_> {
     }
 
     /// Sends the rollout status line (wave, threshold, limits, waiting) to progress, when it
-    /// changed.
+    /// changed, with how long until the window opens while the run waits for it.
     pub(super) fn send_status(&self) {
         let text = self.status_text();
         let mut last = crate::lock(&self.last_status);
         if *last != text {
             *last = text.clone();
             drop(last);
-            let _ = self.events.send(Event::Rollout { text });
+            let window_opens_in = crate::lock(&self.window_opens_at)
+                .map(|at| at.saturating_sub(self.epoch.elapsed()));
+            let _ = self.events.send(Event::Rollout {
+                text,
+                window_opens_in,
+            });
         }
     }
 

@@ -8,6 +8,8 @@
 //! over the last `window` of samples is the fallback while the model has no basis, and gives the
 //! throughput. Once the run stops dispatching, only its devices in flight are ahead (within
 //! `--grace` when one bounds them), and while an operator holds it paused there is no estimate.
+//! While it waits for its maintenance window to open (`--window-wait`), the wait is known and
+//! comes first: what is left of it plus the rest as if the window opened now.
 //! Must not: read a clock, print, or know about the event channel; the caller passes the elapsed
 //! time of everything.
 
@@ -66,6 +68,8 @@ pub struct EtaEstimator {
     cut_at: Option<Duration>,
     /// Whether an operator holds the run paused.
     paused: bool,
+    /// When the window opens, while the run waits for it.
+    window_opens_at: Option<Duration>,
 }
 
 /// What the estimator is told about one device (by its index in the plan) or the run.
@@ -88,6 +92,9 @@ pub enum Observation {
     Stopping(Option<Duration>),
     /// An operator paused (`true`) or resumed (`false`) the run.
     Paused(bool),
+    /// The run waits for its maintenance window, which opens in this long (`None`: it does
+    /// not wait for it).
+    WindowOpensIn(Option<Duration>),
 }
 
 /// One observation of a run's progress.
@@ -121,6 +128,7 @@ impl EtaEstimator {
             modelled: Cell::new(None),
             cut_at: None,
             paused: false,
+            window_opens_at: None,
         }
     }
 
@@ -150,6 +158,7 @@ impl EtaEstimator {
                 self.modelled.set(None); // it counted the devices that will not start now
             }
             Observation::Paused(paused) => self.paused = paused,
+            Observation::WindowOpensIn(wait) => self.window_opens_at = wait.map(|w| elapsed + w),
         }
     }
 
@@ -212,6 +221,8 @@ impl EtaEstimator {
     /// no basis (fewer than two samples, a window shorter than a second, or no progress in it).
     /// Once the run is stopping, the model's estimate for the devices in flight, at most what is
     /// left of `--grace`, and no windowed one (its rates count devices that will not start).
+    /// While the run waits for its window, what is left of the wait comes first (it said
+    /// `eta 0s` while a run waited 24 h for its window).
     pub fn eta(&self) -> Option<Duration> {
         let newest = self.samples.back()?;
         if newest.devices_finished >= self.total_devices {
@@ -227,8 +238,11 @@ impl EtaEstimator {
                 (left, cut_in) => left.or(cut_in).and_then(seconds),
             };
         }
+        let wait = self
+            .window_opens_at
+            .map_or(0.0, |at| at.saturating_sub(self.now).as_secs_f64());
         if let Some(left) = modelled {
-            return seconds(left);
+            return seconds(wait + left);
         }
         let by_devices = self.device_rate().and_then(|rate| {
             let remaining = self.total_devices - newest.devices_finished;
@@ -238,7 +252,9 @@ impl EtaEstimator {
             let remaining = self.total_bytes.saturating_sub(newest.bytes_done);
             seconds(remaining as f64 / rate)
         });
-        by_devices.max(by_bytes)
+        by_devices
+            .max(by_bytes)
+            .and_then(|left| seconds(wait + left.as_secs_f64()))
     }
 
     /// The windowed byte throughput in bytes per second; zero while there is no basis.
@@ -566,6 +582,32 @@ mod tests {
         check_shown(&[(12, Paused(true)), (14, Paused(false))], 14, Some(26));
         // Paused and then stopping: nothing new starts either way; those in flight go on.
         check_shown(&[(12, Paused(true)), (13, Stopping(None))], 14, Some(6));
+    }
+
+    /// While a run waited 24 h for its window to open again (`--window-wait`), it said `eta 0s`.
+    #[test]
+    fn the_wait_for_the_window_comes_first() {
+        use Observation::{Paused, Stopping, WindowOpensIn};
+        let hundred = Some(Duration::from_secs(100));
+        // Running, 26 s left at 14 s (as above); waiting since 12 s for a window that opens at
+        // 112 s: 98 s of wait, then the rest.
+        check_shown(&[(12, WindowOpensIn(hundred))], 14, Some(98 + 26));
+        check_shown(&[], 60, Some(23));
+        check_shown(&[(12, WindowOpensIn(hundred))], 60, Some(52 + 23));
+        // A day's wait.
+        let day = Some(Duration::from_secs(86_000));
+        check_shown(&[(12, WindowOpensIn(day))], 14, Some(85_998 + 26));
+        // Open again: no wait.
+        let opened = [(12, WindowOpensIn(hundred)), (13, WindowOpensIn(None))];
+        check_shown(&opened, 14, Some(26));
+        // Stopping: the devices in flight alone, whatever the window; paused: no estimate.
+        let stopped = [(12, WindowOpensIn(hundred)), (13, Stopping(None))];
+        check_shown(&stopped, 14, Some(6));
+        check_shown(
+            &[(12, WindowOpensIn(hundred)), (13, Paused(true))],
+            14,
+            None,
+        );
     }
 
     #[test]

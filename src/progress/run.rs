@@ -215,6 +215,9 @@ fn observation(event: &Event) -> Option<Observation> {
         Event::Control {
             action: "resume", ..
         } => Observation::Paused(false),
+        Event::Rollout {
+            window_opens_in, ..
+        } => Observation::WindowOpensIn(window_opens_in),
         _ => return None,
     })
 }

@@ -149,7 +149,7 @@ impl DeviceCounts {
                 in_flight,
                 wait,
             } => return self.stopping(reason, in_flight, wait),
-            Event::Rollout { text } => self.rollout = text,
+            Event::Rollout { text, .. } => self.rollout = text,
             Event::RunFinished => self.finished = true,
             Event::Control { .. } | Event::Version { .. } => {}
             // Counted by `Counters` (metrics and the status page); the device ends with the

@@ -392,6 +392,52 @@ fn window_wait_waits_for_a_window_that_opens_soon() {
     );
 }
 
+// Broke: while the run waited for its window to open again (--window-wait 24h after the
+// window closed mid-run), the progress lines said `eta 3s`, then `eta 0s`, for a day's wait.
+#[test]
+fn the_eta_counts_the_wait_for_the_window() {
+    let fleet = healthy_fleet(10);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..10));
+    test.payload("fw.bin", 1000);
+    // Three seconds of window at 1 start/s, then it opens again in about 23h59m.
+    test.env(FAKE_TIME, "04:59:57");
+    test.timeout(Duration::from_secs(120));
+    let mut running = push(
+        &mut test,
+        &[
+            ("--window", "04:59-05:00"),
+            ("--window-wait", "24h"),
+            ("--rate", "1/s"),
+            ("--progress-interval", "1s"),
+        ],
+    )
+    .arg("devices.csv")
+    .spawn();
+    // The first estimate comes once the run has enough data (5 s of it).
+    let estimated_wait = |line: &&str| {
+        line.contains("waiting for the window")
+            && line.contains(" devices ok=")
+            && !line.contains(" eta --")
+    };
+    let stderr = running.wait_for_stderr(Duration::from_secs(90), |stderr| {
+        stderr.lines().any(|line| estimated_wait(&line))
+    });
+    running.signal("INT");
+    let output = running.wait();
+    for line in stderr.lines().filter(estimated_wait) {
+        let eta = line
+            .split(" eta ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default();
+        assert!(
+            eta.starts_with("23h") || eta.starts_with("24h"),
+            "the run waits about 23h59m for its window, yet: {line}\n{output}"
+        );
+    }
+}
+
 #[test]
 fn shards_cover_every_device_exactly_once() {
     let fleet = healthy_fleet(30);
