@@ -257,6 +257,13 @@ pub enum JournalError {
         /// What its first line is not.
         why: String,
     },
+    /// A journal in a format version this build does not read (written by another build).
+    OtherVersion {
+        /// The journal file.
+        path: PathBuf,
+        /// Its header's format version.
+        version: u32,
+    },
     /// A line (1-based) is damaged.
     Corrupt {
         /// The journal file.
@@ -306,6 +313,13 @@ impl fmt::Display for JournalError {
                 f,
                 "{} is not an update-orchestrator journal ({why}): a journal is the file push \
                  --journal FILE writes; name that file, or another path for a new journal",
+                path.display()
+            ),
+            JournalError::OtherVersion { path, version } => write!(
+                f,
+                "journal {} is in format version {version}, and this build of \
+                 update-orchestrator reads version {VERSION}: use the update-orchestrator that \
+                 wrote it (it is not damaged)",
                 path.display()
             ),
             JournalError::Corrupt { path, line, why } => write!(
@@ -366,11 +380,10 @@ impl Journal {
         }
         if header.version != VERSION {
             // Not damage: another build's format (a newer one, as a rule).
-            return Err(not_a_journal(format!(
-                "it is in journal format version {}, and this build of update-orchestrator \
-                 reads version {VERSION}: read it with the version that wrote it",
-                header.version
-            )));
+            return Err(JournalError::OtherVersion {
+                path: path.to_path_buf(),
+                version: header.version,
+            });
         }
         let mut journal = Journal::new(header.payload_sha256, header.payload_size);
         journal.valid_len = lines.offset as u64;

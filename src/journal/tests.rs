@@ -150,7 +150,7 @@ fn damage_is_an_error_naming_the_line() {
     check_corrupt(
         &[r#"{"journal":"update-orchestrator-journal","version":2,"payload_sha256":"x","payload_size":1,"created":"t"}"#.into()],
         "",
-        "fw.journal is not an update-orchestrator journal (it is in journal format version 2, and this build of update-orchestrator reads version 1: read it with the version that wrote it): a journal is the file push --journal FILE writes; name that file, or another path for a new journal",
+        "journal fw.journal is in format version 2, and this build of update-orchestrator reads version 1: use the update-orchestrator that wrote it (it is not damaged)",
     );
     check_corrupt(
         &["id,url".into()],

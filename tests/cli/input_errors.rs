@@ -374,7 +374,7 @@ const CASES: &[Case] = &[
         name: "journal from a newer version",
         registry: VALID,
         extra: &["--journal", "future.journal"],
-        expect: "update-orchestrator: journal future.journal:1: journal format version 9 is not supported (this build reads 1); the journal is damaged: fix or move it (nothing was pushed)",
+        expect: "update-orchestrator: journal future.journal is in format version 9, and this build of update-orchestrator reads version 1: use the update-orchestrator that wrote it (it is not damaged)",
         ..DEFAULT
     },
     Case {
