@@ -31,7 +31,7 @@ impl FromStr for Zone {
             )
         };
         match text.trim() {
-            "local" | "" => return Ok(Zone::Local),
+            "local" => return Ok(Zone::Local),
             "UTC" | "utc" | "Z" => return Ok(Zone::Fixed(0)),
             _ => {}
         }

@@ -13,6 +13,7 @@ const ABSENT_DEFAULTS: &[(&str, &str)] = &[
     ("push", "--delimiter"),            // ',': the registry reader's own default
     ("push", "--known-hosts"),          // ~/.ssh/known_hosts: resolved with HOME by config
     ("push", "--connect-timeout"),      // 10s: for SSH, after the SSH config's ConnectTimeout
+    ("push", "--window-wait"),          // 0: given without --window, a usage error
 ];
 
 /// The subcommands with option defaults, and the arguments each needs to parse.

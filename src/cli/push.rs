@@ -449,12 +449,12 @@ pub struct PushArgs {
     pub window: Option<Window>,
 
     /// the window's time zone: local (default), UTC, or a fixed offset like +02:00
-    #[argh(option, default = "String::from(\"local\")")]
-    pub window_tz: String,
+    #[argh(option)]
+    pub window_tz: Option<String>,
 
     /// when outside the window, wait for it if it opens within this long (default 0)
-    #[argh(option, default = "Duration::ZERO", from_str_fn(parse_duration))]
-    pub window_wait: Duration,
+    #[argh(option, from_str_fn(parse_duration))]
+    pub window_wait: Option<Duration>,
 
     /// print the plan and exit: validates everything, contacts nothing
     #[argh(switch)]

@@ -35,7 +35,22 @@ pub(super) fn run_settings(args: &PushArgs) -> Result<RunSettings, UsageError> {
             ));
         }
     }
-    let zone: Zone = args.window_tz.parse().map_err(UsageError)?;
+    // Without a window they would be ignored, and a forgotten --window pushes at any hour.
+    for (flag, given) in [
+        ("--window-wait", args.window_wait.is_some()),
+        ("--window-tz", args.window_tz.is_some()),
+    ] {
+        if given && args.window.is_none() {
+            return usage(format!(
+                "{flag} needs --window HH:MM-HH:MM: without a window, devices start at any \
+                 time; add the window, or leave {flag} out"
+            ));
+        }
+    }
+    let zone: Zone = match &args.window_tz {
+        Some(zone) => zone.parse().map_err(UsageError)?,
+        None => Zone::Local,
+    };
     Ok(RunSettings {
         concurrency: args.concurrency,
         retry: RetryPolicy {
@@ -55,7 +70,7 @@ pub(super) fn run_settings(args: &PushArgs) -> Result<RunSettings, UsageError> {
         device_bandwidth: args.device_bandwidth,
         window: args.window,
         zone,
-        window_wait: args.window_wait,
+        window_wait: args.window_wait.unwrap_or_default(),
     })
 }
 

@@ -83,6 +83,10 @@ impl FromStr for Threshold {
         match text.strip_suffix('%') {
             Some(p) => match p.trim().parse::<f64>() {
                 Ok(p) if (0.0..=100.0).contains(&p) => Ok(Threshold::Percent(p)),
+                Ok(p) if p > 100.0 => Err(format!(
+                    "invalid --max-failures '{text}': a percentage is at most 100% (of the \
+                     finished devices)"
+                )),
                 _ => Err(invalid()),
             },
             None => text.parse().map(Threshold::Count).map_err(|_| invalid()),
@@ -145,7 +149,18 @@ impl FromStr for Rate {
     fn from_str(text: &str) -> Result<Rate, String> {
         let invalid = || format!("invalid --rate '{text}': use N/s, N/min or N/h, e.g. 120/min");
         let (count, unit) = text.trim().split_once('/').ok_or_else(invalid)?;
-        let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+        let count: u32 =
+            count
+                .trim()
+                .parse()
+                .map_err(|error: std::num::ParseIntError| match error.kind() {
+                    std::num::IntErrorKind::PosOverflow => format!(
+                        "invalid --rate '{text}': {} is too large, at most {} starts per period",
+                        count.trim(),
+                        u32::MAX
+                    ),
+                    _ => invalid(),
+                })?;
         let (seconds, unit) = match unit.trim() {
             "s" | "sec" => (1.0, "s"),
             "m" | "min" => (60.0, "min"),

@@ -267,7 +267,36 @@ const CASES: &[Case] = &[
         name: "threshold above 100%",
         registry: VALID,
         extra: &["--max-failures", "101%"],
-        expect: "Error parsing option '--max-failures' with value '101%': invalid --max-failures '101%': use a count (5) or a percentage (2%)",
+        expect: "Error parsing option '--max-failures' with value '101%': invalid --max-failures '101%': a percentage is at most 100% (of the finished devices)",
+        ..DEFAULT
+    },
+    Case {
+        name: "rate past the largest count",
+        registry: VALID,
+        extra: &["--rate", "4294967296/s"],
+        expect: "Error parsing option '--rate' with value '4294967296/s': invalid --rate '4294967296/s': 4294967296 is too large, at most 4294967295 starts per period",
+        ..DEFAULT
+    },
+    // Broke: without --window these were ignored, and the push ran at any hour.
+    Case {
+        name: "window wait without a window",
+        registry: VALID,
+        extra: &["--window-wait", "1h"],
+        expect: "update-orchestrator: --window-wait needs --window HH:MM-HH:MM: without a window, devices start at any time; add the window, or leave --window-wait out",
+        ..DEFAULT
+    },
+    Case {
+        name: "window zone without a window",
+        registry: VALID,
+        extra: &["--window-tz", "UTC"],
+        expect: "update-orchestrator: --window-tz needs --window HH:MM-HH:MM: without a window, devices start at any time; add the window, or leave --window-tz out",
+        ..DEFAULT
+    },
+    Case {
+        name: "empty window zone",
+        registry: VALID,
+        extra: &["--window", "01:00-05:00", "--window-tz", ""],
+        expect: "update-orchestrator: invalid --window-tz '': use local, UTC, or an offset like +02:00 or -05:30",
         ..DEFAULT
     },
     Case {

@@ -112,6 +112,12 @@ fn rates_parse() {
     for bad in ["0/s", "5", "5/day", "x/s", "-1/s"] {
         assert!(bad.parse::<Rate>().is_err(), "{bad}");
     }
+    // The message said only "use N/s, N/min or N/h" for a count past u32.
+    let error = "4294967296/s".parse::<Rate>().unwrap_err();
+    assert!(
+        error.contains("4294967296 is too large, at most 4294967295"),
+        "{error}"
+    );
     assert_eq!(parse_bandwidth("40MiB/s"), Ok(40 << 20));
     assert_eq!(parse_bandwidth("500KB/s"), Ok(500_000));
     assert!(parse_bandwidth("40MiB").is_err());
