@@ -503,7 +503,14 @@ impl<'a, 'r> Shared<'a, 'r> {
         }
     }
 
-    /// After the canary wave: any failure stops the run before anything else starts.
+    /// The wave running now, if any.
+    fn current_wave(&self) -> Option<&'r Wave> {
+        let number = self.wave.load(Ordering::SeqCst);
+        self.run.plan.waves.get(number.checked_sub(1)?)
+    }
+
+    /// When a canary device fails, and after the canary wave: any failure stops the run before
+    /// anything else starts.
     fn canary_failed(&self, wave: &Wave) -> bool {
         let failed: Vec<&str> = wave
             .devices
@@ -519,7 +526,8 @@ impl<'a, 'r> Shared<'a, 'r> {
             return false;
         }
         self.set_stop(StopReason::CanaryFailed(format!(
-            "canary failed: {} of {} canary devices failed ({}); no other device was started",
+            "canary failed: {} of {} canary devices failed ({}); devices in flight end after \
+             their current attempt, no other device was started",
             failed.len(),
             wave.devices.len(),
             failed.join(", ")

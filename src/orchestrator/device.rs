@@ -48,7 +48,14 @@ impl Shared<'_, '_> {
         // Out of flight first: a threshold this outcome crosses counts the others in flight.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.count_finished(outcome.status);
+        let failed = outcome.status == Status::Failed;
         let _ = self.outcomes[index].set(outcome);
+        // A failed canary stops the run at once, halting the other canary devices' retries
+        // as --max-failures does; it waited for the whole canary wave, retries included
+        // (found by an exploratory run: every dead canary got all its attempts).
+        if failed && let Some(wave) = self.current_wave().filter(|wave| wave.canary) {
+            self.canary_failed(wave);
+        }
     }
 
     fn announce(&self, index: usize, device: &Device, outcome: &DeviceOutcome) {

@@ -65,6 +65,53 @@ fn a_failed_canary_aborts_before_any_other_device_is_contacted() {
     assert!(rows[..3].iter().all(|row| row.wave == 1), "{rows:#?}");
 }
 
+// Broke: a failed canary was judged only when the whole canary wave had finished, so the
+// other canary devices ran all their retries first; it stops the run at once, and devices
+// waiting to retry end interrupted, as with --max-failures.
+#[test]
+fn a_failed_canary_halts_the_other_canary_devices_retries() {
+    let fleet = fleet(FleetSpec {
+        devices: 4,
+        unauthorized_percent: 25.0,
+        dead_percent: 75.0,
+        ..FleetSpec::default()
+    });
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..4));
+    test.payload("fw.bin", 1000);
+    let output = push(
+        &mut test,
+        &[
+            ("--canary", "4"),
+            ("--retries", "3"),
+            ("--backoff-base", "3s"),
+            ("--backoff-max", "3s"),
+        ],
+    )
+    .arg("devices.csv")
+    .run();
+    output
+        .expect_status(3)
+        .expect_stderr("canary failed: 1 of 4 canary devices failed")
+        .expect_stderr("devices in flight end after their current attempt");
+    let rows = test.report("report.csv");
+    let count = |status: &str| rows.iter().filter(|row| row.status == status).count();
+    assert_eq!((count("failed"), count("interrupted")), (1, 3), "{rows:#?}");
+    for row in rows.iter().filter(|row| row.status == "interrupted") {
+        assert!(
+            row.error
+                .contains("not retried, the run is stopping (canary failed"),
+            "{row:?}"
+        );
+    }
+    for device in fleet.stats() {
+        assert_eq!(
+            device.requests, 1,
+            "no retry after the canary failed: {device:?}"
+        );
+    }
+}
+
 #[test]
 fn crossing_the_failure_threshold_stops_dispatch_mid_wave() {
     let concurrency = 4;
