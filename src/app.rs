@@ -276,7 +276,7 @@ fn outcome(result: &RunResult, signals: &Signals) -> Outcome {
         Some(StopReason::CanaryFailed(_) | StopReason::Threshold(_) | StopReason::Aborted(_)) => {
             Outcome::Aborted
         }
-        Some(StopReason::WindowClosed(_)) => Outcome::WindowClosed,
+        Some(StopReason::WindowClosed(_) | StopReason::WindowNotOpen(_)) => Outcome::WindowClosed,
         None if Counts::of(&result.outcomes).failed > 0 => Outcome::SomeFailed,
         None => Outcome::Succeeded,
     }

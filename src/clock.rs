@@ -6,7 +6,7 @@
 //! starts the clock at that time of day when the run starts; it then advances in real time.
 
 use std::str::FromStr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The variable that fakes the time of day (for tests and rehearsals).
 pub const FAKE_TIME_VARIABLE: &str = "UPDATE_ORCHESTRATOR_FAKE_TIME";
@@ -53,6 +53,21 @@ impl FromStr for Zone {
     }
 }
 
+impl std::fmt::Display for Zone {
+    /// `local time`, `UTC` or `UTC+02:00`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Zone::Local => f.write_str("local time"),
+            Zone::Fixed(0) => f.write_str("UTC"),
+            Zone::Fixed(offset) => {
+                let sign = if offset < 0 { '-' } else { '+' };
+                let offset = offset.abs();
+                write!(f, "UTC{sign}{:02}:{:02}", offset / 3600, offset / 60 % 60)
+            }
+        }
+    }
+}
+
 /// A clock of seconds since midnight.
 #[derive(Debug, Clone)]
 pub struct WallClock {
@@ -72,17 +87,28 @@ impl WallClock {
 
     /// Seconds since midnight, now.
     pub fn seconds_of_day(&self) -> u32 {
+        self.time_of_day().as_secs() as u32
+    }
+
+    /// Time since midnight, now, to the nanosecond: countdowns to the window's opening or
+    /// closing are precise, not a second high.
+    pub fn time_of_day(&self) -> Duration {
+        const DAY: u64 = 86_400;
         if let Some((start, at)) = self.fake {
-            return ((u64::from(start) + at.elapsed().as_secs()) % 86_400) as u32;
+            let elapsed = at.elapsed();
+            let seconds = (u64::from(start) + elapsed.as_secs()) % DAY;
+            return Duration::new(seconds, elapsed.subsec_nanos());
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()) as i64;
+            .unwrap_or_default();
+        let seconds = now.as_secs() as i64;
         let offset = match self.zone {
             Zone::Fixed(offset) => i64::from(offset),
-            Zone::Local => local_offset(now),
+            Zone::Local => local_offset(seconds),
         };
-        (now + offset).rem_euclid(86_400) as u32
+        let seconds = (seconds + offset).rem_euclid(DAY as i64) as u64;
+        Duration::new(seconds, now.subsec_nanos())
     }
 }
 
@@ -120,8 +146,21 @@ mod tests {
         assert_eq!("UTC".parse::<Zone>(), Ok(Zone::Fixed(0)));
         assert_eq!("+02:00".parse::<Zone>(), Ok(Zone::Fixed(7200)));
         assert_eq!("-05:30".parse::<Zone>(), Ok(Zone::Fixed(-19_800)));
-        for bad in ["Europe/Berlin", "+2", "+25:00", "02:00"] {
+        // An empty value (`--window-tz "$TZ"` with TZ unset) is no zone: it meant local time.
+        for bad in ["Europe/Berlin", "+2", "+25:00", "02:00", "", " "] {
             assert!(bad.parse::<Zone>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn zones_display() {
+        for (zone, text) in [
+            (Zone::Local, "local time"),
+            (Zone::Fixed(0), "UTC"),
+            (Zone::Fixed(7200), "UTC+02:00"),
+            (Zone::Fixed(-19_800), "UTC-05:30"),
+        ] {
+            assert_eq!(zone.to_string(), text);
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::config::PushConfig;
 use crate::delta::DeltaSet;
+use crate::orchestrator::OutsideWindow;
 use crate::registry::Registry;
 use crate::scheduler::{Plan, SkipReason};
 use crate::units::{human_bytes, human_duration, human_setting};
@@ -55,6 +56,22 @@ pub fn render_patches(set: &DeltaSet) -> String {
         ));
     }
     lines.join("\n")
+}
+
+/// The plan's line for a window that is not open at `now` (time of day on its clock), if it
+/// is not: when it opens, and that the run would stop at once unless `--window-wait` waits.
+pub fn render_window_now(run: &crate::orchestrator::RunSettings, now: Duration) -> Option<String> {
+    let window = run.window?;
+    if window.is_open(now.as_secs() as u32) {
+        return None;
+    }
+    let outside = OutsideWindow::new(window, run.zone, now, run.window_wait);
+    let then = if outside.opens_in > run.window_wait {
+        "the run would stop at once (exit 4)"
+    } else {
+        "the run would wait for it (--window-wait)"
+    };
+    Some(format!("  window not open now: {}; {then}", outside.when()))
 }
 
 /// The plan as text.
@@ -165,9 +182,18 @@ pub fn render_plan(
         lines.push(line);
     }
     if let Some(policy) = run.failures {
+        let checked = policy.for_run(plan.len()).min_sample;
+        let why = if checked < policy.min_sample {
+            format!(
+                ": all this run pushes, fewer than --min-sample {}",
+                policy.min_sample
+            )
+        } else {
+            String::new()
+        };
         lines.push(format!(
-            "  max failures: {} (checked once {} devices have finished)",
-            policy.max, policy.min_sample
+            "  max failures: {} (checked once {checked} devices have finished{why})",
+            policy.max
         ));
     }
     if let Some(rate) = run.rate {
@@ -186,19 +212,7 @@ pub fn render_plan(
         ));
     }
     if let Some(window) = run.window {
-        let zone = match run.zone {
-            crate::clock::Zone::Local => "local time".to_string(),
-            crate::clock::Zone::Fixed(0) => "UTC".to_string(),
-            crate::clock::Zone::Fixed(offset) => {
-                let sign = if offset < 0 { '-' } else { '+' };
-                format!(
-                    "UTC{sign}{:02}:{:02}",
-                    offset.abs() / 3600,
-                    offset.abs() / 60 % 60
-                )
-            }
-        };
-        lines.push(format!("  window: {window} ({zone})"));
+        lines.push(format!("  window: {window} ({})", run.zone));
     }
     if let Some(throughput) = config.estimate_throughput {
         let estimate = estimate(plan, config, payload_len, Some(throughput));

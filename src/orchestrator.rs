@@ -11,6 +11,7 @@ mod gate;
 mod lifecycle;
 mod pool;
 
+pub use gate::OutsideWindow;
 pub use lifecycle::HEALTH_CLASS;
 
 use crate::clock::{WallClock, Zone};
@@ -27,7 +28,7 @@ use crate::timestamp;
 use crossbeam_channel::Sender;
 use pool::Dispatch;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -109,8 +110,11 @@ pub enum StopReason {
     CanaryFailed(String),
     /// `--max-failures` was crossed.
     Threshold(String),
-    /// The maintenance window closed (or was closed at the start).
+    /// The maintenance window closed.
     WindowClosed(Window),
+    /// The maintenance window was not open (and had not been during the run) and does not open
+    /// within `--window-wait`.
+    WindowNotOpen(OutsideWindow),
     /// An operator asked for an abort (`POST /control/abort`); the text says who.
     Aborted(String),
 }
@@ -125,6 +129,7 @@ impl fmt::Display for StopReason {
                 f.write_str(message)
             }
             StopReason::WindowClosed(window) => write!(f, "window {window} closed"),
+            StopReason::WindowNotOpen(outside) => write!(f, "{outside}"),
             StopReason::Aborted(by) => write!(
                 f,
                 "aborted by the operator ({by}); devices in flight end after their current \
@@ -220,7 +225,10 @@ impl Run<'_> {
                     }
                     let (shared, dispatch) = (&shared, &dispatch);
                     builder.spawn_scoped(scope, move || {
-                        dispatch.work(|| !shared.should_stop(), |index| shared.run_device(index));
+                        dispatch.work(
+                            || !shared.should_stop(),
+                            |index, position| shared.run_device(index, position),
+                        );
                         drop(thread); // never enters rayon's scheduler: see pool.rs
                     })?;
                     Ok(())
@@ -281,6 +289,17 @@ struct Shared<'a, 'r> {
     failed: AtomicUsize,
     /// The current wave, 1-based.
     wave: AtomicUsize,
+    /// The start rate's tokens handed out in plan order within the current wave.
+    turns: Mutex<gate::Turns>,
+    /// Whether the window was seen open during the run (a stop then says it closed).
+    window_opened: AtomicBool,
+    /// Time spent paused by an operator before the current pause, in nanoseconds; and when the
+    /// current pause began (nanoseconds since `epoch`, plus one; zero: not paused). The start
+    /// rate's clock stops while paused. Written by the watchdog only.
+    paused_nanos: AtomicU64,
+    paused_since: AtomicU64,
+    /// `--max-failures` for this run: evaluated from `min(--min-sample, devices to push)`.
+    failures: Option<FailurePolicy>,
     /// What the run is waiting for (a wave pause, the window), for progress.
     waiting: Mutex<Option<String>>,
     /// When the latest wait for a start-rate token ends (since `epoch`): the rate holds
@@ -320,6 +339,13 @@ impl<'a, 'r> Shared<'a, 'r> {
             finished: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             wave: AtomicUsize::new(0),
+            turns: Mutex::new(gate::Turns::default()),
+            window_opened: AtomicBool::new(false),
+            paused_nanos: AtomicU64::new(0),
+            paused_since: AtomicU64::new(0),
+            failures: settings
+                .failures
+                .map(|policy| policy.for_run(run.plan.len())),
             waiting: Mutex::new(None),
             rate_held_until: Mutex::new(None),
             window_opens_at: Mutex::new(None),
@@ -403,6 +429,7 @@ impl<'a, 'r> Shared<'a, 'r> {
         let mut last_sync = Instant::now();
         while !self.done.load(Ordering::SeqCst) {
             self.take_control_requests();
+            self.track_pause();
             self.should_stop();
             let expired = self
                 .interrupted_at()
@@ -456,6 +483,33 @@ impl<'a, 'r> Shared<'a, 'r> {
         self.run.control.is_some_and(Control::is_paused)
     }
 
+    /// Keeps the time spent paused, for the unpaused clock (the watchdog, every tick).
+    fn track_pause(&self) {
+        let since = self.paused_since.load(Ordering::SeqCst);
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        match (self.paused(), since) {
+            (true, 0) => self.paused_since.store(now + 1, Ordering::SeqCst),
+            (false, since) if since > 0 => {
+                let held = now.saturating_sub(since - 1);
+                self.paused_nanos.fetch_add(held, Ordering::SeqCst);
+                self.paused_since.store(0, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+    }
+
+    /// Time since the run started, less the time an operator had it paused: the start rate's
+    /// clock, so tokens taken before a pause keep their order and spacing after it.
+    fn unpaused(&self) -> Duration {
+        let now = self.epoch.elapsed();
+        let since = self.paused_since.load(Ordering::SeqCst);
+        let mut paused = self.paused_nanos.load(Ordering::SeqCst);
+        if since > 0 {
+            paused += (now.as_nanos() as u64).saturating_sub(since - 1);
+        }
+        now.saturating_sub(Duration::from_nanos(paused))
+    }
+
     fn sync_journal(&self) {
         let Some(journal) = self.run.journal else {
             return;
@@ -475,12 +529,24 @@ impl<'a, 'r> Shared<'a, 'r> {
             if self.should_stop() {
                 break;
             }
-            if number > 0 && !self.run.settings.wave_pause.is_zero() && !self.pause(number + 1) {
+            // The pause before a wave lasts `--wave-pause`, or until the start rate has a
+            // token for its first device, whichever is longer: the wave starts when its first
+            // device can.
+            let gap = if number > 0 {
+                self.run.settings.wave_pause.max(self.next_token_in())
+            } else {
+                Duration::ZERO
+            };
+            if !gap.is_zero() && !self.pause(number + 1, gap) {
                 break;
             }
-            if !self.wait_while_paused() {
+            // A wave whose devices cannot start is not started: a window that closed during
+            // the previous wave or the pause stops the run here (it was announced as started,
+            // found by an exploratory run).
+            if !(self.wait_while_paused() && self.wait_for_window()) {
                 break;
             }
+            *crate::lock(&self.turns) = gate::Turns::default();
             self.wave.store(number + 1, Ordering::SeqCst);
             log::info!(
                 "wave {}/{}: {} devices{}",
@@ -535,9 +601,12 @@ impl<'a, 'r> Shared<'a, 'r> {
         true
     }
 
-    /// `--wave-pause` before wave `next`, with a countdown; false if the run was stopped.
-    fn pause(&self, next: usize) -> bool {
-        let mut until = Instant::now() + self.run.settings.wave_pause;
+    /// The pause of `length` before wave `next`, with a countdown; false if the run was
+    /// stopped, or the window closed meanwhile (the pause outlasted the window, found by an
+    /// exploratory run).
+    fn pause(&self, next: usize, length: Duration) -> bool {
+        let closes_at = self.window_closes_at();
+        let mut until = Instant::now() + length;
         loop {
             let held = Instant::now();
             if !self.wait_while_paused() {
@@ -549,12 +618,13 @@ impl<'a, 'r> Shared<'a, 'r> {
                 self.set_waiting(None);
                 return true;
             }
+            // Rounded down, as every remaining time is shown, and updated when that changes.
             let note = format!(
                 "wave {next} starts in {}",
-                crate::units::human_duration(left + Duration::from_millis(999))
+                crate::units::human_duration(left)
             );
             self.set_waiting(Some(note));
-            if !self.sleep_unless_stopped(left.min(Duration::from_secs(1))) {
+            if !self.sleep_in_window(gate::until_next_second(left), closes_at) {
                 self.set_waiting(None);
                 return false;
             }
@@ -572,9 +642,9 @@ impl<'a, 'r> Shared<'a, 'r> {
         self.should_stop() && self.interrupted_at().is_some()
     }
 
-    /// Sleeps `delay` in short steps; false if SIGINT or SIGTERM came meanwhile. For retry
-    /// backoffs: a run stopped by its threshold or window lets in-flight devices finish, retries
-    /// included; only an interrupt cuts them short.
+    /// Sleeps `delay` in short steps; false if SIGINT or SIGTERM came meanwhile. For the
+    /// health wait: a run stopped by its threshold or window lets a device's health wait
+    /// finish; only an interrupt cuts it short.
     fn sleep_unless_interrupted(&self, delay: Duration) -> bool {
         crate::sleep_unless(delay, Duration::from_millis(50), || self.interrupted())
     }

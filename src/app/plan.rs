@@ -137,6 +137,11 @@ pub(super) fn dry_run(
     };
     let plan = plan(registry, journal.as_ref(), config);
     let mut text = crate::dry_run::render_plan(registry, &plan, config, payload.len());
+    let now = crate::clock::WallClock::new(config.run.zone).time_of_day();
+    if let Some(line) = crate::dry_run::render_window_now(&config.run, now) {
+        text.push('\n');
+        text.push_str(&line);
+    }
     text.push_str(&ssh_routes(registry, &plan, config));
     if let Some(set) = patches {
         text.push('\n');

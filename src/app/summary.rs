@@ -47,7 +47,17 @@ pub(super) fn finish(
         Some(StopReason::WindowClosed(window)) => {
             let left = Counts::of(&result.outcomes).not_started;
             summary.push_str(&format!(
-                "\nwindow closed: {left} devices left (window {window})"
+                "\nwindow closed: {left} devices left (window {window}, {})",
+                config.run.zone
+            ));
+        }
+        Some(StopReason::WindowNotOpen(outside)) => {
+            let left = Counts::of(&result.outcomes).not_started;
+            summary.push_str(&format!(
+                "\nwindow not open: {left} devices left (window {}, {}): {}",
+                outside.window,
+                outside.zone,
+                outside.when()
             ));
         }
         Some(reason) => summary.push_str(&format!("\nstopped: {reason}")),

@@ -18,9 +18,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 impl Shared<'_, '_> {
-    pub(super) fn run_device(&self, index: usize) {
+    pub(super) fn run_device(&self, index: usize, position: usize) {
         let device = &self.run.registry.devices[index];
-        if self.should_stop() || !self.admit() {
+        if self.should_stop() || !self.admit(position) {
             return; // filled in as not started once the pool is done
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);

@@ -81,18 +81,20 @@ impl<'w> Dispatch<'w> {
         self.wave_started.notify_all();
     }
 
-    /// One worker's life: each wave, `device(index)` for the devices it takes, while
-    /// `keep_going()`; returns once the dispatch is closed.
-    pub(super) fn work(&self, keep_going: impl Fn() -> bool, device: impl Fn(usize)) {
+    /// One worker's life: each wave, `device(index, position)` for the devices it takes (the
+    /// position is the device's place in its wave), while `keep_going()`; returns once the
+    /// dispatch is closed.
+    pub(super) fn work(&self, keep_going: impl Fn() -> bool, device: impl Fn(usize, usize)) {
         let mut seen = 0;
         while let Some((generation, devices)) = self.next_wave(seen) {
             seen = generation;
             let finished = FinishWave(self);
             while keep_going() {
-                let Some(&index) = devices.get(self.cursor.fetch_add(1, Ordering::SeqCst)) else {
+                let position = self.cursor.fetch_add(1, Ordering::SeqCst);
+                let Some(&index) = devices.get(position) else {
                     break;
                 };
-                device(index);
+                device(index, position);
             }
             drop(finished);
         }
@@ -150,7 +152,7 @@ mod tests {
                 scope.spawn(|| {
                     dispatch.work(
                         || !stop.load(Ordering::SeqCst),
-                        |index| {
+                        |index, _| {
                             if stop_after
                                 .is_some_and(|n| started.fetch_add(1, Ordering::SeqCst) + 1 >= n)
                             {

@@ -130,6 +130,16 @@ impl FailurePolicy {
     pub fn crossed(&self, finished: usize, failed: usize) -> bool {
         finished >= self.min_sample && failed > self.allowed(finished)
     }
+
+    /// The policy for a run that pushes `devices`: the threshold is evaluated from
+    /// `min(min_sample, devices)` finished devices, so a `--min-sample` larger than the run
+    /// does not switch it off (20 devices with `--min-sample 50` never tripped).
+    pub fn for_run(self, devices: usize) -> FailurePolicy {
+        FailurePolicy {
+            min_sample: self.min_sample.min(devices),
+            ..self
+        }
+    }
 }
 
 /// `--rate N/s|N/min|N/h`: device starts per period.
@@ -250,6 +260,14 @@ impl Window {
         } else {
             now >= self.start || now < self.end
         }
+    }
+
+    /// How long until the window closes (zero when closed).
+    pub fn closes_in(&self, now: u32) -> Duration {
+        if !self.is_open(now) {
+            return Duration::ZERO;
+        }
+        Duration::from_secs(u64::from((self.end + DAY - now % DAY) % DAY))
     }
 
     /// How long until the window opens (zero when open).

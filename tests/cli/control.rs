@@ -339,6 +339,40 @@ fn a_pause_under_a_start_rate_resumes_at_the_rate() {
     );
 }
 
+// Broke: after a pause and resume under --rate, the devices started in reverse order (7, 8,
+// 6, 5, 4, 3): workers whose tokens fell due after the resume started at once, and the
+// others took fresh tokens behind them. The rate's clock now stops while paused, and tokens
+// are taken in plan order.
+#[test]
+fn a_pause_under_a_start_rate_keeps_the_plan_order() {
+    let fleet = slow_fleet(8);
+    let extra = ["--concurrency", "8", "--rate", "2/s"];
+    let test = push(&fleet, 8, false, &extra);
+    let running = test.spawn();
+    wait_until(Duration::from_secs(30), "the first device", || {
+        fleet.connections() >= 1
+    });
+    running.signal("USR1");
+    wait_until(Duration::from_secs(30), "the pause", || {
+        test.read("events.jsonl").contains(r#""action":"pause""#)
+    });
+    // Past the tokens of every worker (the last due 3.5 s after the first).
+    thread::sleep(Duration::from_secs(4));
+    running.signal("USR2");
+    finish(running, 0);
+    let started: Vec<String> = all_events(&test)
+        .iter()
+        .filter(|event| event["type"] == "device_started")
+        .map(|event| event["id"].as_str().expect("an id").to_string())
+        .collect();
+    let plan: Vec<String> = test
+        .report("report.csv")
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(started, plan, "devices started out of plan order");
+}
+
 /// Whether process `pid` catches signal `number` (its `SigCgt` mask in /proc).
 fn catches(pid: u32, number: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

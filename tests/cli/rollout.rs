@@ -177,6 +177,9 @@ fn crossing_the_failure_threshold_stops_dispatch_mid_wave() {
     assert!(failed_rows >= failed, "{rows:#?}");
 }
 
+// Broke: a --min-sample larger than the run (11 or 50 on 10 devices) switched the threshold
+// off: 2 of 10 failed against --max-failures 0, and the run exited 1. It is evaluated from
+// min(--min-sample, devices to push) finished devices.
 #[test]
 fn the_threshold_is_not_evaluated_below_min_sample() {
     let fleet = fleet(FleetSpec {
@@ -194,20 +197,26 @@ fn the_threshold_is_not_evaluated_below_min_sample() {
             ("--retries", "0"),
         ]
     };
-    // 11 > 10 devices: the sample is never reached, so the run ends as a plain run with failures.
-    let output = push(&mut test, &flags("11")).arg("devices.csv").run();
-    output
-        .expect_status(1)
-        .expect_stderr("8 succeeded, 2 failed, 0 skipped");
-    assert!(!output.stderr.contains("threshold crossed"), "{output}");
-    assert!(fleet.stats().iter().all(|device| device.requests == 1));
-    // The same run with the sample reached by the last device aborts; that device is no
-    // longer in flight when the stop is said (it counted itself: "1 in flight").
-    let output = push(&mut test, &flags("10")).arg("devices.csv").run();
-    output
-        .expect_status(3)
-        .expect_stderr("failure threshold crossed: 2 of 10 finished devices failed")
-        .expect_stderr("no other device was started, 0 in flight");
+    // The sample is reached by the last device, whether --min-sample is the run's size or
+    // more: the run aborts then, not before (that would say "1 of N" or "2 of 9"), and that
+    // device is no longer in flight when the stop is said (it counted itself: "1 in flight").
+    for min_sample in ["10", "11", "50"] {
+        let output = push(&mut test, &flags(min_sample)).arg("devices.csv").run();
+        output
+            .expect_status(3)
+            .expect_stderr("failure threshold crossed: 2 of 10 finished devices failed")
+            .expect_stderr("(--max-failures 0 allows 0 once 10 have finished)")
+            .expect_stderr("no other device was started, 0 in flight");
+    }
+    assert!(fleet.stats().iter().all(|device| device.requests == 3));
+    // The plan says from when it is evaluated, and why not from --min-sample.
+    let output = push(&mut test, &flags("50"))
+        .args(["--dry-run", "devices.csv"])
+        .run();
+    output.expect_status(0).expect_stdout(
+        "max failures: 0 (checked once 10 devices have finished: all this run pushes, fewer \
+         than --min-sample 50)",
+    );
 }
 
 #[test]
@@ -338,7 +347,7 @@ fn a_closed_window_pushes_nothing_and_the_journal_continues_in_the_next_window()
     let output = push(&mut test, &window).arg("devices.csv").run();
     output
         .expect_status(4)
-        .expect_stderr("window closed: 6 devices left");
+        .expect_stderr("window not open: 6 devices left");
     assert_eq!(fleet.connections(), 0, "{output}");
     let rows = test.report("report.csv");
     assert!(
@@ -416,6 +425,156 @@ fn a_window_closing_mid_run_stops_dispatch_and_the_journal_finishes_the_rest() {
         };
         assert_eq!(row.status, expected, "{row:?}");
     }
+}
+
+/// The `type` of every line of the events file `name`, with the line.
+fn events(test: &Test, name: &str) -> Vec<serde_json::Value> {
+    test.read(name)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an event"))
+        .collect()
+}
+
+fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|event| event["type"] == kind).count()
+}
+
+// Broke: a window closing while workers waited for a --rate token went unnoticed until the
+// token came (with --rate 1/h, an hour past the window, the lock and status page held).
+#[test]
+fn a_window_closing_during_a_rate_wait_stops_the_run_at_once() {
+    let fleet = healthy_fleet(3);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.payload("fw.bin", 1000);
+    test.env(FAKE_TIME, "04:59:57");
+    let flags = [
+        ("--window", "01:00-05:00"),
+        ("--rate", "1/h"),
+        ("--events", "events.jsonl"),
+    ];
+    push(&mut test, &flags).arg("devices.csv");
+    test.timeout(Duration::from_secs(120));
+    let output = test.run();
+    output
+        .expect_status(4)
+        .expect_stderr("stopping: window 01:00-05:00 closed")
+        .expect_stderr("window closed: 2 devices left");
+    // The window closes 3 s in; the next token was an hour away.
+    assert!(
+        output.elapsed < Duration::from_secs(60),
+        "the run went on {:?} past a window that closed 3 s in",
+        output.elapsed
+    );
+    assert_eq!(
+        count_events(&events(&test, "events.jsonl"), "device_started"),
+        1
+    );
+}
+
+// Broke: a window closing during a --wave-pause went unnoticed until the pause ended, and the
+// next wave was then announced as started (wave_started, "[wave 2/2]") though none of its
+// devices could start.
+#[test]
+fn a_window_closing_during_a_wave_pause_stops_the_run_and_starts_no_wave() {
+    let fleet = healthy_fleet(2);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 1000);
+    test.env(FAKE_TIME, "04:59:57");
+    let flags = [
+        ("--window", "01:00-05:00"),
+        ("--waves", "1"),
+        ("--wave-pause", "20s"),
+        ("--events", "events.jsonl"),
+    ];
+    push(&mut test, &flags).arg("devices.csv");
+    test.timeout(Duration::from_secs(120));
+    let output = test.run();
+    output
+        .expect_status(4)
+        .expect_stderr("window closed: 1 devices left");
+    assert!(
+        output.elapsed < Duration::from_secs(15),
+        "the run waited {:?} for a wave pause that outlasted the window (closed 3 s in)",
+        output.elapsed
+    );
+    let events = events(&test, "events.jsonl");
+    assert_eq!(count_events(&events, "wave_started"), 1, "{events:#?}");
+    assert_eq!(count_events(&events, "device_started"), 1, "{events:#?}");
+}
+
+// Broke: the countdowns were a second high ("wave 2 starts in 3s" with 2.99 s left, "opens in
+// 3s" likewise), and never showed 0. They round down, as every remaining time shown does.
+#[test]
+fn countdowns_round_the_time_left_down() {
+    let fleet = healthy_fleet(2);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 1000);
+    test.env(FAKE_TIME, "00:59:57");
+    let flags = [
+        ("--window", "01:00-05:00"),
+        ("--window-wait", "10s"),
+        ("--waves", "1"),
+        ("--wave-pause", "3s"),
+        ("--events", "events.jsonl"),
+    ];
+    let output = push(&mut test, &flags).arg("devices.csv").run();
+    output.expect_status(0);
+    let notes: Vec<String> = events(&test, "events.jsonl")
+        .iter()
+        .filter(|event| event["type"] == "rollout")
+        .filter_map(|event| event["text"].as_str().map(String::from))
+        .collect();
+    let first = |what: &str| {
+        notes
+            .iter()
+            .find(|note| note.contains(what))
+            .unwrap_or_else(|| panic!("no note with {what:?}: {notes:#?}"))
+            .clone()
+    };
+    // Both notes are first written within moments of the countdown's start.
+    assert!(first("opens in").ends_with("(opens in 2s)"), "{notes:#?}");
+    assert!(
+        first("starts in").ends_with("wave 2 starts in 2s"),
+        "{notes:#?}"
+    );
+}
+
+// Broke: starting outside the window said "window 01:00-05:00 closed" for a window that was
+// never open, without when it opens or what would wait for it.
+#[test]
+fn starting_outside_the_window_says_when_it_opens() {
+    let fleet = healthy_fleet(2);
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..2));
+    test.payload("fw.bin", 1000);
+    test.env(FAKE_TIME, "00:59:50");
+    let flags = [
+        ("--window", "01:00-05:00"),
+        ("--window-tz", "UTC"),
+        ("--window-wait", "4s"),
+    ];
+    let output = push(&mut test, &flags).arg("devices.csv").run();
+    output
+        .expect_status(4)
+        .expect_stderr(
+            "stopping: window 01:00-05:00 (UTC) is not open: it is 00:59:50; it opens at 01:00, \
+             in 10s, later than --window-wait 4s; --window-wait 10s waits for it",
+        )
+        .expect_stderr("window not open: 2 devices left (window 01:00-05:00, UTC): it is");
+    assert!(!output.stderr.contains("closed"), "{output}");
+    assert_eq!(fleet.connections(), 0, "{output}");
+
+    test.env(FAKE_TIME, "06:00:00");
+    let output = push(&mut test, &[("--window", "01:00-05:00")])
+        .args(["--dry-run", "devices.csv"])
+        .run();
+    output.expect_status(0).expect_stdout(
+        "  window not open now: it is 06:00:00; it opens at 01:00, in 19h00m; --window-wait \
+         19h00m waits for it; the run would stop at once (exit 4)",
+    );
 }
 
 #[test]

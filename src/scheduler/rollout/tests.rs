@@ -98,6 +98,27 @@ fn thresholds_parse() {
     for bad in ["", "x", "-1", "101%", "%"] {
         assert!(bad.parse::<Threshold>().is_err(), "{bad}");
     }
+    // The message said only "use a count (5) or a percentage (2%)" for 150%.
+    let error = "150%".parse::<Threshold>().unwrap_err();
+    assert!(error.contains("a percentage is at most 100%"), "{error}");
+}
+
+// Broke: --min-sample 50 on a run of 20 devices never evaluated the threshold (10 of 20
+// failed, exit 1); it is evaluated once every device this run pushes has finished.
+#[test]
+fn threshold_is_evaluated_from_the_whole_run_when_it_is_smaller_than_the_sample() {
+    let policy = |min_sample| FailurePolicy {
+        max: Threshold::Count(1),
+        min_sample,
+    };
+    for (min_sample, devices, effective) in [(50, 20, 20), (10, 3, 3), (10, 30, 10), (0, 5, 0)] {
+        assert_eq!(
+            policy(min_sample).for_run(devices).min_sample,
+            effective,
+            "--min-sample {min_sample}, {devices} devices"
+        );
+    }
+    assert!(policy(50).for_run(20).crossed(20, 10));
 }
 
 #[test]
@@ -177,6 +198,29 @@ fn check_window(window: &str, now: &str, open: bool, opens_in_minutes: u64) {
         Duration::from_secs(opens_in_minutes * 60),
         "{window} at {h}:{m}"
     );
+}
+
+#[track_caller]
+fn check_closes_in(window: &str, now: &str, closes_in_minutes: u64) {
+    let window: Window = window.parse().unwrap();
+    let (h, m) = now.split_once(':').unwrap();
+    let now = h.parse::<u32>().unwrap() * 3600 + m.parse::<u32>().unwrap() * 60;
+    assert_eq!(
+        window.closes_in(now),
+        Duration::from_secs(closes_in_minutes * 60),
+        "{window} at {h}:{m}"
+    );
+}
+
+#[test]
+fn a_window_says_when_it_closes() {
+    check_closes_in("01:00-05:00", "01:00", 4 * 60);
+    check_closes_in("01:00-05:00", "04:59", 1);
+    check_closes_in("01:00-05:00", "05:00", 0);
+    check_closes_in("01:00-05:00", "00:30", 0);
+    check_closes_in("22:00-02:00", "23:30", 150);
+    check_closes_in("22:00-02:00", "01:59", 1);
+    check_closes_in("22:00-02:00", "02:00", 0);
 }
 
 #[test]
