@@ -47,9 +47,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     the same URL is skipped; failed, interrupted and unfinished devices are attempted again. A \
     journal belongs to one payload (--journal-reset starts it over) and to one run at a time.\n\n\
     Failure threshold: --max-failures is evaluated each time a device finishes, over all devices \
-    finished in this run (not per wave), once at least --min-sample have finished. A count \
-    allows that many failed devices; a percentage allows that share of the finished devices, \
-    rounded down. Past it, no new device starts, in-flight devices finish, and the run exits 3. \
+    finished in this run (not per wave), once at least --min-sample have finished (or every \
+    device the run pushes, if fewer). A count allows that many failed devices; a percentage \
+    allows that share of the finished devices, rounded down. Past it, no new device starts, \
+    devices in flight end after their current attempt (no retry), and the run exits 3. \
     Only devices that failed for good count; skipped and interrupted ones count neither way.\n\n\
     SSH: ssh://[USER@]HOST[:PORT]/PATH URLs (/~/PATH: in the login user's home). Auth: the ssh-agent, then each --identity (a key \
     file must be readable by its owner only), then the password from --password-env. Secrets \
