@@ -361,3 +361,36 @@ fn io_errors_name_their_fix() {
         );
     }
 }
+
+/// A run killed (or a disk filled) while it created the journal left a torn first line, and
+/// every later run was refused: "the header line is incomplete; the journal is damaged". A torn
+/// header holds no record: the journal starts over. A file without a newline that does not
+/// begin like a journal header is someone else's, and stays as it was.
+#[test]
+fn a_torn_header_starts_the_journal_over_and_another_file_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let payload = payload(dir.path(), b"abc");
+    let path = dir.path().join("fw.journal");
+    let (writer, _) = JournalWriter::open(&path, &payload, false).unwrap();
+    drop(writer);
+    let whole = std::fs::read(&path).unwrap();
+    for cut in [1, 12, 50, whole.len() - 1] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        let (writer, journal) = JournalWriter::open(&path, &payload, false)
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        drop(writer);
+        assert!(journal.devices.is_empty());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with(r#"{"journal":"update-orchestrator-journal""#) && text.ends_with('\n')
+        );
+        assert_eq!(text.lines().count(), 1, "cut at {cut}: {text}");
+    }
+    let other = dir.path().join("notes.txt");
+    std::fs::write(&other, "my notes, no newline").unwrap();
+    assert!(JournalWriter::open(&other, &payload, false).is_err());
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "my notes, no newline"
+    );
+}

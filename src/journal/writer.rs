@@ -56,6 +56,17 @@ impl JournalWriter {
             written: Mutex::new(0),
             synced: Mutex::new(0),
         };
+        if torn_header_only(&bytes) {
+            // The run that created it was cut off while writing its first line: no record can
+            // follow a torn header, so there is nothing to keep (it was refused as damaged).
+            log::warn!(
+                "journal {}: ignoring an incomplete header (the run that created it was cut \
+                 off while writing it); starting the journal over",
+                path.display()
+            );
+            writer.file.set_len(0).map_err(io_error)?;
+            bytes.clear();
+        }
         if bytes.is_empty() {
             writer
                 .write_header(&sha256, payload.len())
@@ -131,4 +142,15 @@ impl JournalWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether `bytes` are only the beginning of a journal header, cut before its newline: what a
+/// run killed (or a disk filled) while creating the journal leaves. Anything else without a
+/// newline (another file named by mistake) is not ours to start over.
+fn torn_header_only(bytes: &[u8]) -> bool {
+    let start = format!(r#"{{"journal":"{}""#, super::FORMAT);
+    let start = start.as_bytes();
+    !bytes.is_empty()
+        && !bytes.contains(&b'\n')
+        && (bytes.starts_with(start) || start.starts_with(bytes))
 }
