@@ -279,7 +279,7 @@ fn check_paths(args: &PushArgs) -> Result<(), UsageError> {
     }
     let mut outputs = Vec::new();
     for (flag, path) in [("--report", &args.report), ("--events", &args.events)] {
-        if let Some(path) = path.as_deref().filter(|path| *path != "-") {
+        if let Some(path) = path.as_deref() {
             outputs.push(named(flag, path.as_ref()));
         }
     }

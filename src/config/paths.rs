@@ -21,7 +21,15 @@ pub(crate) fn check_distinct(
     inputs: &[Named<'_>],
     outputs: &[Named<'_>],
 ) -> Result<(), UsageError> {
-    let file = |named: &Named<'_>| (resolve(named.1), inode(named.1));
+    // `-` (stdout) is whatever /dev/stdout is: `--report /dev/stdout --events -` would mix
+    // the two on one stream.
+    let file = |named: &Named<'_>| {
+        let path = match named.1 == Path::new("-") {
+            true => Path::new("/dev/stdout"),
+            false => named.1,
+        };
+        (resolve(path), inode(path))
+    };
     let resolved_inputs: Vec<(PathBuf, Option<(u64, u64)>)> = inputs.iter().map(file).collect();
     let mut resolved_outputs = Vec::with_capacity(outputs.len());
     for output in outputs {

@@ -28,7 +28,7 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
     std::fs::hard_link(test.path("fw.bin"), test.path("hard.bin")).unwrap();
     let payload = std::fs::read(test.path("fw.bin")).unwrap();
     test.write("ssh.conf", "Host *\n");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--report", "devices.csv"],
             "--report devices.csv names the same file as the registry devices.csv: nothing was \
@@ -63,6 +63,11 @@ fn an_output_naming_the_registry_is_refused_and_the_registry_is_untouched() {
         (
             &["--report", "ssh.conf", "--ssh-config", "ssh.conf"],
             "--report ssh.conf names the same file as --ssh-config ssh.conf",
+        ),
+        // `-` is stdout, and so is /dev/stdout: the two would be mixed on one stream.
+        (
+            &["--report", "/dev/stdout", "--events", "-"],
+            "--events - names the same file as --report /dev/stdout",
         ),
     ];
     for (flags, message) in cases {
