@@ -414,13 +414,6 @@ const CASES: &[Case] = &[
         ..DEFAULT
     },
     Case {
-        name: "journal with a torn header",
-        registry: VALID,
-        extra: &["--journal", "torn.journal"],
-        expect: "update-orchestrator: journal torn.journal:1: the header line is incomplete; the journal is damaged: fix or move it (nothing was pushed)",
-        ..DEFAULT
-    },
-    Case {
         name: "journal is a directory",
         registry: VALID,
         extra: &["--journal", "firmware"],
@@ -623,7 +616,6 @@ fn fixtures() -> Test {
     test.write("other.journal", format!("{}\n", header("ab12", 1)));
     test.write("future.journal", format!("{}\n", header(&sha, 9)));
     test.write("notajournal.journal", VALID);
-    test.write("torn.journal", r#"{"journal":"update-orc"#);
     test
 }
 
