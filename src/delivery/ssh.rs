@@ -268,11 +268,14 @@ impl SshDelivery {
             && let Some(home) = std::env::var_os("HOME")
         {
             let passphrase = options.passphrase.as_ref();
-            let (found, skipped) = keys::default_identities(Path::new(&home), passphrase);
-            for note in skipped {
+            let defaults = keys::default_identities(Path::new(&home), passphrase);
+            for note in defaults.skipped {
                 log::info!("not offering the default identity {note}");
             }
-            options.identities = found;
+            for warning in defaults.warnings {
+                log::warn!("{warning}");
+            }
+            options.identities = defaults.usable;
         }
         SshDelivery {
             identities: keys::prepare(&options.identities, options.passphrase.as_ref()),

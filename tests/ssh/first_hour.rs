@@ -220,6 +220,51 @@ fn without_identity_the_default_keys_are_offered() {
     assert_eq!(fs::read(&target).unwrap(), b"firmware");
 }
 
+// Regression: a default key that group or others may read (`~/.ssh/id_ed25519` 0644) was
+// offered silently, while `--identity` refuses the same file and OpenSSH ignores it
+// ("UNPROTECTED PRIVATE KEY FILE"). It is left out, with a warning naming the fix.
+#[test]
+fn an_unprotected_default_key_is_left_out_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::sshd();
+    let (dir, remote) = workspace(&server);
+    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir_all(home.join(".ssh")).unwrap();
+    let key = home.join(".ssh/id_ed25519");
+    fs::copy(&server.client_key, &key).unwrap();
+    let target = remote.join("fw.bin");
+    fs::write(
+        dir.path().join("d.csv"),
+        format!("id,url\nd,{}\n", server.url(&target)),
+    )
+    .unwrap();
+    let push = || {
+        push_command(dir.path(), "5s", "10s")
+            .args(["--payload", "fw.bin", "--known-hosts", "known_hosts"])
+            .args(["--retries", "0", "d.csv"])
+            .env("HOME", &home)
+            .output()
+            .expect("run update-orchestrator")
+    };
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let output = push();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "not offering the default identity {}: permissions 0644 are too open",
+            key.display()
+        )) && stderr.contains(&format!("fix with: chmod 600 {}", key.display())),
+        "{stderr}"
+    );
+    assert!(!target.exists());
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let output = push();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(fs::read(&target).unwrap(), b"firmware");
+}
+
 /// A small tmpfs mounted for one test, unmounted when dropped.
 struct Tmpfs {
     dir: PathBuf,

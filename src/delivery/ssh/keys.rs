@@ -98,18 +98,44 @@ pub fn check_identities(identities: &[PathBuf], passphrase: Option<&Secret>) -> 
 }
 
 /// OpenSSH's default identities under `home` that exist and can be used with `passphrase`, in
-/// `ssh`'s order, and a note for each one left out.
-pub(crate) fn default_identities(
-    home: &Path,
-    passphrase: Option<&Secret>,
-) -> (Vec<PathBuf>, Vec<String>) {
+/// `ssh`'s order; a note for each one left out because it cannot be opened, and a warning for
+/// each one left out because others may read it.
+pub(crate) struct Defaults {
+    pub(crate) usable: Vec<PathBuf>,
+    pub(crate) skipped: Vec<String>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The mode of a key file of ours that group or others may read or write (as OpenSSH and
+/// `--identity` refuse), else `None`.
+fn unprotected(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let mode = metadata.mode() & 0o777;
+    (metadata.uid() == uid && mode & 0o077 != 0).then_some(mode)
+}
+
+/// See `Defaults`.
+pub(crate) fn default_identities(home: &Path, passphrase: Option<&Secret>) -> Defaults {
     let mut usable = Vec::new();
     let mut skipped = Vec::new();
+    let mut warnings = Vec::new();
     for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
         let path = home.join(".ssh").join(name);
         let Ok(text) = std::fs::read(&path) else {
             continue;
         };
+        if let Some(mode) = unprotected(&path) {
+            warnings.push(format!(
+                "not offering the default identity {0}: permissions {mode:04o} are too open \
+                 (UNPROTECTED PRIVATE KEY FILE, which OpenSSH ignores too); fix with: chmod 600 \
+                 {0}",
+                path.display()
+            ));
+            continue;
+        }
         match state(&text, passphrase) {
             KeyState::Usable | KeyState::Unchecked => usable.push(path),
             KeyState::NeedsPassphrase => skipped.push(format!(
@@ -122,7 +148,11 @@ pub(crate) fn default_identities(
             )),
         }
     }
-    (usable, skipped)
+    Defaults {
+        usable,
+        skipped,
+        warnings,
+    }
 }
 
 /// What the key file `text` needs, given `passphrase`.
