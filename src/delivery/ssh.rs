@@ -26,6 +26,7 @@ mod known_hosts;
 mod proxy_command;
 mod remote;
 mod route;
+mod shell_upload;
 mod space;
 mod transfer;
 
@@ -421,16 +422,11 @@ impl SshDelivery {
             }
             None => (sftp, Transfer::default(), None),
         };
-        let upload = match patched {
+        let mut upload = match patched {
             Some(upload) => upload,
             None => {
-                let verify = self.options.verify;
                 let sent = &mut attached.sent;
-                let upload = transfer::upload(&context, sftp, file, &path, verify, meter, sent)?;
-                let verify_bound = self.options.stall_timeout
-                    + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
-                upload.verify(&context, verify, verify_bound)?;
-                upload
+                self.upload_checked(&context, sftp, file, &path, (device, meter, sent))?
             }
         };
         upload.finish(&context)?;
@@ -449,6 +445,42 @@ impl SshDelivery {
             install_output,
             transfer,
         })
+    }
+
+    /// Uploads the payload to `PATH.part` and checks it. A resumed `.part` that fails the check
+    /// was not this payload's beginning (left by an interrupted upload of another one): it is
+    /// removed and the payload sent again from the start, in the same attempt, once.
+    fn upload_checked(
+        &self,
+        context: &transfer::Context<'_>,
+        sftp: Option<ssh2::Sftp>,
+        file: crate::payload::PayloadReader,
+        path: &str,
+        (device, meter, sent): (&Device, &mut ByteMeter<'_>, &mut u64),
+    ) -> Result<transfer::Upload, DeliveryError> {
+        let verify = self.options.verify;
+        let payload = context.payload;
+        let verify_bound = self.options.stall_timeout
+            + Duration::from_secs(payload.len() / VERIFY_BYTES_PER_SECOND);
+        let mut upload = transfer::upload(context, sftp, file, path, verify, meter, sent)?;
+        match upload.verify(context, verify, verify_bound) {
+            Ok(()) => return Ok(upload),
+            Err(error) if upload.resumed() && error.kind == ErrorKind::Verify => {
+                log::info!(
+                    "{}: the resumed {path}.part failed its check ({}): sending the payload \
+                     again from the start",
+                    device.id,
+                    error.message
+                );
+            }
+            Err(error) => return Err(error),
+        }
+        let file = payload.open_for_attempt().map_err(payload_error)?;
+        let sftp = upload.into_sftp(context);
+        // `Verify::None` for the upload: no resuming this time (the check removed the `.part`).
+        let mut upload = transfer::upload(context, sftp, file, path, Verify::None, meter, sent)?;
+        upload.verify(context, verify, verify_bound)?;
+        Ok(upload)
     }
 
     /// Connects (directly, through jump hosts or a proxy command), checks the host key and logs
@@ -511,7 +543,14 @@ impl SshDelivery {
         let known_hosts = self.known_hosts_for(&endpoint.known_hosts);
         let known = known_hosts.lookup(&session, target)?;
         let stall = self.options.stall_timeout;
-        connect::handshake(&mut session, &known.key_types(), budget, stall)?;
+        connect::handshake(&mut session, &known.key_types(), budget, stall).map_err(|error| {
+            // Connect errors name the address; a handshake's did not (finding which of
+            // thousands of devices stalls needs it).
+            DeliveryError {
+                message: format!("{}:{}: {}", target.host, target.port, error.message),
+                ..error
+            }
+        })?;
         if endpoint.asked_no_checking && !self.warned_no_checking.swap(true, Ordering::SeqCst) {
             log::warn!(
                 "the SSH config says StrictHostKeyChecking no for {}: host keys are checked \

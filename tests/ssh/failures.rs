@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use update_orchestrator::delivery::ssh::SshDelivery;
+use update_orchestrator::delivery::ssh::config::SshConfig;
 use update_orchestrator::delivery::{Delivery, ErrorKind, Phase};
 
 /// A server that accepts one connection and never says a word; it holds the connection until
@@ -42,6 +43,10 @@ fn silent_server_is_abandoned_within_the_connect_timeout() {
     let error = outcome.error();
     check_error(&error, Phase::Handshake, ErrorKind::Timeout, true);
     assert!(error.message.contains("--connect-timeout (1s)"), "{error}");
+    assert!(
+        error.message.starts_with(&format!("127.0.0.1:{port}: ")),
+        "the address is named: {error}"
+    );
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(20),
         "{elapsed:?}"
@@ -171,5 +176,46 @@ fn a_device_that_stops_reading_fails_within_the_stall_timeout() {
     assert!(
         waited <= Duration::from_secs(3),
         "{waited:?} for --stall-timeout 2s: {error}"
+    );
+}
+
+// Regression: libssh2 ends a blocking wait early, as a timeout, when a keepalive falls due
+// within it: a device that stopped reading failed after the keepalive interval (14 s of the
+// default 15 s, whatever --stall-timeout said), blamed on --stall-timeout. The timeout that
+// fails is now the one the message names.
+#[test]
+fn a_keepalive_falling_due_does_not_end_the_stall_timeout_early() {
+    let server = Server::sshd();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, payload) = payload(dir.path(), 256 << 20);
+    let mut options = options(&server, dir.path());
+    options.stall_timeout = Duration::from_secs(4);
+    let user = update_orchestrator::delivery::ssh::current_user().unwrap_or_default();
+    options.ssh_config =
+        SshConfig::from_text("ServerAliveInterval 1\n", dir.path(), &user).expect("config");
+    let delivery = SshDelivery::new(options);
+    let url = server.url(&remote_dir(dir.path()).join("fw.bin"));
+    let registry = one_device("d", &url);
+    let (outcome, waited) = std::thread::scope(|scope| {
+        let running = scope.spawn(|| attempt(&delivery, &registry, 0, &payload));
+        let part = remote_dir(dir.path()).join("fw.bin.part");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&part).map_or(0, |m| m.len()) < 4 << 20 {
+            assert!(Instant::now() < deadline, "the upload never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        signal_sessions(server.pid(), "STOP");
+        let stopped = Instant::now();
+        let outcome = running.join().unwrap();
+        let waited = stopped.elapsed();
+        signal_sessions(server.pid(), "CONT");
+        (outcome, waited)
+    });
+    let error = outcome.result.expect_err("a stalled upload fails");
+    check_error(&error, Phase::Upload, ErrorKind::Timeout, true);
+    assert!(error.message.contains("--stall-timeout (4s)"), "{error}");
+    assert!(
+        waited >= Duration::from_millis(3500),
+        "failed {waited:?} after the device stopped, before --stall-timeout 4s: {error}"
     );
 }

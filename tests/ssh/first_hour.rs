@@ -297,52 +297,68 @@ impl Drop for Tmpfs {
 
 /// A read-only file system (a device's rootfs) failed as a bare "upload: failure", retried: SFTP
 /// version 3 says no more. The device's shell is asked why: the error names the file and the
-/// reason, and it is permanent. A missing directory names the directory.
+/// reason, and it is permanent. A missing directory names the directory. On dropbear (SCP, or
+/// `cat` without scp) scp's refusal was thrown away and `cat` streamed into a shell that had
+/// failed, until a "stall" 14 s later, retried 4 times: now the same words, at once, once.
 #[test]
 fn a_read_only_file_system_or_a_missing_directory_is_named_and_not_retried() {
-    // Mounted before the server starts, so that its mount namespace has it.
+    // Mounted before the servers start, so that their mount namespaces have it.
     let disks = tempfile::tempdir().unwrap();
     let read_only = disks.path().join("ro");
-    let _tmpfs = Tmpfs::mount(&read_only, "64k,ro");
-    let server = Server::sshd();
-    let (dir, _) = workspace(&server);
-    fs::write(dir.path().join("fw.bin"), b"firmware").unwrap();
-    let missing = disks.path().join("no-such-dir");
-    fs::write(
-        dir.path().join("d.csv"),
-        format!(
-            "id,url\nro,{}\nmissing,{}\n",
-            server.url(&read_only.join("fw.bin")),
-            server.url(&missing.join("fw.bin"))
-        ),
-    )
-    .unwrap();
-    let args = ["--retries", "3", "--report", "-", "d.csv"];
-    let output = push(dir.path(), &with_key(&server, &args));
-    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    let rows = rows(&stdout);
-    let (ro, gone) = (&rows[0], &rows[1]);
-    assert_eq!((ro[2].as_str(), ro[3].as_str()), ("failed", "1"), "{ro:?}");
-    assert!(
-        ro[7].starts_with(&format!(
-            "upload: cannot create {}/fw.bin.part: ",
-            read_only.display()
-        )) && ro[7].contains("Read-only file system"),
-        "{ro:?}"
-    );
-    assert_eq!(
-        (gone[2].as_str(), gone[3].as_str()),
-        ("failed", "1"),
-        "{gone:?}"
-    );
-    assert!(
-        gone[7].starts_with(&format!(
-            "upload: cannot create {0}/fw.bin.part: its directory {0} does not exist on the device",
-            missing.display()
-        )),
-        "{gone:?}"
-    );
+    let _tmpfs = Tmpfs::mount(&read_only, "8m,ro");
+    for (server, method) in [
+        (Server::sshd(), "sftp"),
+        (Server::dropbear(true), "scp"),
+        (Server::dropbear(false), "cat"),
+    ] {
+        let (dir, _) = workspace(&server);
+        fs::write(dir.path().join("fw.bin"), crate::util::bytes(1 << 20, 3)).unwrap();
+        let missing = disks.path().join("no-such-dir");
+        fs::write(
+            dir.path().join("d.csv"),
+            format!(
+                "id,url\nro,{}\nmissing,{}\n",
+                server.url(&read_only.join("fw.bin")),
+                server.url(&missing.join("fw.bin"))
+            ),
+        )
+        .unwrap();
+        let args = ["--retries", "3", "--report", "-", "d.csv"];
+        let started = Instant::now();
+        let output = push(dir.path(), &with_key(&server, &args));
+        let elapsed = started.elapsed();
+        let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+        assert_eq!(output.status.code(), Some(1), "{method}: {stderr}");
+        let rows = rows(&stdout);
+        let (ro, gone) = (&rows[0], &rows[1]);
+        assert_eq!(
+            (ro[2].as_str(), ro[3].as_str(), ro[4].as_str()),
+            ("failed", "1", "0"),
+            "{method}: {ro:?}"
+        );
+        assert!(
+            ro[7].starts_with(&format!(
+                "upload: cannot create {}/fw.bin.part: ",
+                read_only.display()
+            )) && ro[7].contains("Read-only file system"),
+            "{method}: {ro:?}"
+        );
+        assert_eq!(
+            (gone[2].as_str(), gone[3].as_str(), gone[4].as_str()),
+            ("failed", "1", "0"),
+            "{method}: {gone:?}"
+        );
+        assert!(
+            gone[7].starts_with(&format!(
+                "upload: cannot create {0}/fw.bin.part: its directory {0} does not exist on the \
+                 device",
+                missing.display()
+            )),
+            "{method}: {gone:?}"
+        );
+        // Not a stall: nothing waited for a timeout (--stall-timeout is 10 s here).
+        assert!(elapsed < Duration::from_secs(9), "{method}: {elapsed:?}");
+    }
 }
 
 /// 1 MiB into a 512 KiB file system ended as "upload: failure (retries exhausted)" after 4

@@ -47,7 +47,8 @@ impl Server {
     }
 
     /// An sshd listening on `address` (another loopback address: 127.0.0.2 ...), with `extra`
-    /// lines appended to its config (`PermitOpen`, `LogLevel DEBUG1`, ...).
+    /// lines in its config, ahead of the defaults (`PermitOpen`, `LogLevel DEBUG1`,
+    /// `MaxSessions 1`, ...).
     pub fn sshd_at(address: &str, extra: &str) -> Server {
         Server::openssh(is_root(), address, extra)
     }
@@ -65,11 +66,12 @@ impl Server {
         let _ = fs::create_dir_all("/run/sshd");
         let port = free_port();
         let config = dir.path().join("sshd_config");
+        // `extra` first: sshd takes the first value of a keyword (`MaxSessions 1` wins).
         let text = format!(
-            "ListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
+            "{extra}\nListenAddress {address}\nPort {port}\nHostKey {}\nAuthorizedKeysFile {}\n\
              PidFile none\nSubsystem sftp internal-sftp\nUsePAM no\nStrictModes no\n\
              MaxStartups 200\nMaxSessions 100\nKexAlgorithms curve25519-sha256\n\
-             PermitRootLogin yes\nPasswordAuthentication no\n{extra}\n",
+             PermitRootLogin yes\nPasswordAuthentication no\n",
             host_key.display(),
             authorized.display()
         );

@@ -117,9 +117,9 @@ impl Step<'_> {
         };
         if let Err(why) = checked {
             remote::remove(self.context.session, &out, &self.bound(0));
-            return Ok(Tried::Full(upload.into_sftp(), why));
+            return Ok(Tried::Full(upload.into_sftp(self.context), why));
         }
-        let upload = upload.applied_into(self.path);
+        let upload = upload.applied_into(self.path, transfer::local_mode(self.context.payload));
         let transfer = Transfer {
             delta_base: Some(base.name.clone()),
             format: Some(format_name(patch.format)),
@@ -144,7 +144,7 @@ impl Step<'_> {
     ) -> Result<Upload, DeliveryError> {
         let file = patch.file.open_for_attempt().map_err(payload_error)?;
         let verify = Verify::Sha256;
-        let upload = transfer::upload(context, sftp, file, delta_path, verify, meter, sent)?;
+        let mut upload = transfer::upload(context, sftp, file, delta_path, verify, meter, sent)?;
         if !upload.resumed() {
             return Ok(upload);
         }
@@ -159,7 +159,7 @@ impl Step<'_> {
                 );
                 let file = patch.file.open_for_attempt().map_err(payload_error)?;
                 // `Verify::None`: no resuming this time (the check removed the `.part`).
-                let sftp = upload.into_sftp();
+                let sftp = upload.into_sftp(context);
                 transfer::upload(context, sftp, file, delta_path, Verify::None, meter, sent)
             }
             Err(error) => Err(error),

@@ -180,9 +180,15 @@ pub(crate) fn kind_from_text(text: &str) -> Option<ErrorKind> {
     .any(|words| lower.contains(words))
     {
         Some(ErrorKind::Permission)
-    } else if ["no such file", "no such path", "not a directory"]
-        .iter()
-        .any(|words| lower.contains(words))
+    } else if [
+        "no such file",
+        "no such path",
+        "not a directory",
+        // dash: "Directory nonexistent"; busybox ash: "nonexistent directory".
+        "nonexistent",
+    ]
+    .iter()
+    .any(|words| lower.contains(words))
     {
         Some(ErrorKind::Request)
     } else {
@@ -356,6 +362,10 @@ mod tests {
         );
         check_text(
             "scp: /nope/x: No such file or directory",
+            Some(ErrorKind::Request),
+        );
+        check_text(
+            "/bin/sh: 1: cannot create /opt/x/fw.bin.part: Directory nonexistent",
             Some(ErrorKind::Request),
         );
         check_text("something else", None);

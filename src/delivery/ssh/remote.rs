@@ -11,7 +11,7 @@ use super::connect::{millis, seconds};
 use super::errors::{failure, kind_from_text, session_io_failure, ssh_failure};
 use crate::delivery::{DeliveryError, ErrorKind, Phase};
 use crate::template::shell_quote;
-use ssh2::{ExtendedData, Session};
+use ssh2::{Channel, ExtendedData, Session};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
@@ -184,7 +184,7 @@ fn run_bounded(
     phase: Phase,
 ) -> Result<Ran, DeliveryError> {
     let ssh = |error: ssh2::Error| ssh_failure(phase, &error);
-    let mut channel = session.channel_session().map_err(ssh)?;
+    let mut channel = session_channel(session, phase)?;
     channel
         .handle_extended_data(ExtendedData::Merge)
         .map_err(ssh)?;
@@ -235,6 +235,40 @@ fn run_bounded(
         signal,
         tail,
     }))
+}
+
+/// A new session channel. sshd frees a closed channel's session only in the next pass of its
+/// main loop: under `MaxSessions 1` an open sent right behind the close of the previous
+/// channel was refused ("Channel open failure (connect failed)"). The refusal is that pass,
+/// so asking again at once gets the session; a device that refuses a few times in a row
+/// allows fewer sessions than one at a time, and the error says so.
+pub(crate) fn session_channel(session: &Session, phase: Phase) -> Result<Channel, DeliveryError> {
+    let mut refused = 0;
+    loop {
+        match session.channel_session() {
+            Ok(channel) => return Ok(channel),
+            Err(error) if is_open_refused(&error) && refused < OPEN_TRIES => refused += 1,
+            Err(error) if is_open_refused(&error) => {
+                let mut failed = ssh_failure(phase, &error);
+                failed.message = format!(
+                    "the device refused a session channel {OPEN_TRIES} times ({}): its sshd may \
+                     allow no session at all (MaxSessions 0), or another client's login holds it",
+                    error.message()
+                );
+                return Err(failed);
+            }
+            Err(error) => return Err(ssh_failure(phase, &error)),
+        }
+    }
+}
+
+/// How many refused channel opens `session_channel` asks again after.
+const OPEN_TRIES: usize = 3;
+
+/// libssh2's "Channel open failure": the device answered, and said no.
+pub(crate) fn is_open_refused(error: &ssh2::Error) -> bool {
+    const CHANNEL_FAILURE: i32 = -21;
+    error.code() == ssh2::ErrorCode::Session(CHANNEL_FAILURE)
 }
 
 /// A failure of a command that may have started: for the install (`--exec`), the outcome is
@@ -362,33 +396,112 @@ pub(crate) fn size(session: &Session, path: &str, bound: &Bound) -> Result<u64, 
     })
 }
 
-/// `mv -f FROM TO` on the device (an atomic rename within one file system).
+/// `mv -f FROM TO` on the device (an atomic rename within one file system), after
+/// `chmod MODE FROM` when a mode is given.
 pub(crate) fn rename(
     session: &Session,
     from: &str,
     to: &str,
+    mode: Option<u32>,
     bound: &Bound,
 ) -> Result<(), DeliveryError> {
     // `mv` into a directory would move the file inside it and succeed (a URL naming a
     // directory, as scp users write): refused, with its own exit status.
     let (quoted_from, quoted_to) = (shell_quote(from), shell_quote(to));
+    let chmod = match mode {
+        Some(mode) => format!(
+            "chmod {:04o} {quoted_from} || exit {CHMOD_FAILED}; ",
+            mode & 0o7777
+        ),
+        None => String::new(),
+    };
     let command = format!(
-        "if [ -d {quoted_to} ]; then exit {IS_A_DIRECTORY}; fi; mv -f {quoted_from} {quoted_to}"
+        "if [ -d {quoted_to} ]; then exit {IS_A_DIRECTORY}; fi; {chmod}mv -f {quoted_from} {quoted_to}"
     );
     let output = run(session, &command, bound, Phase::Upload)?;
     if output.succeeded() {
         return Ok(());
     }
-    if output.status == IS_A_DIRECTORY && output.signal.is_none() {
+    let failed = output.signal.is_none().then_some(output.status);
+    if failed == Some(IS_A_DIRECTORY) {
         return Err(is_a_directory(to));
     }
     let text = output.tail_text();
     let kind = kind_from_text(&text).unwrap_or(ErrorKind::Io);
-    let message = format!(
-        "renaming into place failed: mv {}; {text}",
-        output.describe_status()
-    );
+    let message = match (failed, mode) {
+        (Some(CHMOD_FAILED), Some(mode)) => {
+            format!("cannot give {from} the mode {:04o}: {text}", mode & 0o7777)
+        }
+        _ => format!(
+            "renaming into place failed: mv {}; {text}",
+            output.describe_status()
+        ),
+    };
     Err(failure(Phase::Upload, kind, message))
+}
+
+/// The exit status of the rename's `chmod` failing.
+const CHMOD_FAILED: i32 = 96;
+
+/// What the device says about modes at a path.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Modes {
+    /// The shell's umask.
+    pub(crate) umask: Option<u32>,
+    /// The permission bits of the regular file at the path (links followed), if there is one.
+    pub(crate) existing: Option<u32>,
+}
+
+/// The device's umask and the mode of the file at `path`, by `umask` and `ls -ldL` (POSIX,
+/// busybox too); nothing known when the shell cannot say.
+pub(crate) fn modes(session: &Session, path: &str, bound: &Bound) -> Modes {
+    let quoted = shell_quote(path);
+    let command = format!("umask; if [ -f {quoted} ]; then ls -ldL {quoted}; fi; exit 0");
+    match run(session, &command, bound, Phase::Upload) {
+        Ok(output) if output.succeeded() => parse_modes(&output.text()),
+        _ => Modes::default(),
+    }
+}
+
+/// Reads `modes`' output: the umask in octal, then `ls -l`'s line, if any.
+fn parse_modes(text: &str) -> Modes {
+    let mut lines = text.lines();
+    let umask = lines
+        .next()
+        .and_then(|line| u32::from_str_radix(line.trim(), 8).ok())
+        .filter(|umask| *umask <= 0o777);
+    let existing = lines.next().and_then(parse_ls_mode);
+    Modes { umask, existing }
+}
+
+/// The mode bits of a regular file from `ls -l`'s first field (`-rwsr-x--T`).
+fn parse_ls_mode(line: &str) -> Option<u32> {
+    let field: Vec<char> = line.chars().take(10).collect();
+    if field.len() < 10 || field[0] != '-' {
+        return None;
+    }
+    let mut mode = 0;
+    for (group, special) in [(0, 0o4000), (1, 0o2000), (2, 0o1000)] {
+        let [read, write, execute] = [
+            field[1 + 3 * group],
+            field[2 + 3 * group],
+            field[3 + 3 * group],
+        ];
+        let shift = 3 * (2 - group);
+        mode |= u32::from(read == 'r') << (shift + 2);
+        mode |= u32::from(write == 'w') << (shift + 1);
+        match execute {
+            'x' => mode |= 1 << shift,
+            's' | 't' => mode |= (1 << shift) | special,
+            'S' | 'T' => mode |= special,
+            '-' => {}
+            _ => return None,
+        }
+        if !matches!(read, 'r' | '-') || !matches!(write, 'w' | '-') {
+            return None;
+        }
+    }
+    Some(mode)
 }
 
 /// The exit status of the rename's check that the final path is not a directory.
@@ -407,11 +520,21 @@ pub(crate) fn is_a_directory(path: &str) -> DeliveryError {
     )
 }
 
-/// Whether `path` is a directory on the device (`[ -d PATH ]`, symlinks followed as `mv`
-/// does); `false` when the shell cannot say.
-pub(crate) fn is_directory(session: &Session, path: &str, bound: &Bound) -> bool {
-    let command = format!("[ -d {} ]", shell_quote(path));
-    run(session, &command, bound, Phase::Upload).is_ok_and(|output| output.succeeded())
+/// Which of `paths` (the first) is a directory on the device (`[ -d PATH ]`, symlinks
+/// followed as `mv` does), in one command; `None` when none is, or the shell cannot say.
+pub(crate) fn first_directory(session: &Session, paths: &[&str], bound: &Bound) -> Option<usize> {
+    let mut command = String::new();
+    for (index, path) in paths.iter().enumerate() {
+        command.push_str(&format!(
+            "[ -d {} ] && exit {}; ",
+            shell_quote(path),
+            10 + index
+        ));
+    }
+    command.push_str("exit 0");
+    let output = run(session, &command, bound, Phase::Upload).ok()?;
+    let index = usize::try_from(output.status.checked_sub(10)?).ok()?;
+    (output.signal.is_none() && index < paths.len()).then_some(index)
 }
 
 /// `rm -f PATH` on the device, best effort (cleaning up after a failed check).
@@ -634,6 +757,38 @@ mod tests {
             .expect("sleep");
         assert_eq!(kill(alone.id()), (Some(1), "cleaned\n".to_string()));
         assert_eq!(alone.wait().expect("sleep ends").code(), None);
+    }
+
+    #[test]
+    fn reads_modes_from_umask_and_ls() {
+        let check = |text: &str, umask, existing| {
+            assert_eq!(parse_modes(text), Modes { umask, existing }, "{text:?}");
+        };
+        check(
+            "0022\n-rwx------ 1 0 0 36 Jan  1 00:00 /opt/fw.bin\n",
+            Some(0o22),
+            Some(0o700),
+        );
+        check("0077\n", Some(0o77), None);
+        check(
+            "022\n-rw-r--r--. 1 0 0 3 Jan 1 x\n",
+            Some(0o22),
+            Some(0o644),
+        );
+        check(
+            "0002\n-rwsr-x--T 1 0 0 3 Jan 1 x\n",
+            Some(0o2),
+            Some(0o5750),
+        );
+        check(
+            "0022\n-rwSr-sr-t+ 1 0 0 3 Jan 1 x\n",
+            Some(0o22),
+            Some(0o7655),
+        );
+        check("0022\ndrwxr-xr-x 2 0 0 3 Jan 1 x\n", Some(0o22), None);
+        check("0022\n-rwq------ 1\n", Some(0o22), None);
+        check("", None, None);
+        check("u=rwx\n", None, None);
     }
 
     #[test]

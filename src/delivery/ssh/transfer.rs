@@ -9,16 +9,14 @@
 
 use super::Verify;
 use super::connect::millis;
-use super::errors::{
-    excerpt, failure, io_failure, kind_from_text, session_io_failure, ssh_failure,
-};
+use super::errors::{failure, io_failure, session_io_failure, ssh_failure};
 use super::remote::{self, Bound, Hashed};
-use super::space;
+use super::{shell_upload, space};
 use crate::delivery::{ByteMeter, DeliveryError, ErrorKind, Phase};
 use crate::payload::{Payload, PayloadReader};
 use crate::template::shell_quote;
-use ssh2::{Channel, ErrorCode, ExtendedData, OpenFlags, OpenType, RenameFlags, Session, Sftp};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use ssh2::{ErrorCode, FileStat, OpenFlags, OpenType, RenameFlags, Session, Sftp};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -44,8 +42,10 @@ pub(crate) struct Context<'s> {
 }
 
 /// How the bytes went.
-enum Route {
-    Sftp(Sftp),
+pub(crate) enum Route {
+    /// By SFTP; the session is closed (`None`) before any command runs, so a device that
+    /// allows one session channel at a time (`MaxSessions 1`) is served.
+    Sftp(Option<Sftp>),
     Scp,
     Cat,
 }
@@ -56,6 +56,16 @@ pub(crate) struct Upload {
     part: String,
     path: String,
     resumed: bool,
+    /// The mode a new file gets (the payload's, as scp gives it); a file replaced keeps its.
+    mode: u32,
+}
+
+/// The payload's permission bits, which a new file on the device gets (less the device's
+/// umask), as scp does: without setuid, setgid and sticky bits. 0644 when they cannot be read.
+pub(crate) fn local_mode(payload: &Payload) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(payload.path())
+        .map_or(0o644, |metadata| metadata.permissions().mode() & 0o777)
 }
 
 /// Sends the payload from `file` to `PATH.part` by `sftp` (see `start_sftp`), else through a
@@ -71,15 +81,24 @@ pub(crate) fn upload(
 ) -> Result<Upload, DeliveryError> {
     let part = format!("{path}.part");
     refuse_directory(context, sftp.as_ref(), path)?;
+    let mode = local_mode(context.payload);
     let (route, resumed) = match sftp {
         Some(sftp) => {
             let resume = verify == Verify::Sha256;
-            let resumed = sftp_upload(context, &sftp, &mut file, &part, resume, meter, sent)?;
-            (Route::Sftp(sftp), resumed)
+            let resumed = sftp_upload(
+                context,
+                &sftp,
+                &mut file,
+                (&part, mode),
+                resume,
+                meter,
+                sent,
+            )?;
+            (Route::Sftp(Some(sftp)), resumed)
         }
         None => {
-            let route = exec_upload(context, &mut file, &part, meter, sent)
-                .map_err(|error| clean_up_exec(context, error, &part, *sent))?;
+            let route = shell_upload::upload(context, &mut file, &part, mode, meter, sent)
+                .map_err(|error| shell_upload::clean_up(context, error, &part, *sent))?;
             (route, false)
         }
     };
@@ -88,6 +107,7 @@ pub(crate) fn upload(
         part,
         path: path.to_string(),
         resumed,
+        mode,
     })
 }
 
@@ -100,27 +120,45 @@ fn refuse_directory(
     path: &str,
 ) -> Result<(), DeliveryError> {
     context.arm(Phase::Upload)?;
+    let part = format!("{path}.part");
+    let candidates = [path, part.as_str()];
     let directory = match sftp {
-        Some(sftp) => sftp.stat(Path::new(path)).is_ok_and(|stat| stat.is_dir()),
+        Some(sftp) => candidates
+            .iter()
+            .position(|path| sftp.stat(Path::new(path)).is_ok_and(|stat| stat.is_dir())),
         None => {
             let bound = Bound::new(context.stall, context.stall, context.deadline);
-            remote::is_directory(context.session, path, &bound)
+            remote::first_directory(context.session, &candidates, &bound)
         }
     };
-    if directory {
-        return Err(remote::is_a_directory(path));
+    match directory {
+        None => Ok(()),
+        Some(0) => Err(remote::is_a_directory(path)),
+        Some(_) => Err(part_is_a_directory(&part)),
     }
-    Ok(())
+}
+
+/// A directory where the `.part` goes: scp would write the payload inside it. Permanent: only
+/// someone on the device can say whether it may go.
+fn part_is_a_directory(part: &str) -> DeliveryError {
+    failure(
+        Phase::Upload,
+        ErrorKind::Request,
+        format!(
+            "{part} is a directory on the device, where the upload's temporary file must go: \
+             remove it (rmdir {part}) if nothing in it is needed"
+        ),
+    )
 }
 
 impl Context<'_> {
     /// Bounds the next blocking call by the stall timeout and what is left of the deadline.
-    fn arm(&self, phase: Phase) -> Result<(), DeliveryError> {
+    pub(crate) fn arm(&self, phase: Phase) -> Result<(), DeliveryError> {
         self.arm_within(phase, self.stall)
     }
 
     /// Bounds the next blocking call by `limit` and what is left of the deadline.
-    fn arm_within(&self, phase: Phase, limit: Duration) -> Result<(), DeliveryError> {
+    pub(crate) fn arm_within(&self, phase: Phase, limit: Duration) -> Result<(), DeliveryError> {
         let mut timeout = limit;
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -155,27 +193,38 @@ impl Upload {
     }
 
     /// The same route for the file a patch was applied into: `PATH.part`, to be checked and
-    /// moved over `path`; resumed when the patch was.
-    pub(crate) fn applied_into(self, path: &str) -> Upload {
+    /// moved over `path`, a new file getting `mode`; resumed when the patch was.
+    pub(crate) fn applied_into(self, path: &str, mode: u32) -> Upload {
         Upload {
             route: self.route,
             part: format!("{path}.part"),
             path: path.to_string(),
             resumed: self.resumed,
+            mode,
         }
     }
 
-    /// The SFTP session back, for the next upload of the attempt.
-    pub(crate) fn into_sftp(self) -> Option<Sftp> {
+    /// The SFTP session back (opened again if it was closed), for the next upload of the
+    /// attempt; `None` on a route without SFTP.
+    pub(crate) fn into_sftp(self, context: &Context<'_>) -> Option<Sftp> {
         match self.route {
-            Route::Sftp(sftp) => Some(sftp),
+            Route::Sftp(Some(sftp)) => Some(sftp),
+            Route::Sftp(None) => start_sftp(context).ok().flatten(),
             _ => None,
+        }
+    }
+
+    /// Ends the SFTP session (its channel), so that the command that comes next is the
+    /// connection's only session channel: sshd's `MaxSessions 1` refuses a second one.
+    fn close_sftp(&mut self) {
+        if let Route::Sftp(sftp) = &mut self.route {
+            *sftp = None;
         }
     }
 
     /// Checks the stored `.part`; a mismatch removes it, so the next attempt starts over.
     pub(crate) fn verify(
-        &self,
+        &mut self,
         context: &Context<'_>,
         verify: Verify,
         limit: Duration,
@@ -192,6 +241,7 @@ impl Upload {
                 format!("the device stored {size} bytes, the payload has {len}")
             }
             Verify::Sha256 => {
+                self.close_sftp();
                 let expected = context.payload.digest().hex();
                 match remote::sha256(context.session, &self.part, &bound)? {
                     Hashed::Digest(stored) if stored == expected => return Ok(()),
@@ -208,7 +258,7 @@ impl Upload {
             }
         };
         match &self.route {
-            Route::Sftp(sftp) => drop(sftp.unlink(Path::new(&self.part))),
+            Route::Sftp(Some(sftp)) => drop(sftp.unlink(Path::new(&self.part))),
             _ => remote::remove(context.session, &self.part, &bound),
         }
         let message = format!(
@@ -218,38 +268,93 @@ impl Upload {
         Err(failure(Phase::Verify, ErrorKind::Verify, message))
     }
 
-    /// Moves the checked `.part` over the final path.
-    pub(crate) fn finish(&self, context: &Context<'_>) -> Result<(), DeliveryError> {
+    /// Moves the checked `.part` over the final path, giving it first the mode of the file it
+    /// replaces (else the payload's, less the device's umask), as scp does. Ends the SFTP
+    /// session, so `--exec` is the connection's only session channel.
+    pub(crate) fn finish(&mut self, context: &Context<'_>) -> Result<(), DeliveryError> {
         context.arm(Phase::Upload)?;
         let bound = Bound::new(context.stall, context.stall, context.deadline);
-        let Route::Sftp(sftp) = &self.route else {
-            return remote::rename(context.session, &self.part, &self.path, &bound).inspect_err(
-                |error| {
-                    if error.kind == ErrorKind::Request {
-                        remote::remove(context.session, &self.part, &bound);
-                    }
-                },
-            );
-        };
-        let (from, to) = (Path::new(&self.part), Path::new(&self.path));
-        let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
-        let Err(error) = sftp.rename(from, to, flags) else {
+        if let Route::Sftp(Some(sftp)) = &self.route
+            && self.sftp_finish(sftp)?
+        {
+            self.close_sftp();
             return Ok(());
-        };
-        if matches!(error.code(), ErrorCode::Session(_)) {
-            return Err(ssh_failure(Phase::Upload, &error));
         }
-        // SFTP version 3 servers (OpenSSH's) refuse to rename over an existing file; `mv` is
-        // atomic. Without a shell, remove then rename: the path is briefly absent, never partial.
-        match remote::rename(context.session, &self.part, &self.path, &bound) {
-            Ok(()) => return Ok(()),
+        self.close_sftp();
+        let modes = remote::modes(context.session, &self.path, &bound);
+        let mode = modes
+            .existing
+            .or_else(|| modes.umask.map(|umask| self.mode & !umask));
+        let renamed = remote::rename(context.session, &self.part, &self.path, mode, &bound);
+        match renamed {
             Err(error) if error.kind == ErrorKind::Request => {
-                let _ = sftp.unlink(from);
-                return Err(error);
+                remote::remove(context.session, &self.part, &bound);
+                Err(error)
             }
-            Err(_) => {}
+            // No shell (an SFTP-only account): remove, then rename. The path is briefly
+            // absent, never partial.
+            Err(_) if matches!(self.route, Route::Sftp(_)) => self.sftp_replace(context),
+            renamed => renamed,
+        }
+    }
+
+    /// Over SFTP: gives the `.part` the replaced file's mode and renames it over the path.
+    /// `false` when the server would not rename over an existing file (SFTP version 3 servers,
+    /// OpenSSH's, refuse to; `mv` is atomic), or a new file's mode must be set from the shell.
+    fn sftp_finish(&self, sftp: &Sftp) -> Result<bool, DeliveryError> {
+        let (from, to) = (Path::new(&self.part), Path::new(&self.path));
+        let existing = sftp.stat(to).ok().filter(FileStat::is_file);
+        let Some(mode) = existing.and_then(|stat| stat.perm) else {
+            let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE);
+            return rename_result(sftp.rename(from, to, flags));
+        };
+        let perm = FileStat {
+            size: None,
+            uid: None,
+            gid: None,
+            perm: Some(mode & 0o7777),
+            atime: None,
+            mtime: None,
+        };
+        if let Err(error) = sftp.setstat(from, perm) {
+            return Err(mode_failure(&self.part, mode, &error));
+        }
+        let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
+        rename_result(sftp.rename(from, to, flags))
+    }
+
+    /// Without a shell: removes the path, then renames the `.part` over it by SFTP.
+    fn sftp_replace(&mut self, context: &Context<'_>) -> Result<(), DeliveryError> {
+        let (from, to) = (Path::new(&self.part), Path::new(&self.path));
+        let sftp = start_sftp(context)?.ok_or_else(|| {
+            failure(
+                Phase::Upload,
+                ErrorKind::Reset,
+                format!(
+                    "cannot rename {} to {}: the SFTP session ended",
+                    self.part, self.path
+                ),
+            )
+        })?;
+        if let Some(mode) = sftp
+            .stat(to)
+            .ok()
+            .filter(FileStat::is_file)
+            .and_then(|s| s.perm)
+        {
+            let perm = FileStat {
+                size: None,
+                uid: None,
+                gid: None,
+                perm: Some(mode & 0o7777),
+                atime: None,
+                mtime: None,
+            };
+            sftp.setstat(from, perm)
+                .map_err(|error| mode_failure(&self.part, mode, &error))?;
         }
         let _ = sftp.unlink(to);
+        let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
         sftp.rename(from, to, flags).map_err(|error| {
             let mut failed = ssh_failure(Phase::Upload, &error);
             failed.message = format!(
@@ -261,13 +366,49 @@ impl Upload {
     }
 
     fn stored_size(&self, context: &Context<'_>, bound: &Bound) -> Result<u64, DeliveryError> {
-        let Route::Sftp(sftp) = &self.route else {
+        let Route::Sftp(Some(sftp)) = &self.route else {
             return remote::size(context.session, &self.part, bound);
         };
         let stat = sftp
             .stat(Path::new(&self.part))
             .map_err(|error| ssh_failure(Phase::Verify, &error))?;
         Ok(stat.size.unwrap_or(0))
+    }
+}
+
+/// An SFTP rename's result: done, or to be done by the shell (a session error is the
+/// connection's, and final).
+fn rename_result(result: Result<(), ssh2::Error>) -> Result<bool, DeliveryError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(error) if matches!(error.code(), ErrorCode::Session(_)) => {
+            Err(ssh_failure(Phase::Upload, &error))
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+fn mode_failure(part: &str, mode: u32, error: &ssh2::Error) -> DeliveryError {
+    let mut failed = ssh_failure(Phase::Upload, error);
+    failed.message = format!(
+        "cannot give {part} the mode {:04o} of the file it replaces: {}",
+        mode & 0o7777,
+        failed.message
+    );
+    failed
+}
+
+/// The error for a `.part` the device would not create, from what it (scp, the shell) said:
+/// a missing directory and a read-only file system or a refused permission are permanent, and
+/// say so; anything else may pass.
+pub(crate) fn cannot_create(part: &str, said: &str) -> DeliveryError {
+    match super::errors::kind_from_text(said) {
+        Some(ErrorKind::Request) => missing_directory(part, said),
+        kind => failure(
+            Phase::Upload,
+            kind.unwrap_or(ErrorKind::Io),
+            format!("cannot create {part}: {said}"),
+        ),
     }
 }
 
@@ -280,19 +421,32 @@ pub(crate) fn start_sftp(context: &Context<'_>) -> Result<Option<Sftp>, Delivery
     context
         .session
         .set_timeout(millis(SFTP_START.min(context.stall)));
-    let started = context.session.sftp();
+    let mut started = context.session.sftp();
+    if started.as_ref().is_err_and(remote::is_open_refused) {
+        // Refused right behind the close of the previous channel (see `session_channel`).
+        started = context.session.sftp();
+    }
     context.arm(Phase::Upload)?;
     Ok(started.ok())
 }
 
-/// Uploads by SFTP; returns whether it resumed an existing `.part`.
-/// SFTP version 3 (OpenSSH's server) reports most reasons a file cannot be created (a
-/// read-only file system, a directory in the way) as a bare "failure": the device's shell is
-/// asked why (`: > PART`), and its words decide the kind (read-only: permanent). Every message
-/// names the file.
-fn cannot_create(context: &Context<'_>, error: &ssh2::Error, part: &str) -> DeliveryError {
+/// The `.part`'s directory is missing (permanent: the URL is wrong).
+fn missing_directory(part: &str, said: &str) -> DeliveryError {
+    let dir = space::dir_of(part);
+    let message = format!(
+        "cannot create {part}: its directory {dir} does not exist on the device (or is not a \
+         directory): check the URL's path ({said})"
+    );
+    failure(Phase::Upload, ErrorKind::Request, message)
+}
+
+/// Why SFTP could not create the `.part`. SFTP version 3 (OpenSSH's server) reports most
+/// reasons (a read-only file system, a directory in the way) as a bare "failure": the device's
+/// shell is asked why (`: > PART`), and its words decide the kind (read-only: permanent).
+/// Every message names the file.
+fn sftp_cannot_create(context: &Context<'_>, error: &ssh2::Error, part: &str) -> DeliveryError {
     const FX_FAILURE: i32 = 4;
-    let mut failed = ssh_failure(Phase::Upload, error);
+    let failed = ssh_failure(Phase::Upload, error);
     match error.code() {
         ErrorCode::SFTP(FX_FAILURE) => {
             let bound = Bound::new(context.stall, context.stall, context.deadline);
@@ -300,31 +454,30 @@ fn cannot_create(context: &Context<'_>, error: &ssh2::Error, part: &str) -> Deli
             if let Ok(output) = remote::run(context.session, &command, &bound, Phase::Upload)
                 && !output.succeeded()
             {
-                let text = output.tail_text();
-                failed.kind = super::errors::kind_from_text(&text).unwrap_or(failed.kind);
-                failed.message = format!("cannot create {part}: {text}");
+                let mut failed = cannot_create(part, &output.tail_text());
+                if failed.kind == ErrorKind::Io {
+                    failed.kind = super::errors::kind_of(error);
+                }
                 return failed;
             }
-            failed.message = format!("cannot create {part}: {}", failed.message);
+            cannot_create(part, &failed.message)
         }
         ErrorCode::SFTP(_) if failed.kind == ErrorKind::Request => {
-            let dir = space::dir_of(part);
-            failed.message = format!(
-                "cannot create {part}: its directory {dir} does not exist on the device (or is \
-                 not a directory): check the URL's path ({})",
-                error.message()
-            );
+            missing_directory(part, error.message())
         }
-        _ => failed.message = format!("cannot create {part}: {}", failed.message),
+        _ => DeliveryError {
+            message: format!("cannot create {part}: {}", failed.message),
+            ..failed
+        },
     }
-    failed
 }
 
+/// Uploads by SFTP; returns whether it resumed an existing `.part`.
 fn sftp_upload(
     context: &Context<'_>,
     sftp: &Sftp,
     file: &mut PayloadReader,
-    part: &str,
+    (part, mode): (&str, u32),
     may_resume: bool,
     meter: &mut ByteMeter<'_>,
     sent: &mut u64,
@@ -338,11 +491,14 @@ fn sftp_upload(
     };
     let mut flags = OpenFlags::WRITE | OpenFlags::CREATE;
     if offset == 0 {
+        // A new file, so it is created with the payload's mode (less the umask): an old one
+        // truncated would keep its own.
+        let _ = sftp.unlink(Path::new(part));
         flags |= OpenFlags::TRUNCATE;
     }
     let mut remote = sftp
-        .open_mode(Path::new(part), flags, 0o644, OpenType::File)
-        .map_err(|error| cannot_create(context, &error, part))?;
+        .open_mode(Path::new(part), flags, mode as i32, OpenType::File)
+        .map_err(|error| sftp_cannot_create(context, &error, part))?;
     if offset > 0 {
         remote
             .seek(SeekFrom::Start(offset))
@@ -385,25 +541,6 @@ fn sftp_upload(
     Ok(offset > 0)
 }
 
-/// After a failed upload by `scp` or `cat`: names a full disk (by `df`) and removes the
-/// `.part` unless the failure is worth another try with it (neither resumes, but an SFTP
-/// attempt may), so a failed upload never leaves the device's disk full.
-fn clean_up_exec(
-    context: &Context<'_>,
-    error: DeliveryError,
-    part: &str,
-    sent: u64,
-) -> DeliveryError {
-    if space::worth_keeping(&error) {
-        return error;
-    }
-    let bound = Bound::new(context.stall, context.stall, context.deadline);
-    let len = context.payload.len();
-    let free = space::shell_free(context.session, space::dir_of(part), None, &bound);
-    remote::remove(context.session, part, &bound);
-    space::explain_failed_write(error, free, len.saturating_sub(sent), len, part)
-}
-
 /// The size of a `.part` worth resuming (0 when there is none, or it is longer than the
 /// payload).
 fn resumable_size(sftp: &Sftp, part: &str, len: u64) -> Result<u64, DeliveryError> {
@@ -415,122 +552,13 @@ fn resumable_size(sftp: &Sftp, part: &str, len: u64) -> Result<u64, DeliveryErro
     }
 }
 
-/// Uploads through a remote command: `scp -t` (libssh2's SCP), else `cat > PART`.
-fn exec_upload(
-    context: &Context<'_>,
-    file: &mut PayloadReader,
-    part: &str,
-    meter: &mut ByteMeter<'_>,
-    sent: &mut u64,
-) -> Result<Route, DeliveryError> {
-    let len = context.payload.len();
-    // Neither scp nor cat resumes: an old `.part` goes first, so its space counts as free.
-    let bound = Bound::new(context.stall, context.stall, context.deadline);
-    let dir = space::dir_of(part);
-    if let Some(free) = space::shell_free(context.session, dir, Some(part), &bound)
-        && free < len
-    {
-        return Err(space::not_enough(free, len, dir, None));
-    }
-    match context.session.scp_send(Path::new(part), 0o644, len, None) {
-        Ok(mut channel) => {
-            let sent_all = send(context, file, &mut channel, len, meter, sent)
-                .and_then(|()| end_scp_file(&mut channel));
-            if let Err(error) = sent_all {
-                return Err(settle(context, channel, error));
-            }
-            close_channel(context, channel, "scp")?;
-            Ok(Route::Scp)
-        }
-        // scp ran and refused the path (permission, no such directory, no space).
-        Err(error) if kind_from_text(error.message()).is_some() => {
-            Err(ssh_failure(Phase::Upload, &error))
-        }
-        // No scp on the device (or the connection is gone, which `cat` finds out too).
-        Err(_) => {
-            let ssh = |error: ssh2::Error| ssh_failure(Phase::Upload, &error);
-            let mut channel = context.session.channel_session().map_err(ssh)?;
-            channel
-                .handle_extended_data(ExtendedData::Merge)
-                .map_err(ssh)?;
-            channel
-                .exec(&format!("cat > {}", shell_quote(part)))
-                .map_err(ssh)?;
-            if let Err(error) = send(context, file, &mut channel, len, meter, sent) {
-                return Err(settle(context, channel, error));
-            }
-            close_channel(context, channel, "cat")?;
-            Ok(Route::Cat)
-        }
-    }
-}
-
-/// Closes the channel of a failed `scp` or `cat` and waits until the device has closed it
-/// too, when the session will be used to clean up (dropbear refused the next command at times
-/// while the failed one was still open); after a broken connection or a timeout it is only
-/// dropped, so no time is spent waiting on a dead device.
-fn settle(context: &Context<'_>, mut channel: Channel, error: DeliveryError) -> DeliveryError {
-    if !space::worth_keeping(&error) && context.arm(Phase::Upload).is_ok() {
-        let _ = channel.send_eof();
-        let _ = channel.close();
-        let _ = channel.wait_close();
-    }
-    error
-}
-
-/// Ends the file as the SCP protocol wants (libssh2 leaves it to us): a zero byte after the
-/// data, answered by the device's zero byte, or by 1 or 2 and a message.
-fn end_scp_file(channel: &mut Channel) -> Result<(), DeliveryError> {
-    let ssh_io = |error: std::io::Error| io_failure(Phase::Upload, &error);
-    channel.write_all(b"\0").map_err(ssh_io)?;
-    let mut answer = [0u8; 1];
-    channel.read_exact(&mut answer).map_err(ssh_io)?;
-    if answer[0] == 0 {
-        return Ok(());
-    }
-    let mut message = Vec::new();
-    let _ = BufReader::new(Read::by_ref(channel).take(1024)).read_until(b'\n', &mut message);
-    let message = excerpt(&String::from_utf8_lossy(&message));
-    let kind = kind_from_text(&message).unwrap_or(ErrorKind::Io);
-    Err(failure(
-        Phase::Upload,
-        kind,
-        format!("scp on the device: {message}"),
-    ))
-}
-
-/// Ends the data of an exec-based upload and checks the command's exit status.
-fn close_channel(
-    context: &Context<'_>,
-    mut channel: Channel,
-    tool: &str,
-) -> Result<(), DeliveryError> {
-    let ssh = |error: ssh2::Error| ssh_failure(Phase::Upload, &error);
-    context.arm(Phase::Upload)?;
-    channel.send_eof().map_err(ssh)?;
-    channel.wait_eof().map_err(ssh)?;
-    let mut said = Vec::new();
-    let _ = channel.stderr().take(4096).read_to_end(&mut said);
-    let _ = (&mut channel).take(4096).read_to_end(&mut said);
-    channel.close().map_err(ssh)?;
-    channel.wait_close().map_err(ssh)?;
-    let status = channel.exit_status().map_err(ssh)?;
-    if status == 0 {
-        return Ok(());
-    }
-    let said = excerpt(&String::from_utf8_lossy(&said));
-    let kind = kind_from_text(&said).unwrap_or(ErrorKind::Io);
-    let message = format!("{tool} on the device exited with status {status}: {said}");
-    Err(failure(Phase::Upload, kind, message))
-}
-
 /// Streams `remaining` bytes of `file` to `writer`, counting each chunk read in the meter (which
 /// may first wait for the bandwidth limits) and in `sent` what the device took. Each write call
 /// gets everything not yet taken plus fresh data (`in_flight` in all): libssh2 pipelines SFTP
 /// writes only within one call and returns at the first acknowledgement, so handing it whole
 /// 1 MiB buffers drains the pipeline at the end of each; libssh2 skips what it has already
 /// queued from an earlier call.
-fn send(
+pub(crate) fn send(
     context: &Context<'_>,
     file: &mut PayloadReader,
     writer: &mut impl Write,
@@ -569,23 +597,28 @@ fn send(
         }
         let window_left = window_ends.saturating_duration_since(Instant::now());
         if window_left.is_zero() {
-            let message = format!(
-                "stalled: the device took less than {} KiB within --stall-timeout ({})",
-                MIN_PROGRESS >> 10,
-                crate::units::human_duration(context.stall)
-            );
-            return Err(failure(Phase::Upload, ErrorKind::Timeout, message));
+            return Err(stalled_writing(context));
         }
         context.arm_within(Phase::Upload, window_left)?;
-        let taken = writer.write(&buffer[start..end]).map_err(|error| {
-            let failed = session_io_failure(context.session, Phase::Upload, &error);
-            if failed.kind == ErrorKind::Timeout {
+        let taken = match writer.write(&buffer[start..end]) {
+            Ok(taken) => taken,
+            Err(error) => {
+                let failed = session_io_failure(context.session, Phase::Upload, &error);
+                if failed.kind != ErrorKind::Timeout {
+                    return Err(failed);
+                }
+                if Instant::now() < window_ends {
+                    // libssh2 ends a blocking wait early, as a timeout, when a keepalive falls
+                    // due within it (15 s after the last one): the stall window is not over.
+                    let _ = context.session.keepalive_send();
+                    continue;
+                }
                 // The device stopped reading: every call left (closing the file, the channel,
                 // the session) would wait the whole timeout again; give them a moment only.
                 context.session.set_timeout(1);
+                return Err(stalled_writing(context));
             }
-            failed
-        })?;
+        };
         if taken == 0 {
             return Err(failure(
                 Phase::Upload,
@@ -604,6 +637,16 @@ fn send(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// The device took too little within a stall window.
+fn stalled_writing(context: &Context<'_>) -> DeliveryError {
+    let message = format!(
+        "stalled: the device took less than {} KiB within --stall-timeout ({})",
+        MIN_PROGRESS >> 10,
+        crate::units::human_duration(context.stall)
+    );
+    failure(Phase::Upload, ErrorKind::Timeout, message)
 }
 
 /// Bytes a device must take within one stall window for the upload to count as moving.
