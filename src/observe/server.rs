@@ -6,10 +6,12 @@
 //! most `MAX_CONNECTIONS`), all joined by `stop`, and the control endpoints' authorisation.
 //! Must not: render anything itself (it serves the documents the progress thread left on the
 //! `StatusBoard`), wait without a timeout, accept anything but GET and HEAD outside
-//! `/control/`, change anything for a request without the token, or echo a token.
+//! `/control/`, change anything for a request without the token, or echo a token; nor answer,
+//! when it listens on loopback, a request whose `Host` names another server (DNS rebinding:
+//! a web page in the operator's browser whose name was rebound to 127.0.0.1).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -69,7 +71,7 @@ impl StatusServer {
             let stop = stop.clone();
             thread::Builder::new()
                 .name("status-server".into())
-                .spawn(move || accept_loop(&listener, &board, control.as_ref(), &stop))?
+                .spawn(move || accept_loop(&listener, addr, &board, control.as_ref(), &stop))?
         };
         Ok(StatusServer {
             addr,
@@ -112,6 +114,7 @@ impl Drop for StatusServer {
 
 fn accept_loop(
     listener: &TcpListener,
+    local: SocketAddr,
     board: &Arc<StatusBoard>,
     control: Option<&ControlAccess>,
     stop: &AtomicBool,
@@ -126,7 +129,7 @@ fn accept_loop(
                 let control = control.cloned();
                 let spawned = thread::Builder::new()
                     .name("status-connection".into())
-                    .spawn(move || serve(stream, peer, &board, control.as_ref()));
+                    .spawn(move || serve(stream, (local, peer), &board, control.as_ref()));
                 match spawned {
                     Ok(handle) => connections.push(handle),
                     Err(error) => log::debug!("status server: cannot start a thread: {error}"),
@@ -153,10 +156,10 @@ fn join_finished(connections: &mut Vec<JoinHandle<()>>) {
     }
 }
 
-/// Answers one request and closes the connection.
+/// Answers one request on a connection between `(local, peer)` and closes the connection.
 fn serve(
     mut stream: TcpStream,
-    peer: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
     board: &StatusBoard,
     control: Option<&ControlAccess>,
 ) {
@@ -166,7 +169,7 @@ fn serve(
         .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
         .and_then(|()| read_head(&mut stream))
         .and_then(|head| {
-            let reply = respond(&head, board, control, peer);
+            let reply = respond(&head, board, control, (local, peer));
             stream.write_all(&reply)
         });
     if let Err(error) = answered {
@@ -194,15 +197,30 @@ fn read_head(stream: &mut TcpStream) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&head).into_owned())
 }
 
-/// The whole response (head and body) to a request head from `peer`.
+/// The whole response (head and body) to a request head that came to `local` from `peer`.
 pub(crate) fn respond(
     head: &str,
     board: &StatusBoard,
     control: Option<&ControlAccess>,
-    peer: SocketAddr,
+    (local, peer): (SocketAddr, SocketAddr),
 ) -> Vec<u8> {
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    if !host_allowed(local.ip(), header(head, "host")) {
+        log::debug!("status server: refused {method} from {peer}: Host names another server");
+        let body = format!(
+            "forbidden: this server answers requests for its loopback address only (Host \
+             127.0.0.1, [::1] or localhost), a guard against DNS rebinding: open http://{local}/\n"
+        );
+        return response(
+            403,
+            "Forbidden",
+            "text/plain; charset=utf-8",
+            &body,
+            &[],
+            method,
+        );
+    }
     let path = target.split('?').next().unwrap_or("");
     if let Some(name) = path.strip_prefix("/control/") {
         return control_response(head, method, name, control, peer);
@@ -322,6 +340,41 @@ fn control_response(
     response(200, "OK", "application/json", &body, &[], method)
 }
 
+/// Whether a server listening on `local` may answer a request with this `Host` header.
+///
+/// On loopback (the default; `--status-allow-remote` binds elsewhere), only a loopback name
+/// will do: `127.x.y.z`, `[::1]` or `localhost`, with any port. A DNS-rebinding page reaches the
+/// socket under its own name (`Host: attacker.example:9100`), and a browser always sends the
+/// name of the page's origin (`Host` is a header no script may set), so a loopback name means
+/// the page came from loopback itself; any port, so that `ssh -L 8080:127.0.0.1:9100` works. A
+/// request without `Host` is answered: browsers always send one, so it comes from a program on
+/// this host (an HTTP/1.0 client, `nc`), which could connect to the port anyway.
+fn host_allowed(local: IpAddr, host: Option<&str>) -> bool {
+    !local.is_loopback() || host.is_none_or(is_loopback_host)
+}
+
+/// `127.0.0.1`, `[::1]`, `localhost` (any case), each with or without a `:PORT`.
+fn is_loopback_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((name, rest)) => (name, rest.strip_prefix(':')),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok());
+    let bracketed = host.starts_with('[');
+    let name_ok = match name.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => bracketed && ip.is_loopback(),
+        Ok(IpAddr::V4(ip)) => !bracketed && ip.is_loopback(),
+        Err(_) => !bracketed && name.eq_ignore_ascii_case("localhost"),
+    };
+    port_ok && name_ok
+}
+
 /// The value of header `name` (lowercase) in a request head.
 fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
     head.lines().skip(1).find_map(|line| {
@@ -368,8 +421,12 @@ mod tests {
         board
     }
 
-    fn peer() -> SocketAddr {
-        "127.0.0.1:5555".parse().unwrap()
+    /// The server on 127.0.0.1:9100, the client on 127.0.0.1:5555.
+    fn ends() -> (SocketAddr, SocketAddr) {
+        (
+            "127.0.0.1:9100".parse().unwrap(),
+            "127.0.0.1:5555".parse().unwrap(),
+        )
     }
 
     #[track_caller]
@@ -384,7 +441,7 @@ mod tests {
         expected_head: &[&str],
         expected_body: Option<&str>,
     ) {
-        let reply = String::from_utf8(respond(request, &board(), control, peer())).unwrap();
+        let reply = String::from_utf8(respond(request, &board(), control, ends())).unwrap();
         let (head, body) = reply.split_once("\r\n\r\n").unwrap();
         for line in expected_head {
             assert!(head.contains(line), "{line:?} not in\n{head}");
@@ -489,6 +546,78 @@ mod tests {
         );
     }
 
+    /// A DNS-rebinding page (`attacker.example` rebound to 127.0.0.1) read `/status.json` and
+    /// `/device` from the loopback server, which answered any `Host`.
+    #[test]
+    fn a_loopback_server_answers_only_loopback_host_names() {
+        #[track_caller]
+        fn check_host(local: &str, host: Option<&str>, expected: bool) {
+            let local: IpAddr = local.parse().unwrap();
+            assert_eq!(
+                host_allowed(local, host),
+                expected,
+                "Host {host:?} on {local}"
+            );
+        }
+        for host in [
+            "127.0.0.1:9100",
+            "127.0.0.1",
+            "127.3.4.5:9100",
+            "localhost:9100",
+            "LocalHost:8080",
+            "localhost",
+            "[::1]:9100",
+            "[::1]",
+            "[0:0:0:0:0:0:0:1]:9100",
+        ] {
+            check_host("127.0.0.1", Some(host), true);
+            check_host("::1", Some(host), true);
+            check_host("10.1.2.3", Some(host), true);
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:9100",
+            "127.0.0.1.attacker.example:9100",
+            "localhost.attacker.example",
+            "evil.localhost:9100",
+            "localhost.:9100",
+            "10.0.0.1:9100",
+            "[::2]:9100",
+            "[::1",
+            "::1",
+            "[127.0.0.1]:9100",
+            "127.0.0.1:port",
+            "127.0.0.1:9100:9100",
+            "",
+        ] {
+            check_host("127.0.0.1", Some(host), false);
+            check_host("::1", Some(host), false);
+            // --status-allow-remote on another address: its names are not known here.
+            check_host("0.0.0.0", Some(host), true);
+        }
+        check_host("127.0.0.1", None, true);
+
+        let access = ControlAccess {
+            control: Arc::new(Control::new()),
+            token: Token::new("s3cret".into()),
+        };
+        for path in ["/status.json", "/device?id=dev-1", "/metrics", "/"] {
+            let forged = format!("GET {path} HTTP/1.1\r\nHost: attacker.example:9100\r\n\r\n");
+            check(&forged, &["HTTP/1.1 403 Forbidden", "text/plain"], None);
+        }
+        let abort = "POST /control/abort HTTP/1.1\r\nHost: attacker.example\r\n\
+                     Authorization: Bearer s3cret\r\n\r\n";
+        check_with(Some(&access), abort, &["403 Forbidden"], None);
+        assert!(access.control.take_requests().is_empty());
+        assert!(!access.control.is_aborted());
+        check(
+            "GET /status.json HTTP/1.1\r\nhost: localhost:9100\r\n\r\n",
+            &["200 OK"],
+            Some("{\"state\":\"running\"}"),
+        );
+        check("GET /metrics HTTP/1.0\r\n\r\n", &["200 OK"], Some("m 1\n"));
+    }
+
     #[test]
     fn the_page_loads_nothing_from_elsewhere() {
         for needle in [
@@ -511,7 +640,7 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
         let mut reply = String::new();
         stream.read_to_string(&mut reply).unwrap();

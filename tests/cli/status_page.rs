@@ -21,8 +21,8 @@ pub(crate) fn get(base: &str, path: &str) -> (u16, String, String) {
     request(base, "GET", path, &[])
 }
 
-/// `METHOD path` with `headers` (`Name: value` lines) to the server at `base`: status, head
-/// and body.
+/// `METHOD path` with `headers` (`Name: value` lines; `Host: IP:PORT` unless they give one) to
+/// the server at `base`: status, head and body.
 pub(crate) fn request(
     base: &str,
     method: &str,
@@ -37,7 +37,13 @@ pub(crate) fn request(
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for header in headers {
         head.push_str(&format!("{header}\r\n"));
     }
@@ -211,6 +217,33 @@ fn status_server_serves_status_json_metrics_and_the_page_while_the_run_is_live()
     );
     assert!(page.contains("<title>update-orchestrator</title>"));
     assert_eq!(get(&run.base, "/nope").0, 404);
+
+    // DNS rebinding: a page whose name was rebound to 127.0.0.1 read the run (any Host was
+    // answered). Only a loopback name is, with any port (an SSH tunnel's).
+    for path in ["/status.json", "/device?id=dev-00001", "/metrics", "/"] {
+        for host in ["attacker.example", "attacker.example:80"] {
+            let (code, _, body) = request(&run.base, "GET", path, &[&format!("Host: {host}")]);
+            assert_eq!(code, 403, "{path} for Host {host}: {body}");
+            assert!(body.contains("DNS rebinding"), "{body}");
+            assert!(!body.contains("dev-"), "{body}");
+        }
+    }
+    let port = run
+        .base
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    for host in [format!("localhost:{port}"), "127.0.0.1:8080".to_string()] {
+        let (code, _, _) = request(
+            &run.base,
+            "GET",
+            "/status.json",
+            &[&format!("Host: {host}")],
+        );
+        assert_eq!(code, 200, "Host {host}");
+    }
 
     run.running.signal("INT");
     run.running.wait().expect_status(130);
