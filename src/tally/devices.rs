@@ -86,6 +86,9 @@ pub(crate) struct DeviceCounts {
     unsent_bytes: u64,
     /// In-flight devices by index, with the bytes of their current attempt.
     attempt_bytes: HashMap<usize, u64>,
+    /// Devices waiting to retry an upload, with the bytes of the attempt the retry took back:
+    /// still their last upload attempt's until the next one starts.
+    retried_bytes: HashMap<usize, u64>,
     /// The sum of `attempt_bytes`, kept as it changes: summing them for every event cost time
     /// in proportion to the devices in flight (thousands).
     attempt_bytes_sum: u64,
@@ -202,6 +205,7 @@ impl DeviceCounts {
 
     fn attempt_started(&mut self, index: usize) {
         self.restart_attempt(index);
+        self.retried_bytes.remove(&index);
         self.retrying.remove(&index);
     }
 
@@ -217,8 +221,11 @@ impl DeviceCounts {
     /// Only a failed upload attempt takes its bytes back: a probe, install or rollback request
     /// that is retried leaves the upload before it (if any) as done as it was.
     fn retry_scheduled(&mut self, index: usize) {
-        if !self.past_upload.contains(&index) {
-            self.restart_attempt(index);
+        if !self.past_upload.contains(&index)
+            && let Some(taken_back) = self.restart_attempt(index)
+            && taken_back > 0
+        {
+            self.retried_bytes.insert(index, taken_back);
         }
         self.retrying.insert(index);
     }
@@ -236,20 +243,24 @@ impl DeviceCounts {
         }
     }
 
-    /// The device's current attempt starts from zero bytes.
-    fn restart_attempt(&mut self, index: usize) {
-        if let Some(before) = self.attempt_bytes.insert(index, 0) {
-            self.attempt_bytes_sum -= before;
-        }
+    /// The device's current attempt starts from zero bytes; the bytes it had, if it was in
+    /// flight.
+    fn restart_attempt(&mut self, index: usize) -> Option<u64> {
+        let before = self.attempt_bytes.insert(index, 0)?;
+        self.attempt_bytes_sum -= before;
+        Some(before)
     }
 
     /// A device that ends without succeeding (failed, skipped, interrupted) counts the bytes
     /// its last upload attempt sent as done, and the rest leaves the total: the progress never
     /// shows bytes that were not sent, nor waits for bytes that never will be. Each device adds
     /// as much to `partial_bytes` as it takes from the total, so done stays at most the total.
+    /// A device waiting to retry its upload has not started another: its last upload attempt
+    /// is the one the retry took back.
     fn device_ended_short(&mut self, index: usize) {
-        let sent = self.attempt_bytes.get(&index).copied().unwrap_or(0);
-        let sent = sent.min(self.payload_len);
+        let current = self.attempt_bytes.get(&index).copied().unwrap_or(0);
+        let retried = self.retried_bytes.get(&index).copied().unwrap_or(0);
+        let sent = current.saturating_add(retried).min(self.payload_len);
         self.partial_bytes = self.partial_bytes.saturating_add(sent);
         self.unsent_bytes = self.unsent_bytes.saturating_add(self.payload_len - sent);
         self.device_ended(index);
@@ -259,6 +270,7 @@ impl DeviceCounts {
         if let Some(before) = self.attempt_bytes.remove(&index) {
             self.attempt_bytes_sum -= before;
         }
+        self.retried_bytes.remove(&index);
         self.retrying.remove(&index);
         self.waiting.remove(&index);
         self.past_upload.remove(&index);
@@ -550,6 +562,75 @@ mod tests {
         ]
         .concat();
         check_bytes(&run, (170, 170, 270));
+    }
+
+    /// Four devices each sent their whole payload, got a 503 and waited to retry; an abort
+    /// ended them `interrupted` and the bytes showed `0.0/1.5 MiB` (the retry had taken their
+    /// attempts' bytes back), against the docs' "adds the bytes its last upload attempt sent".
+    /// Until a device starts another upload attempt, the retried one is its last.
+    #[test]
+    fn a_device_ended_while_waiting_to_retry_counts_its_last_upload_attempt() {
+        let retried = |index, bytes| {
+            [
+                started(index),
+                attempt(index, 1),
+                sent(index, bytes),
+                retry(index, 1),
+            ]
+        };
+        let cases: Vec<(Vec<Event>, (u64, u64, u64))> = vec![
+            // The tester's run, scaled: two of four devices sent it all, then were aborted.
+            (
+                [
+                    &retried(0, 100)[..],
+                    &retried(1, 100),
+                    &[interrupted(0), interrupted(1)],
+                ]
+                .concat(),
+                (200, 200, 400),
+            ),
+            // While waiting, the retried attempt's bytes are not progress (it starts over).
+            (retried(0, 60).to_vec(), (60, 0, 400)),
+            (
+                [&retried(0, 60)[..], &[interrupted(0)]].concat(),
+                (60, 60, 360),
+            ),
+            (
+                [&retried(0, 60)[..], &[failed(0, 2)]].concat(),
+                (60, 60, 360),
+            ),
+            ([&retried(0, 60)[..], &[skipped(0)]].concat(), (60, 60, 360)),
+            // The next attempt started: it is the last one, even at 0 bytes.
+            (
+                [&retried(0, 60)[..], &[attempt(0, 2), interrupted(0)]].concat(),
+                (60, 0, 300),
+            ),
+            (
+                [
+                    &retried(0, 60)[..],
+                    &[attempt(0, 2), sent(0, 30), interrupted(0)],
+                ]
+                .concat(),
+                (90, 30, 330),
+            ),
+            // A second retry of an attempt that sent nothing keeps the last real upload's.
+            (
+                [&retried(0, 60)[..], &[retry(0, 2), interrupted(0)]].concat(),
+                (60, 60, 360),
+            ),
+            // Nothing carries over to the device's next life or to another device.
+            (
+                [
+                    &retried(0, 60)[..],
+                    &[succeeded(0), started(1), interrupted(1)],
+                ]
+                .concat(),
+                (60, 100, 300),
+            ),
+        ];
+        for (events, expected) in cases {
+            check_bytes(&events, expected);
+        }
     }
 
     /// A retried install request took the finished upload's bytes back: a device that uploaded
