@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod server;
 pub mod status;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,12 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// Whether the status server has the control endpoints (`--control-token-env`): a paused
+    /// run can be resumed over HTTP.
+    pub fn http_control(&self) -> bool {
+        self.board.as_ref().is_some_and(|board| board.has_control())
+    }
+
     /// Whether anything is to be written at all.
     pub fn is_empty(&self) -> bool {
         self.event_log.is_none()
@@ -170,6 +177,8 @@ pub struct Documents {
 #[derive(Debug)]
 pub struct StatusBoard {
     documents: Mutex<Documents>,
+    /// Whether the server serving it has the control endpoints.
+    control: AtomicBool,
     lookups: (Sender<Lookup>, Receiver<Lookup>),
 }
 
@@ -209,7 +218,13 @@ impl StatusBoard {
                 status_json: status::render(&snapshot, &tally.counters, views(&tally)).into(),
             }),
             lookups: crossbeam_channel::bounded(MAX_LOOKUPS),
+            control: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a server with the control endpoints serves it.
+    pub fn has_control(&self) -> bool {
+        self.control.load(Ordering::SeqCst)
     }
 
     /// Asks the progress thread for device `id`.

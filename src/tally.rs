@@ -10,6 +10,7 @@
 
 mod counters;
 mod devices;
+mod rollout;
 mod roster;
 mod series;
 
@@ -20,6 +21,7 @@ use crate::events::Event;
 pub use counters::{ControlRecord, Counters, Failure, RECENT_CONTROL, RECENT_FAILURES, WaveRecord};
 pub use devices::Snapshot;
 pub(crate) use devices::{DeviceCounts, Notice};
+pub(crate) use rollout::{pause_note, with_pause_note};
 pub use roster::{DeviceRecord, GroupColumn, Roster, State};
 pub use series::{MAX_BUCKETS, Rates, Series};
 

@@ -66,6 +66,7 @@ impl StatusServer {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        board.control.store(control.is_some(), Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = stop.clone();

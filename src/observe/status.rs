@@ -39,8 +39,15 @@ pub fn document(snapshot: &Snapshot, counters: &Counters, views: Views<'_>) -> V
     let ended = s.succeeded + s.failed + s.skipped + s.interrupted;
     let state = match (counters.started_at, counters.finished_at) {
         (_, Some(_)) => "finished",
+        (Some(_), None) if s.stopping.is_some() => "stopping",
         (Some(_), None) => "running",
         (None, None) => "starting",
+    };
+    // Once the run stops dispatching, the devices not started never will be.
+    let unstarted = s.total.saturating_sub(ended + s.in_flight);
+    let (pending, not_started) = match s.stopping {
+        Some(_) => (0, unstarted),
+        None => (unstarted, 0),
     };
     let failures: Vec<Value> = counters
         .recent_failures
@@ -57,12 +64,14 @@ pub fn document(snapshot: &Snapshot, counters: &Counters, views: Views<'_>) -> V
         .collect();
     let document = json!({
         "state": state,
+        "stopping": s.stopping,
         "started_at": counters.started_at.map(timestamp::format),
         "finished_at": counters.finished_at.map(timestamp::format),
         "elapsed_seconds": s.elapsed.as_secs_f64(),
         "devices": {
             "total": s.total,
-            "pending": s.total.saturating_sub(ended + s.in_flight),
+            "pending": pending,
+            "not_started": not_started,
             "in_flight": s.in_flight,
             "retrying": s.retrying,
             "waiting_for_health": s.waiting_for_health,
@@ -340,6 +349,46 @@ mod tests {
         assert_eq!(looked_up["status"], "failed");
         assert_eq!(looked_up["groups"]["site"], "site-07");
         assert!(device(&roster, "dev-999").is_none());
+    }
+
+    /// After an abort `/status.json` said `"state":"running"`, with no reason, and counted the
+    /// devices that would never start as `pending`.
+    #[test]
+    fn a_stopping_run_says_so_and_why_and_its_unstarted_devices_are_not_pending() {
+        #[track_caller]
+        fn check(stopping: Option<&str>, finished: bool, expected: (&str, u64, u64)) {
+            let snapshot = Snapshot {
+                total: 40,
+                succeeded: 4,
+                in_flight: 4,
+                stopping: stopping.map(String::from),
+                ..Snapshot::default()
+            };
+            let mut counters = Counters::default();
+            let run = Event::RunStarted {
+                devices: 40,
+                payload_len: 1,
+            };
+            counters.apply(&run, UNIX_EPOCH);
+            if finished {
+                counters.finish(UNIX_EPOCH);
+            }
+            let value: Value =
+                serde_json::from_str(&render(&snapshot, &counters, views())).unwrap();
+            let devices = &value["devices"];
+            let got = (
+                value["state"].as_str().unwrap(),
+                devices["pending"].as_u64().unwrap(),
+                devices["not_started"].as_u64().unwrap(),
+            );
+            assert_eq!(got, expected, "{value}");
+            assert_eq!(value["stopping"].as_str(), stopping, "{value}");
+        }
+        let abort = "aborted by the operator (POST /control/abort from 127.0.0.1:42216)";
+        check(None, false, ("running", 32, 0));
+        check(Some(abort), false, ("stopping", 0, 32));
+        check(Some("interrupted"), true, ("finished", 0, 32));
+        check(None, true, ("finished", 32, 0));
     }
 
     #[test]

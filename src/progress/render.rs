@@ -191,6 +191,7 @@ mod tests {
             skipped: 30,
             interrupted: 0,
             rollout: String::new(),
+            stopping: None,
             retrying: 30,
             in_flight: 50,
             waiting_for_health: 0,

@@ -15,7 +15,7 @@ use super::render::{fit_plain_line, format_plain_line, notice_line};
 use super::{Mode, ProgressConfig};
 use crate::events::Event;
 use crate::observe::Outputs;
-use crate::tally::{Notice, Snapshot, Tally};
+use crate::tally::{self, Notice, Snapshot, Tally};
 
 /// How often the ETA is sampled and the bars are redrawn.
 const TICK: Duration = Duration::from_millis(100);
@@ -44,6 +44,7 @@ pub(crate) fn run_loop(
     outputs: &mut Outputs,
 ) -> Snapshot {
     let mut tracker = Tracker::new(Instant::now(), shape);
+    tracker.pause_note = tally::pause_note(outputs.http_control(), std::process::id());
     if let Some(roster) = outputs.roster.take() {
         tracker.tally.roster = roster;
     }
@@ -79,13 +80,18 @@ pub(crate) fn run_loop(
 }
 
 /// Applies one event (outputs first: they may need the event whole) and shows its notice; true
-/// if it ends the run.
+/// if it ends the run. A rollout text's pause note says what resumes this run.
 fn handle(
-    event: Event,
+    mut event: Event,
     tracker: &mut Tracker,
     screen: &mut Screen<'_>,
     outputs: &mut Outputs,
 ) -> bool {
+    if let Event::Rollout { text } = &mut event
+        && let Some(shown) = tally::with_pause_note(text, &tracker.pause_note)
+    {
+        *text = shown;
+    }
     outputs.record(&event);
     if let Some(notice) = tracker.apply(event) {
         screen.notice(&notice);
@@ -140,6 +146,8 @@ fn on_timer(
 /// The tally, the ETA estimator and the start time.
 struct Tracker {
     tally: Tally,
+    /// What the rollout text says while the run is paused: how to resume it.
+    pause_note: String,
     estimator: EtaEstimator,
     start: Instant,
     /// When the batch of events being handled arrived, since `start`: one clock reading per
@@ -151,6 +159,7 @@ impl Tracker {
     fn new(start: Instant, shape: RunShape) -> Tracker {
         Tracker {
             tally: Tally::default(),
+            pause_note: tally::pause_note(false, std::process::id()),
             estimator: EtaEstimator::new(0, 0).with_shape(shape),
             start,
             arrived: Duration::ZERO,

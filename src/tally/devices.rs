@@ -45,8 +45,12 @@ pub struct Snapshot {
     pub eta: Option<Duration>,
     /// Moving-average payload throughput in bytes per second.
     pub throughput: f64,
-    /// The rollout's state (wave, failure threshold, limits, waiting), empty when none.
+    /// The rollout's state (wave, failure threshold, limits, waiting), empty when none; once
+    /// the run is stopping, without a pause note (a stopping run is not resumed).
     pub rollout: String,
+    /// Why the run stopped dispatching (the first reason: an operator's abort, the failure
+    /// threshold, the window, an interrupt), once it has; it stays after the run ends.
+    pub stopping: Option<String>,
     /// Whether the run has ended (`RunFinished`): nothing is left to estimate, and the
     /// progress lines show no ETA.
     pub finished: bool,
@@ -185,7 +189,11 @@ impl DeviceCounts {
             failed: self.failed,
             skipped: self.skipped,
             interrupted: self.interrupted,
-            rollout: self.rollout.clone(),
+            rollout: match self.stopping {
+                Some(_) => super::rollout::without_pause_note(&self.rollout),
+                None => self.rollout.clone(),
+            },
+            stopping: self.stopping.clone(),
             retrying: self.retrying.len(),
             in_flight: self.attempt_bytes.len(),
             waiting_for_health: self.waiting.len(),
@@ -631,6 +639,42 @@ mod tests {
         for (events, expected) in cases {
             check_bytes(&events, expected);
         }
+    }
+
+    /// After an abort the status page said `running` with an empty rollout text, and a paused
+    /// run that was aborted kept `paused: resume with ...` in its last progress line.
+    #[test]
+    fn a_stopping_run_says_why_and_drops_its_pause_note() {
+        let paused = Event::Rollout {
+            text: "wave 1/2, paused: resume with SIGUSR2 (kill -USR2 7)".into(),
+        };
+        let abort = Event::Stopping {
+            reason: "aborted by the operator (SIGTERM)".into(),
+            in_flight: 0,
+            wait: None,
+        };
+        let mut state = DeviceCounts::default();
+        for event in [RUN, paused.clone()] {
+            state.apply(event);
+        }
+        let s = state.snapshot();
+        assert_eq!(s.stopping, None);
+        assert_eq!(
+            s.rollout,
+            "wave 1/2, paused: resume with SIGUSR2 (kill -USR2 7)"
+        );
+        for event in [abort, stopping(0), paused] {
+            state.apply(event);
+            let s = state.snapshot();
+            let stopping = s.stopping.as_deref();
+            assert_eq!(stopping, Some("aborted by the operator (SIGTERM)"));
+            assert_eq!(s.rollout, "wave 1/2");
+        }
+        state.apply(Event::RunFinished);
+        assert!(
+            state.snapshot().stopping.is_some(),
+            "it stays after the end"
+        );
     }
 
     /// A retried install request took the finished upload's bytes back: a device that uploaded

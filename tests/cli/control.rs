@@ -228,7 +228,11 @@ fn control_by_sigusr1_and_sigusr2_and_no_endpoints_without_the_flag() {
     }
     running.signal("USR1");
     assert_paused_run_starts_nothing(&base, &fleet);
-    assert_eq!(status_json(&base)["control"]["actions"][0]["by"], "SIGUSR1");
+    let status = status_json(&base);
+    assert_eq!(status["control"]["actions"][0]["by"], "SIGUSR1");
+    // The hint named POST /control/resume, which answers 404 here: it says what works.
+    let hint = format!("paused: resume with SIGUSR2 (kill -USR2 {})", running.pid());
+    assert_eq!(status["rollout"], hint.as_str(), "{status}");
     running.signal("USR2");
     finish(running, 0);
     assert_eq!(fleet.connections(), 10);
@@ -550,4 +554,103 @@ fn a_paused_run_has_no_eta_and_a_finished_one_none_either() {
     }
     let last = lines.last().expect("a final line");
     assert!(!last.contains(" eta "), "the run is over: {last}\n{output}");
+}
+
+/// After an abort, `/status.json` and the page still said `running` with an empty rollout text
+/// and counted the devices that would never start as pending; and a paused run, aborted, kept
+/// `paused: resume with ...` in its last progress line. Now the document says `stopping` and
+/// why, the page shows it, the devices left are `not_started`, and no resume hint stays.
+#[test]
+fn an_aborted_paused_run_says_stopping_and_why_and_drops_the_resume_hint() {
+    // Two devices that never answer hold two of three workers (and the run, once it stops);
+    // the third works through quick devices until the pause.
+    let stalled = Fleet::start(FleetSpec {
+        devices: 2,
+        stall_percent: 100.0,
+        id_prefix: "stall-".into(),
+        ..FleetSpec::default()
+    })
+    .expect("start the stalled fleet");
+    let quick_fleet = slow_fleet(20);
+    let mut test = Test::new();
+    let registry =
+        fleet_registry(&stalled, 0..2) + &fleet_registry(&quick_fleet, 0..20)["id,url\n".len()..];
+    test.write("devices.csv", registry);
+    test.payload("fw.bin", 16 * 1024);
+    test.args(["push", "--payload", "fw.bin", "--concurrency", "3"])
+        .args(["--status-addr", "127.0.0.1:0", "--events", "events.jsonl"])
+        .args(["--control-token-env", "UO_CONTROL_TOKEN"])
+        .env("UO_CONTROL_TOKEN", TOKEN)
+        .args(["--retries", "0", "--grace", "0s"])
+        .args(quick(&[
+            ("--stall-timeout", "100s"),
+            ("--response-timeout", "100s"),
+        ]))
+        .arg("devices.csv")
+        .timeout(Duration::from_secs(150));
+    let mut running = test.spawn();
+    let base = page_url(&mut running);
+    assert_eq!(post(&base, "pause", Some(&bearer())).0, 200);
+    let hint = format!(
+        "paused: resume with POST /control/resume or SIGUSR2 (kill -USR2 {})",
+        running.pid()
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the pause, with the stalled devices in flight",
+        || {
+            let status = status_json(&base);
+            status["rollout"] == hint.as_str() && status["devices"]["in_flight"] == 2
+        },
+    );
+    assert_eq!(status_json(&base)["state"], "running");
+    assert_eq!(post(&base, "abort", Some(&bearer())).0, 200);
+    wait_until(Duration::from_secs(30), "the stop", || {
+        status_json(&base)["state"] == "stopping"
+    });
+    let status = status_json(&base);
+    let reason = status["stopping"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("aborted by the operator (POST /control/abort from 127.0.0.1:"),
+        "{status}"
+    );
+    assert_eq!(
+        status["rollout"], "",
+        "a stopping run has no resume hint: {status}"
+    );
+    let devices = &status["devices"];
+    let left = 22 - devices["finished"].as_u64().unwrap() - 2;
+    assert!(left > 0, "{status}");
+    assert_eq!(
+        (&devices["pending"], &devices["not_started"]),
+        (&Json::from(0), &Json::from(left)),
+        "{status}"
+    );
+    // The page shows it (rendered by headless Chromium).
+    let profile = tempfile::tempdir().unwrap();
+    let dom = crate::status_page::rendered_dom(&base, profile.path());
+    assert!(dom.contains("data-state=\"stopping\""), "{dom}");
+    assert_eq!(
+        crate::status_page::text_of(&dom, "stopping"),
+        format!("stopping: {reason}")
+    );
+    assert_eq!(
+        crate::status_page::text_of(&dom, "not_started"),
+        left.to_string()
+    );
+    assert_eq!(crate::status_page::text_of(&dom, "rollout"), "");
+
+    running.signal("INT");
+    let output = finish(running, 3);
+    let last = output
+        .stderr
+        .lines()
+        .rfind(|line| line.starts_with('['))
+        .unwrap_or_else(|| panic!("a last progress line\n{output}"));
+    assert!(!last.contains("resume"), "{last}\n{output}");
+    let rollouts: Vec<Json> = all_events(&test)
+        .into_iter()
+        .filter(|event| event["type"] == "rollout")
+        .collect();
+    assert_eq!(rollouts[0]["text"], hint.as_str(), "{rollouts:?}");
 }
