@@ -183,18 +183,19 @@ fn waves(counters: &Counters) -> Value {
 
 /// One column's groups, the worst first, at most `MAX_GROUPS`.
 pub(crate) fn groups(column: &GroupColumn) -> Value {
-    let mut groups: Vec<(&str, &[u64; 5])> = column.groups().collect();
-    groups.sort_by(|a, b| worst_first(a.1, b.1).then_with(|| a.0.cmp(b.0)));
+    let mut groups: Vec<(&str, &[u64; 5], u64)> = column.groups().collect();
+    groups.sort_by(|a, b| worst_first((a.1, a.2), (b.1, b.2)).then_with(|| a.0.cmp(b.0)));
     let more = groups.len().saturating_sub(MAX_GROUPS);
     let listed: Vec<Value> = groups
         .into_iter()
         .take(MAX_GROUPS)
-        .map(|(value, counts)| {
+        .map(|(value, counts, retrying)| {
             json!({
                 "value": value,
                 "total": counts.iter().sum::<u64>(),
                 "pending": counts[State::Pending as usize],
                 "in_flight": counts[State::InFlight as usize],
+                "retrying": retrying,
                 "succeeded": counts[State::Succeeded as usize],
                 "failed": counts[State::Failed as usize],
             })
@@ -203,22 +204,36 @@ pub(crate) fn groups(column: &GroupColumn) -> Value {
     json!({ "column": column.column, "groups": listed, "more": more })
 }
 
-/// More failed devices first, then a larger share of failures among the finished.
-fn worst_first(a: &[u64; 5], b: &[u64; 5]) -> std::cmp::Ordering {
+/// The worse of two groups' (counts by state, retrying) first: more failed devices, then a
+/// larger share of failures among the finished, then more retrying, in flight, pending, and
+/// skipped or interrupted devices; groups whose devices all succeeded come last. Failed only,
+/// then by name, listed the first 50 groups of a `--group-by id` run while the retrying ones
+/// were hidden in `more`.
+fn worst_first(a: (&[u64; 5], u64), b: (&[u64; 5], u64)) -> std::cmp::Ordering {
     let failed = State::Failed as usize;
     let share = |counts: &[u64; 5]| {
         let finished = counts[State::Succeeded as usize] + counts[failed];
         counts[failed] as f64 / finished.max(1) as f64
     };
-    b[failed]
-        .cmp(&a[failed])
-        .then_with(|| share(b).total_cmp(&share(a)))
+    let rest = |(counts, retrying): (&[u64; 5], u64)| {
+        [
+            retrying,
+            counts[State::InFlight as usize],
+            counts[State::Pending as usize],
+            counts[State::Ended as usize],
+        ]
+    };
+    b.0[failed]
+        .cmp(&a.0[failed])
+        .then_with(|| share(b.0).total_cmp(&share(a.0)))
+        .then_with(|| rest(b).cmp(&rest(a)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::Event;
+    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn views() -> Views<'static> {
@@ -389,6 +404,104 @@ mod tests {
         check(Some(abort), false, ("stopping", 0, 32));
         check(Some("interrupted"), true, ("finished", 0, 32));
         check(None, true, ("finished", 32, 0));
+    }
+
+    /// With `--group-by id` the table listed the first 50 ids, nearly all succeeded, while the
+    /// devices still retrying were hidden in `more`: only failed groups ranked first.
+    #[test]
+    fn groups_rank_failed_then_retrying_in_flight_pending_ended_and_succeeded_last() {
+        let ids = [
+            "ok",
+            "pending",
+            "ended",
+            "flying",
+            "retrying",
+            "failed",
+            "also-pending",
+        ];
+        let devices = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| (n, Arc::from(*id), vec![Arc::from(*id)]))
+            .collect();
+        let mut roster = Roster::new(&["id".into()], devices);
+        let id = |index: usize| Arc::from(ids[index]);
+        let events = [
+            Event::DeviceStarted {
+                index: 0,
+                id: id(0),
+            },
+            Event::Succeeded {
+                index: 0,
+                id: id(0),
+                attempts: 1,
+            },
+            Event::Skipped {
+                index: 2,
+                id: id(2),
+                reason: "at the version".into(),
+            },
+            Event::DeviceStarted {
+                index: 3,
+                id: id(3),
+            },
+            Event::DeviceStarted {
+                index: 4,
+                id: id(4),
+            },
+            Event::AttemptStarted {
+                index: 4,
+                attempt: 1,
+            },
+            Event::RetryScheduled {
+                index: 4,
+                id: id(4),
+                attempt: 1,
+                delay: Duration::from_secs(20),
+                class: "http-5xx",
+                reason: "response: HTTP 503".into(),
+            },
+            Event::DeviceStarted {
+                index: 5,
+                id: id(5),
+            },
+            Event::Failed {
+                index: 5,
+                id: id(5),
+                attempts: 4,
+                class: "reset",
+                error: "x".into(),
+            },
+        ];
+        for event in &events {
+            roster.apply(event);
+        }
+        let series = Series::default();
+        let views = Views {
+            roster: &roster,
+            series: &series,
+        };
+        let value = document(&Snapshot::default(), &Counters::default(), views);
+        let listed = value["groups"][0]["groups"].as_array().unwrap();
+        let order: Vec<&str> = listed
+            .iter()
+            .map(|g| g["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "failed",
+                "retrying",
+                "flying",
+                "also-pending",
+                "pending",
+                "ended",
+                "ok"
+            ]
+        );
+        assert_eq!(listed[1]["retrying"], 1);
+        assert_eq!(listed[1]["in_flight"], 1);
+        assert_eq!(listed[2]["retrying"], 0);
     }
 
     #[test]

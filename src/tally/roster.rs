@@ -7,7 +7,7 @@
 //! last error, per group its counts by state. Must not: read a clock, do IO, or render (the
 //! status document picks what it shows from here, a bounded number of groups).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::events::{Event, Stage};
@@ -72,14 +72,21 @@ pub struct GroupColumn {
     pub values: Vec<Arc<str>>,
     /// Per group, devices by `State` (indexed by the state's declaration order).
     pub counts: Vec<[u64; 5]>,
+    /// Per group, in-flight devices waiting for their next attempt (counted in flight too).
+    pub retrying: Vec<u64>,
     /// Per device (in the roster's order), its group.
     of_device: Vec<u32>,
 }
 
 impl GroupColumn {
-    /// Per group: its value and devices pending, in flight, succeeded, failed, ended.
-    pub fn groups(&self) -> impl Iterator<Item = (&str, &[u64; 5])> {
-        self.values.iter().map(|v| &**v).zip(&self.counts)
+    /// Per group: its value, devices pending, in flight, succeeded, failed, ended, and of those
+    /// in flight the ones retrying.
+    pub fn groups(&self) -> impl Iterator<Item = (&str, &[u64; 5], u64)> {
+        let values = self.values.iter().map(|v| &**v);
+        values
+            .zip(&self.counts)
+            .zip(&self.retrying)
+            .map(|((value, counts), retrying)| (value, counts, *retrying))
     }
 }
 
@@ -91,6 +98,8 @@ pub struct Roster {
     by_index: HashMap<usize, usize>,
     by_id: HashMap<Arc<str>, usize>,
     columns: Vec<GroupColumn>,
+    /// In-flight devices (by place) waiting for their next attempt.
+    retrying: HashSet<usize>,
 }
 
 impl Roster {
@@ -103,6 +112,7 @@ impl Roster {
                     column: column.clone(),
                     values: Vec::new(),
                     counts: Vec::new(),
+                    retrying: Vec::new(),
                     of_device: Vec::new(),
                 })
                 .collect(),
@@ -128,6 +138,7 @@ impl Roster {
                 let group = *groups.entry(value.clone()).or_insert_with(|| {
                     column.values.push(value);
                     column.counts.push([0; 5]);
+                    column.retrying.push(0);
                     (column.values.len() - 1) as u32
                 });
                 column.of_device.push(group);
@@ -148,7 +159,8 @@ impl Roster {
             Event::DeviceStarted { .. } => Some(State::InFlight),
             Event::AttemptStarted { attempt, .. } => {
                 record.attempts = *attempt;
-                None
+                self.set_retrying(place, false);
+                return;
             }
             Event::Stage { stage, .. } => {
                 record.stage = Some(*stage);
@@ -164,7 +176,9 @@ impl Roster {
             }
             Event::RetryScheduled { class, reason, .. } => {
                 record.error = Some((reason.clone(), class));
-                None
+                let in_flight = record.state == State::InFlight;
+                self.set_retrying(place, in_flight);
+                return;
             }
             Event::Succeeded { attempts, .. } => {
                 record.attempts = *attempts;
@@ -232,10 +246,29 @@ impl Roster {
         if old == state {
             return;
         }
+        self.set_retrying(place, false);
         for column in &mut self.columns {
             let counts = &mut column.counts[column.of_device[place] as usize];
             counts[old.slot()] = counts[old.slot()].saturating_sub(1);
             counts[state.slot()] += 1;
+        }
+    }
+
+    /// Marks the device at `place` as retrying or not, in its groups' counts too.
+    fn set_retrying(&mut self, place: usize, retrying: bool) {
+        let changed = match retrying {
+            true => self.retrying.insert(place),
+            false => self.retrying.remove(&place),
+        };
+        if !changed {
+            return;
+        }
+        for column in &mut self.columns {
+            let count = &mut column.retrying[column.of_device[place] as usize];
+            *count = match retrying {
+                true => *count + 1,
+                false => count.saturating_sub(1),
+            };
         }
     }
 }
@@ -294,7 +327,7 @@ mod tests {
         let got: Vec<Vec<(&str, [u64; 5])>> = roster
             .columns()
             .iter()
-            .map(|column| column.groups().map(|(v, c)| (v, *c)).collect())
+            .map(|column| column.groups().map(|(v, c, _)| (v, *c)).collect())
             .collect();
         let expected: Vec<Vec<(&str, [u64; 5])>> = expected.iter().map(|c| c.to_vec()).collect();
         assert_eq!(got, expected, "after {events:#?}");
@@ -340,6 +373,46 @@ mod tests {
                 &[("x", [0, 0, 1, 1, 0]), ("y", [0, 0, 0, 0, 1])],
             ],
         );
+    }
+
+    /// Per group, the in-flight devices waiting to retry: from the retry to the next attempt
+    /// or the device's end.
+    #[test]
+    fn groups_count_their_retrying_devices() {
+        let retry = |index: usize| Event::RetryScheduled {
+            index,
+            id: "?".into(),
+            attempt: 1,
+            delay: Duration::ZERO,
+            class: "reset",
+            reason: "connection reset".into(),
+        };
+        let attempt = |index: usize| Event::AttemptStarted { index, attempt: 2 };
+        let interrupted = |index: usize| Event::Interrupted {
+            index,
+            id: "?".into(),
+            attempts: 1,
+        };
+        #[track_caller]
+        fn check_retrying(events: &[Event], expected: [&[(&str, u64)]; 2]) {
+            let mut roster = roster();
+            for event in events {
+                roster.apply(event);
+            }
+            for (column, expected) in roster.columns().iter().zip(expected) {
+                let got: Vec<(&str, u64)> = column.groups().map(|(v, _, r)| (v, r)).collect();
+                assert_eq!(got, expected, "{} after {events:#?}", column.column);
+            }
+        }
+        let none: [&[(&str, u64)]; 2] = [&[("ams", 0), ("fra", 0)], &[("x", 0), ("y", 0)]];
+        check_retrying(&[started(0), started(10)], none);
+        let both = [started(0), started(10), retry(0), retry(10), retry(10)];
+        check_retrying(&both, [&[("ams", 1), ("fra", 1)], &[("x", 2), ("y", 0)]]);
+        let again = [&both[..], &[attempt(0)]].concat();
+        check_retrying(&again, [&[("ams", 0), ("fra", 1)], &[("x", 1), ("y", 0)]]);
+        check_retrying(&[&both[..], &[interrupted(10), attempt(0)]].concat(), none);
+        // A device not in flight (not started, or not in the run) is not counted.
+        check_retrying(&[retry(20), retry(99)], none);
     }
 
     #[test]

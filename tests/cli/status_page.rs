@@ -565,12 +565,14 @@ fn status_page_charts_groups_and_lookup_in_headless_chromium_agree_with_status_j
         .map(|group| {
             format!(
                 "<td class=\"value\">{}</td><td class=\"total\">{}</td><td class=\"succeeded\">{}</td>\
-                 <td class=\"failed\">{}</td><td class=\"in_flight\">{}</td><td class=\"pending\">{}</td>",
+                 <td class=\"failed\">{}</td><td class=\"in_flight\">{}</td><td class=\"retrying\">{}</td>\
+                 <td class=\"pending\">{}</td>",
                 group["value"].as_str().unwrap(),
                 group["total"],
                 group["succeeded"],
                 group["failed"],
                 group["in_flight"],
+                group["retrying"],
                 group["pending"]
             )
         })
