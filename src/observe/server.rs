@@ -268,16 +268,25 @@ pub(crate) fn respond(
 }
 
 /// `GET /device?id=ID`: the device's record from the progress thread, 404 when it is not in
-/// the run, 503 when the thread did not answer in time.
+/// the run, 503 when the thread did not answer in time; 400 without an id or for one that
+/// cannot be decoded, saying which.
 fn device_response(target: &str, board: &StatusBoard, method: &str) -> Vec<u8> {
     const JSON: &str = "application/json";
     let id = target
         .split_once('?')
         .and_then(|(_, query)| query.split('&').find_map(|pair| pair.strip_prefix("id=")))
-        .and_then(crate::address::ssh::percent_decode);
-    let Some(id) = id.filter(|id| !id.is_empty()) else {
-        let body = r#"{"error":"give the device's id: /device?id=ID"}"#;
-        return response(400, "Bad Request", JSON, body, &[], method);
+        .map(form_decode)
+        .transpose();
+    let id = match id {
+        Ok(Some(id)) if !id.is_empty() => id,
+        Ok(_) => {
+            let body = r#"{"error":"give the device's id: /device?id=ID"}"#;
+            return response(400, "Bad Request", JSON, body, &[], method);
+        }
+        Err(error) => {
+            let body = serde_json::json!({ "error": error }).to_string();
+            return response(400, "Bad Request", JSON, &body, &[], method);
+        }
     };
     match board.lookup(&id) {
         LookupAnswer::Found(device) => response(200, "OK", JSON, &device, &[], method),
@@ -339,6 +348,41 @@ fn control_response(
     })
     .to_string();
     response(200, "OK", "application/json", &body, &[], method)
+}
+
+/// Decodes a query value as a browser's form or `URLSearchParams` encodes it: `+` is a space
+/// and `%XX` a byte, and the bytes are UTF-8; else what is wrong, for the 400.
+fn form_decode(value: &str) -> Result<String, String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(at + 1..at + 3)
+                    .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+                let Some(hex) = hex else {
+                    let escape: String = value[at..].chars().take(3).collect();
+                    return Err(format!(
+                        "invalid percent escape '{escape}' in the id: a byte is % and two hex \
+                         digits (encode the id with encodeURIComponent)"
+                    ));
+                };
+                let hex = std::str::from_utf8(hex).unwrap_or_default();
+                out.push(u8::from_str_radix(hex, 16).unwrap_or_default());
+                at += 2;
+            }
+            byte => out.push(byte),
+        }
+        at += 1;
+    }
+    String::from_utf8(out).map_err(|_| {
+        "the id's percent escapes are not UTF-8: encode the id's UTF-8 bytes \
+         (encodeURIComponent does)"
+            .to_string()
+    })
 }
 
 /// Whether a server listening on `local` may answer a request with this `Host` header.
@@ -617,6 +661,66 @@ mod tests {
             Some("{\"state\":\"running\"}"),
         );
         check("GET /metrics HTTP/1.0\r\n\r\n", &["200 OK"], Some("m 1\n"));
+    }
+
+    /// `/device?id=dev+%22quoted%22` looked for `dev+"quoted"` (a `+` is a space in a query),
+    /// and `?id=%ZZ` or `?id=%FF%FE` got "give the device's id", which hid what was wrong.
+    #[test]
+    fn device_ids_decode_plus_as_space_and_bad_escapes_say_so() {
+        #[track_caller]
+        fn check_decode(value: &str, expected: Result<&str, &str>) {
+            let got = form_decode(value);
+            match expected {
+                Ok(id) => assert_eq!(got.as_deref(), Ok(id), "{value}"),
+                Err(start) => {
+                    let error = got.expect_err(value);
+                    assert!(error.starts_with(start), "{value}: {error}");
+                }
+            }
+        }
+        check_decode("dev+%22quoted%22", Ok("dev \"quoted\""));
+        check_decode("dev%2B1", Ok("dev+1"));
+        check_decode("dev-00001", Ok("dev-00001"));
+        check_decode("%C3%A9t%c3%a9", Ok("été"));
+        check_decode("caf%C3%A9+%26+co", Ok("café & co"));
+        check_decode("", Ok(""));
+        check_decode("%ZZ", Err("invalid percent escape '%ZZ' in the id"));
+        check_decode("dev%2", Err("invalid percent escape '%2' in the id"));
+        check_decode("dev%", Err("invalid percent escape '%' in the id"));
+        check_decode("%+1", Err("invalid percent escape '%+1' in the id"));
+        check_decode("%é", Err("invalid percent escape '%é' in the id"));
+        check_decode("%FF%FE", Err("the id's percent escapes are not UTF-8"));
+
+        let get = |query: &str| format!("GET /device{query} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let missing = Some(r#"{"error":"give the device's id: /device?id=ID"}"#);
+        check(&get(""), &["400 Bad Request"], missing);
+        check(&get("?id="), &["400 Bad Request"], missing);
+        for (query, says) in [
+            ("?id=%ZZ", "invalid percent escape"),
+            ("?id=%FF%FE", "not UTF-8"),
+        ] {
+            let reply = String::from_utf8(respond(&get(query), &board(), None, ends())).unwrap();
+            assert!(reply.starts_with("HTTP/1.1 400 Bad Request"), "{reply}");
+            assert!(reply.contains(says), "{reply}");
+        }
+
+        // A lookup answered from a roster, as the progress thread does on its tick.
+        let board = Arc::new(board());
+        let roster = crate::tally::Roster::new(&[], vec![(0, "dev \"quoted\"".into(), vec![])]);
+        let answering = {
+            let board = board.clone();
+            thread::spawn(move || {
+                for _ in 0..400 {
+                    board.answer_lookups(&roster);
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        let reply = respond(&get("?id=dev+%22quoted%22"), &board, None, ends());
+        let reply = String::from_utf8(reply).unwrap();
+        answering.join().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(reply.contains(r#""id":"dev \"quoted\"""#), "{reply}");
     }
 
     #[test]
