@@ -16,6 +16,10 @@ use std::time::Duration;
 /// the sender), so a full channel drains in a few milliseconds.
 pub const CHANNEL_CAPACITY: usize = 64 * 1024;
 
+/// The note the orchestrator's gates put last in the rollout text (`Event::Rollout`) while an
+/// operator holds the run paused; the tally rewrites it to say how this run can be resumed.
+pub const PAUSE_NOTE: &str = "paused: resume with POST /control/resume or SIGUSR2";
+
 /// One thing that happened during a run. Sent over a crossbeam channel; the progress thread is the
 /// only receiver. Byte progress is coalesced by the sender (about every 100 ms or 1 MiB).
 #[derive(Debug, Clone, PartialEq)]

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The rollout status line's note while an operator has the run paused.
-const PAUSED: &str = "paused: resume with POST /control/resume or SIGUSR2";
+const PAUSED: &str = crate::events::PAUSE_NOTE;
 
 /// How often a paused worker looks whether the run was resumed or stopped.
 const PAUSE_STEP: Duration = Duration::from_millis(250);

@@ -87,7 +87,7 @@ fn handle(
     screen: &mut Screen<'_>,
     outputs: &mut Outputs,
 ) -> bool {
-    if let Event::Rollout { text } = &mut event
+    if let Event::Rollout { text, .. } = &mut event
         && let Some(shown) = tally::with_pause_note(text, &tracker.pause_note)
     {
         *text = shown;

@@ -5,9 +5,9 @@
 //!
 //! Owns: recognising, replacing and dropping the note. Must not: do IO.
 
-/// The note the orchestrator's gates put last in the rollout text while the run is paused
-/// (`orchestrator::gate`; `tests/cli/control.rs` fails if the two drift apart).
-pub(crate) const GATE_PAUSE_NOTE: &str = "paused: resume with POST /control/resume or SIGUSR2";
+/// The note the orchestrator's gates put last in the rollout text while the run is paused (one
+/// constant for both, in `events`).
+pub(crate) const GATE_PAUSE_NOTE: &str = crate::events::PAUSE_NOTE;
 
 /// How every pause note starts, the gates' and `pause_note`'s.
 const PAUSE_NOTE_START: &str = "paused: resume with ";
