@@ -30,6 +30,9 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
 /// How often the model's estimate is worked out again, at most (in between, it counts down).
 const REFRESH: Duration = Duration::from_millis(500);
 
+/// The least time left shown while a device is still to finish (the display's resolution).
+const MIN_LEFT: f64 = 1.0;
+
 /// How far back the send rate looks to tell whether the run uses its bandwidth budget.
 const SEND_RATE_SPAN: Duration = Duration::from_secs(5);
 
@@ -223,38 +226,62 @@ impl EtaEstimator {
     /// left of `--grace`, and no windowed one (its rates count devices that will not start).
     /// While the run waits for its window, what is left of the wait comes first (it said
     /// `eta 0s` while a run waited 24 h for its window).
+    ///
+    /// While a device is still to finish, the estimate is a second at least (`eta 0s` reads as
+    /// over), or none when it would be less and a device in flight waits for its answer with
+    /// nothing to say how long (see `DevicesSeen::waits_unknown`): no estimate rather than a
+    /// false 0.
     pub fn eta(&self) -> Option<Duration> {
         let newest = self.samples.back()?;
         if newest.devices_finished >= self.total_devices {
             return Some(Duration::ZERO);
         }
+        let now = self.now.as_secs_f64();
+        let unknown = self.fleet.waits_unknown(now, self.payload_len() as f64);
+        let left = self.left(newest, unknown)?;
+        if left < MIN_LEFT && unknown {
+            return None;
+        }
+        seconds(left.max(MIN_LEFT))
+    }
+
+    /// Seconds left for a run that is not over (see [`EtaEstimator::eta`]), `unknown` when a
+    /// device's wait for its answer is.
+    fn left(&self, newest: &Sample, unknown: bool) -> Option<f64> {
         let modelled = self.modelled();
         if self.fleet.stopping {
             let cut_in = self
                 .cut_at
                 .map(|at| at.saturating_sub(self.now).as_secs_f64());
             return match (modelled, cut_in) {
-                (Some(left), Some(cut_in)) => seconds(left.min(cut_in)),
-                (left, cut_in) => left.or(cut_in).and_then(seconds),
+                (Some(left), Some(cut_in)) => Some(left.min(cut_in)),
+                (left, cut_in) => left.or(cut_in),
             };
         }
         let wait = self
             .window_opens_at
             .map_or(0.0, |at| at.saturating_sub(self.now).as_secs_f64());
         if let Some(left) = modelled {
-            return seconds(wait + left);
+            return Some(wait + left);
         }
-        let by_devices = self.device_rate().and_then(|rate| {
+        if unknown {
+            return None; // the rates count bytes handed to the kernel, not bytes taken
+        }
+        let by_devices = self.device_rate().map(|rate| {
             let remaining = self.total_devices - newest.devices_finished;
-            seconds(remaining as f64 / rate)
+            remaining as f64 / rate
         });
-        let by_bytes = self.byte_rate().and_then(|rate| {
-            let remaining = self.total_bytes.saturating_sub(newest.bytes_done);
-            seconds(remaining as f64 / rate)
-        });
-        by_devices
-            .max(by_bytes)
-            .and_then(|left| seconds(wait + left.as_secs_f64()))
+        // No bytes left says nothing of the devices that have yet to answer.
+        let remaining = self.total_bytes.saturating_sub(newest.bytes_done);
+        let by_bytes = self
+            .byte_rate()
+            .filter(|_| remaining > 0)
+            .map(|rate| remaining as f64 / rate);
+        let left = match (by_devices, by_bytes) {
+            (Some(devices), Some(bytes)) => devices.max(bytes),
+            (left, bytes) => left.or(bytes)?,
+        };
+        Some(wait + left)
     }
 
     /// The windowed byte throughput in bytes per second; zero while there is no basis.
@@ -278,12 +305,20 @@ impl EtaEstimator {
     }
 
     fn model(&self, now: f64) -> Option<f64> {
-        let mut shape = self.shape.clone();
-        if shape.payload_len == 0 && self.total_devices > 0 {
-            shape.payload_len = self.total_bytes / self.total_devices as u64;
-        }
+        let shape = RunShape {
+            payload_len: self.payload_len(),
+            ..self.shape.clone()
+        };
         self.fleet
             .remaining(now, &shape, self.total_devices, self.send_rate())
+    }
+
+    /// Payload bytes per device: the shape's, else the run's totals say.
+    fn payload_len(&self) -> u64 {
+        match self.shape.payload_len {
+            0 if self.total_devices > 0 => self.total_bytes / self.total_devices as u64,
+            payload_len => payload_len,
+        }
     }
 
     /// Bytes sent per second (every attempt) over the last [`SEND_RATE_SPAN`] of samples.
@@ -608,6 +643,124 @@ mod tests {
             14,
             None,
         );
+    }
+
+    /// Feeds `(seconds, observation)` pairs into an estimator for `devices` devices of
+    /// `payload` bytes on as many workers, with a sample of the counters at each (the bytes
+    /// reported, the devices ended), and gives the ETA shown at each of `at` seconds, in
+    /// tenths of a second (`None`: `eta --`).
+    #[track_caller]
+    fn check_fed(
+        devices: usize,
+        payload: u64,
+        feed: &[(f64, Observation)],
+        at: &[(f64, Option<f64>)],
+    ) {
+        let shape = RunShape {
+            concurrency: devices,
+            payload_len: payload,
+            attempts: 4,
+            ..RunShape::default()
+        };
+        let mut estimator = EtaEstimator::new(devices, devices as u64 * payload).with_shape(shape);
+        let (mut ended, mut bytes) = (0, 0);
+        estimator.record(Duration::ZERO, 0, 0);
+        let mut shown = Vec::new();
+        let mut asked = at.iter().peekable();
+        for &(when, observation) in feed {
+            while let Some(&&(at, _)) = asked.peek().filter(|asked| asked.0 < when) {
+                estimator.record(Duration::from_secs_f64(at), ended, bytes);
+                shown.push((at, tenths(estimator.shown_eta())));
+                asked.next();
+            }
+            estimator.observe(Duration::from_secs_f64(when), observation);
+            match observation {
+                Observation::Bytes(_, sent) => bytes += sent,
+                Observation::Ended(_) => ended += 1,
+                _ => {}
+            }
+            estimator.record(Duration::from_secs_f64(when), ended, bytes);
+        }
+        for &(at, _) in asked {
+            estimator.record(Duration::from_secs_f64(at), ended, bytes);
+            shown.push((at, tenths(estimator.shown_eta())));
+        }
+        assert_eq!(shown, at, "{feed:?}");
+    }
+
+    fn tenths(eta: Option<Duration>) -> Option<f64> {
+        eta.map(|eta| (eta.as_secs_f64() * 10.0).round() / 10.0)
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    /// Four devices reading 4 MiB at 256 KiB/s showed "16.0/16.0 MiB ... eta 0s" from 6 s to
+    /// 14 s of a 16 s run: the bytes sent were in the socket buffers (3 MiB each on loopback),
+    /// not taken, and no device had answered yet.
+    #[test]
+    fn devices_that_read_slowly_are_not_done_when_their_bytes_are_sent() {
+        use Observation::{Attempt, Bytes, Started};
+        let start = |device| [(0.0, Started(device)), (0.0, Attempt(device))];
+        let devices: Vec<usize> = (0..4).collect();
+        let mut feed: Vec<(f64, Observation)> = devices.iter().flat_map(|&d| start(d)).collect();
+        // 3 MiB into the buffers at once, then the rest as the device takes it: 128 KiB every
+        // 0.5 s until 4.1 s. Each device takes its 4 MiB in 16 s from its first report at 0.1 s.
+        let mut paced = feed.clone();
+        paced.extend(devices.iter().map(|&d| (0.1, Bytes(d, 3 * MIB))));
+        for tick in 1..=8 {
+            let at = 0.1 + f64::from(tick) * 0.5;
+            paced.extend(devices.iter().map(|&d| (at, Bytes(d, MIB / 8))));
+        }
+        // All of it handed to the kernel, only what is left of its reading counts...
+        let reading = [(6.0, Some(10.1)), (12.0, Some(4.1)), (15.5, Some(1.0))];
+        check_fed(4, 4 * MIB, &paced, &reading);
+        // ...and once that is over with no answer, nothing says how long the answer takes.
+        check_fed(4, 4 * MIB, &paced, &[(16.5, None)]);
+        // Bytes in one burst (the kernel took them all, or the sender is stuck on a full
+        // buffer): nothing says when the device has them, nor when it answers.
+        let mut burst = feed.clone();
+        burst.extend(devices.iter().map(|&d| (0.1, Bytes(d, 4 * MIB))));
+        check_fed(4, 4 * MIB, &burst, &[(6.0, None), (14.0, None)]);
+        feed.extend(devices.iter().map(|&d| (0.1, Bytes(d, 7 * MIB / 2))));
+        check_fed(4, 4 * MIB, &feed, &[(6.0, None), (14.0, None)]);
+    }
+
+    /// A dead device's last attempt, which fails with the device's answer 2 s after it starts,
+    /// showed `eta 0s` for those 2 s: failing attempts failed after their last byte, and the
+    /// model took the failure to come at once.
+    #[test]
+    fn a_failure_after_the_last_byte_takes_as_long_as_failing_attempts_took() {
+        use Observation::{Attempt, Bytes, Ended, Retrying, Started};
+        // Three devices took 2 s and their bytes came at the end; the fourth failed the same
+        // way thrice, with backoffs of 0.5, 1 and 2 s: its last attempt begins at 9.5 s.
+        let mut feed = Vec::new();
+        for device in 0..4 {
+            feed.extend([(0.0, Started(device)), (0.0, Attempt(device))]);
+        }
+        for device in 0..3 {
+            feed.extend([(2.0, Bytes(device, 256 * 1024)), (2.0, Ended(device))]);
+        }
+        let mut begins = 0.0;
+        for backoff in [0.5, 1.0, 2.0] {
+            let fails = begins + 2.0;
+            let delay = Duration::from_secs_f64(backoff);
+            feed.extend([(fails, Bytes(3, 256 * 1024)), (fails, Retrying(3, delay))]);
+            begins = fails + backoff;
+            feed.push((begins, Attempt(3)));
+        }
+        // Its backoff counts (with its last attempt's 2 s after it); its last attempt ends 2 s
+        // after it begins, whether it fails or not; then it is a second at least, while the
+        // device is in flight.
+        // (A little more while it may succeed: its own 11.5 s so far are among the durations
+        // seen, one in four.)
+        let shown = [
+            (8.0, Some(3.5)),
+            (9.0, Some(2.5)),
+            (10.0, Some(2.1)),
+            (10.5, Some(1.6)),
+            (11.4, Some(1.0)),
+        ];
+        check_fed(4, 256 * 1024, &feed, &shown);
     }
 
     #[test]

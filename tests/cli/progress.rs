@@ -112,6 +112,50 @@ fn the_eta_of_a_bandwidth_bound_run_is_within_twice_the_time_left() {
     }
 }
 
+/// Devices that read slowly (`--link-rate`) showed "16.0/16.0 MiB ... eta 0s" for 10 s: the
+/// bytes sent were in the loopback's socket buffers, not taken, and no device had answered.
+/// Here 3 devices take 2 MiB at 256 KiB/s (about 8 s): no progress line before the last
+/// device ends says `eta 0s` (no estimate, `eta --`, is honest while nothing says when they
+/// answer).
+#[test]
+fn devices_still_reading_what_was_sent_never_show_eta_0s() {
+    let fleet = Fleet::start(FleetSpec {
+        devices: 3,
+        link_rate: Some(256 * 1024),
+        ..FleetSpec::default()
+    })
+    .unwrap();
+    let mut test = Test::new();
+    test.write("devices.csv", fleet_registry(&fleet, 0..3));
+    test.payload("fw.bin", 2 * 1024 * 1024);
+    let timeouts = [("--stall-timeout", "60s"), ("--response-timeout", "60s")];
+    test.args(["push", "--payload", "fw.bin"])
+        .args(quick(&timeouts))
+        .arg("devices.csv");
+    let output = test.run();
+    output.expect_status(0).expect_stderr("3 succeeded");
+    let lines: Vec<&str> = output
+        .stderr
+        .lines()
+        .filter(|line| line.starts_with('[') && line.contains(" devices ok="))
+        .collect();
+    let running: Vec<&&str> = lines
+        .iter()
+        .filter(|line| !line.contains("] 3/3 devices"))
+        .collect();
+    let last_running = running.last().and_then(|line| elapsed_and_eta(line));
+    assert!(
+        last_running.is_some_and(|(at, _)| at >= 6),
+        "2 MiB at 256 KiB/s in under 6 s?\n{output}"
+    );
+    assert!(running.len() >= 10, "{output}");
+    let zero: Vec<&&&str> = running
+        .iter()
+        .filter(|line| line.contains("eta 0s"))
+        .collect();
+    assert!(zero.is_empty(), "{zero:#?}\n{output}");
+}
+
 /// The last plain progress line's bytes, `done/total UNIT` as (`done`, `total`, `UNIT`).
 fn final_bytes(output: &Output) -> (String, String, String) {
     let last = output

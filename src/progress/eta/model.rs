@@ -86,8 +86,10 @@ pub(super) struct DevicesSeen {
     /// The latest first attempts that ended: the bytes each had sent when it failed, or
     /// `None` when it did not.
     first_attempts: VecDeque<Option<u64>>,
-    /// The latest failed attempts: the bytes each had sent.
+    /// The latest failed attempts: the bytes each had sent...
     failures: VecDeque<u64>,
+    /// ...and the seconds each took, from its start to its failure.
+    failures_took: VecDeque<f64>,
     /// Backoffs seen, summed and counted by the failure they follow (the first, ...).
     backoffs: [(f64, u32); BACKOFFS],
     /// Payload bytes sent by every attempt of every device.
@@ -181,6 +183,11 @@ impl DevicesSeen {
         if let Some(device) = self.in_flight.get_mut(&index) {
             let bytes = device.attempt.bytes;
             keep(&mut self.failures, bytes, FAILURES);
+            keep(
+                &mut self.failures_took,
+                now - device.attempt.began,
+                FAILURES,
+            );
             if device.failures == 0 {
                 keep(&mut self.first_attempts, Some(bytes), FIRST_ATTEMPTS);
             }
@@ -229,7 +236,7 @@ impl DevicesSeen {
                 let (fixed, after) = match device.first_byte {
                     Some(first) => (
                         duration - (device.last_byte - first),
-                        Some(now - device.last_byte),
+                        Some((now - device.taken_at(now)).max(0.0)),
                     ),
                     None => (duration, None),
                 };
@@ -250,6 +257,23 @@ impl DevicesSeen {
         if self.in_flight.is_empty() {
             self.wave_ended_at = Some(now);
         }
+    }
+
+    /// Whether a device in flight sent its bytes and waits for its answer with nothing to say
+    /// how long: no device finished after sending bytes yet, and its own rate does not say
+    /// when it will have taken them (`SeenDevice::reading_left`). Bytes sent are bytes handed
+    /// to the kernel: a device that reads slowly takes them long after (it said `eta 0s` for
+    /// 10 s of a 16 s run, "16.0/16.0 MiB" sent and the 4 devices still reading).
+    pub(super) fn waits_unknown(&self, now: f64, payload: f64) -> bool {
+        let waited_after_bytes = self.recent.iter().any(|done| done.after.is_some());
+        !waited_after_bytes
+            && self.in_flight.values().any(|device| {
+                device.retry_at.is_none()
+                    && device.done_sending(now, payload)
+                    && device
+                        .reading_left(now, device.attempt.bytes as f64)
+                        .is_none_or(|left| left <= 0.0)
+            })
     }
 
     /// The run stops dispatching: from now on only the devices in flight are ahead.

@@ -11,6 +11,10 @@ use super::{RECENT_SPAN, SeenDevice};
 /// A device that sent bytes and none for this long sent what it will.
 const QUIET: f64 = 1.0;
 
+/// A first report of bytes is a burst into the socket buffers when its bytes would take the
+/// device's rate this many seconds longer than they took.
+const BURST: f64 = 1.0;
+
 /// A device's own byte rate is trusted once its bytes span this many seconds.
 const RATE_SPAN: f64 = 0.5;
 
@@ -37,6 +41,33 @@ impl SeenDevice {
             (attempt.bytes - attempt.first_bytes) as f64 / span
         };
         (rate > 0.0).then_some(rate)
+    }
+
+    /// Seconds until the device has taken the `total` bytes of its attempt, when it takes
+    /// them slower than its sender handed the first ones to the kernel: its first report
+    /// alone would take its rate since then a `BURST` longer than the attempt had taken (the
+    /// socket buffers filled at once; on loopback they hold megabytes), so from then on it
+    /// held its sender and that rate is its own; it takes the bytes from the first report on
+    /// at that rate. `None` for any other device, or before that rate spans enough time to
+    /// say.
+    pub(super) fn reading_left(&self, now: f64, total: f64) -> Option<f64> {
+        let attempt = &self.attempt;
+        let span = self.last_byte - attempt.first_at;
+        if attempt.bytes == 0 || span < RATE_SPAN {
+            return None;
+        }
+        let rate = (attempt.bytes - attempt.first_bytes) as f64 / span;
+        let took = attempt.first_at - attempt.began;
+        let burst = attempt.first_bytes as f64 > rate * (took + BURST);
+        (rate > 0.0 && burst).then(|| attempt.first_at + total / rate - now)
+    }
+
+    /// When the device had taken (or takes) the bytes of its attempt: at its last byte, or
+    /// later for a device that reads slowly (`reading_left`). Its wait after that is its
+    /// answer's.
+    pub(super) fn taken_at(&self, now: f64) -> f64 {
+        let reading = self.reading_left(now, self.attempt.bytes as f64);
+        reading.map_or(self.last_byte, |left| self.last_byte.max(now + left))
     }
 
     /// When this device may end, in seconds from now, with the chance of each. Waiting for a
@@ -74,8 +105,19 @@ impl SeenDevice {
         };
         let (fails, failing_at) = learned.hazard(reached, self.failures == 0);
         let success = 1.0 - fails;
-        if all_sent {
-            let waited = now - self.last_byte;
+        let reading = self.reading_left(now, bytes).unwrap_or(0.0).max(0.0);
+        if all_sent && learned.afters.is_empty() {
+            // No device finished after sending yet: nothing says how long one waits after its
+            // bytes but a device that reads slowly, what it has still to take. Else the
+            // caller knows it as `DevicesSeen::waits_unknown` and shows no estimate.
+            outcomes.push((reading, success));
+        } else if all_sent && reading > 0.0 {
+            // Still taking its bytes: then one of the waits seen after that.
+            let chance = success / learned.afters_some.len() as f64;
+            let afters = learned.afters_some.iter();
+            outcomes.extend(afters.map(|after| (reading + after, chance)));
+        } else if all_sent {
+            let waited = now - self.taken_at(now);
             let fallback = learned.after / 4.0;
             left_after(
                 &learned.afters_some,
@@ -100,7 +142,10 @@ impl SeenDevice {
             };
             let chance = success / (lefts.len() * afters.len()) as f64;
             for left in &lefts {
-                outcomes.extend(afters.iter().map(|after| (left * scale + after, chance)));
+                // A slow reader has them once it took them.
+                let reading = self.reading_left(now, bytes + left).unwrap_or(0.0);
+                let sent_in = (left * scale).max(reading);
+                outcomes.extend(afters.iter().map(|after| (sent_in + after, chance)));
             }
         } else if let Some(sending) = sending {
             // Not sending yet, or too briefly to tell: the usual set-up left, then its share.
@@ -128,10 +173,16 @@ impl SeenDevice {
             );
         }
         if fails > 0.0 {
+            // It fails where attempts that got as far failed, at its rate (at once without
+            // one); where they failed after their last byte (the device's answer), not before
+            // failing attempts took as long.
             let rate = rate.or(learned.usual_rate);
-            let fail_in = match rate {
-                Some(rate) => (failing_at - reached).max(0.0) * payload / rate,
-                None => 0.0,
+            let by_bytes =
+                rate.map_or(0.0, |rate| (failing_at - reached).max(0.0) * payload / rate);
+            let fail_in = if failing_at >= 1.0 {
+                by_bytes.max(learned.failing_left(now - self.attempt.began))
+            } else {
+                by_bytes
             };
             let failures = self.failures + 1;
             if self.attempts >= learned.attempts {

@@ -50,6 +50,8 @@ pub(super) struct Learned {
     /// sorted.
     pub(super) first_failed_at: Vec<f64>,
     pub(super) failed_at: Vec<f64>,
+    /// Equally likely seconds a failed attempt took, from its start to its failure (sorted).
+    pub(super) failures_took: Vec<f64>,
     /// First attempts that did not fail.
     pub(super) first_ok: f64,
     /// How likely an attempt of a device that failed once fails too.
@@ -121,7 +123,9 @@ impl DevicesSeen {
             .filter_map(|device| {
                 let rate = device.byte_rate(now).or(usual_rate)?;
                 let bytes_left = (payload - device.attempt.bytes as f64).max(0.0);
-                Some(now - device.started + bytes_left / rate + after)
+                // A slow reader has its bytes once it took them.
+                let reading = device.reading_left(now, payload).unwrap_or(0.0);
+                Some(now - device.started + (bytes_left / rate).max(reading) + after)
             })
             .collect();
         let mut durations: Vec<f64> = self
@@ -171,6 +175,8 @@ impl DevicesSeen {
         } else {
             FEW
         };
+        let mut failures_took: Vec<f64> = self.failures_took.iter().copied().collect();
+        let failures_took = quantiles(&mut failures_took, 2 * detail);
         let durations_seen = quantiles(&mut durations, QUANTILES);
         let afters = quantiles(&mut afters.clone(), AFTERS);
         Some(Learned {
@@ -190,6 +196,7 @@ impl DevicesSeen {
             usual_rate,
             first_failed_at,
             failed_at,
+            failures_took,
             first_ok: self.first_attempts.iter().filter(|at| at.is_none()).count() as f64,
             fails_again: self.fails_again(),
             backoffs,
@@ -293,6 +300,22 @@ impl Learned {
             }
         }
         outcomes.push((at, chance));
+    }
+
+    /// Seconds until an attempt `age` seconds old fails, when it does and its bytes do not
+    /// say when (it sent them all and waits for the answer, or it has no byte rate): the mean
+    /// of what is left of the times failed attempts took, a quarter of their mean once it is
+    /// older than any; 0 while none failed. (It said 0 s: a dead device's last attempt, which
+    /// fails with the answer 2 s after it starts, showed `eta 0s` for those 2 s.)
+    pub(super) fn failing_left(&self, age: f64) -> f64 {
+        let took = self.failures_took.iter().copied();
+        let left = mean(
+            took.clone()
+                .map(|took| took - age)
+                .filter(|&left| left > 0.0),
+        );
+        left.or_else(|| mean(took).map(|took| took / 4.0))
+            .unwrap_or(0.0)
     }
 
     /// The mean backoff after a device's `failures`-th failure.

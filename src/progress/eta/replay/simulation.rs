@@ -4,7 +4,7 @@
 //! discrete-event simulation: workers take devices in wave order, the start rate's token, a
 //! `--bandwidth` budget shared max-min fairly between the transfers, each device's link rate,
 //! set-up time and time after the last byte, failed attempts with their backoff, the pause
-//! between waves. It feeds the real estimator what the progress thread would (device events,
+//! between waves, socket buffers that take bytes ahead of a device that reads slowly. It feeds the real estimator what the progress thread would (device events,
 //! byte reports and counter samples every 100 ms) and keeps the estimate shown each second.
 //! Simulated time only: nothing sleeps. Must not: judge the estimates (the harness does).
 
@@ -37,6 +37,9 @@ pub(super) struct Spec {
     pub(super) failures: Vec<f64>,
     /// The backoff before each retry.
     pub(super) backoffs: Vec<f64>,
+    /// Bytes the kernel takes ahead of the device (its socket buffers): they count as sent
+    /// before the device has them.
+    pub(super) buffer: f64,
 }
 
 /// A synthetic run.
@@ -361,9 +364,16 @@ impl<'a> Simulation<'a> {
     fn tick(&mut self) {
         let mut reports = Vec::new();
         let mut in_flight = 0;
+        let specs = &self.scenario.devices;
         for device in &mut self.active {
-            if let SimPhase::Sending { sent, reported, .. } = &mut device.phase {
-                let whole = *sent as u64;
+            if let SimPhase::Sending {
+                sent,
+                reported,
+                target,
+                ..
+            } = &mut device.phase
+            {
+                let whole = (*sent + specs[device.index].buffer).min(*target) as u64;
                 if whole > *reported {
                     reports.push(Observation::Bytes(device.index, whole - *reported));
                     *reported = whole;
