@@ -647,6 +647,7 @@ mod tests {
     fn a_stopping_run_says_why_and_drops_its_pause_note() {
         let paused = Event::Rollout {
             text: "wave 1/2, paused: resume with SIGUSR2 (kill -USR2 7)".into(),
+            window_opens_in: None,
         };
         let abort = Event::Stopping {
             reason: "aborted by the operator (SIGTERM)".into(),
