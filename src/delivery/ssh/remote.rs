@@ -251,8 +251,8 @@ pub(crate) fn session_channel(session: &Session, phase: Phase) -> Result<Channel
             Err(error) if is_open_refused(&error) => {
                 let mut failed = ssh_failure(phase, &error);
                 failed.message = format!(
-                    "the device refused a session channel {OPEN_TRIES} times ({}): its sshd may \
-                     allow no session at all (MaxSessions 0), or another client's login holds it",
+                    "{REFUSED_CHANNEL} {OPEN_TRIES} times ({}): its sshd may allow no more \
+                     sessions (MaxSessions), or another client's login holds them",
                     error.message()
                 );
                 return Err(failed);
@@ -264,6 +264,15 @@ pub(crate) fn session_channel(session: &Session, phase: Phase) -> Result<Channel
 
 /// How many refused channel opens `session_channel` asks again after.
 const OPEN_TRIES: usize = 3;
+
+/// How `session_channel`'s error for a device that keeps refusing a channel begins.
+const REFUSED_CHANNEL: &str = "the device refused a session channel";
+
+/// Whether `error` is `session_channel`'s refusal: the device allows no more session channels
+/// (one is open already under `MaxSessions 1`).
+pub(crate) fn is_channel_refusal(error: &DeliveryError) -> bool {
+    error.message.starts_with(REFUSED_CHANNEL)
+}
 
 /// libssh2's "Channel open failure": the device answered, and said no.
 pub(crate) fn is_open_refused(error: &ssh2::Error) -> bool {

@@ -214,6 +214,11 @@ impl Upload {
         }
     }
 
+    /// Whether the SFTP session is open.
+    fn has_sftp(&self) -> bool {
+        matches!(self.route, Route::Sftp(Some(_)))
+    }
+
     /// Ends the SFTP session (its channel), so that the command that comes next is the
     /// connection's only session channel: sshd's `MaxSessions 1` refuses a second one.
     fn close_sftp(&mut self) {
@@ -241,9 +246,18 @@ impl Upload {
                 format!("the device stored {size} bytes, the payload has {len}")
             }
             Verify::Sha256 => {
-                self.close_sftp();
                 let expected = context.payload.digest().hex();
-                match remote::sha256(context.session, &self.part, &bound)? {
+                // The SFTP session stays open for the rename (a shell `mv` and a mode lookup
+                // cost the device two processes per upload); only a device that refuses a
+                // second session channel (sshd `MaxSessions 1`) gets the check alone.
+                let hashed = match remote::sha256(context.session, &self.part, &bound) {
+                    Err(error) if self.has_sftp() && remote::is_channel_refusal(&error) => {
+                        self.close_sftp();
+                        remote::sha256(context.session, &self.part, &bound)
+                    }
+                    hashed => hashed,
+                };
+                match hashed? {
                     Hashed::Digest(stored) if stored == expected => return Ok(()),
                     Hashed::Digest(stored) => {
                         format!("SHA-256 on the device is {stored}, the payload's is {expected}")
@@ -274,17 +288,27 @@ impl Upload {
     pub(crate) fn finish(&mut self, context: &Context<'_>) -> Result<(), DeliveryError> {
         context.arm(Phase::Upload)?;
         let bound = Bound::new(context.stall, context.stall, context.deadline);
-        if let Route::Sftp(Some(sftp)) = &self.route
-            && self.sftp_finish(sftp)?
-        {
-            self.close_sftp();
-            return Ok(());
+        let mut mode_set = false;
+        if let Route::Sftp(Some(sftp)) = &self.route {
+            match self.sftp_finish(sftp)? {
+                SftpFinish::Renamed => {
+                    self.close_sftp();
+                    return Ok(());
+                }
+                SftpFinish::NeedsShell { mode_set: set } => mode_set = set,
+            }
         }
         self.close_sftp();
-        let modes = remote::modes(context.session, &self.path, &bound);
-        let mode = modes
-            .existing
-            .or_else(|| modes.umask.map(|umask| self.mode & !umask));
+        // The `.part` has the replaced file's mode already when SFTP gave it; else the shell
+        // looks it up (one process on the device).
+        let mode = if mode_set {
+            None
+        } else {
+            let modes = remote::modes(context.session, &self.path, &bound);
+            modes
+                .existing
+                .or_else(|| modes.umask.map(|umask| self.mode & !umask))
+        };
         let renamed = remote::rename(context.session, &self.part, &self.path, mode, &bound);
         match renamed {
             Err(error) if error.kind == ErrorKind::Request => {
@@ -299,14 +323,17 @@ impl Upload {
     }
 
     /// Over SFTP: gives the `.part` the replaced file's mode and renames it over the path.
-    /// `false` when the server would not rename over an existing file (SFTP version 3 servers,
-    /// OpenSSH's, refuse to; `mv` is atomic), or a new file's mode must be set from the shell.
-    fn sftp_finish(&self, sftp: &Sftp) -> Result<bool, DeliveryError> {
+    /// `NeedsShell` when the server would not rename over an existing file (SFTP version 3
+    /// servers, OpenSSH's, refuse to; `mv` is atomic), saying whether the mode is set already.
+    fn sftp_finish(&self, sftp: &Sftp) -> Result<SftpFinish, DeliveryError> {
         let (from, to) = (Path::new(&self.part), Path::new(&self.path));
         let existing = sftp.stat(to).ok().filter(FileStat::is_file);
         let Some(mode) = existing.and_then(|stat| stat.perm) else {
             let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE);
-            return rename_result(sftp.rename(from, to, flags));
+            return Ok(match rename_result(sftp.rename(from, to, flags))? {
+                true => SftpFinish::Renamed,
+                false => SftpFinish::NeedsShell { mode_set: false },
+            });
         };
         let perm = FileStat {
             size: None,
@@ -320,7 +347,10 @@ impl Upload {
             return Err(mode_failure(&self.part, mode, &error));
         }
         let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
-        rename_result(sftp.rename(from, to, flags))
+        Ok(match rename_result(sftp.rename(from, to, flags))? {
+            true => SftpFinish::Renamed,
+            false => SftpFinish::NeedsShell { mode_set: true },
+        })
     }
 
     /// Without a shell: removes the path, then renames the `.part` over it by SFTP.
@@ -378,6 +408,15 @@ impl Upload {
 
 /// An SFTP rename's result: done, or to be done by the shell (a session error is the
 /// connection's, and final).
+/// How an SFTP rename into place ended.
+enum SftpFinish {
+    /// The `.part` is in place.
+    Renamed,
+    /// The server would not rename it: the shell's `mv` does; `mode_set` when the `.part`
+    /// already has the mode of the file it replaces.
+    NeedsShell { mode_set: bool },
+}
+
 fn rename_result(result: Result<(), ssh2::Error>) -> Result<bool, DeliveryError> {
     match result {
         Ok(()) => Ok(true),
