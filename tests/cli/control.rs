@@ -590,6 +590,13 @@ fn an_aborted_paused_run_says_stopping_and_why_and_drops_the_resume_hint() {
         .timeout(Duration::from_secs(150));
     let mut running = test.spawn();
     let base = page_url(&mut running);
+    // Paused before the workers took the stalled devices (a loaded CI machine), none would
+    // ever be in flight: pause once both are connected.
+    wait_until(
+        Duration::from_secs(30),
+        "both stalled devices connected",
+        || stalled.connections() >= 2,
+    );
     assert_eq!(post(&base, "pause", Some(&bearer())).0, 200);
     let hint = format!(
         "paused: resume with POST /control/resume or SIGUSR2 (kill -USR2 {})",
