@@ -327,13 +327,28 @@ impl Upload {
     /// servers, OpenSSH's, refuse to; `mv` is atomic), saying whether the mode is set already.
     fn sftp_finish(&self, sftp: &Sftp) -> Result<SftpFinish, DeliveryError> {
         let (from, to) = (Path::new(&self.part), Path::new(&self.path));
-        let existing = sftp.stat(to).ok().filter(FileStat::is_file);
-        let Some(mode) = existing.and_then(|stat| stat.perm) else {
+        if !self.keep_mode(sftp)? {
             let flags = Some(RenameFlags::ATOMIC | RenameFlags::NATIVE);
             return Ok(match rename_result(sftp.rename(from, to, flags))? {
                 true => SftpFinish::Renamed,
                 false => SftpFinish::NeedsShell { mode_set: false },
             });
+        }
+        let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
+        Ok(match rename_result(sftp.rename(from, to, flags))? {
+            true => SftpFinish::Renamed,
+            false => SftpFinish::NeedsShell { mode_set: true },
+        })
+    }
+
+    /// Gives the `.part` the mode of the regular file at the path, if there is one (`true`).
+    fn keep_mode(&self, sftp: &Sftp) -> Result<bool, DeliveryError> {
+        let existing = sftp.stat(Path::new(&self.path)).ok();
+        let Some(mode) = existing
+            .filter(FileStat::is_file)
+            .and_then(|stat| stat.perm)
+        else {
+            return Ok(false);
         };
         let perm = FileStat {
             size: None,
@@ -343,14 +358,9 @@ impl Upload {
             atime: None,
             mtime: None,
         };
-        if let Err(error) = sftp.setstat(from, perm) {
-            return Err(mode_failure(&self.part, mode, &error));
-        }
-        let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
-        Ok(match rename_result(sftp.rename(from, to, flags))? {
-            true => SftpFinish::Renamed,
-            false => SftpFinish::NeedsShell { mode_set: true },
-        })
+        sftp.setstat(Path::new(&self.part), perm)
+            .map_err(|error| mode_failure(&self.part, mode, &error))?;
+        Ok(true)
     }
 
     /// Without a shell: removes the path, then renames the `.part` over it by SFTP.
@@ -366,23 +376,7 @@ impl Upload {
                 ),
             )
         })?;
-        if let Some(mode) = sftp
-            .stat(to)
-            .ok()
-            .filter(FileStat::is_file)
-            .and_then(|s| s.perm)
-        {
-            let perm = FileStat {
-                size: None,
-                uid: None,
-                gid: None,
-                perm: Some(mode & 0o7777),
-                atime: None,
-                mtime: None,
-            };
-            sftp.setstat(from, perm)
-                .map_err(|error| mode_failure(&self.part, mode, &error))?;
-        }
+        self.keep_mode(&sftp)?;
         let _ = sftp.unlink(to);
         let flags = Some(RenameFlags::OVERWRITE | RenameFlags::ATOMIC | RenameFlags::NATIVE);
         sftp.rename(from, to, flags).map_err(|error| {
