@@ -111,10 +111,7 @@ fn assert_paused_run_starts_nothing(base: &str, fleet: &Fleet) {
 
 /// Every line of the events file.
 fn all_events(test: &Test) -> Vec<Json> {
-    test.read("events.jsonl")
-        .lines()
-        .map(|line| serde_json::from_str::<Json>(line).unwrap())
-        .collect()
+    test.events("events.jsonl")
 }
 
 /// The `control` lines of the events file.

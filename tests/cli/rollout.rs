@@ -439,14 +439,6 @@ fn a_window_closing_mid_run_stops_dispatch_and_the_journal_finishes_the_rest() {
     }
 }
 
-/// The `type` of every line of the events file `name`, with the line.
-fn events(test: &Test, name: &str) -> Vec<serde_json::Value> {
-    test.read(name)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("an event"))
-        .collect()
-}
-
 fn count_events(events: &[serde_json::Value], kind: &str) -> usize {
     events.iter().filter(|event| event["type"] == kind).count()
 }
@@ -479,7 +471,7 @@ fn a_window_closing_during_a_rate_wait_stops_the_run_at_once() {
         output.elapsed
     );
     assert_eq!(
-        count_events(&events(&test, "events.jsonl"), "device_started"),
+        count_events(&test.events("events.jsonl"), "device_started"),
         1
     );
 }
@@ -511,7 +503,7 @@ fn a_window_closing_during_a_wave_pause_stops_the_run_and_starts_no_wave() {
         "the run waited {:?} for a wave pause that outlasted the window (closed 3 s in)",
         output.elapsed
     );
-    let events = events(&test, "events.jsonl");
+    let events = test.events("events.jsonl");
     assert_eq!(count_events(&events, "wave_started"), 1, "{events:#?}");
     assert_eq!(count_events(&events, "device_started"), 1, "{events:#?}");
 }
@@ -534,7 +526,8 @@ fn countdowns_round_the_time_left_down() {
     ];
     let output = push(&mut test, &flags).arg("devices.csv").run();
     output.expect_status(0);
-    let notes: Vec<String> = events(&test, "events.jsonl")
+    let notes: Vec<String> = test
+        .events("events.jsonl")
         .iter()
         .filter(|event| event["type"] == "rollout")
         .filter_map(|event| event["text"].as_str().map(String::from))
@@ -1009,8 +1002,7 @@ fn the_rate_limit_is_shown_while_it_holds_devices_back() {
     // started (its events come after the rollout line it saw).
     let mut label = String::new();
     let mut started = Vec::new();
-    for line in test.read("events.jsonl").lines() {
-        let event: serde_json::Value = serde_json::from_str(line).expect("an events line");
+    for event in test.events("events.jsonl") {
         match event["type"].as_str() {
             Some("rollout") => label = event["text"].as_str().unwrap_or_default().to_string(),
             Some("device_started") => started.push((event["id"].to_string(), label.clone())),

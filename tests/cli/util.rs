@@ -52,6 +52,16 @@ impl Test {
         }
     }
 
+    /// Every line of the `--events` file `name`, parsed.
+    pub fn events(&self, name: &str) -> Vec<serde_json::Value> {
+        self.read(name)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+
     /// `name` inside the temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
