@@ -87,8 +87,92 @@ void chacha_ivsetup(struct chacha_ctx *x, const u8 *iv, const u8 *counter)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
+static void chacha_encrypt_bytes_portable(struct chacha_ctx *x, const u8 *m,
+                                          u8 *c, size_t bytes);
+
+/* update-orchestrator's patch (see PATCHES.md at the crate's root): with OpenSSL 1.1 or
+ * later, a run of 256 bytes or more is ciphered by OpenSSL's ChaCha20 (SIMD: several times
+ * the portable code's speed), as OpenSSH's cipher-chachapoly-libcrypto.c does. OpenSSL's
+ * 16-byte IV is the state's words 12 to 15 (a 32-bit block counter that OpenSSL carries into
+ * the next word, then the nonce): with the state's 64-bit counter and 64-bit nonce that is
+ * the same keystream. The state's counter is then advanced as the portable code does (one
+ * per block, a partial last block included). LibreSSL lays its IV out otherwise: not used. */
+#ifdef LIBSSH2_OPENSSL
+#include <openssl/evp.h>
+#if OPENSSL_VERSION_NUMBER >= 0x10100000L && !defined(OPENSSL_NO_CHACHA) && \
+    !defined(LIBRESSL_VERSION_NUMBER)
+#define CHACHA_WITH_LIBCRYPTO 1
+#endif
+#endif
+
+#ifdef CHACHA_WITH_LIBCRYPTO
+/* OpenSSL 3 looks EVP_chacha20() up in its provider store on every EVP_EncryptInit_ex (a
+ * lock and a search): the cipher is fetched once and kept for the life of the process. */
+static const EVP_CIPHER *chacha_cipher(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L && defined(__GNUC__)
+    static EVP_CIPHER *cached = NULL;
+    EVP_CIPHER *expected = NULL;
+    EVP_CIPHER *cipher = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+
+    if(cipher)
+        return cipher;
+    cipher = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL);
+    if(!cipher)
+        return NULL;
+    if(!__atomic_compare_exchange_n(&cached, &expected, cipher, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        /* Another thread fetched it first. */
+        EVP_CIPHER_free(cipher);
+        cipher = expected;
+    }
+    return cipher;
+#else
+    return EVP_chacha20();
+#endif
+}
+#endif
+
 void chacha_encrypt_bytes(struct chacha_ctx *x, const u8 *m, u8 *c,
                           size_t bytes)
+{
+#ifdef CHACHA_WITH_LIBCRYPTO
+    if(bytes >= 256 && bytes <= 0x7fffffff) {
+        u8 key[32];
+        u8 iv[16];
+        int i;
+        int written = 0;
+        int ok;
+        size_t blocks;
+        u32 low;
+        const EVP_CIPHER *cipher = chacha_cipher();
+        EVP_CIPHER_CTX *ctx = cipher ? EVP_CIPHER_CTX_new() : NULL;
+
+        for(i = 0; i < 8; i++)
+            U32TO8_LITTLE(key + 4 * i, x->input[4 + i]);
+        for(i = 0; i < 4; i++)
+            U32TO8_LITTLE(iv + 4 * i, x->input[12 + i]);
+        ok = ctx &&
+             EVP_EncryptInit_ex(ctx, cipher, NULL, key, iv) == 1 &&
+             EVP_EncryptUpdate(ctx, c, &written, m, (int)bytes) == 1 &&
+             (size_t)written == bytes;
+        EVP_CIPHER_CTX_free(ctx);
+        ssh2_explicit_zero(key, sizeof(key));
+        if(ok) {
+            blocks = (bytes + 63) / 64;
+            low = x->input[12];
+            x->input[12] = U32V(low + (u32)blocks);
+            if(x->input[12] < low)
+                x->input[13] = PLUSONE(x->input[13]);
+            return;
+        }
+    }
+#endif
+    chacha_encrypt_bytes_portable(x, m, c, bytes);
+}
+
+static void chacha_encrypt_bytes_portable(struct chacha_ctx *x, const u8 *m,
+                                          u8 *c, size_t bytes)
 {
     u32 x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15;
     u32 j0, j1, j2, j3, j4, j5, j6, j7, j8, j9, j10, j11, j12, j13, j14, j15;

@@ -28,9 +28,69 @@
         (p)[3] = (uint8_t)((v) >> 24); \
     } while(0)
 
+static void poly1305_auth_portable(unsigned char out[POLY1305_TAGLEN],
+                                   const unsigned char *m, size_t inlen,
+                                   const unsigned char key[POLY1305_KEYLEN]);
+
+/* update-orchestrator's patch (see PATCHES.md at the crate's root): with OpenSSL 3, a message
+ * of 256 bytes or more is authenticated by OpenSSL's Poly1305 (SIMD: several times this
+ * portable code's speed). The same one-time key and message give the same tag. The MAC
+ * method is fetched once and kept for the life of the process. */
+#ifdef LIBSSH2_OPENSSL
+#include <openssl/evp.h>
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L && !defined(OPENSSL_NO_POLY1305) && \
+    !defined(LIBRESSL_VERSION_NUMBER) && defined(__GNUC__)
+#define POLY1305_WITH_LIBCRYPTO 1
+#endif
+#endif
+
+#ifdef POLY1305_WITH_LIBCRYPTO
+static EVP_MAC *poly1305_mac(void)
+{
+    static EVP_MAC *cached = NULL;
+    EVP_MAC *expected = NULL;
+    EVP_MAC *mac = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+
+    if(mac)
+        return mac;
+    mac = EVP_MAC_fetch(NULL, "POLY1305", NULL);
+    if(!mac)
+        return NULL;
+    if(!__atomic_compare_exchange_n(&cached, &expected, mac, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        /* Another thread fetched it first. */
+        EVP_MAC_free(mac);
+        mac = expected;
+    }
+    return mac;
+}
+#endif
+
 void poly1305_auth(unsigned char out[POLY1305_TAGLEN],
                    const unsigned char *m, size_t inlen,
                    const unsigned char key[POLY1305_KEYLEN])
+{
+#ifdef POLY1305_WITH_LIBCRYPTO
+    if(inlen >= 256) {
+        EVP_MAC *mac = poly1305_mac();
+        EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+        size_t written = 0;
+        int ok = ctx &&
+                 EVP_MAC_init(ctx, key, POLY1305_KEYLEN, NULL) == 1 &&
+                 EVP_MAC_update(ctx, m, inlen) == 1 &&
+                 EVP_MAC_final(ctx, out, &written, POLY1305_TAGLEN) == 1 &&
+                 written == POLY1305_TAGLEN;
+        EVP_MAC_CTX_free(ctx);
+        if(ok)
+            return;
+    }
+#endif
+    poly1305_auth_portable(out, m, inlen, key);
+}
+
+static void poly1305_auth_portable(unsigned char out[POLY1305_TAGLEN],
+                                   const unsigned char *m, size_t inlen,
+                                   const unsigned char key[POLY1305_KEYLEN])
 {
     uint32_t t0;
     uint32_t t1;
