@@ -130,6 +130,12 @@ fn two_hundred_devices_share_one_connection_to_the_jump_host() {
     let channels = count(&log, "ctype direct-tcpip");
     assert!(channels >= 200, "{channels} channels:\n{log}");
     assert_eq!(count(&device.log(), "Accepted publickey"), 200);
+    // The cipher whose ChaCha20 and Poly1305 our vendored libssh2 runs on OpenSSL
+    // (vendor/libssh2-sys/PATCHES.md): these deliveries went through the patched code.
+    for direction in ["client->server", "server->client"] {
+        let negotiated = format!("{direction} cipher: chacha20-poly1305@openssh.com");
+        assert_eq!(count(&log, &negotiated), 1, "{negotiated}:\n{log}");
+    }
 }
 
 #[test]
