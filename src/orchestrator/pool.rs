@@ -186,6 +186,19 @@ mod tests {
         );
         check(8, &[&[], &[7]], None, &[&[], &[7]]);
         check(3, &[], None, &[]);
+        // More workers than devices, many waves: every wave waits for every worker (waiting or
+        // not yet started), and none of them sleeps through a wave's start or the close.
+        let big: Vec<usize> = (0..300).collect();
+        let waves: Vec<&[usize]> = (0..20)
+            .map(|wave| {
+                if wave % 2 == 0 {
+                    &big[..]
+                } else {
+                    &big[wave..wave + 1]
+                }
+            })
+            .collect();
+        check(64, &waves, None, &waves);
     }
 
     #[test]
