@@ -10,6 +10,7 @@ mod device;
 mod gate;
 mod lifecycle;
 mod pool;
+pub mod stacks;
 
 pub use gate::OutsideWindow;
 pub use lifecycle::HEALTH_CLASS;
@@ -187,6 +188,15 @@ pub struct Run<'a> {
     pub report: Option<&'a crate::report::ReportWriter>,
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Run<'_> {
     /// Runs the plan to the end (or until stopped), sending events to `events`.
     pub fn execute(&self, events: &Sender<Event>) -> Result<RunResult, RunError> {
@@ -211,37 +221,35 @@ impl Run<'_> {
         let dispatch = Dispatch::new(workers);
         let pool = std::thread::scope(|scope| {
             let watchdog = scope.spawn(|| shared.watch());
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
-                .stack_size(WORKER_STACK_SIZE)
-                .thread_name(|i| format!("worker-{i}"))
-                .spawn_handler(|thread| {
-                    let mut builder = std::thread::Builder::new();
-                    if let Some(name) = thread.name() {
-                        builder = builder.name(name.to_string());
-                    }
-                    if let Some(size) = thread.stack_size() {
-                        builder = builder.stack_size(size);
-                    }
-                    let (shared, dispatch) = (&shared, &dispatch);
-                    builder.spawn_scoped(scope, move || {
-                        dispatch.work(
-                            || !shared.should_stop(),
-                            |index, position| shared.run_device(index, position),
-                        );
-                        drop(thread); // never enters rayon's scheduler: see pool.rs
-                    })?;
-                    Ok(())
-                })
-                .build();
-            if pool.is_ok() {
-                shared.run_waves(&dispatch);
-            }
-            // Also after a failed start: the workers that did start are waiting for a wave.
-            dispatch.close();
-            shared.done.store(true, Ordering::SeqCst);
+            // Ends the watchdog also when a panic unwinds from here (a worker's is raised again
+            // once every worker is joined): the scope would wait for it forever.
+            let done = SetOnDrop(&shared.done);
+            let (shared, dispatch) = (&shared, &dispatch);
+            let pool = stacks::scope(workers, WORKER_STACK_SIZE, |stacks| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(workers)
+                    .thread_name(|i| format!("worker-{i}"))
+                    .spawn_handler(|thread| {
+                        let name = thread.name().unwrap_or("worker").to_string();
+                        stacks.spawn(&name, move || {
+                            dispatch.work(
+                                || !shared.should_stop(),
+                                |index, position| shared.run_device(index, position),
+                            );
+                            drop(thread); // never enters rayon's scheduler: see pool.rs
+                        })
+                    })
+                    .build();
+                if pool.is_ok() {
+                    shared.run_waves(dispatch);
+                }
+                // Also after a failed start: the workers that did start are waiting for a wave.
+                dispatch.close();
+                pool.map_err(|e| e.to_string())
+            });
+            drop(done);
             let _ = watchdog.join();
-            pool
+            pool.map_err(|e| e.to_string()).and_then(|pool| pool)
         });
         pool.map_err(|e| {
             RunError(format!(
