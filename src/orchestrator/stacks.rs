@@ -27,8 +27,17 @@ use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 
-/// The guard page under each stack.
-const GUARD: usize = 4096;
+/// The page size when the system does not say (x86-64's; arm64 may have 16 or 64 KiB).
+const PAGE: usize = 4096;
+
+/// The system's page size: the guard page's size, and what stacks are rounded up to.
+fn page_size() -> usize {
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&size| size > 0)
+        .unwrap_or(PAGE)
+}
 
 /// A thread's panic, kept until every thread is joined.
 type Panic = Box<dyn Any + Send + 'static>;
@@ -37,6 +46,8 @@ type Panic = Box<dyn Any + Send + 'static>;
 pub struct Stacks<'scope, 'env: 'scope> {
     /// The mapping's address (a number: `Mapping` owns it).
     region: usize,
+    /// The guard page's size (a page).
+    guard: usize,
     /// A guard page and a stack.
     each: usize,
     stack_size: usize,
@@ -63,9 +74,11 @@ pub fn scope<'env, R>(
     stack_size: usize,
     f: impl for<'scope> FnOnce(&'scope Stacks<'scope, 'env>) -> R,
 ) -> io::Result<R> {
-    let (mapping, each, stack_size) = Mapping::new(capacity, stack_size)?;
+    let guard = page_size();
+    let (mapping, each, stack_size) = Mapping::new(capacity, stack_size, guard)?;
     let stacks = Stacks {
         region: mapping.address,
+        guard,
         each,
         stack_size,
         capacity,
@@ -97,10 +110,15 @@ struct Mapping {
 
 impl Mapping {
     /// Room for `capacity` stacks of `stack_size` bytes (rounded up to whole pages), each above a
-    /// guard page; with the size of a guard page and stack, and of a stack.
-    fn new(capacity: usize, stack_size: usize) -> io::Result<(Mapping, usize, usize)> {
-        let stack_size = stack_size.div_ceil(GUARD).max(1) * GUARD;
-        let each = stack_size + GUARD;
+    /// guard page of `guard` bytes (a page); with the size of a guard page and stack, and of a
+    /// stack.
+    fn new(
+        capacity: usize,
+        stack_size: usize,
+        guard: usize,
+    ) -> io::Result<(Mapping, usize, usize)> {
+        let stack_size = stack_size.div_ceil(guard).max(1) * guard;
+        let each = stack_size + guard;
         let len = each
             .checked_mul(capacity.max(1))
             .ok_or_else(|| io::Error::other("too many stacks for the address space"))?;
@@ -146,7 +164,7 @@ impl<'scope> Stacks<'scope, '_> {
             )));
         }
         let guard = (self.region + slot * self.each) as *mut c_void;
-        if unsafe { libc::mprotect(guard, GUARD, libc::PROT_NONE) } != 0 {
+        if unsafe { libc::mprotect(guard, self.guard, libc::PROT_NONE) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let short: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
@@ -160,7 +178,7 @@ impl<'scope> Stacks<'scope, '_> {
             let mut attr: libc::pthread_attr_t = std::mem::zeroed();
             let mut code = libc::pthread_attr_init(&mut attr);
             if code == 0 {
-                let stack = (self.region + slot * self.each + GUARD) as *mut c_void;
+                let stack = (self.region + slot * self.each + self.guard) as *mut c_void;
                 code = libc::pthread_attr_setstack(&mut attr, stack, self.stack_size);
                 if code == 0 {
                     code = libc::pthread_create(&mut thread, &attr, start, job.cast());
