@@ -3,7 +3,9 @@
 //! Owns: `schedule` (the devices not started yet, taken in turn by the first free worker),
 //! `Ends` (devices whose ends are uncertain: each a few possible times with their chances) and
 //! its `expected_last` (the expected end of the last of them: the run's end is usually a
-//! straggler's), `drain` (transfers sharing a budget max-min fairly: when each is done) and
+//! straggler's), `expected_makespan` (the same when the workers take the devices not started
+//! yet in turn, each of uncertain length: drawn many times over from a fixed seed),
+//! `drain` (transfers sharing a budget max-min fairly: when each is done) and
 //! `last_of_draws` (the expected largest of several draws from the same times). Must not: know about devices, events or clocks; it is numbers in, numbers out.
 
 /// When each worker frees up for good if the in-flight devices free theirs at `busy` and
@@ -211,6 +213,76 @@ pub(super) fn drain(
     (ends, queued_ends)
 }
 
+/// Draws of `expected_makespan`, at most...
+const TRIALS: usize = 1024;
+/// ...and devices scheduled over all of them, at most (each estimate stays cheap).
+const TRIAL_DEVICES: usize = 10_000;
+/// Rounds of devices not started drawn at random; those before them take the mean duration
+/// each (over many rounds a worker's devices add up to about their mean).
+const DRAWN_ROUNDS: usize = 4;
+
+/// The expected end of the last device when each of `busy` workers frees up at one of its
+/// outcomes `(time, chance)`, `idle` more are free now, and `unstarted` devices, each taking
+/// one of `durations` (equally likely), are taken in turn by the first free worker, as the
+/// pool takes them: the mean over draws from a fixed seed (the same answer for the same
+/// question). A worker that took a short device takes another, so the last ends are closer
+/// together than independent draws' latest.
+pub(super) fn expected_makespan(
+    busy: &[&[(f64, f64)]],
+    idle: usize,
+    unstarted: usize,
+    durations: &[f64],
+) -> f64 {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let workers = busy.len() + idle;
+    if workers == 0 || (busy.is_empty() && (unstarted == 0 || durations.is_empty())) {
+        return 0.0;
+    }
+    let unstarted = if durations.is_empty() { 0 } else { unstarted };
+    let ahead = unstarted.saturating_sub(DRAWN_ROUNDS * workers) / workers;
+    let mean = durations.iter().sum::<f64>() / durations.len().max(1) as f64;
+    let ahead_time = ahead as f64 * mean;
+    let unstarted = unstarted - ahead * workers;
+    let trials = (TRIAL_DEVICES / (workers + unstarted)).clamp(4, TRIALS);
+    let mut jitter = crate::scheduler::Jitter::new(0x5EED);
+    let mut free: BinaryHeap<Reverse<u64>> = BinaryHeap::with_capacity(workers);
+    let mut total = 0.0;
+    for _ in 0..trials {
+        free.clear();
+        let mut latest: f64 = 0.0;
+        for outcomes in busy {
+            let sum: f64 = outcomes.iter().map(|outcome| outcome.1.max(0.0)).sum();
+            let mut pick = jitter.next_fraction() * sum;
+            let mut time = outcomes.last().map_or(0.0, |outcome| outcome.0);
+            for &(at, chance) in outcomes.iter() {
+                pick -= chance.max(0.0);
+                if pick < 0.0 {
+                    time = at;
+                    break;
+                }
+            }
+            // Times are not negative: their bits order as they do.
+            let time = time.max(0.0) + ahead_time;
+            latest = latest.max(time);
+            free.push(Reverse(time.to_bits()));
+        }
+        free.extend(std::iter::repeat_n(Reverse(ahead_time.to_bits()), idle));
+        for _ in 0..unstarted {
+            let Some(Reverse(first)) = free.pop() else {
+                break;
+            };
+            let index = (jitter.next_fraction() * durations.len() as f64) as usize;
+            let duration = durations[index.min(durations.len() - 1)].max(0.0);
+            let end = f64::from_bits(first) + duration;
+            latest = latest.max(end);
+            free.push(Reverse(end.to_bits()));
+        }
+        total += latest;
+    }
+    total / trials as f64
+}
+
 /// The expected largest of `draws` draws from `times` (sorted, equally likely).
 pub(super) fn last_of_draws(times: &[f64], draws: usize) -> f64 {
     let count = times.len() as f64;
@@ -286,6 +358,43 @@ mod tests {
         assert_eq!(last_of_draws(&[2.0, 4.0], 2), 3.5);
         assert_eq!(last_of_draws(&[5.0], 9), 5.0);
         assert!((last_of_draws(&[1.0, 2.0, 3.0, 4.0], 1000) - 4.0).abs() < 1e-9);
+    }
+
+    #[track_caller]
+    fn check_makespan(
+        busy: &[&[(f64, f64)]],
+        idle: usize,
+        unstarted: usize,
+        durations: &[f64],
+        expected: f64,
+        within: f64,
+    ) {
+        let makespan = expected_makespan(busy, idle, unstarted, durations);
+        assert!(
+            (makespan - expected).abs() <= within,
+            "{busy:?} + {idle} idle, {unstarted} of {durations:?}: {makespan} is not {expected} ± {within}"
+        );
+    }
+
+    #[test]
+    fn devices_not_started_go_to_the_first_free_worker() {
+        // Sure times: exact. Nothing at all: 0.
+        check_makespan(&[], 0, 0, &[], 0.0, 0.0);
+        check_makespan(&[&[(3.0, 1.0)], &[(7.0, 1.0)]], 0, 0, &[10.0], 7.0, 0.0);
+        // Two idle workers, three devices of 10 s: the third waits for one of them.
+        check_makespan(&[], 2, 3, &[10.0], 20.0, 0.0);
+        // One worker frees at 5 s, one is idle: two devices of 10 s end at 10 and 15 s.
+        check_makespan(&[&[(5.0, 1.0)]], 1, 2, &[10.0], 15.0, 0.0);
+        // A thousand rounds on one worker: their sum (the mean each, before the last rounds).
+        check_makespan(&[], 1, 1000, &[1.0, 3.0], 2000.0, 2.0);
+        // Uncertain times: one worker, 4 devices of 1 or 3 s: 8 s on average (the draws' mean,
+        // 1,024 of them, within four standard errors).
+        check_makespan(&[], 1, 4, &[1.0, 3.0], 8.0, 0.25);
+        // A worker that took a short device takes the next one: two workers, three devices of
+        // 1 or 9 s; over the 8 equally likely draws the last ends at 9.75 s on average.
+        check_makespan(&[], 2, 3, &[1.0, 9.0], 9.75, 0.5);
+        // A busy worker's uncertain end: half the time at 2 s, half at 10 s; it is the last.
+        check_makespan(&[&[(2.0, 1.0), (10.0, 1.0)]], 0, 0, &[1.0], 6.0, 0.5);
     }
 
     #[test]

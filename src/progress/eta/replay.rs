@@ -287,8 +287,9 @@ const SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
 /// explained in docs/performance.md ("How far to trust the ETA"): all but one miss the factor
 /// in their last 5 s, where what is left is one device's own random wait or last attempt; the
 /// flaky ones miss the median by whether a device of the last round fails again; mixed sizes
-/// seed 2 ends with a slow link nothing before it showed; slow readers seed 6 is 25–40% long
-/// until its last rounds.
+/// seed 2 ends with a slow link nothing before it showed; slow readers seed 6 is 20–35% long
+/// until its last rounds (its first ten devices took 18.7 s on average, the thirty after them
+/// 15.8 s).
 const KNOWN_MISSES: &[(&str, u64, (f64, f64))] = &[
     ("device-bound", 2, (TARGET.0, 2.3)),
     ("device-bound", 7, (TARGET.0, 4.6)),
@@ -300,7 +301,7 @@ const KNOWN_MISSES: &[(&str, u64, (f64, f64))] = &[
     ("flaky", 3, (TARGET.0, 11.0)),
     ("flaky", 7, (TARGET.0, 2.2)),
     ("waves", 3, (TARGET.0, 7.0)),
-    ("slow readers", 6, (0.33, TARGET.1)),
+    ("slow readers", 6, (0.30, TARGET.1)),
 ];
 
 /// What `scenario`'s run with `seed` is held to: the target, or its known miss.

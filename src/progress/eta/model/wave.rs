@@ -3,10 +3,11 @@
 //! Owns: `Bounds` (the workers, the `--bandwidth` budget when the run uses it, the start rate,
 //! what the run taught), `DevicesSeen::current_wave` (the expected latest end of the in-flight
 //! devices and of those not started yet, on the first free worker or after their start token,
-//! or the bytes left over the budget, drained max-min fairly in the last round) and
+//! drawn as the pool takes them when the workers alone bound the run, or the bytes left over
+//! the budget, drained max-min fairly in the last round) and
 //! `Bounds::wave` (a wave to come). Must not: read a clock.
 
-use super::super::ends::{Ends, drain, last_of_draws, schedule};
+use super::super::ends::{Ends, drain, expected_makespan, last_of_draws, schedule};
 use super::DevicesSeen;
 use super::learned::{Learned, mean, mean_of};
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ impl Bounds {
         let learned = &self.learned;
         let mut seconds = match self.bandwidth {
             Some(limit) => devices as f64 * learned.sent / limit + learned.fixed,
+            None if self.rate.is_none() => {
+                expected_makespan(&[], self.slots, devices, &learned.durations)
+            }
             None => {
                 let rounds = devices.div_ceil(self.slots);
                 let last = last_of_draws(&learned.durations, devices.min(self.slots));
@@ -74,6 +78,12 @@ impl DevicesSeen {
                 (mean_of(&outcomes), outcomes)
             })
             .collect();
+        // Devices still to start on the workers alone: the pool's own way of taking them.
+        if bounds.bandwidth.is_none() && bounds.rate.is_none() && unstarted > 0 {
+            let busy: Vec<&[(f64, f64)]> = workers.iter().map(|worker| &worker.1[..]).collect();
+            let idle = bounds.slots.saturating_sub(busy.len());
+            return expected_makespan(&busy, idle, unstarted, &learned.durations);
+        }
         let mut ends = Ends::default();
         let usual: Vec<(f64, f64)> = learned.durations.iter().map(|&d| (d, 1.0)).collect();
         let usual = ends.draws(&usual);
