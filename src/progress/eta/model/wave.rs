@@ -70,9 +70,12 @@ impl DevicesSeen {
             _ => (HashMap::new(), Vec::new()),
         };
         // Each in-flight device's possible ends, and the mean of them (when its worker frees).
-        let mut workers: Vec<(f64, Vec<(f64, f64)>)> = self
-            .in_flight
-            .iter()
+        // In the devices' order, not the map's: the draws below take the workers in turn, and
+        // the same question must get the same answer.
+        let mut in_flight: Vec<_> = self.in_flight.iter().collect();
+        in_flight.sort_unstable_by_key(|(index, _)| **index);
+        let mut workers: Vec<(f64, Vec<(f64, f64)>)> = in_flight
+            .into_iter()
             .map(|(index, device)| {
                 let outcomes = device.outcomes(now, learned, sending.get(index).copied());
                 (mean_of(&outcomes), outcomes)
