@@ -287,7 +287,8 @@ const SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
 /// explained in docs/performance.md ("How far to trust the ETA"): all but one miss the factor
 /// in their last 5 s, where what is left is one device's own random wait or last attempt; the
 /// flaky ones miss the median by whether a device of the last round fails again; mixed sizes
-/// seed 2 ends with a slow link nothing before it showed; slow readers seed 6 is 20–35% long
+/// seed 2's devices to come send more than those seen, and it ends with a slow link nothing
+/// before it showed; slow readers seed 6 is 20–37% long
 /// until its last rounds (its first ten devices took 18.7 s on average, the thirty after them
 /// 15.8 s).
 const KNOWN_MISSES: &[(&str, u64, (f64, f64))] = &[
