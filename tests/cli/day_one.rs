@@ -1,7 +1,7 @@
 //! What an operator hits in the first hour (issue 18): an output path that is an input, a
 //! `--where` typo, a killed run's report, the summary's pointer to the full list, misspelt
-//! flags, `-q` printing each failure once, progress bytes that were really sent, and CSV files
-//! as spreadsheets save them.
+//! flags, `-q` printing each failure once, progress bytes that were really sent, CSV files as
+//! spreadsheets save them, and IPv6 addresses in `--target` templates.
 //!
 //! Owns: one test per item. Must not: start servers of its own (`servers`, the simulated fleet).
 
@@ -361,4 +361,27 @@ fn registries_as_spreadsheets_save_them() {
         "twice.csv: --target \"http://127.0.0.1:9/{id}\" replaces the url column for every \
              device",
     );
+}
+
+/// An IPv6 address from the registry goes into a `--target` template's host position in
+/// brackets; the dry run's SSH route showed `fleet@2001:db8::7:22` (read as port 7 of
+/// `2001:db8::`). Nothing is contacted: the addresses are documentation ones.
+#[test]
+fn an_ipv6_address_is_bracketed_in_the_host_position() {
+    let mut test = Test::new();
+    test.payload("fw.bin", 1024);
+    test.write("devices.csv", "id,ip\nv6,2001:db8::7\nv4,192.0.2.7\n");
+    test.args([
+        "push",
+        "--payload",
+        "fw.bin",
+        "--dry-run",
+        "--target",
+        "ssh://fleet@{ip}:2222/~/fw.bin",
+        "devices.csv",
+    ]);
+    test.run()
+        .expect_status(0)
+        .expect_stdout("v6: fleet@[2001:db8::7]:2222 identity")
+        .expect_stdout("v4: fleet@192.0.2.7:2222 identity");
 }

@@ -41,7 +41,13 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     /// `user@host:port`, as messages name a hop.
     pub(crate) fn describe(&self) -> String {
-        format!("{}@{}:{}", self.user, self.target.host, self.target.port)
+        // An IPv6 literal in brackets, as in a URL: `fleet@2001:db8::7:22` reads as port 7.
+        let host = &self.target.host;
+        if host.contains(':') && !host.starts_with('[') {
+            format!("{}@[{host}]:{}", self.user, self.target.port)
+        } else {
+            format!("{}@{host}:{}", self.user, self.target.port)
+        }
     }
 }
 
